@@ -1,0 +1,54 @@
+# Two entry points for newcomers: `make run` (train -> gates -> registry on Fashion-MNIST) and `make test`.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+# Project-local homes so nothing leaks into ~ and an offline machine never waits on analytics.
+export PREFECT_HOME ?= $(CURDIR)/.prefect
+export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS ?= 120
+export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
+export KERAS_HOME ?= $(CURDIR)/.keras
+export MPLCONFIGDIR ?= $(CURDIR)/.cache/matplotlib
+export TF_CPP_MIN_LOG_LEVEL ?= 2
+# Data: MLOPS_DATA_DIR if set, else a sibling shared/ checkout, else the loader's own lookup
+# (Debian's dataset-fashion-mnist package, then Keras' download).
+MLOPS_DATA_DIR ?= $(firstword $(wildcard $(CURDIR)/../shared/data/fashion-mnist))
+ifneq ($(MLOPS_DATA_DIR),)
+export MLOPS_DATA_DIR
+endif
+
+ARGS ?=
+PYTEST_ARGS ?=
+
+.PHONY: install run test lint format mlflow-ui clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
+	touch $@
+
+run: install
+	$(BIN)/clothes-pipeline $(ARGS)
+
+test: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: install
+	$(BIN)/ruff check .
+
+format: install
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+mlflow-ui: install
+	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlruns/mlflow.db --host 127.0.0.1 --port 5000 --workers 1
+
+clean:
+	rm -rf $(VENV) .prefect .keras .cache .pytest_cache .ruff_cache

@@ -1,0 +1,154 @@
+"""`train_and_deploy`: data -> validation -> training -> evaluation -> gates -> MLflow registry."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from mlflow import MlflowClient
+from prefect import flow, get_run_logger, runtime
+from prefect.artifacts import create_markdown_artifact
+from pydantic import BaseModel, Field
+
+from tasks.data import DataSpec, load_data_task, validate_data_task
+from tasks.evaluate import evaluate_task
+from tasks.gates import GateFailed, GateThresholds, failed_gates, gate_tags, gates_task
+from tasks.registry import champion_accuracy_task, configure_mlflow, git_commit, log_dataset, register_task
+from tasks.settings import Settings
+from tasks.train import TrainParams, train_task
+
+
+class PipelineParams(BaseModel):
+    """Everything a run can vary; Prefect validates it and renders it as a form in the UI."""
+
+    data: DataSpec = Field(default_factory=DataSpec)
+    train: TrainParams = Field(default_factory=TrainParams)
+    thresholds: GateThresholds | None = Field(default=None, description="unset: MLOPS_MIN_ACCURACY etc.")
+    model_name: str | None = Field(default=None, description="unset: MLOPS_MODEL_NAME (default 'clothes')")
+
+
+@flow(name="train-and-deploy", log_prints=True)
+def train_and_deploy(params: PipelineParams | None = None) -> dict:
+    """A candidate that fails a gate ends the flow Failed, registers nothing and moves no alias."""
+    params = params or PipelineParams()
+    settings = Settings()
+    logger = get_run_logger()
+    model_name = params.model_name or settings.model_name
+    thresholds = params.thresholds or settings.gate_thresholds()
+    experiment_id = configure_mlflow(settings)
+
+    dataset = load_data_task(params.data, settings.data_dir)
+    counts = validate_data_task(dataset)
+
+    client = MlflowClient()
+    run = client.create_run(
+        experiment_id,
+        run_name=f"lenet5-{runtime.flow_run.name or 'local'}",
+        tags={
+            "git_commit": git_commit(),
+            "prefect.flow_run_id": str(runtime.flow_run.id or ""),
+            "model_name": model_name,
+        },
+    )
+    run_id = run.info.run_id
+    try:
+        log_dataset(run_id, dataset, counts)
+        trained = train_task(dataset, params.train, run_id)
+        evaluation = evaluate_task(trained.model, dataset, run_id)
+        champion = champion_accuracy_task(model_name, dataset)
+        results = gates_task(run_id, evaluation, thresholds, champion)
+        failures = failed_gates(results)
+        if failures:
+            client.set_tag(run_id, "candidate_status", "rejected")
+            raise GateFailed("candidate rejected: " + "; ".join(f"{r.name}: {r.detail}" for r in failures))
+        tags = {
+            **gate_tags(results),
+            "data.digest": dataset.digest,
+            "git_commit": git_commit(),
+            "run_id": run_id,
+            "test_accuracy": f"{evaluation.accuracy:.4f}",
+            **{f"param.{k}": str(v) for k, v in params.train.model_dump().items()},
+        }
+        version = register_task(run_id, trained.model, dataset, model_name, tags)
+    except BaseException:
+        client.set_terminated(run_id, "FAILED")
+        raise
+    client.set_terminated(run_id, "FINISHED")
+
+    summary = {
+        "run_id": run_id,
+        "model_name": model_name,
+        "model_version": str(version.version),
+        "test_accuracy": evaluation.accuracy,
+        "macro_f1": evaluation.macro_f1,
+        "epochs_run": trained.epochs_run,
+        "champion": {"version": champion[0], "accuracy": champion[1]} if champion else None,
+        "data_digest": dataset.digest,
+    }
+    create_markdown_artifact(key="train-and-deploy-summary", markdown=_summary_markdown(summary, settings))
+    logger.info("summary: %s", json.dumps(summary))
+    return summary
+
+
+def _summary_markdown(summary: dict, settings: Settings) -> str:
+    champion = summary["champion"]
+    versus = f"champion v{champion['version']} at {champion['accuracy']:.4f}" if champion else "no champion yet"
+    return (
+        f"## {summary['model_name']} v{summary['model_version']} (alias challenger)\n\n"
+        f"| what | value |\n|---|---|\n"
+        f"| test accuracy | {summary['test_accuracy']:.4f} |\n"
+        f"| macro F1 | {summary['macro_f1']:.4f} |\n"
+        f"| epochs | {summary['epochs_run']} |\n"
+        f"| compared with | {versus} |\n"
+        f"| MLflow run | `{summary['run_id']}` ({settings.resolved_tracking_uri()}) |\n"
+    )
+
+
+def parse_args(argv: list[str] | None = None) -> PipelineParams:
+    parser = argparse.ArgumentParser(description="Train, evaluate, gate and register the clothes classifier.")
+    parser.add_argument("--data-dir", type=Path, help="Fashion-MNIST IDX directory (default: MLOPS_DATA_DIR)")
+    parser.add_argument("--image-folder", type=Path, help="train from root/<class_name>/*.png instead")
+    parser.add_argument("--train-limit", type=int, help="use only the first N training images")
+    parser.add_argument("--test-limit", type=int, help="use only the first N test images")
+    parser.add_argument("--epochs", type=int)
+    parser.add_argument("--batch-size", type=int)
+    parser.add_argument("--learning-rate", type=float)
+    parser.add_argument("--seed", type=int)
+    parser.add_argument("--model-name")
+    parser.add_argument("--params-json", help="full PipelineParams as JSON (overrides nothing else given)")
+    args = parser.parse_args(argv)
+    if args.params_json:
+        return PipelineParams.model_validate_json(args.params_json)
+    data = DataSpec(
+        source="image-folder" if args.image_folder else "fashion-mnist",
+        path=args.image_folder or args.data_dir,
+        train_limit=args.train_limit,
+        test_limit=args.test_limit,
+    )
+    train_overrides = {
+        key: value
+        for key, value in {
+            "epochs": args.epochs,
+            "batch_size": args.batch_size,
+            "learning_rate": args.learning_rate,
+            "seed": args.seed,
+        }.items()
+        if value is not None
+    }
+    return PipelineParams(data=data, train=TrainParams(**train_overrides), model_name=args.model_name)
+
+
+def main(argv: list[str] | None = None) -> int:
+    params = parse_args(argv)
+    state = train_and_deploy(params, return_state=True)
+    if state.is_failed():
+        print(f"train-and-deploy failed: {state.message}", file=sys.stderr)
+        return 1
+    print(json.dumps(state.result(), indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

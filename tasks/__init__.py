@@ -1,0 +1,1 @@
+"""Pipeline stages: pure logic plus thin Prefect task wrappers, one module per stage."""

@@ -1,0 +1,120 @@
+"""Quality gates a candidate must pass before it may enter the registry."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+from mlflow import MlflowClient
+from prefect import get_run_logger, task
+from prefect.artifacts import create_markdown_artifact
+from prefect.cache_policies import NO_CACHE
+from pydantic import BaseModel, Field
+
+from tasks.evaluate import Evaluation
+
+
+class GateThresholds(BaseModel):
+    """Defaults live in `tasks.settings.Settings` (MLOPS_MIN_ACCURACY, ...), the one place to change them."""
+
+    min_accuracy: float = Field(ge=0, le=1)
+    min_class_recall: float = Field(ge=0, le=1)
+    max_regression: float = Field(ge=0, le=1, description="tolerated accuracy drop vs the champion")
+
+
+@dataclass(frozen=True)
+class GateResult:
+    name: str
+    passed: bool
+    value: float | None
+    threshold: float | None
+    detail: str
+
+
+class GateFailed(RuntimeError):
+    """A candidate failed at least one gate; the message lists every failing gate with its numbers."""
+
+
+def check_gates(
+    candidate: Evaluation,
+    thresholds: GateThresholds,
+    champion_accuracy: float | None = None,
+    champion_label: str = "champion",
+) -> list[GateResult]:
+    """Every gate is evaluated (no short-circuit) so a reviewer sees all verdicts at once."""
+    worst_name, worst_recall = candidate.worst_class_recall
+    results = [
+        GateResult(
+            "min_accuracy",
+            candidate.accuracy >= thresholds.min_accuracy,
+            candidate.accuracy,
+            thresholds.min_accuracy,
+            f"test accuracy {candidate.accuracy:.4f} vs minimum {thresholds.min_accuracy:.4f}",
+        ),
+        GateResult(
+            "min_class_recall",
+            worst_recall >= thresholds.min_class_recall,
+            worst_recall,
+            thresholds.min_class_recall,
+            f"worst class '{worst_name}' recall {worst_recall:.4f} vs minimum {thresholds.min_class_recall:.4f}",
+        ),
+    ]
+    if champion_accuracy is None:
+        results.append(GateResult("no_regression", True, None, None, "no champion yet: nothing to regress from"))
+    else:
+        floor = champion_accuracy - thresholds.max_regression
+        results.append(
+            GateResult(
+                "no_regression",
+                candidate.accuracy >= floor,
+                candidate.accuracy - champion_accuracy,
+                -thresholds.max_regression,
+                f"accuracy {candidate.accuracy:.4f} vs {champion_label} {champion_accuracy:.4f} on the same "
+                f"test set (tolerance {thresholds.max_regression:.4f})",
+            )
+        )
+    return results
+
+
+def failed_gates(results: list[GateResult]) -> list[GateResult]:
+    return [r for r in results if not r.passed]
+
+
+def gates_markdown(results: list[GateResult]) -> str:
+    rows = "\n".join(f"| {r.name} | {'PASS' if r.passed else 'FAIL'} | {r.detail} |" for r in results)
+    verdict = "all gates passed" if not failed_gates(results) else "REJECTED"
+    return f"### Quality gates: {verdict}\n\n| gate | verdict | numbers |\n|---|---|---|\n{rows}\n"
+
+
+def gate_tags(results: list[GateResult]) -> dict[str, str]:
+    """Tags for the MLflow run and model version: `gate.<name>` = pass/fail, plus the numbers."""
+    tags = {f"gate.{r.name}": "pass" if r.passed else "fail" for r in results}
+    tags.update({f"gate.{r.name}.detail": r.detail for r in results})
+    return tags
+
+
+def as_records(results: list[GateResult]) -> list[dict]:
+    return [asdict(r) for r in results]
+
+
+@task(name="quality-gates", cache_policy=NO_CACHE)
+def gates_task(
+    run_id: str,
+    evaluation: Evaluation,
+    thresholds: GateThresholds,
+    champion: tuple[str, float] | None = None,
+) -> list[GateResult]:
+    """Record every verdict in MLflow and as a Prefect artifact; the flow decides what failing means."""
+    champion_label = f"champion v{champion[0]}" if champion else "champion"
+    results = check_gates(evaluation, thresholds, champion[1] if champion else None, champion_label)
+    client = MlflowClient()
+    for key, value in gate_tags(results).items():
+        client.set_tag(run_id, key, value[:5000])
+    for result in results:
+        if result.value is not None:
+            client.log_metric(run_id, f"gate_{result.name}_value", result.value)
+    client.log_dict(run_id, as_records(results), "evaluation/gates.json")
+    create_markdown_artifact(key="quality-gates", markdown=gates_markdown(results), description="gate verdicts")
+    logger = get_run_logger()
+    for result in results:
+        logger.info("gate %s: %s (%s)", result.name, "PASS" if result.passed else "FAIL", result.detail)
+    return results

@@ -1,0 +1,144 @@
+"""MLflow: experiment setup, dataset logging, the registry policy (challenger / champion aliases)."""
+
+from __future__ import annotations
+
+import subprocess
+import warnings
+from pathlib import Path
+
+import mlflow
+import numpy as np
+from mlflow import MlflowClient
+from mlflow.entities.model_registry import ModelVersion
+from mlflow.exceptions import MlflowException
+from mlflow.models import infer_signature
+from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+
+from serving.preprocessing import to_model_input
+from tasks.data import Dataset
+from tasks.evaluate import evaluate_model
+from tasks.settings import Settings
+
+CHALLENGER = "challenger"
+CHAMPION = "champion"
+# Pinned so MLflow does not spend ~10 s inferring requirements by importing the model.
+MODEL_PIP_REQUIREMENTS = ["tensorflow-cpu==2.21.*", "keras>=3.10,<4", "numpy<3"]
+
+
+def configure_mlflow(settings: Settings) -> str:
+    """Point MLflow at the configured store and return the experiment id, creating it on first use."""
+    uri = settings.resolved_tracking_uri()
+    if uri.startswith("sqlite:"):
+        settings.mlruns_dir.mkdir(parents=True, exist_ok=True)
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    client = MlflowClient()
+    experiment = client.get_experiment_by_name(settings.experiment_name)
+    if experiment is not None:
+        return experiment.experiment_id
+    # A remote server chooses its own artifact store; locally artifacts stay under mlruns/.
+    location = settings.artifact_location if uri.startswith(("sqlite:", "file:")) else None
+    return client.create_experiment(settings.experiment_name, artifact_location=location)
+
+
+def git_commit() -> str:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            cwd=Path(__file__).resolve().parent,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return out.stdout.strip() if out.returncode == 0 else "unknown"
+
+
+def log_dataset(run_id: str, dataset: Dataset, counts: dict[str, dict[str, int]]) -> None:
+    """Record where the data came from, its content digest and class balance on the run."""
+    client = MlflowClient()
+    with mlflow.start_run(run_id=run_id):
+        for split, x, y in (("train", dataset.x_train, dataset.y_train), ("test", dataset.x_test, dataset.y_test)):
+            # Only the digest identifies the data; a one-image profile keeps the run small.
+            with warnings.catch_warnings():  # MLflow registers local paths twice and warns about it
+                warnings.simplefilter("ignore", UserWarning)
+                ds = mlflow.data.from_numpy(
+                    x[:1],
+                    targets=y[:1],
+                    source=dataset.source,
+                    name=f"fashion-mnist-{split}",
+                    digest=dataset.digest[:16],
+                )
+            mlflow.log_input(ds, context=split)
+        mlflow.log_params({"data.n_train": len(dataset.y_train), "data.n_test": len(dataset.y_test)})
+        mlflow.set_tags({"data.digest": dataset.digest, "data.source": f"{dataset.origin}:{dataset.source}"})
+    client.log_dict(run_id, counts, "data/class_counts.json")
+
+
+def champion_version(name: str) -> ModelVersion | None:
+    """The version holding alias `champion`, or None when the model or the alias does not exist yet."""
+    try:
+        return MlflowClient().get_model_version_by_alias(name, CHAMPION)
+    except MlflowException as exc:
+        if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
+            return None
+        raise
+
+
+def load_model_version(name: str, version: str | int):  # -> keras.Model
+    return mlflow.tensorflow.load_model(f"models:/{name}/{version}")
+
+
+def log_candidate_model(run_id: str, model, example_pixels: np.ndarray) -> str:
+    """Log the Keras model (TensorFlow flavour) with signature and input example; return its model URI."""
+    example = to_model_input(example_pixels)
+    signature = infer_signature(example, np.asarray(model(example, training=False)))
+    with mlflow.start_run(run_id=run_id):
+        info = mlflow.tensorflow.log_model(
+            model,
+            name="model",
+            signature=signature,
+            input_example=example,
+            pip_requirements=MODEL_PIP_REQUIREMENTS,
+        )
+    return info.model_uri
+
+
+def register_candidate(model_uri: str, name: str, tags: dict[str, str], description: str = "") -> ModelVersion:
+    """New registry version with alias `challenger`. `champion` only moves after the smoke test."""
+    client = MlflowClient()
+    try:
+        client.create_registered_model(name, description="Fashion-MNIST clothes classifier")
+    except MlflowException as exc:
+        if exc.error_code != "RESOURCE_ALREADY_EXISTS":
+            raise
+    version = mlflow.register_model(model_uri, name, tags=tags)
+    if description:
+        client.update_model_version(name, version.version, description=description)
+    client.set_registered_model_alias(name, CHALLENGER, version.version)
+    return version
+
+
+@task(name="evaluate-champion", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[2, 10])
+def champion_accuracy_task(name: str, dataset: Dataset) -> tuple[str, float] | None:
+    """The champion re-evaluated on this run's test set, so the regression gate compares like with like."""
+    version = champion_version(name)
+    logger = get_run_logger()
+    if version is None:
+        logger.info("no champion for model '%s' yet", name)
+        return None
+    model = load_model_version(name, version.version)
+    accuracy = evaluate_model(model, dataset.x_test, dataset.y_test, dataset.class_names).accuracy
+    logger.info("champion v%s scores %.4f on this test set", version.version, accuracy)
+    return str(version.version), accuracy
+
+
+@task(name="register-model", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[2, 10])
+def register_task(run_id: str, model, dataset: Dataset, name: str, tags: dict[str, str]) -> ModelVersion:
+    model_uri = log_candidate_model(run_id, model, dataset.x_test[:1])
+    version = register_candidate(model_uri, name, tags, description=f"trained in run {run_id}")
+    MlflowClient().set_tag(run_id, "candidate_status", f"registered as {name} v{version.version}")
+    get_run_logger().info("registered %s v%s with alias '%s'", name, version.version, CHALLENGER)
+    return version

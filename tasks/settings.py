@@ -1,0 +1,54 @@
+"""The pipeline's one settings object, read from the environment (prefix ``MLOPS_``).
+
+Serving has its own small settings in ``serving.settings``: the image must not carry pipeline
+configuration (tracking URIs, thresholds) it never uses.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from tasks.gates import GateThresholds
+
+DEBIAN_DATA_DIR = Path("/usr/share/datasets/fashion-mnist")
+
+
+class Settings(BaseSettings):
+    """Defaults work on a laptop with nothing running: MLflow in SQLite under ``mlruns/``."""
+
+    model_config = SettingsConfigDict(env_prefix="MLOPS_", extra="ignore")
+
+    mlruns_dir: Path = Path("mlruns")
+    tracking_uri: str | None = Field(
+        default=None, description="MLflow tracking URI; falls back to MLFLOW_TRACKING_URI, then SQLite"
+    )
+    experiment_name: str = "clothes"
+    model_name: str = "clothes"
+    data_dir: Path | None = Field(default=None, description="directory with the four Fashion-MNIST IDX .gz files")
+    model_root: Path = Path("models")
+
+    min_accuracy: float = Field(default=0.88, ge=0, le=1)
+    min_class_recall: float = Field(default=0.60, ge=0, le=1)
+    max_regression: float = Field(default=0.005, ge=0, le=1, description="tolerated accuracy drop vs champion")
+
+    def resolved_tracking_uri(self) -> str:
+        if self.tracking_uri:
+            return self.tracking_uri
+        if os.environ.get("MLFLOW_TRACKING_URI"):
+            return os.environ["MLFLOW_TRACKING_URI"]
+        return f"sqlite:///{(self.mlruns_dir / 'mlflow.db').resolve()}"
+
+    def gate_thresholds(self) -> GateThresholds:
+        return GateThresholds(
+            min_accuracy=self.min_accuracy,
+            min_class_recall=self.min_class_recall,
+            max_regression=self.max_regression,
+        )
+
+    @property
+    def artifact_location(self) -> str:
+        return (self.mlruns_dir / "artifacts").resolve().as_uri()

@@ -1,0 +1,141 @@
+"""LeNet-5 as in the course notes, trained reproducibly with early stopping."""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from mlflow import MlflowClient
+from mlflow.entities import Metric, Param
+from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+from pydantic import BaseModel, Field
+
+from serving.preprocessing import to_model_input
+from tasks.data import Dataset, stratified_split
+from tasks.evaluate import plot_training_curves
+
+EpochCallback = Callable[[int, dict[str, float]], None]
+
+
+class TrainParams(BaseModel):
+    epochs: int = Field(default=15, ge=1, le=500)
+    batch_size: int = Field(default=128, ge=1, le=8192)
+    learning_rate: float = Field(default=1e-3, gt=0, le=1)
+    seed: int = 42
+    patience: int = Field(default=3, ge=1, description="early stopping patience on validation loss")
+    validation_fraction: float = Field(default=0.1, gt=0, lt=1)
+
+
+@dataclass
+class TrainResult:
+    model: object  # keras.Model; typed loosely so importing this module stays cheap
+    history: dict[str, list[float]]
+    best_epoch: int
+    epochs_run: int
+
+
+def build_lenet5(num_classes: int = 10, learning_rate: float = 1e-3):  # -> keras.Model
+    """Conv 6@5x5 relu, AvgPool, Conv 16@5x5 relu, AvgPool, Dense 120, 84, softmax: 44,426 parameters."""
+    import keras
+
+    model = keras.Sequential(
+        [
+            keras.Input(shape=(28, 28, 1), name="image"),
+            keras.layers.Conv2D(6, 5, activation="relu", name="conv1"),
+            keras.layers.AveragePooling2D(2, name="pool1"),
+            keras.layers.Conv2D(16, 5, activation="relu", name="conv2"),
+            keras.layers.AveragePooling2D(2, name="pool2"),
+            keras.layers.Flatten(name="flatten"),
+            keras.layers.Dense(120, activation="relu", name="fc1"),
+            keras.layers.Dense(84, activation="relu", name="fc2"),
+            keras.layers.Dense(num_classes, activation="softmax", name="probabilities"),
+        ],
+        name="lenet5",
+    )
+    model.compile(
+        optimizer=keras.optimizers.Adam(learning_rate),
+        loss="sparse_categorical_crossentropy",
+        metrics=["accuracy"],
+    )
+    return model
+
+
+def train_model(dataset: Dataset, params: TrainParams, on_epoch_end: EpochCallback | None = None) -> TrainResult:
+    """Fit on a stratified train/validation split; the test split is never seen here."""
+    import keras
+
+    keras.utils.set_random_seed(params.seed)
+    train_idx, val_idx = stratified_split(dataset.y_train, params.validation_fraction, params.seed)
+    x_train, y_train = to_model_input(dataset.x_train[train_idx]), dataset.y_train[train_idx]
+    x_val, y_val = to_model_input(dataset.x_train[val_idx]), dataset.y_train[val_idx]
+
+    model = build_lenet5(len(dataset.class_names), params.learning_rate)
+    callbacks: list[keras.callbacks.Callback] = [
+        keras.callbacks.EarlyStopping(monitor="val_loss", patience=params.patience, restore_best_weights=True)
+    ]
+    if on_epoch_end is not None:
+        callbacks.append(
+            keras.callbacks.LambdaCallback(
+                on_epoch_end=lambda epoch, logs: on_epoch_end(epoch, {k: float(v) for k, v in logs.items()})
+            )
+        )
+    fit = model.fit(
+        x_train,
+        y_train,
+        validation_data=(x_val, y_val),
+        epochs=params.epochs,
+        batch_size=params.batch_size,
+        shuffle=True,
+        callbacks=callbacks,
+        verbose=0,
+    )
+    history = {key: [float(v) for v in values] for key, values in fit.history.items()}
+    epochs_run = len(history["loss"])
+    return TrainResult(model, history, int(np.argmin(history["val_loss"])), epochs_run)
+
+
+@task(
+    name="train",
+    task_run_name="train-lr={params.learning_rate}-bs={params.batch_size}-epochs={params.epochs}",
+    cache_policy=NO_CACHE,
+)
+def train_task(dataset: Dataset, params: TrainParams, run_id: str) -> TrainResult:
+    """Per-epoch metrics go to MLflow as they happen, so a long run can be followed in the UI."""
+    logger = get_run_logger()
+    client = MlflowClient()
+    client.log_batch(run_id, params=[Param(f"train.{k}", str(v)) for k, v in params.model_dump().items()])
+
+    def log_epoch(epoch: int, logs: dict[str, float]) -> None:
+        now = int(time.time() * 1000)
+        client.log_batch(run_id, metrics=[Metric(k, v, now, epoch) for k, v in logs.items()])
+        logger.info(
+            "epoch %d/%d: loss %.4f acc %.4f val_loss %.4f val_acc %.4f",
+            epoch + 1,
+            params.epochs,
+            logs["loss"],
+            logs["accuracy"],
+            logs["val_loss"],
+            logs["val_accuracy"],
+        )
+
+    started = time.perf_counter()
+    result = train_model(dataset, params, log_epoch)
+    seconds = time.perf_counter() - started
+    for key, value in {
+        "train_seconds": seconds,
+        "best_epoch": result.best_epoch + 1,
+        "epochs_run": result.epochs_run,
+        "best_val_accuracy": result.history["val_accuracy"][result.best_epoch],
+    }.items():
+        client.log_metric(run_id, key, value)
+    with tempfile.TemporaryDirectory() as tmp:
+        client.log_artifact(
+            run_id, str(plot_training_curves(result.history, Path(tmp) / "training_curves.png")), "plots"
+        )
+    logger.info("trained %d epochs in %.1f s (best epoch %d)", result.epochs_run, seconds, result.best_epoch + 1)
+    return result

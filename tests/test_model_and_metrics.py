@@ -1,0 +1,78 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from serving.preprocessing import to_model_input
+from tasks.evaluate import compute_metrics, confusion_matrix
+from tasks.gates import GateThresholds, check_gates, failed_gates, gate_tags
+from tasks.train import build_lenet5
+
+
+def test_lenet5_has_the_course_architecture():
+    model = build_lenet5()
+    assert model.count_params() == 44_426
+    assert [layer.name for layer in model.layers] == [
+        "conv1", "pool1", "conv2", "pool2", "flatten", "fc1", "fc2", "probabilities",
+    ]  # fmt: skip
+    out = np.asarray(model(to_model_input(np.zeros((3, 28, 28), np.uint8))))
+    assert out.shape == (3, 10)
+    assert np.allclose(out.sum(axis=1), 1.0, atol=1e-5)
+
+
+def test_preprocessing_scales_to_unit_range_with_channel_axis():
+    x = to_model_input(np.array([[[0, 255] * 14] * 28], dtype=np.uint8))
+    assert x.shape == (1, 28, 28, 1) and x.dtype == np.float32
+    assert x.min() == 0.0 and x.max() == 1.0
+
+
+def test_metrics_match_a_hand_computed_example():
+    y_true = np.array([0, 0, 0, 1, 1, 2])
+    y_pred = np.array([0, 0, 1, 1, 2, 2])
+    evaluation = compute_metrics(y_true, y_pred, ["a", "b", "c"])
+    assert evaluation.confusion == [[2, 1, 0], [0, 1, 1], [0, 0, 1]]
+    assert evaluation.accuracy == pytest.approx(4 / 6)
+    assert evaluation.per_class["a"] == {"precision": 1.0, "recall": pytest.approx(2 / 3), "f1": 0.8, "support": 3}
+    assert evaluation.per_class["b"]["precision"] == pytest.approx(0.5)
+    assert evaluation.macro_recall == pytest.approx((2 / 3 + 0.5 + 1) / 3)
+    assert evaluation.worst_class_recall == ("b", 0.5)
+    assert "test_recall_a" in evaluation.flat_metrics()
+
+
+def test_never_predicted_class_has_zero_precision_not_nan():
+    evaluation = compute_metrics(np.array([0, 1]), np.array([0, 0]), ["T-shirt/top", "Trouser"])
+    assert evaluation.per_class["Trouser"] == {"precision": 0.0, "recall": 0.0, "f1": 0.0, "support": 1}
+    assert "test_f1_t_shirt_top" in evaluation.flat_metrics()
+
+
+def test_confusion_matrix_counts():
+    cm = confusion_matrix(np.array([1, 1, 0]), np.array([1, 0, 0]), 2)
+    assert cm.tolist() == [[1, 0], [1, 1]]
+
+
+THRESHOLDS = GateThresholds(min_accuracy=0.6, min_class_recall=0.4, max_regression=0.01)
+
+
+def _evaluation(accuracy_hits: int):
+    y_true = np.repeat(np.arange(2), 5)
+    y_pred = y_true.copy()
+    y_pred[: 10 - accuracy_hits] = 1 - y_pred[: 10 - accuracy_hits]
+    return compute_metrics(y_true, y_pred, ["x", "y"])
+
+
+def test_gates_pass_without_champion_and_say_so():
+    results = check_gates(_evaluation(9), THRESHOLDS)
+    assert failed_gates(results) == []
+    assert "no champion" in results[-1].detail
+    assert gate_tags(results)["gate.no_regression"] == "pass"
+
+
+def test_every_failing_gate_is_reported_with_numbers():
+    results = check_gates(_evaluation(5), THRESHOLDS, champion_accuracy=0.9, champion_label="champion v3")
+    assert {r.name for r in failed_gates(results)} == {"min_accuracy", "min_class_recall", "no_regression"}
+    assert "champion v3 0.9000" in results[-1].detail
+
+
+def test_regression_within_tolerance_passes():
+    results = check_gates(_evaluation(9), THRESHOLDS, champion_accuracy=0.905)
+    assert results[-1].passed and results[-1].value == pytest.approx(-0.005)

@@ -1,0 +1,76 @@
+"""The real flow under Prefect's test harness, on a small real subset, against a temporary MLflow store."""
+
+from __future__ import annotations
+
+import pytest
+from mlflow import MlflowClient
+
+from flows.pipeline import PipelineParams, train_and_deploy
+from tasks.data import DataSpec
+from tasks.gates import GateThresholds
+from tasks.registry import CHALLENGER, CHAMPION
+from tasks.train import TrainParams
+
+pytestmark = pytest.mark.slow
+LENIENT = GateThresholds(min_accuracy=0.5, min_class_recall=0.0, max_regression=0.05)
+
+
+def _params(fashion_dir, **overrides) -> PipelineParams:
+    return PipelineParams(
+        data=DataSpec(path=fashion_dir, train_limit=2000, test_limit=500),
+        train=TrainParams(epochs=2, batch_size=64),
+        thresholds=overrides.pop("thresholds", LENIENT),
+        **overrides,
+    )
+
+
+def test_registry_lifecycle(prefect_harness, mlflow_store, fashion_dir):
+    # 1. First candidate: registered as v1 with alias challenger, everything recorded on the run.
+    first = train_and_deploy(_params(fashion_dir))
+    client = MlflowClient()
+    v1 = client.get_model_version("clothes", first["model_version"])
+    assert str(v1.version) == "1" and CHALLENGER in v1.aliases
+    assert v1.tags["gate.min_accuracy"] == "pass" and v1.tags["data.digest"] == first["data_digest"]
+    assert "git_commit" in v1.tags and v1.tags["param.epochs"] == "2"
+    run = client.get_run(first["run_id"])
+    assert run.info.status == "FINISHED" and run.data.tags["candidate_status"] == "registered as clothes v1"
+    assert run.data.metrics["test_accuracy"] == pytest.approx(first["test_accuracy"])
+    assert first["test_accuracy"] >= 0.5
+    assert len(client.get_metric_history(first["run_id"], "val_loss")) == 2
+    plots = {a.path for a in client.list_artifacts(first["run_id"], "plots")}
+    assert plots == {"plots/confusion_matrix.png", "plots/training_curves.png"}
+    assert (mlflow_store / "mlflow.db").is_file() and (mlflow_store / "artifacts").is_dir()
+
+    # 2. With a champion, the next candidate is compared against it on the same test set.
+    client.set_registered_model_alias("clothes", CHAMPION, "1")
+    second = train_and_deploy(_params(fashion_dir))
+    assert second["champion"]["version"] == "1"
+    assert second["champion"]["accuracy"] == pytest.approx(first["test_accuracy"], abs=1e-6)
+    v2 = client.get_model_version("clothes", second["model_version"])
+    assert "champion v1" in v2.tags["gate.no_regression.detail"]
+    assert CHALLENGER in v2.aliases and str(client.get_model_version_by_alias("clothes", CHAMPION).version) == "1"
+
+    # 3. An impossible threshold fails the flow, registers nothing and moves no alias.
+    impossible = GateThresholds(min_accuracy=0.9999, min_class_recall=0.0, max_regression=0.05)
+    state = train_and_deploy(_params(fashion_dir, thresholds=impossible), return_state=True)
+    assert state.is_failed() and "min_accuracy" in state.message
+    versions = client.search_model_versions("name='clothes'")
+    assert sorted(str(v.version) for v in versions) == ["1", "2"]
+    assert str(client.get_model_version_by_alias("clothes", CHAMPION).version) == "1"
+    assert str(client.get_model_version_by_alias("clothes", CHALLENGER).version) == "2"
+    rejected = client.search_runs([run.info.experiment_id], "tags.candidate_status = 'rejected'")
+    assert len(rejected) == 1 and rejected[0].info.status == "FAILED"
+    assert rejected[0].data.tags["gate.min_accuracy"] == "fail"
+
+
+def test_invalid_data_fails_before_anything_is_logged(prefect_harness, mlflow_store, tmp_path):
+    from PIL import Image
+
+    for split in ("train", "test"):
+        for name in ("bag", "coat"):
+            (tmp_path / split / name).mkdir(parents=True)
+        Image.new("L", (28, 28), 7).save(tmp_path / split / "bag" / "only.png")  # 'coat' has no images
+    params = PipelineParams(data=DataSpec(source="image-folder", path=tmp_path), thresholds=LENIENT)
+    state = train_and_deploy(params, return_state=True)
+    assert state.is_failed() and "no examples of: coat" in state.message
+    assert MlflowClient().search_registered_models() == []
