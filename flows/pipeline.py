@@ -1,4 +1,4 @@
-"""`train_and_deploy`: data -> validation -> training -> evaluation -> gates -> MLflow registry."""
+"""`train_and_deploy`: data -> validation -> training -> evaluation -> gates -> MLflow registry -> export."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from pydantic import BaseModel, Field
 
 from tasks.data import DataSpec, load_data_task, validate_data_task
 from tasks.evaluate import evaluate_task
+from tasks.export import export_task
 from tasks.gates import GateFailed, GateThresholds, failed_gates, gate_tags, gates_task
 from tasks.registry import champion_accuracy_task, configure_mlflow, git_commit, log_dataset, register_task
 from tasks.settings import Settings
@@ -69,6 +70,7 @@ def train_and_deploy(params: PipelineParams | None = None) -> dict:
             "git_commit": git_commit(),
             "run_id": run_id,
             "test_accuracy": f"{evaluation.accuracy:.4f}",
+            "class_names": json.dumps(list(dataset.class_names)),
             **{f"param.{k}": str(v) for k, v in params.train.model_dump().items()},
         }
         version = register_task(run_id, trained.model, dataset, model_name, tags)
@@ -76,6 +78,7 @@ def train_and_deploy(params: PipelineParams | None = None) -> dict:
         client.set_terminated(run_id, "FAILED")
         raise
     client.set_terminated(run_id, "FINISHED")
+    export_dir = export_task(model_name, str(version.version), settings.model_root)
 
     summary = {
         "run_id": run_id,
@@ -86,6 +89,7 @@ def train_and_deploy(params: PipelineParams | None = None) -> dict:
         "epochs_run": trained.epochs_run,
         "champion": {"version": champion[0], "accuracy": champion[1]} if champion else None,
         "data_digest": dataset.digest,
+        "export_dir": str(export_dir),
     }
     create_markdown_artifact(key="train-and-deploy-summary", markdown=_summary_markdown(summary, settings))
     logger.info("summary: %s", json.dumps(summary))
@@ -102,6 +106,7 @@ def _summary_markdown(summary: dict, settings: Settings) -> str:
         f"| macro F1 | {summary['macro_f1']:.4f} |\n"
         f"| epochs | {summary['epochs_run']} |\n"
         f"| compared with | {versus} |\n"
+        f"| exported to | `{summary['export_dir']}` |\n"
         f"| MLflow run | `{summary['run_id']}` ({settings.resolved_tracking_uri()}) |\n"
     )
 

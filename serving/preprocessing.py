@@ -20,14 +20,16 @@ def to_model_input(pixels: np.ndarray) -> np.ndarray:
     return (np.asarray(pixels, dtype=np.float32) / np.float32(255.0))[..., np.newaxis]
 
 
-def pixels_from_nested(value: object, *, batch: bool) -> np.ndarray:
-    """Validate a JSON image (28x28) or batch (N x 28 x 28) of 0-255 numbers and return float32 pixels.
-
-    The checks are strict because a wrong shape or NaN must be the client's 400, not a model error.
-    """
+def pixels_from_nested(value: object, *, batch: bool, max_value: float = 255.0) -> np.ndarray:
+    """Validate a JSON image (28x28) or batch (N x 28 x 28) of numbers in 0..max_value; return (N, 28, 28)
+    float32. Strict, because a wrong shape or NaN must be the client's 400, not a model error."""
+    if not isinstance(value, list):
+        raise InvalidInput("image must be a nested list of numbers")
+    if batch and not value:
+        raise InvalidInput("images must hold at least one image")
     try:
         array = np.asarray(value, dtype=np.float32)
-    except (ValueError, TypeError) as exc:
+    except (ValueError, TypeError, OverflowError, RecursionError) as exc:
         raise InvalidInput("image must be a nested list of numbers (rows of equal length)") from exc
     expected = 3 if batch else 2
     if not batch and array.ndim == 3 and array.shape[-1] == 1:
@@ -37,12 +39,10 @@ def pixels_from_nested(value: object, *, batch: bool) -> np.ndarray:
     if array.ndim != expected or array.shape[-2:] != (IMAGE_SIZE, IMAGE_SIZE):
         want = "N x 28 x 28" if batch else "28 x 28"
         raise InvalidInput(f"expected {want} pixel values, got shape {list(array.shape)}")
-    if batch and array.shape[0] == 0:
-        raise InvalidInput("images must hold at least one image")
     if not np.isfinite(array).all():
         raise InvalidInput("pixel values must be finite numbers (no NaN or infinity)")
-    if array.size and (array.min() < 0 or array.max() > 255):
-        raise InvalidInput("pixel values must lie between 0 and 255")
+    if array.min() < 0 or array.max() > max_value:
+        raise InvalidInput(f"pixel values must lie between 0 and {max_value:g}")
     return array if batch else array[np.newaxis]
 
 

@@ -23,11 +23,14 @@ EpochCallback = Callable[[int, dict[str, float]], None]
 
 
 class TrainParams(BaseModel):
-    epochs: int = Field(default=15, ge=1, le=500)
+    epochs: int = Field(default=40, ge=1, le=500, description="upper bound; early stopping usually ends sooner")
     batch_size: int = Field(default=128, ge=1, le=8192)
-    learning_rate: float = Field(default=1e-3, gt=0, le=1)
+    learning_rate: float = Field(default=2e-3, gt=0, le=1)
     seed: int = 42
-    patience: int = Field(default=3, ge=1, description="early stopping patience on validation loss")
+    patience: int = Field(default=4, ge=1, description="early stopping patience on validation loss")
+    lr_patience: int = Field(default=1, ge=1, description="epochs without val-loss progress before lowering lr")
+    lr_factor: float = Field(default=0.3, gt=0, lt=1, description="learning-rate multiplier on a plateau")
+    weight_decay: float = Field(default=0.0, ge=0, description="AdamW decoupled weight decay; 0 means Adam")
     validation_fraction: float = Field(default=0.1, gt=0, lt=1)
 
 
@@ -39,7 +42,7 @@ class TrainResult:
     epochs_run: int
 
 
-def build_lenet5(num_classes: int = 10, learning_rate: float = 1e-3):  # -> keras.Model
+def build_lenet5(num_classes: int = 10, learning_rate: float = 1e-3, weight_decay: float = 0.0):  # -> keras.Model
     """Conv 6@5x5 relu, AvgPool, Conv 16@5x5 relu, AvgPool, Dense 120, 84, softmax: 44,426 parameters."""
     import keras
 
@@ -58,7 +61,9 @@ def build_lenet5(num_classes: int = 10, learning_rate: float = 1e-3):  # -> kera
         name="lenet5",
     )
     model.compile(
-        optimizer=keras.optimizers.Adam(learning_rate),
+        optimizer=keras.optimizers.AdamW(learning_rate, weight_decay=weight_decay)
+        if weight_decay
+        else keras.optimizers.Adam(learning_rate),
         loss="sparse_categorical_crossentropy",
         metrics=["accuracy"],
     )
@@ -74,9 +79,12 @@ def train_model(dataset: Dataset, params: TrainParams, on_epoch_end: EpochCallba
     x_train, y_train = to_model_input(dataset.x_train[train_idx]), dataset.y_train[train_idx]
     x_val, y_val = to_model_input(dataset.x_train[val_idx]), dataset.y_train[val_idx]
 
-    model = build_lenet5(len(dataset.class_names), params.learning_rate)
+    model = build_lenet5(len(dataset.class_names), params.learning_rate, params.weight_decay)
     callbacks: list[keras.callbacks.Callback] = [
-        keras.callbacks.EarlyStopping(monitor="val_loss", patience=params.patience, restore_best_weights=True)
+        keras.callbacks.ReduceLROnPlateau(
+            monitor="val_loss", factor=params.lr_factor, patience=params.lr_patience, min_lr=1e-5
+        ),
+        keras.callbacks.EarlyStopping(monitor="val_loss", patience=params.patience, restore_best_weights=True),
     ]
     if on_epoch_end is not None:
         callbacks.append(

@@ -63,3 +63,26 @@ def mlflow_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     # mlflow.set_tracking_uri() exports MLFLOW_TRACKING_URI; monkeypatch removes it again afterwards.
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     return store
+
+
+@pytest.fixture(scope="session")
+def trained_model(fashion_dir: Path):
+    """LeNet-5 after 3 quick epochs on the full training split (~85% test accuracy, ~10 s)."""
+    from tasks.data import load_fashion_mnist
+    from tasks.train import TrainParams, train_model
+
+    dataset = load_fashion_mnist(fashion_dir)
+    return train_model(dataset, TrainParams(epochs=3, validation_fraction=0.05)).model
+
+
+@pytest.fixture(scope="session")
+def model_root(tmp_path_factory: pytest.TempPathFactory, trained_model) -> Path:
+    """An exported store serving `clothes` v1 and v2 side by side, like a real deployment."""
+    from tasks.data import FASHION_MNIST_CLASSES
+    from tasks.export import build_metadata, export_model
+
+    root = tmp_path_factory.mktemp("models")
+    for version in (1, 2):
+        metadata = build_metadata(trained_model, "clothes", version, FASHION_MNIST_CLASSES, f"run-{version}", {})
+        export_model(trained_model, root, metadata)
+    return root

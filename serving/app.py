@@ -1,0 +1,266 @@
+"""Flask app factory: the course's REST contract, a TensorFlow-Serving-compatible API, health, metrics."""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+from flask import Blueprint, Flask, Response, current_app, g, request
+from prometheus_client import CONTENT_TYPE_LATEST
+from werkzeug.exceptions import HTTPException
+
+from serving import metrics
+from serving.model_store import ModelStore, ServedModel
+from serving.openapi import openapi_document
+from serving.preprocessing import (
+    InvalidInput,
+    pixels_from_image_bytes,
+    pixels_from_nested,
+    to_model_input,
+)
+from serving.settings import ServingSettings
+
+log = logging.getLogger(__name__)
+IMAGE_TYPES = {"image/png", "image/jpeg"}
+api = Blueprint("api", __name__)
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status, self.message = status, message
+
+
+def json_response(body: Any, status: int = 200) -> Response:
+    return Response(orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY), status, mimetype="application/json")
+
+
+def store() -> ModelStore:
+    return current_app.extensions["model_store"]
+
+
+def settings() -> ServingSettings:
+    return current_app.extensions["serving_settings"]
+
+
+def find_model(name: str, version: int | None) -> ServedModel:
+    model = store().get(name, version)
+    if model is None:
+        if name not in store().models:
+            raise ApiError(404, f"unknown model '{name}'")
+        raise ApiError(404, f"model '{name}' has no version {version}; versions: {sorted(store().models[name])}")
+    return model
+
+
+def read_json() -> Any:
+    try:
+        return orjson.loads(request.get_data(cache=False))
+    except orjson.JSONDecodeError as exc:
+        raise ApiError(400, f"malformed JSON: {exc}") from exc
+
+
+def check_batch_size(n: int) -> None:
+    if n > settings().max_batch:
+        raise ApiError(413, f"at most {settings().max_batch} images per request, got {n}")
+
+
+def read_pixels() -> np.ndarray:
+    """(N, 28, 28) float32 pixels 0-255 from JSON, a raw PNG/JPEG body or multipart `file` uploads."""
+    mimetype = request.mimetype
+    if mimetype == "application/json":
+        payload = read_json()
+        if not isinstance(payload, dict) or ("image" in payload) == ("images" in payload):
+            raise ApiError(400, "JSON body must be an object with exactly one of 'image' (28x28) or 'images'")
+        if "image" in payload:
+            return pixels_from_nested(payload["image"], batch=False)
+        if isinstance(payload["images"], list):
+            check_batch_size(len(payload["images"]))
+        return pixels_from_nested(payload["images"], batch=True)
+    if mimetype in IMAGE_TYPES:
+        return pixels_from_image_bytes(request.get_data(cache=False)).astype(np.float32)
+    if mimetype == "multipart/form-data":
+        files = request.files.getlist("file")
+        if not files:
+            raise ApiError(400, "multipart upload needs one or more 'file' fields")
+        check_batch_size(len(files))
+        return np.concatenate([pixels_from_image_bytes(f.read()) for f in files]).astype(np.float32)
+    raise ApiError(
+        415,
+        f"unsupported content type '{mimetype or 'none'}'; send application/json, image/png, "
+        "image/jpeg or multipart/form-data",
+    )
+
+
+def predict(model: ServedModel, batch: np.ndarray) -> np.ndarray:
+    probabilities = model.predict(batch)
+    labels = np.asarray(model.class_names)[probabilities.argmax(axis=1)]
+    for label, count in zip(*np.unique(labels, return_counts=True), strict=True):
+        metrics.PREDICTIONS.labels(model.name, str(model.version), str(label)).inc(int(count))
+    return probabilities
+
+
+def classify(name: str, version: int | None) -> Response:
+    model = find_model(name, version)
+    probabilities = predict(model, to_model_input(read_pixels()))
+    class_ids = probabilities.argmax(axis=1)
+    return json_response(
+        {
+            "model": {"name": model.name, "version": model.version},
+            "result": probabilities,
+            "predictions": [
+                {"label": model.class_names[c], "class_id": int(c), "confidence": float(p[c])}
+                for c, p in zip(class_ids, probabilities, strict=True)
+            ],
+        }
+    )
+
+
+@api.get("/models")
+def list_models() -> Response:
+    return json_response({"models": store().listing()})
+
+
+@api.get("/models/<name>/v<int:version>")
+def model_info(name: str, version: int) -> Response:
+    return json_response(find_model(name, version).info())
+
+
+@api.get("/models/<name>/latest")
+def latest_info(name: str) -> Response:
+    return json_response(find_model(name, None).info())
+
+
+@api.post("/models/<name>/v<int:version>")
+def classify_version(name: str, version: int) -> Response:
+    return classify(name, version)
+
+
+@api.post("/models/<name>/latest")
+def classify_latest(name: str) -> Response:
+    return classify(name, None)
+
+
+# TensorFlow Serving's REST API, so its clients work unchanged. Its inputs are model inputs
+# (already scaled to 0-1, with or without the channel axis), not 0-255 pixels.
+def tf_serving_status(model: ServedModel) -> dict:
+    return {"version": str(model.version), "state": "AVAILABLE", "status": {"error_code": "OK", "error_message": ""}}
+
+
+@api.get("/v1/models/<name>")
+def tfs_status(name: str) -> Response:
+    find_model(name, None)
+    return json_response({"model_version_status": [tf_serving_status(m) for m in store().models[name].values()]})
+
+
+@api.get("/v1/models/<name>/versions/<int:version>")
+def tfs_version_status(name: str, version: int) -> Response:
+    return json_response({"model_version_status": [tf_serving_status(find_model(name, version))]})
+
+
+@api.post("/v1/models/<name>:predict")
+def tfs_predict_latest(name: str) -> Response:
+    return tfs_predict(name, None)
+
+
+@api.post("/v1/models/<name>/versions/<int:version>:predict")
+def tfs_predict_version(name: str, version: int) -> Response:
+    return tfs_predict(name, version)
+
+
+def tfs_predict(name: str, version: int | None) -> Response:
+    model = find_model(name, version)
+    if request.mimetype != "application/json":
+        raise ApiError(415, "TensorFlow Serving requests are application/json")
+    payload = read_json()
+    if not isinstance(payload, dict) or ("instances" in payload) == ("inputs" in payload):
+        raise ApiError(400, "JSON body must be an object with exactly one of 'instances' or 'inputs'")
+    instances = payload.get("instances", payload.get("inputs"))
+    if isinstance(instances, list) and instances and all(isinstance(i, dict) for i in instances):
+        if not all(set(i) == {"image"} for i in instances):
+            raise ApiError(400, "named instances must have the single input 'image'")
+        instances = [i["image"] for i in instances]
+    if isinstance(instances, list):
+        check_batch_size(len(instances))
+    batch = pixels_from_nested(instances, batch=True, max_value=1.0)
+    return json_response({"predictions": predict(model, batch[..., np.newaxis])})
+
+
+@api.get("/health/live")
+def live() -> Response:
+    return json_response({"status": "alive"})
+
+
+@api.get("/health/ready")
+def ready() -> Response:
+    if not store().ready:
+        return json_response({"status": "warming up"}, 503)
+    return json_response({"status": "ready", "models": store().listing()})
+
+
+@api.get("/metrics")
+def prometheus_metrics() -> Response:
+    return Response(metrics.render(), mimetype=CONTENT_TYPE_LATEST)
+
+
+@api.get("/openapi.json")
+def openapi() -> Response:
+    return json_response(openapi_document(store().listing()))
+
+
+def create_app(
+    model_root: str | Path | None = None,
+    settings: ServingSettings | None = None,
+    *,
+    warm_up: bool = True,
+) -> Flask:
+    """`warm_up=False` defers the first prediction (gunicorn does it per worker after fork)."""
+    settings = settings or ServingSettings()
+    if model_root is not None:
+        settings = settings.model_copy(update={"model_root": Path(model_root)})
+    model_store = ModelStore.discover(settings.model_root)
+    if warm_up:
+        model_store.warm_up()
+
+    app = Flask(__name__)
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
+    app.extensions["model_store"] = model_store
+    app.extensions["serving_settings"] = settings
+    app.register_blueprint(api)
+
+    @app.before_request
+    def start_timer() -> None:
+        g.started = time.perf_counter()
+
+    @app.after_request
+    def record(response: Response) -> Response:
+        endpoint = request.url_rule.rule if request.url_rule else "unmatched"
+        metrics.REQUESTS.labels(endpoint, request.method, str(response.status_code)).inc()
+        metrics.LATENCY.labels(endpoint).observe(time.perf_counter() - g.get("started", time.perf_counter()))
+        return response
+
+    @app.errorhandler(ApiError)
+    def api_error(exc: ApiError) -> Response:
+        return json_response({"error": exc.message}, exc.status)
+
+    @app.errorhandler(InvalidInput)
+    def invalid_input(exc: InvalidInput) -> Response:
+        return json_response({"error": str(exc)}, 400)
+
+    @app.errorhandler(HTTPException)
+    def http_error(exc: HTTPException) -> Response:
+        messages = {
+            404: "no such route; see GET /openapi.json",
+            413: f"request body over {settings.max_body_bytes} bytes",
+        }
+        return json_response({"error": messages.get(exc.code or 500, exc.description)}, exc.code or 500)
+
+    @app.errorhandler(Exception)
+    def unexpected(exc: Exception) -> Response:
+        log.exception("unhandled error on %s %s", request.method, request.path)
+        return json_response({"error": "internal server error"}, 500)
+
+    return app

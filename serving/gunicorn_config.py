@@ -1,0 +1,34 @@
+"""gunicorn settings, read from the same MLOPS_SERVE_* environment as the app."""
+
+import os
+import tempfile
+
+from serving.settings import ServingSettings
+
+_settings = ServingSettings()
+
+# Must be set before prometheus_client creates the metrics (the preloaded app imports them).
+os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="clothes-prometheus-"))
+
+bind = f"{_settings.host}:{_settings.port}"
+workers = _settings.workers
+threads = _settings.threads
+worker_class = "gthread"
+timeout = _settings.timeout
+graceful_timeout = _settings.graceful_timeout
+keepalive = 5
+preload_app = True
+accesslog = None
+errorlog = "-"
+loglevel = "info"
+
+
+def post_worker_init(worker):
+    """Warm every model in this worker before it accepts requests; ready only after that."""
+    worker.wsgi.extensions["model_store"].warm_up()
+
+
+def child_exit(server, worker):
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)

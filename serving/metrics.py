@@ -1,0 +1,25 @@
+"""Prometheus metrics; in multi-process mode (gunicorn sets PROMETHEUS_MULTIPROC_DIR) every worker
+writes to shared files so /metrics shows the whole server, not one worker."""
+
+from __future__ import annotations
+
+import os
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest, multiprocess
+
+REQUESTS = Counter("clothes_http_requests_total", "HTTP requests", ["endpoint", "method", "status"])
+LATENCY = Histogram(
+    "clothes_http_request_duration_seconds",
+    "Request latency",
+    ["endpoint"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+)
+PREDICTIONS = Counter("clothes_predictions_total", "Predicted images per class", ["model", "version", "label"])
+
+
+def render() -> bytes:
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+        return generate_latest(registry)
+    return generate_latest()

@@ -1,0 +1,127 @@
+"""The OpenAPI 3.1 description of the server, built from what is actually served."""
+
+from __future__ import annotations
+
+IMAGE_28 = {
+    "type": "array",
+    "minItems": 28,
+    "maxItems": 28,
+    "items": {
+        "type": "array",
+        "minItems": 28,
+        "maxItems": 28,
+        "items": {"type": "number", "minimum": 0, "maximum": 255},
+    },
+}
+ERROR = {"type": "object", "required": ["error"], "properties": {"error": {"type": "string"}}}
+PREDICTION_RESPONSE = {
+    "type": "object",
+    "properties": {
+        "model": {"type": "object", "properties": {"name": {"type": "string"}, "version": {"type": "integer"}}},
+        "result": {"type": "array", "items": {"type": "array", "items": {"type": "number"}}},
+        "predictions": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "properties": {
+                    "label": {"type": "string"},
+                    "class_id": {"type": "integer"},
+                    "confidence": {"type": "number"},
+                },
+            },
+        },
+    },
+}
+
+
+def _errors(*codes: int) -> dict:
+    text = {
+        400: "malformed input",
+        404: "unknown model or version",
+        413: "body or batch too large",
+        415: "unsupported content type",
+    }
+    return {
+        str(c): {
+            "description": text[c],
+            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+        }
+        for c in codes
+    }
+
+
+def _json(schema: dict, description: str = "OK") -> dict:
+    return {"200": {"description": description, "content": {"application/json": {"schema": schema}}}}
+
+
+def openapi_document(listing: list[dict]) -> dict:
+    names = [m["name"] for m in listing]
+    name_param = {"name": "name", "in": "path", "required": True, "schema": {"type": "string", "enum": names}}
+    version_param = {"name": "version", "in": "path", "required": True, "schema": {"type": "integer", "minimum": 1}}
+    classify_body = {
+        "required": True,
+        "content": {
+            "application/json": {
+                "schema": {
+                    "oneOf": [
+                        {"type": "object", "required": ["image"], "properties": {"image": IMAGE_28}},
+                        {
+                            "type": "object",
+                            "required": ["images"],
+                            "properties": {"images": {"type": "array", "minItems": 1, "items": IMAGE_28}},
+                        },
+                    ]
+                }
+            },
+            "image/png": {"schema": {"type": "string", "format": "binary"}},
+            "image/jpeg": {"schema": {"type": "string", "format": "binary"}},
+            "multipart/form-data": {
+                "schema": {"type": "object", "properties": {"file": {"type": "string", "format": "binary"}}}
+            },
+        },
+    }
+    classify = {
+        "summary": "Classify one or more 28x28 images (pixels 0-255) or PNG/JPEG files",
+        "requestBody": classify_body,
+        "responses": {**_json(PREDICTION_RESPONSE), **_errors(400, 404, 413, 415)},
+    }
+    info = {"summary": "Model metadata", "responses": {**_json({"type": "object"}), **_errors(404)}}
+    tfs_body = {
+        "required": True,
+        "content": {"application/json": {"schema": {"type": "object", "properties": {"instances": {"type": "array"}}}}},
+    }
+    tfs_predict = {
+        "summary": "TensorFlow Serving predict: instances are model inputs scaled to 0-1",
+        "requestBody": tfs_body,
+        "responses": {**_json({"type": "object"}), **_errors(400, 404, 413, 415)},
+    }
+    plain = {"responses": _json({"type": "object"})}
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "Clothes classifier", "version": "1.0.0"},
+        "paths": {
+            "/models": {"get": {"summary": "List served models and versions", **plain}},
+            "/models/{name}/v{version}": {
+                "parameters": [name_param, version_param],
+                "get": info,
+                "post": classify,
+            },
+            "/models/{name}/latest": {"parameters": [name_param], "get": info, "post": classify},
+            "/v1/models/{name}": {"parameters": [name_param], "get": {"summary": "TF Serving status", **plain}},
+            "/v1/models/{name}/versions/{version}": {
+                "parameters": [name_param, version_param],
+                "get": {"summary": "TF Serving status", **plain},
+            },
+            "/v1/models/{name}:predict": {"parameters": [name_param], "post": tfs_predict},
+            "/v1/models/{name}/versions/{version}:predict": {
+                "parameters": [name_param, version_param],
+                "post": tfs_predict,
+            },
+            "/health/live": {"get": plain},
+            "/health/ready": {
+                "get": {"responses": {**_json({"type": "object"}), "503": {"description": "warming up"}}}
+            },
+            "/metrics": {"get": {"responses": {"200": {"description": "Prometheus text format"}}}},
+        },
+        "components": {"schemas": {"Error": ERROR}},
+    }

@@ -1,0 +1,185 @@
+"""Every route, input format and error code of the server, through Flask's test client."""
+
+from __future__ import annotations
+
+import io
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from serving import create_app
+from serving.settings import ServingSettings
+
+IMAGES = sorted((Path(__file__).resolve().parents[1] / "examples" / "images").glob("*.png"))
+
+
+@pytest.fixture(scope="module")
+def app(model_root):
+    return create_app(model_root)
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+def png_bytes(pixels: np.ndarray, mode: str = "L", fmt: str = "PNG") -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(pixels.astype(np.uint8)).convert(mode).save(buffer, format=fmt)
+    return buffer.getvalue()
+
+
+def example_pixels(index: int = 0) -> np.ndarray:
+    return np.asarray(Image.open(IMAGES[index]))
+
+
+def test_model_listing_and_course_metadata(client):
+    assert client.get("/models").json == {"models": [{"name": "clothes", "versions": [1, 2], "latest": 2}]}
+    info = client.get("/models/clothes/v1").json
+    assert {"version": 1, "name": "clothes", "number_of_parameters": 44_426}.items() <= info.items()
+    assert info["description"] and len(info["classes"]) == 10
+    assert client.get("/models/clothes/latest").json["version"] == 2
+
+
+def test_classify_single_json_image(client):
+    answer = client.post("/models/clothes/v1", json={"image": example_pixels().tolist()}).json
+    assert answer["model"] == {"name": "clothes", "version": 1}
+    probabilities = np.asarray(answer["result"])
+    assert probabilities.shape == (1, 10) and np.isclose(probabilities.sum(), 1, atol=1e-5)
+    (prediction,) = answer["predictions"]
+    assert prediction["class_id"] == int(probabilities.argmax())
+    assert prediction["confidence"] == pytest.approx(probabilities.max())
+    assert prediction["label"] == client.get("/models/clothes/v1").json["classes"][prediction["class_id"]]
+
+
+def test_batch_png_jpeg_and_multipart_agree(client):
+    pixels = example_pixels(3)
+    by_json = client.post("/models/clothes/latest", json={"images": [pixels.tolist()] * 3}).json
+    assert len(by_json["predictions"]) == 3
+    by_png = client.post("/models/clothes/latest", data=png_bytes(pixels), content_type="image/png").json
+    assert np.allclose(by_png["result"][0], by_json["result"][0], atol=1e-6)  # PNG is lossless
+    by_jpeg = client.post("/models/clothes/latest", data=png_bytes(pixels, fmt="JPEG"), content_type="image/jpeg")
+    assert by_jpeg.status_code == 200
+    upload = client.post(
+        "/models/clothes/v2",
+        data={"file": [(io.BytesIO(png_bytes(pixels)), "a.png"), (io.BytesIO(png_bytes(pixels)), "b.png")]},
+        content_type="multipart/form-data",
+    ).json
+    assert [p["class_id"] for p in upload["predictions"]] == [by_json["predictions"][0]["class_id"]] * 2
+
+
+def test_any_size_and_colour_is_converted(client):
+    big_rgb = np.asarray(Image.fromarray(example_pixels(5)).resize((280, 280)).convert("RGB"))
+    answer = client.post("/models/clothes/v1", data=png_bytes(big_rgb, mode="RGB"), content_type="image/png")
+    assert answer.status_code == 200 and len(answer.json["predictions"]) == 1
+
+
+def test_channel_axis_is_accepted(client):
+    pixels = example_pixels()[..., np.newaxis].tolist()
+    assert client.post("/models/clothes/v1", json={"image": pixels}).status_code == 200
+
+
+def test_tensorflow_serving_api(client):
+    x = (example_pixels() / 255.0)[..., np.newaxis]
+    status = client.get("/v1/models/clothes").json["model_version_status"]
+    assert [s["version"] for s in status] == ["1", "2"] and status[0]["state"] == "AVAILABLE"
+    assert client.get("/v1/models/clothes/versions/2").json["model_version_status"][0]["version"] == "2"
+    latest = client.post("/v1/models/clothes:predict", json={"instances": [x.tolist()]}).json
+    pinned = client.post("/v1/models/clothes/versions/1:predict", json={"instances": [{"image": x.tolist()}]}).json
+    course = client.post("/models/clothes/v1", json={"image": example_pixels().tolist()}).json
+    assert np.allclose(latest["predictions"], course["result"], atol=1e-6)
+    assert np.allclose(pinned["predictions"], course["result"], atol=1e-6)
+    assert client.post("/v1/models/clothes:predict", json={"inputs": [x.tolist()]}).status_code == 200
+
+
+ZEROS = np.zeros((28, 28)).tolist()
+
+
+@pytest.mark.parametrize(
+    ("path", "kwargs", "status", "fragment"),
+    [
+        ("/models/clothes/v1", {"data": b"{", "content_type": "application/json"}, 400, "malformed JSON"),
+        ("/models/clothes/v1", {"data": b'{"image": NaN}', "content_type": "application/json"}, 400, "malformed"),
+        ("/models/clothes/v1", {"json": [1, 2]}, 400, "exactly one of"),
+        ("/models/clothes/v1", {"json": {"image": ZEROS, "images": [ZEROS]}}, 400, "exactly one of"),
+        ("/models/clothes/v1", {"json": {"img": ZEROS}}, 400, "exactly one of"),
+        ("/models/clothes/v1", {"json": {"image": [[0] * 28] * 27}}, 400, "got shape [27, 28]"),
+        ("/models/clothes/v1", {"json": {"image": [[0] * 28] * 27 + [[0] * 27]}}, 400, "rows of equal length"),
+        ("/models/clothes/v1", {"json": {"image": [["a"] * 28] * 28}}, 400, "nested list of numbers"),
+        ("/models/clothes/v1", {"json": {"image": "pixels"}}, 400, "nested list"),
+        ("/models/clothes/v1", {"json": {"image": [[256] * 28] * 28}}, 400, "between 0 and 255"),
+        ("/models/clothes/v1", {"json": {"image": [[-1] * 28] * 28}}, 400, "between 0 and 255"),
+        ("/models/clothes/v1", {"json": {"image": [[1e400] * 28] * 28}}, 400, ""),
+        ("/models/clothes/v1", {"json": {"images": []}}, 400, "at least one image"),
+        ("/models/clothes/v1", {"json": {"images": ZEROS}}, 400, "N x 28 x 28"),
+        ("/models/clothes/v1", {"data": b"not a png", "content_type": "image/png"}, 400, "could not decode"),
+        ("/models/clothes/v1", {"data": b"", "content_type": "image/jpeg"}, 400, "empty image"),
+        ("/models/clothes/v1", {"data": {}, "content_type": "multipart/form-data"}, 400, "'file' fields"),
+        ("/models/clothes/v9", {"json": {"image": ZEROS}}, 404, "no version 9"),
+        ("/models/shoes/v1", {"json": {"image": ZEROS}}, 404, "unknown model 'shoes'"),
+        ("/models/clothes/vX", {"json": {"image": ZEROS}}, 404, "no such route"),
+        ("/v1/models/shoes:predict", {"json": {"instances": []}}, 404, "unknown model"),
+        ("/models/clothes/v1", {"data": b"x", "content_type": "text/plain"}, 415, "unsupported content type"),
+        ("/models/clothes/v1", {"data": b"x"}, 415, "unsupported content type"),
+        ("/v1/models/clothes:predict", {"data": b"x", "content_type": "image/png"}, 415, "application/json"),
+        ("/v1/models/clothes:predict", {"json": {"instances": [[[2.0] * 28] * 28]}}, 400, "between 0 and 1"),
+        ("/v1/models/clothes:predict", {"json": {"instances": [{"x": ZEROS}]}}, 400, "single input 'image'"),
+        ("/models/clothes/v1", {"json": {"images": [ZEROS] * 1025}}, 413, "at most 1024 images"),
+    ],
+)
+def test_client_mistakes_get_clear_json_errors(client, path, kwargs, status, fragment):
+    response = client.post(path, **kwargs)
+    assert response.status_code == status
+    assert response.is_json and fragment in response.json["error"]
+
+
+def test_wrong_method_is_405(client):
+    response = client.delete("/models/clothes/v1")
+    assert response.status_code == 405 and "error" in response.json
+    assert client.post("/models").status_code == 405
+
+
+def test_body_over_the_limit_is_413(model_root):
+    small = create_app(model_root, ServingSettings(max_body_bytes=4096)).test_client()
+    response = small.post("/models/clothes/v1", json={"images": [ZEROS] * 10})
+    assert response.status_code == 413 and "over 4096 bytes" in response.json["error"]
+
+
+def test_health_readiness_waits_for_warm_up(model_root):
+    app = create_app(model_root, warm_up=False)
+    client = app.test_client()
+    assert client.get("/health/live").status_code == 200
+    assert client.get("/health/ready").status_code == 503
+    app.extensions["model_store"].warm_up()
+    assert client.get("/health/ready").json["status"] == "ready"
+
+
+def test_metrics_count_requests_and_predicted_classes(client):
+    client.post("/models/clothes/v2", json={"image": example_pixels().tolist()})
+    text = client.get("/metrics").data.decode()
+    assert "clothes_predictions_total{label=" in text and 'model="clothes"' in text and 'version="2"' in text
+    assert 'clothes_http_request_duration_seconds_bucket{endpoint="/models/<name>/v<int:version>"' in text
+
+
+def test_openapi_document_lists_every_route(client, app):
+    document = client.get("/openapi.json").json
+    assert document["openapi"].startswith("3.")
+    served = {rule.rule for rule in app.url_map.iter_rules() if rule.endpoint != "static"}
+    documented = {p.replace("{", "<").replace("}", ">") for p in document["paths"]} | {"/openapi.json"}
+    normalise = {r.replace("<int:version>", "<version>") for r in served}
+    assert normalise == documented
+
+
+def test_serving_imports_nothing_from_the_pipeline():
+    code = (
+        "import sys, serving.app, serving.client, serving.gunicorn_config, serving.__main__;"
+        "bad = sorted(m for m in sys.modules if m.split('.')[0] in "
+        "{'prefect', 'mlflow', 'tensorflow', 'keras', 'tasks', 'flows'});"
+        "print(bad); sys.exit(1 if bad else 0)"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr

@@ -1,0 +1,63 @@
+"""Thousands of malformed requests: the server answers every one with a JSON 4xx, never a 5xx."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from serving import create_app
+
+PATHS = [
+    "/models", "/models/clothes/v1", "/models/clothes/v2", "/models/clothes/latest", "/models/clothes/v0",
+    "/models/other/v1", "/v1/models/clothes", "/v1/models/clothes:predict", "/v1/models/clothes/versions/1:predict",
+    "/v1/models/clothes/versions/7", "/health/ready", "/metrics", "/openapi.json",
+]  # fmt: skip
+CONTENT_TYPES = [
+    "application/json", "image/png", "image/jpeg", "multipart/form-data", "text/plain",
+    "application/x-www-form-urlencoded", "application/json; charset=latin-1", "", "image/gif",
+]  # fmt: skip
+json_scalars = st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.floats() | st.text(max_size=8)
+json_values = st.recursive(
+    json_scalars,
+    lambda inner: st.lists(inner, max_size=30) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    max_leaves=60,
+)
+nearly_images = st.builds(
+    lambda rows, cols, value: [[value] * cols for _ in range(rows)],
+    st.integers(0, 30), st.integers(0, 30), json_scalars,
+)  # fmt: skip
+bodies = st.one_of(
+    st.binary(max_size=2048),
+    json_values.map(lambda v: json.dumps(v).encode()),
+    st.fixed_dictionaries({}, optional={"image": nearly_images, "images": st.lists(nearly_images, max_size=3),
+                                        "instances": st.lists(nearly_images, max_size=3)})
+    .map(lambda v: json.dumps(v).encode()),
+)  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def client(model_root):
+    return create_app(model_root).test_client()
+
+
+@settings(max_examples=3000, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    method=st.sampled_from(["GET", "POST", "PUT", "DELETE", "PATCH"]),
+    path=st.sampled_from(PATHS) | st.text(max_size=40).map(lambda t: "/" + t),
+    content_type=st.sampled_from(CONTENT_TYPES),
+    body=bodies,
+)
+def test_no_request_makes_a_5xx(client, method, path, content_type, body):
+    response = client.open(path, method=method, data=body, content_type=content_type or None)
+    assert response.status_code < 500, (response.status_code, response.data[:200])
+    if response.status_code >= 400:
+        assert response.is_json and isinstance(response.json["error"], str) and response.json["error"]
+
+
+def test_server_still_classifies_after_the_fuzzing(client):
+    answer = client.post("/models/clothes/v1", json={"image": np.full((28, 28), 30).tolist()})
+    assert answer.status_code == 200 and len(answer.json["predictions"]) == 1

@@ -1,0 +1,78 @@
+"""The real production server (gunicorn, 2 workers) on a free loopback port, driven by the real CLI."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from serving.client import ClientError, classify, main, wait_until_ready
+from tasks.data import FASHION_MNIST_CLASSES
+
+pytestmark = pytest.mark.slow
+EXAMPLES = sorted((Path(__file__).resolve().parents[1] / "examples" / "images").glob("*.png"))
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(model_root):
+    port = free_port()
+    env = {**os.environ, "MLOPS_SERVE_HOST": "127.0.0.1", "MLOPS_SERVE_PORT": str(port), "MLOPS_SERVE_WORKERS": "2"}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "serving", "--model-root", str(model_root)], env=env,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_until_ready(base, timeout=60, is_alive=lambda: process.poll() is None)
+        yield base
+    finally:
+        process.send_signal(signal.SIGTERM)
+        output, _ = process.communicate(timeout=30)
+        assert process.returncode == 0, output
+        assert "Shutting down" in output or "Handling signal: term" in output
+
+
+def true_label(path: Path) -> str:
+    slug = path.name.rsplit("_", 1)[0]
+    return next(n for n in FASHION_MNIST_CLASSES if re.sub(r"[^a-z0-9]", "-", n.lower()) == slug)
+
+
+def test_cli_classifies_the_example_images(server, capsys):
+    assert len(EXAMPLES) == 100
+    assert main([*map(str, EXAMPLES), "--url", f"{server}/models/clothes/latest"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 100
+    correct = sum(
+        line.split(": ", 1)[1].rsplit(" (", 1)[0] == true_label(path)
+        for line, path in zip(lines, EXAMPLES, strict=True)
+    )
+    assert correct >= 80, f"{correct}/100 right"
+
+
+def test_library_and_errors_over_http(server):
+    prediction = classify(EXAMPLES[0], url=f"{server}/models/clothes/v1")
+    assert prediction.label in FASHION_MNIST_CLASSES and len(prediction.probabilities) == 10
+    with pytest.raises(ClientError, match="404: unknown model 'shoes'"):
+        classify(EXAMPLES[0], url=f"{server}/models/shoes/v1")
+
+
+def test_metrics_aggregate_across_workers(server):
+    import urllib.request
+
+    for _ in range(20):
+        classify(EXAMPLES[1], url=f"{server}/models/clothes/v2")
+    text = urllib.request.urlopen(f"{server}/metrics", timeout=5).read().decode()
+    counts = re.findall(r'clothes_predictions_total\{label="[^"]+",model="clothes",version="2"\} (\S+)', text)
+    assert sum(float(c) for c in counts) >= 20
