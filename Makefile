@@ -22,7 +22,7 @@ endif
 ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: install run test lint format mlflow-ui clean
+.PHONY: install run test lint format mlflow-ui bench-serving serve clean
 
 install: $(STAMP)
 
@@ -49,6 +49,14 @@ format: install
 
 mlflow-ui: install
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlruns/mlflow.db --host 127.0.0.1 --port 5000 --workers 1
+
+# Serve what `make run` exported (models/<name>/<version>/) on 127.0.0.1:8080.
+serve: install
+	MLOPS_SERVE_HOST=127.0.0.1 $(BIN)/clothes-serve --model-root models
+
+# Needs wrk (apt-get install wrk); bounded: a few 10 s runs against 127.0.0.1.
+bench-serving: install
+	$(BIN)/python benchmarks/bench_serving.py
 
 clean:
 	rm -rf $(VENV) .prefect .keras .cache .pytest_cache .ruff_cache

@@ -26,10 +26,11 @@ from tasks.registry import load_model_version
 METRIC_KEYS = ("test_accuracy", "test_macro_f1", "test_macro_precision", "test_macro_recall")
 
 
-def convert_to_tflite(model) -> bytes:
+def convert_to_tflite(saved_model_dir: Path) -> bytes:
+    """From the SavedModel just written, so both files come from one traced graph."""
     import tensorflow as tf
 
-    return tf.lite.TFLiteConverter.from_keras_model(model).convert()
+    return tf.lite.TFLiteConverter.from_saved_model(str(saved_model_dir)).convert()
 
 
 def build_metadata(
@@ -61,7 +62,7 @@ def export_model(model, model_root: Path, metadata: dict) -> Path:
         for item in (staging / "saved_model").iterdir():  # TF Serving wants saved_model.pb at the top
             item.rename(staging / item.name)
         (staging / "saved_model").rmdir()
-        (staging / RUNTIME_FILE).write_bytes(convert_to_tflite(model))
+        (staging / RUNTIME_FILE).write_bytes(convert_to_tflite(staging))
         (staging / METADATA_FILE).write_text(json.dumps(metadata, indent=2) + "\n")
         os.chmod(staging, 0o755)
         if final.exists():

@@ -1,0 +1,174 @@
+"""Serving benchmark: the course's reference server vs this server under gunicorn, same model, same load.
+
+Load comes from wrk (Debian package `wrk`) on 127.0.0.1 at a fixed concurrency for a fixed time, so
+every run is bounded. The last line is machine-readable:
+serving: single=<req/s> p99_ms=<ms> baseline=<req/s> ratio=<x> batch_images_per_s=<n>
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 60e3}
+
+
+@dataclass
+class LoadResult:
+    requests_per_s: float
+    p50_ms: float
+    p99_ms: float
+    requests: int
+    errors: int
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for(url: str, process: subprocess.Popen, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"server exited with {process.returncode} before answering {url}")
+        try:
+            with urllib.request.urlopen(url, timeout=2):
+                return
+        except OSError:
+            time.sleep(0.2)
+    raise RuntimeError(f"{url} did not answer within {timeout} s")
+
+
+def stop(process: subprocess.Popen) -> None:
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        process.kill()
+
+
+def _ms(text: str) -> float:
+    value, unit = re.fullmatch(r"([\d.]+)(us|ms|s|m)", text).groups()
+    return float(value) * UNITS[unit]
+
+
+def run_wrk(url: str, body_file: Path, connections: int, seconds: int, threads: int) -> LoadResult:
+    script = body_file.with_suffix(".lua")
+    script.write_text(
+        'wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n'
+        f'local f = io.open("{body_file}", "rb")\nwrk.body = f:read("*all")\nf:close()\n'
+    )
+    command = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(script), url]
+    out = subprocess.run(command, capture_output=True, text=True, timeout=seconds + 60, check=True).stdout
+    percentiles = dict(re.findall(r"^\s+(\d+)%\s+(\S+)$", out, re.MULTILINE))
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    socket_errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    return LoadResult(
+        requests_per_s=float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),
+        p50_ms=_ms(percentiles["50"]),
+        p99_ms=_ms(percentiles["99"]),
+        requests=int(re.search(r"(\d+) requests in", out).group(1)),
+        errors=(int(errors.group(1)) if errors else 0)
+        + (sum(map(int, socket_errors.groups())) if socket_errors else 0),
+    )
+
+
+def prepare_model(workdir: Path, data_dir: Path | None) -> tuple[Path, Path, list]:
+    """A LeNet-5 trained briefly on real data, saved as .keras (baseline) and exported (our server)."""
+    from tasks.data import load_fashion_mnist
+    from tasks.export import build_metadata, export_model
+    from tasks.train import TrainParams, train_model
+
+    dataset = load_fashion_mnist(data_dir).subset(10_000, 1_000)
+    model = train_model(dataset, TrainParams(epochs=1)).model
+    keras_file = workdir / "model.keras"
+    model.save(keras_file)
+    model_root = workdir / "models"
+    export_model(model, model_root, build_metadata(model, "clothes", 1, dataset.class_names, None, {}))
+    return keras_file, model_root, dataset.x_test
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seconds", type=int, default=10, help="load duration per measurement")
+    parser.add_argument("--connections", type=int, default=8)
+    parser.add_argument("--wrk-threads", type=int, default=1)
+    parser.add_argument("--batch", type=int, default=256)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--data-dir", type=Path, default=os.environ.get("MLOPS_DATA_DIR"))
+    args = parser.parse_args()
+    if shutil.which("wrk") is None:
+        sys.exit("benchmarks/bench_serving.py needs wrk: apt-get install wrk")
+
+    workdir = Path(tempfile.mkdtemp(prefix="clothes-bench-"))
+    keras_file, model_root, x_test = prepare_model(workdir, args.data_dir)
+    single, batch = workdir / "single.json", workdir / "batch.json"
+    single.write_text(json.dumps({"image": x_test[0].tolist()}))
+    batch.write_text(json.dumps({"images": x_test[: args.batch].tolist()}))
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+
+    port = free_port()
+    reference = subprocess.Popen(
+        [sys.executable, str(REPO / "benchmarks" / "reference_server.py"), "--model", str(keras_file),
+         "--port", str(port)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        wait_for(f"http://127.0.0.1:{port}/models/clothes/v1", reference)
+        url = f"http://127.0.0.1:{port}/models/clothes/v1"
+        run_wrk(url, single, args.connections, 2, args.wrk_threads)  # warm-up
+        baseline = run_wrk(url, single, args.connections, args.seconds, args.wrk_threads)
+    finally:
+        stop(reference)
+
+    port = free_port()
+    server_env = {**env, "MLOPS_SERVE_HOST": "127.0.0.1", "MLOPS_SERVE_PORT": str(port),
+                  "MLOPS_SERVE_WORKERS": str(args.workers), "MLOPS_SERVE_MODEL_ROOT": str(model_root)}  # fmt: skip
+    server = subprocess.Popen(
+        [sys.executable, "-m", "serving"],
+        env=server_env,
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_for(f"http://127.0.0.1:{port}/health/ready", server)
+        url = f"http://127.0.0.1:{port}/models/clothes/v1"
+        run_wrk(url, single, args.connections, 2, args.wrk_threads)
+        ours = run_wrk(url, single, args.connections, args.seconds, args.wrk_threads)
+        batched = run_wrk(url, batch, args.connections, args.seconds, args.wrk_threads)
+    finally:
+        stop(server)
+    shutil.rmtree(workdir, ignore_errors=True)
+
+    print(f"{'server':<28}{'req/s':>10}{'p50 ms':>10}{'p99 ms':>10}{'requests':>10}{'errors':>8}")
+    for name, result in (("reference (model.predict)", baseline), ("gunicorn + LiteRT", ours),
+                         (f"gunicorn + LiteRT, batch {args.batch}", batched)):  # fmt: skip
+        print(f"{name:<28}{result.requests_per_s:>10.1f}{result.p50_ms:>10.2f}{result.p99_ms:>10.2f}"
+              f"{result.requests:>10}{result.errors:>8}")  # fmt: skip
+    images_per_s = batched.requests_per_s * args.batch
+    print(f"concurrency {args.connections}, {args.seconds} s per run, {os.cpu_count()} cores, workers {args.workers}")
+    if ours.errors or batched.errors:
+        print(f"WARNING: {ours.errors + batched.errors} failed requests", file=sys.stderr)
+    print(
+        f"serving: single={ours.requests_per_s:.0f} p99_ms={ours.p99_ms:.1f} baseline={baseline.requests_per_s:.0f} "
+        f"ratio={ours.requests_per_s / baseline.requests_per_s:.1f} batch_images_per_s={images_per_s:.0f}"
+    )
+
+
+if __name__ == "__main__":
+    main()
