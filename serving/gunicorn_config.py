@@ -10,7 +10,10 @@ _settings = ServingSettings()
 # Must be set before prometheus_client creates the metrics (the preloaded app imports them).
 os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="clothes-prometheus-"))
 
-bind = f"{_settings.host}:{_settings.port}"
+bind = [f"{_settings.host}:{_settings.port}"]
+if _settings.private_port:  # blue/green: the deployer checks this instance's readiness here
+    bind.append(f"{_settings.host}:{_settings.private_port}")
+reuse_port = _settings.reuse_port
 workers = _settings.workers
 threads = _settings.threads
 worker_class = "gthread"

@@ -19,4 +19,6 @@ class ServingSettings(BaseSettings):
     timeout: int = Field(default=30, ge=1, description="seconds before a stuck worker is restarted")
     graceful_timeout: int = Field(default=10, ge=1, description="seconds to finish requests on SIGTERM")
     max_body_bytes: int = Field(default=16 * 1024 * 1024, ge=1024, description="larger requests get 413")
+    reuse_port: bool = Field(default=False, description="SO_REUSEPORT: old and new server share the port")
+    private_port: int | None = Field(default=None, description="extra port only this instance binds")
     max_batch: int = Field(default=1024, ge=1, description="images per request")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from urllib.parse import quote
 
 import numpy as np
 import pytest
@@ -47,7 +48,8 @@ def client(model_root):
 @settings(max_examples=3000, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
     method=st.sampled_from(["GET", "POST", "PUT", "DELETE", "PATCH"]),
-    path=st.sampled_from(PATHS) | st.text(max_size=40).map(lambda t: "/" + t),
+    # Arbitrary text, percent-encoded as an HTTP client sends it.
+    path=st.sampled_from(PATHS) | st.text(max_size=40).map(lambda t: "/" + quote(t.lstrip("/"), safe="/:")),
     content_type=st.sampled_from(CONTENT_TYPES),
     body=bodies,
 )
