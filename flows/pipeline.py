@@ -1,10 +1,12 @@
-"""`train_and_deploy`: data -> validation -> training -> evaluation -> gates -> MLflow registry -> export."""
+"""`train_and_deploy`: data -> validation -> training -> evaluation -> gates -> MLflow registry -> export
+-> image build -> smoke test (QA container) -> deploy (blue/green) -> promote to champion."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import sys
+from dataclasses import asdict
 from pathlib import Path
 
 from mlflow import MlflowClient
@@ -12,11 +14,19 @@ from prefect import flow, get_run_logger, runtime
 from prefect.artifacts import create_markdown_artifact
 from pydantic import BaseModel, Field
 
-from tasks.data import DataSpec, load_data_task, validate_data_task
-from tasks.evaluate import evaluate_task
+from tasks.data import Dataset, DataSpec, load_data_task, validate_data_task
+from tasks.evaluate import evaluate_task, predict_probabilities
 from tasks.export import export_task
 from tasks.gates import GateFailed, GateThresholds, failed_gates, gate_tags, gates_task
-from tasks.registry import champion_accuracy_task, configure_mlflow, git_commit, log_dataset, register_task
+from tasks.registry import (
+    champion_accuracy_task,
+    champion_version,
+    configure_mlflow,
+    git_commit,
+    log_dataset,
+    register_task,
+)
+from tasks.release import ContainerParams, build_image_task, deploy_task, docker_client, promote_task, smoke_test_task
 from tasks.settings import Settings
 from tasks.train import TrainParams, train_task
 
@@ -28,6 +38,7 @@ class PipelineParams(BaseModel):
     train: TrainParams = Field(default_factory=TrainParams)
     thresholds: GateThresholds | None = Field(default=None, description="unset: MLOPS_MIN_ACCURACY etc.")
     model_name: str | None = Field(default=None, description="unset: MLOPS_MODEL_NAME (default 'clothes')")
+    container: ContainerParams = Field(default_factory=ContainerParams)
 
 
 @flow(name="train-and-deploy", log_prints=True)
@@ -79,6 +90,8 @@ def train_and_deploy(params: PipelineParams | None = None) -> dict:
         raise
     client.set_terminated(run_id, "FINISHED")
     export_dir = export_task(model_name, str(version.version), settings.model_root)
+    release = release_stage(params.container, settings, model_name, str(version.version), run_id, export_dir,
+                            trained.model, dataset)  # fmt: skip
 
     summary = {
         "run_id": run_id,
@@ -90,10 +103,46 @@ def train_and_deploy(params: PipelineParams | None = None) -> dict:
         "champion": {"version": champion[0], "accuracy": champion[1]} if champion else None,
         "data_digest": dataset.digest,
         "export_dir": str(export_dir),
+        **release,
     }
     create_markdown_artifact(key="train-and-deploy-summary", markdown=_summary_markdown(summary, settings))
     logger.info("summary: %s", json.dumps(summary))
     return summary
+
+
+def release_stage(
+    params: ContainerParams,
+    settings: Settings,
+    name: str,
+    version: str,
+    run_id: str,
+    export_dir: Path,
+    model,
+    dataset: Dataset,
+) -> dict:
+    """Build -> smoke test -> deploy -> promote. Any failure leaves `champion` and production as they were."""
+    logger = get_run_logger()
+    if params.enabled is None and docker_client() is None:
+        logger.warning("no Docker engine answers: container stage skipped; v%s stays challenger", version)
+        return {"image": None, "promoted": False}
+    if params.enabled is False:
+        return {"image": None, "promoted": False}
+    images = dataset.x_test[: params.parity_images]
+    expected = predict_probabilities(model, images)
+    image = build_image_task(name, version, export_dir, run_id, settings)
+    report = smoke_test_task(image, name, version, int(model.count_params()), images, expected, params, settings)
+    previous = champion_version(name)
+    container = deploy_task(image.tag, version, settings) if params.deploy else None
+    try:
+        promote_task(name, version, run_id, image, report, settings)
+    except Exception:
+        if container and previous is not None:  # put production back on the champion the registry names
+            logger.error("promotion failed: redeploying champion v%s", previous.version)
+            deploy_task(previous.tags.get("image", f"{settings.image_name}:{previous.version}"), previous.version,
+                        settings)  # fmt: skip
+        raise
+    return {"image": image.tag, "image_size_mb": image.size_mb, "smoke": asdict(report), "promoted": True,
+            "production": container and f"http://{settings.deploy_host}:{settings.deploy_port}"}  # fmt: skip
 
 
 def _summary_markdown(summary: dict, settings: Settings) -> str:
@@ -107,6 +156,7 @@ def _summary_markdown(summary: dict, settings: Settings) -> str:
         f"| epochs | {summary['epochs_run']} |\n"
         f"| compared with | {versus} |\n"
         f"| exported to | `{summary['export_dir']}` |\n"
+        f"| image | `{summary['image']}` (promoted: {summary['promoted']}) |\n"
         f"| MLflow run | `{summary['run_id']}` ({settings.resolved_tracking_uri()}) |\n"
     )
 
@@ -122,6 +172,8 @@ def parse_args(argv: list[str] | None = None) -> PipelineParams:
     parser.add_argument("--learning-rate", type=float)
     parser.add_argument("--seed", type=int)
     parser.add_argument("--model-name")
+    parser.add_argument("--no-container", action="store_true", help="stop after export (no image, no deploy)")
+    parser.add_argument("--no-deploy", action="store_true", help="build and smoke-test, but do not deploy")
     parser.add_argument("--params-json", help="full PipelineParams as JSON (overrides nothing else given)")
     args = parser.parse_args(argv)
     if args.params_json:
@@ -142,7 +194,10 @@ def parse_args(argv: list[str] | None = None) -> PipelineParams:
         }.items()
         if value is not None
     }
-    return PipelineParams(data=data, train=TrainParams(**train_overrides), model_name=args.model_name)
+    container = ContainerParams(enabled=False if args.no_container else None, deploy=not args.no_deploy)
+    return PipelineParams(
+        data=data, train=TrainParams(**train_overrides), model_name=args.model_name, container=container
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -21,6 +21,7 @@ timeout = _settings.timeout
 graceful_timeout = _settings.graceful_timeout
 keepalive = 5
 preload_app = True
+control_socket_disable = True  # no gunicornc control socket (needs a writable home)
 accesslog = None
 errorlog = "-"
 loglevel = "info"

@@ -79,12 +79,15 @@ def log_dataset(run_id: str, dataset: Dataset, counts: dict[str, dict[str, int]]
 
 def champion_version(name: str) -> ModelVersion | None:
     """The version holding alias `champion`, or None when the model or the alias does not exist yet."""
+    client = MlflowClient()
     try:
-        return MlflowClient().get_model_version_by_alias(name, CHAMPION)
+        registered = client.get_registered_model(name)
     except MlflowException as exc:
         if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
             return None
         raise
+    version = registered.aliases.get(CHAMPION)
+    return None if version is None else client.get_model_version(name, str(version))
 
 
 def load_model_version(name: str, version: str | int):  # -> keras.Model
@@ -142,3 +145,18 @@ def register_task(run_id: str, model, dataset: Dataset, name: str, tags: dict[st
     MlflowClient().set_tag(run_id, "candidate_status", f"registered as {name} v{version.version}")
     get_run_logger().info("registered %s v%s with alias '%s'", name, version.version, CHALLENGER)
     return version
+
+
+def promote_version(name: str, version: str | int, tags: dict[str, str], record_previous: bool = True) -> str | None:
+    """Move `champion` to `version`; returns the version that held it. `previous_champion` on the new
+    champion is what a rollback returns to (a rollback itself does not overwrite it)."""
+    client = MlflowClient()
+    previous = champion_version(name)
+    previous_version = str(previous.version) if previous else None
+    all_tags = dict(tags)
+    if record_previous and previous_version and previous_version != str(version):
+        all_tags["previous_champion"] = previous_version
+    for key, value in all_tags.items():
+        client.set_model_version_tag(name, str(version), key, value)
+    client.set_registered_model_alias(name, CHAMPION, str(version))
+    return previous_version

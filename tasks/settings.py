@@ -31,6 +31,16 @@ class Settings(BaseSettings):
     data_dir: Path | None = Field(default=None, description="directory with the four Fashion-MNIST IDX .gz files")
     model_root: Path = Path("models")
 
+    # Container stage
+    image_name: str = "clothes-serving"
+    base_image: str = "python:3.11-slim"
+    wheelhouse_dir: Path = Field(default=Path("wheelhouse"), description="serving wheels for offline image builds")
+    ready_timeout: float = Field(default=60, gt=0, description="seconds a container may take to become ready")
+    deploy_name: str = Field(default="clothes-serving", description="production container name prefix")
+    deploy_host: str = "127.0.0.1"
+    deploy_port: int = Field(default=8080, ge=1, le=65535)
+    prediction_log_dir: Path = Field(default=Path("logs/predictions"), description="mounted into production")
+
     min_accuracy: float = Field(default=0.88, ge=0, le=1)
     min_class_recall: float = Field(default=0.60, ge=0, le=1)
     max_regression: float = Field(default=0.005, ge=0, le=1, description="tolerated accuracy drop vs champion")

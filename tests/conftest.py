@@ -86,3 +86,17 @@ def model_root(tmp_path_factory: pytest.TempPathFactory, trained_model) -> Path:
         metadata = build_metadata(trained_model, "clothes", version, FASHION_MNIST_CLASSES, f"run-{version}", {})
         export_model(trained_model, root, metadata)
     return root
+
+
+@pytest.fixture(scope="session")
+def docker_engine():
+    """The local Docker engine. CI starts one (scripts/docker-engine.sh up) and sets MLOPS_REQUIRE_DOCKER=1,
+    so there a missing engine fails the run instead of skipping these tests."""
+    from tasks.release import docker_client
+
+    client = docker_client()
+    if client is None:
+        if os.environ.get("MLOPS_REQUIRE_DOCKER") == "1":
+            pytest.fail("MLOPS_REQUIRE_DOCKER=1 but no Docker engine answers")
+        pytest.skip("no Docker engine (scripts/docker-engine.sh up starts one)")
+    return client

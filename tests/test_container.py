@@ -1,0 +1,143 @@
+"""The container stage on a real Docker engine: build, smoke test, promote, blue/green deploy, rollback."""
+
+from __future__ import annotations
+
+import threading
+import time
+import urllib.request
+import uuid
+
+import orjson
+import pytest
+from mlflow import MlflowClient
+
+from flows.pipeline import PipelineParams, train_and_deploy
+from flows.rollback import rollback
+from tasks import export as export_module
+from tasks.container import LABEL, free_port, production_containers
+from tasks.data import DataSpec
+from tasks.gates import GateThresholds
+from tasks.registry import CHAMPION
+from tasks.release import ContainerParams
+from tasks.train import TrainParams
+
+from .conftest import REPO
+
+pytestmark = [pytest.mark.docker, pytest.mark.slow]
+LENIENT = GateThresholds(min_accuracy=0.5, min_class_recall=0.0, max_regression=0.2)
+
+
+@pytest.fixture
+def release_env(docker_engine, mlflow_store, tmp_path, monkeypatch):
+    """Own image name, deployment name and port, so a test never touches anything it did not create."""
+    suffix = uuid.uuid4().hex[:8]
+    env = {
+        "MLOPS_IMAGE_NAME": f"clothes-test-{suffix}",
+        "MLOPS_DEPLOY_NAME": f"clothes-test-{suffix}",
+        "MLOPS_DEPLOY_PORT": str(free_port()),
+        "MLOPS_MODEL_ROOT": str(tmp_path / "models"),
+        "MLOPS_PREDICTION_LOG_DIR": str(tmp_path / "logs"),
+        "MLOPS_WHEELHOUSE_DIR": str(REPO / "wheelhouse"),
+    }
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    yield env
+    for container in docker_engine.containers.list(all=True, filters={"name": env["MLOPS_DEPLOY_NAME"]}):
+        container.remove(force=True)
+    for image in docker_engine.images.list(name=env["MLOPS_IMAGE_NAME"]):
+        docker_engine.images.remove(image.id, force=True)
+
+
+def _params(fashion_dir, seed: int = 1) -> PipelineParams:
+    return PipelineParams(
+        data=DataSpec(path=fashion_dir, train_limit=3000, test_limit=500),
+        train=TrainParams(epochs=1, batch_size=64, seed=seed),
+        thresholds=LENIENT,
+        container=ContainerParams(enabled=True, parity_images=200, load_requests=500),
+    )
+
+
+def _served_version(port: str) -> int:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/models/clothes/latest", timeout=5) as response:
+        return orjson.loads(response.read())["version"]
+
+
+class ClientLoop(threading.Thread):
+    """Classifies continuously on the production port and records every failure and served version."""
+
+    def __init__(self, port: str) -> None:
+        super().__init__(daemon=True)
+        self.url = f"http://127.0.0.1:{port}/models/clothes/latest"
+        self.body = orjson.dumps({"image": [[0] * 28] * 28})
+        self.stop, self.ok, self.failures, self.versions = threading.Event(), 0, [], set()
+
+    def run(self) -> None:
+        deadline = time.monotonic() + 300
+        while not self.stop.is_set() and time.monotonic() < deadline:
+            request = urllib.request.Request(self.url, self.body, {"Content-Type": "application/json"})
+            try:
+                with urllib.request.urlopen(request, timeout=10) as response:
+                    self.versions.add(orjson.loads(response.read())["model"]["version"])
+                    self.ok += 1
+            except OSError as exc:
+                self.failures.append(repr(exc))
+
+
+def test_release_swap_and_rollback(release_env, docker_engine, fashion_dir):
+    port = release_env["MLOPS_DEPLOY_PORT"]
+
+    first = train_and_deploy(_params(fashion_dir))
+    assert first["promoted"] and first["image"] == f"{release_env['MLOPS_IMAGE_NAME']}:1"
+    client = MlflowClient()
+    v1 = client.get_model_version_by_alias("clothes", CHAMPION)
+    assert str(v1.version) == "1" and float(v1.tags["smoke_load_errors"]) == 0
+    assert float(v1.tags["smoke_top1_mismatches"]) == 0 and float(v1.tags["smoke_max_probability_diff"]) <= 1e-4
+    assert first["smoke"]["parity_images"] == 200 and first["smoke"]["load_requests"] == 500
+    assert _served_version(port) == 1
+    image = docker_engine.images.get(first["image"])
+    assert image.labels[f"{LABEL}.version"] == "1" and f"{release_env['MLOPS_IMAGE_NAME']}:champion" in image.tags
+    assert image.attrs["Config"]["User"] == "clothes"
+    assert not docker_engine.containers.list(all=True, filters={"label": f"{LABEL}.role=qa"})
+
+    loop = ClientLoop(port)
+    loop.start()
+    time.sleep(0.5)
+    second = train_and_deploy(_params(fashion_dir, seed=2))
+    time.sleep(0.5)
+    loop.stop.set()
+    loop.join()
+    assert second["promoted"] and second["model_version"] == "2"
+    assert loop.failures == [] and loop.ok > 50, loop.failures[:3]
+    assert loop.versions == {1, 2}
+    assert _served_version(port) == 2
+    assert [
+        c.labels[f"{LABEL}.version"] for c in production_containers(docker_engine, release_env["MLOPS_DEPLOY_NAME"])
+    ] == ["2"]
+    assert client.get_model_version("clothes", "2").tags["previous_champion"] == "1"
+
+    result = rollback()
+    assert result["to_version"] == "1" and result["from_version"] == "2"
+    assert str(client.get_model_version_by_alias("clothes", CHAMPION).version) == "1"
+    assert _served_version(port) == 1
+    assert docker_engine.images.get(f"{release_env['MLOPS_IMAGE_NAME']}:champion").id == image.id
+
+
+def test_broken_image_fails_the_smoke_test_and_changes_nothing(release_env, docker_engine, fashion_dir, monkeypatch):
+    port = release_env["MLOPS_DEPLOY_PORT"]
+    assert train_and_deploy(_params(fashion_dir))["promoted"]
+    production = production_containers(docker_engine, release_env["MLOPS_DEPLOY_NAME"])
+
+    monkeypatch.setattr(export_module, "convert_to_tflite", lambda _dir: b"this is not a TFLite model")
+    state = train_and_deploy(_params(fashion_dir, seed=3), return_state=True)
+    assert state.is_failed() and "exited before it was ready" in state.message
+
+    client = MlflowClient()
+    assert str(client.get_model_version_by_alias("clothes", CHAMPION).version) == "1"
+    assert production_containers(docker_engine, release_env["MLOPS_DEPLOY_NAME"]) == production
+    assert _served_version(port) == 1
+    assert not docker_engine.containers.list(all=True, filters={"label": f"{LABEL}.role=qa"})
+    assert not [
+        c
+        for c in docker_engine.containers.list(all=True)
+        if "-qa-" in c.name and release_env["MLOPS_DEPLOY_NAME"] in c.name
+    ]
