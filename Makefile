@@ -22,7 +22,7 @@ endif
 ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: install run test lint format mlflow-ui bench-serving serve clean
+.PHONY: install run test lint format mlflow-ui bench-serving bench-container docker-up docker-down serve rollback clean
 
 install: $(STAMP)
 
@@ -57,6 +57,21 @@ serve: install
 # Needs wrk (apt-get install wrk); bounded: a few 10 s runs against 127.0.0.1.
 bench-serving: install
 	$(BIN)/python benchmarks/bench_serving.py
+
+# Needs a Docker engine: `make docker-up`.
+bench-container: install
+	$(BIN)/python benchmarks/bench_container.py
+
+# Docker engine + local python:3.11-slim stand-in for machines without a registry (root, Debian).
+docker-up:
+	scripts/docker-engine.sh up
+
+docker-down:
+	scripts/docker-engine.sh down
+
+# Put the previous champion back into production.
+rollback: install
+	$(BIN)/clothes-rollback
 
 clean:
 	rm -rf $(VENV) .prefect .keras .cache .pytest_cache .ruff_cache

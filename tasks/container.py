@@ -101,7 +101,7 @@ def _link_or_copy(src: str, dst: str) -> None:
 
 
 def build_image(
-    client, context: Path, tag: str, base_image: str, labels: dict[str, str], log: Log
+    client, context: Path, tag: str, base_image: str, labels: dict[str, str], log: Log, nocache: bool = False
 ) -> tuple[str, float]:
     """Build with the classic builder and stream its log; return (image id, seconds).
 
@@ -110,7 +110,7 @@ def build_image(
     image_id = None
     for chunk in client.api.build(
         path=str(context), dockerfile="Dockerfile.serve", tag=tag, buildargs={"BASE_IMAGE": base_image},
-        labels=labels, rm=True, forcerm=True, pull=False, decode=True,
+        labels=labels, rm=True, forcerm=True, pull=False, decode=True, nocache=nocache,
     ):  # fmt: skip
         if "stream" in chunk and chunk["stream"].strip():
             log(chunk["stream"].rstrip())

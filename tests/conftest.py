@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import tempfile
 from pathlib import Path
@@ -52,6 +53,8 @@ def prefect_harness():
 
     with prefect_test_harness(server_startup_timeout=120):
         yield
+        logging.disable(logging.INFO)  # its "stopping server" line would hit pytest's closed capture stream
+    logging.disable(logging.NOTSET)
 
 
 @pytest.fixture

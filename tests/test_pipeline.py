@@ -9,6 +9,7 @@ from flows.pipeline import PipelineParams, train_and_deploy
 from tasks.data import DataSpec
 from tasks.gates import GateThresholds
 from tasks.registry import CHALLENGER, CHAMPION
+from tasks.release import ContainerParams
 from tasks.train import TrainParams
 
 pytestmark = pytest.mark.slow
@@ -20,6 +21,7 @@ def _params(fashion_dir, **overrides) -> PipelineParams:
         data=DataSpec(path=fashion_dir, train_limit=2000, test_limit=500),
         train=TrainParams(epochs=2, batch_size=64),
         thresholds=overrides.pop("thresholds", LENIENT),
+        container=ContainerParams(enabled=False),  # the registry half only; tests/test_container.py does the rest
         **overrides,
     )
 
@@ -70,7 +72,11 @@ def test_invalid_data_fails_before_anything_is_logged(prefect_harness, mlflow_st
         for name in ("bag", "coat"):
             (tmp_path / split / name).mkdir(parents=True)
         Image.new("L", (28, 28), 7).save(tmp_path / split / "bag" / "only.png")  # 'coat' has no images
-    params = PipelineParams(data=DataSpec(source="image-folder", path=tmp_path), thresholds=LENIENT)
+    params = PipelineParams(
+        data=DataSpec(source="image-folder", path=tmp_path),
+        thresholds=LENIENT,
+        container=ContainerParams(enabled=False),
+    )
     state = train_and_deploy(params, return_state=True)
     assert state.is_failed() and "no examples of: coat" in state.message
     assert MlflowClient().search_registered_models() == []
