@@ -22,7 +22,7 @@ endif
 ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: install run test lint format mlflow-ui bench-serving bench-container docker-up docker-down serve rollback clean
+.PHONY: install run test lint format mlflow-ui bench-serving bench-container docker-up docker-down serve rollback up down status clean
 
 install: $(STAMP)
 
@@ -48,7 +48,18 @@ format: install
 	$(BIN)/ruff check --fix .
 
 mlflow-ui: install
-	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlruns/mlflow.db --host 127.0.0.1 --port 5000 --workers 1
+	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false $(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlruns/mlflow.db \
+		--host 127.0.0.1 --port 5000 --workers 1
+
+# The stack users run: Prefect server + worker + deployments of prefect.yaml + MLflow UI, on 127.0.0.1.
+up: install
+	$(BIN)/clothes-stack up
+
+down:
+	$(BIN)/clothes-stack down
+
+status:
+	$(BIN)/clothes-stack status
 
 # Serve what `make run` exported (models/<name>/<version>/) on 127.0.0.1:8080.
 serve: install

@@ -32,7 +32,8 @@ from tasks.train import TrainParams, train_task
 
 
 class PipelineParams(BaseModel):
-    """Everything a run can vary; Prefect validates it and renders it as a form in the UI."""
+    """Everything a run can vary, one section per flow parameter: Prefect validates each and renders it
+    as a form group in the UI; `prefect deployment run ... --param train='{"epochs": 5}'` sets one."""
 
     data: DataSpec = Field(default_factory=DataSpec)
     train: TrainParams = Field(default_factory=TrainParams)
@@ -42,9 +43,18 @@ class PipelineParams(BaseModel):
 
 
 @flow(name="train-and-deploy", log_prints=True)
-def train_and_deploy(params: PipelineParams | None = None) -> dict:
+def train_and_deploy(
+    data: DataSpec | None = None,
+    train: TrainParams | None = None,
+    thresholds: GateThresholds | None = None,
+    model_name: str | None = None,
+    container: ContainerParams | None = None,
+) -> dict:
     """A candidate that fails a gate ends the flow Failed, registers nothing and moves no alias."""
-    params = params or PipelineParams()
+    params = PipelineParams(
+        data=data or DataSpec(), train=train or TrainParams(), thresholds=thresholds, model_name=model_name,
+        container=container or ContainerParams(),
+    )  # fmt: skip
     settings = Settings()
     logger = get_run_logger()
     model_name = params.model_name or settings.model_name
@@ -95,6 +105,7 @@ def train_and_deploy(params: PipelineParams | None = None) -> dict:
 
     summary = {
         "run_id": run_id,
+        "experiment_id": experiment_id,
         "model_name": model_name,
         "model_version": str(version.version),
         "test_accuracy": evaluation.accuracy,
@@ -146,6 +157,7 @@ def release_stage(
 
 
 def _summary_markdown(summary: dict, settings: Settings) -> str:
+    ui = settings.mlflow_ui_url.rstrip("/")
     champion = summary["champion"]
     versus = f"champion v{champion['version']} at {champion['accuracy']:.4f}" if champion else "no champion yet"
     return (
@@ -157,7 +169,10 @@ def _summary_markdown(summary: dict, settings: Settings) -> str:
         f"| compared with | {versus} |\n"
         f"| exported to | `{summary['export_dir']}` |\n"
         f"| image | `{summary['image']}` (promoted: {summary['promoted']}) |\n"
-        f"| MLflow run | `{summary['run_id']}` ({settings.resolved_tracking_uri()}) |\n"
+        f"| MLflow run | [{summary['run_id']}]({ui}/#/experiments/{summary['experiment_id']}/runs/{summary['run_id']})"
+        f" in `{settings.resolved_tracking_uri()}` |\n"
+        f"| model version | [{summary['model_name']} v{summary['model_version']}]"
+        f"({ui}/#/models/{summary['model_name']}/versions/{summary['model_version']}) |\n"
     )
 
 
@@ -202,7 +217,7 @@ def parse_args(argv: list[str] | None = None) -> PipelineParams:
 
 def main(argv: list[str] | None = None) -> int:
     params = parse_args(argv)
-    state = train_and_deploy(params, return_state=True)
+    state = train_and_deploy(**dict(params), return_state=True)
     if state.is_failed():
         print(f"train-and-deploy failed: {state.message}", file=sys.stderr)
         return 1

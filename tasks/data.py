@@ -8,6 +8,7 @@ import hashlib
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from datetime import timedelta
 from pathlib import Path
 from typing import Literal
 
@@ -132,13 +133,18 @@ def load_keras_fashion_mnist() -> Dataset:
     )
 
 
-def load_fashion_mnist(data_dir: Path | None = None) -> Dataset:
-    """An explicit directory wins, then Debian's `dataset-fashion-mnist` package, then Keras' download."""
+def fashion_mnist_directory(data_dir: Path | None = None) -> Path | None:
+    """An explicit directory wins, then Debian's `dataset-fashion-mnist` package; None means Keras."""
     if data_dir is not None:
-        return load_idx_directory(Path(data_dir))
+        return Path(data_dir)
     if all((DEBIAN_DATA_DIR / name).is_file() for name in IDX_FILES.values()):
-        return load_idx_directory(DEBIAN_DATA_DIR)
-    return load_keras_fashion_mnist()
+        return DEBIAN_DATA_DIR
+    return None
+
+
+def load_fashion_mnist(data_dir: Path | None = None) -> Dataset:
+    directory = fashion_mnist_directory(data_dir)
+    return load_keras_fashion_mnist() if directory is None else load_idx_directory(directory)
 
 
 def _read_class_folders(root: Path, class_names: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
@@ -252,7 +258,35 @@ def load_dataset(spec: DataSpec, default_dir: Path | None = None) -> Dataset:
     return dataset.subset(spec.train_limit, spec.test_limit)
 
 
-@task(name="load-data", cache_policy=NO_CACHE)
+def source_files(spec: DataSpec, default_dir: Path | None = None) -> list[Path] | None:
+    """The files a load reads, or None when they are not known up front (Keras' download)."""
+    if spec.source == "image-folder":
+        if spec.path is None:
+            return None
+        return sorted(p for p in Path(spec.path).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    directory = fashion_mnist_directory(spec.path or default_dir)
+    return None if directory is None else [directory / name for name in IDX_FILES.values()]
+
+
+def data_cache_key(spec: DataSpec, default_dir: Path | None = None) -> str | None:
+    """Content digest of the source files plus the load parameters: new data or new limits, new key."""
+    files = source_files(spec, default_dir)
+    if not files or not all(f.is_file() for f in files):
+        return None
+    sha = hashlib.sha256(spec.model_dump_json().encode())
+    for path in files:
+        sha.update(str(path.name).encode())
+        with path.open("rb") as handle:
+            sha.update(hashlib.file_digest(handle, "sha256").digest())
+    return f"fashion-data-{sha.hexdigest()}"
+
+
+@task(
+    name="load-data",
+    cache_key_fn=lambda _context, parameters: data_cache_key(parameters["spec"], parameters.get("default_dir")),
+    cache_expiration=timedelta(days=30),
+    persist_result=True,
+)
 def load_data_task(spec: DataSpec, default_dir: Path | None = None) -> Dataset:
     dataset = load_dataset(spec, default_dir)
     get_run_logger().info(

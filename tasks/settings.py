@@ -26,6 +26,7 @@ class Settings(BaseSettings):
     tracking_uri: str | None = Field(
         default=None, description="MLflow tracking URI; falls back to MLFLOW_TRACKING_URI, then SQLite"
     )
+    mlflow_ui_url: str = Field(default="http://127.0.0.1:5000", description="where run summaries link to")
     experiment_name: str = "clothes"
     model_name: str = "clothes"
     data_dir: Path | None = Field(default=None, description="directory with the four Fashion-MNIST IDX .gz files")

@@ -11,7 +11,7 @@ import orjson
 import pytest
 from mlflow import MlflowClient
 
-from flows.pipeline import PipelineParams, train_and_deploy
+from flows.pipeline import train_and_deploy
 from flows.rollback import rollback
 from tasks import export as export_module
 from tasks.container import LABEL, free_port, production_containers
@@ -48,13 +48,13 @@ def release_env(docker_engine, mlflow_store, tmp_path, monkeypatch):
         docker_engine.images.remove(image.id, force=True)
 
 
-def _params(fashion_dir, seed: int = 1) -> PipelineParams:
-    return PipelineParams(
-        data=DataSpec(path=fashion_dir, train_limit=3000, test_limit=500),
-        train=TrainParams(epochs=1, batch_size=64, seed=seed),
-        thresholds=LENIENT,
-        container=ContainerParams(enabled=True, parity_images=200, load_requests=500),
-    )
+def _params(fashion_dir, seed: int = 1) -> dict:
+    return {
+        "data": DataSpec(path=fashion_dir, train_limit=3000, test_limit=500),
+        "train": TrainParams(epochs=1, batch_size=64, seed=seed),
+        "thresholds": LENIENT,
+        "container": ContainerParams(enabled=True, parity_images=200, load_requests=500),
+    }
 
 
 def _served_version(port: str) -> int:
@@ -86,7 +86,7 @@ class ClientLoop(threading.Thread):
 def test_release_swap_and_rollback(release_env, docker_engine, fashion_dir):
     port = release_env["MLOPS_DEPLOY_PORT"]
 
-    first = train_and_deploy(_params(fashion_dir))
+    first = train_and_deploy(**_params(fashion_dir))
     assert first["promoted"] and first["image"] == f"{release_env['MLOPS_IMAGE_NAME']}:1"
     client = MlflowClient()
     v1 = client.get_model_version_by_alias("clothes", CHAMPION)
@@ -102,7 +102,7 @@ def test_release_swap_and_rollback(release_env, docker_engine, fashion_dir):
     loop = ClientLoop(port)
     loop.start()
     time.sleep(0.5)
-    second = train_and_deploy(_params(fashion_dir, seed=2))
+    second = train_and_deploy(**_params(fashion_dir, seed=2))
     time.sleep(0.5)
     loop.stop.set()
     loop.join()
@@ -124,11 +124,11 @@ def test_release_swap_and_rollback(release_env, docker_engine, fashion_dir):
 
 def test_broken_image_fails_the_smoke_test_and_changes_nothing(release_env, docker_engine, fashion_dir, monkeypatch):
     port = release_env["MLOPS_DEPLOY_PORT"]
-    assert train_and_deploy(_params(fashion_dir))["promoted"]
+    assert train_and_deploy(**_params(fashion_dir))["promoted"]
     production = production_containers(docker_engine, release_env["MLOPS_DEPLOY_NAME"])
 
     monkeypatch.setattr(export_module, "convert_to_tflite", lambda _dir: b"this is not a TFLite model")
-    state = train_and_deploy(_params(fashion_dir, seed=3), return_state=True)
+    state = train_and_deploy(**_params(fashion_dir, seed=3), return_state=True)
     assert state.is_failed() and "exited before it was ready" in state.message
 
     client = MlflowClient()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from mlflow import MlflowClient
 
-from flows.pipeline import PipelineParams, train_and_deploy
+from flows.pipeline import train_and_deploy
 from tasks.data import DataSpec
 from tasks.gates import GateThresholds
 from tasks.registry import CHALLENGER, CHAMPION
@@ -16,19 +16,18 @@ pytestmark = pytest.mark.slow
 LENIENT = GateThresholds(min_accuracy=0.5, min_class_recall=0.0, max_regression=0.05)
 
 
-def _params(fashion_dir, **overrides) -> PipelineParams:
-    return PipelineParams(
-        data=DataSpec(path=fashion_dir, train_limit=2000, test_limit=500),
-        train=TrainParams(epochs=2, batch_size=64),
-        thresholds=overrides.pop("thresholds", LENIENT),
-        container=ContainerParams(enabled=False),  # the registry half only; tests/test_container.py does the rest
-        **overrides,
-    )
+def _params(fashion_dir, thresholds: GateThresholds = LENIENT) -> dict:
+    return {
+        "data": DataSpec(path=fashion_dir, train_limit=2000, test_limit=500),
+        "train": TrainParams(epochs=2, batch_size=64),
+        "thresholds": thresholds,
+        "container": ContainerParams(enabled=False),  # the registry half only; test_container.py does the rest
+    }
 
 
 def test_registry_lifecycle(prefect_harness, mlflow_store, fashion_dir):
     # 1. First candidate: registered as v1 with alias challenger, everything recorded on the run.
-    first = train_and_deploy(_params(fashion_dir))
+    first = train_and_deploy(**_params(fashion_dir))
     client = MlflowClient()
     v1 = client.get_model_version("clothes", first["model_version"])
     assert str(v1.version) == "1" and CHALLENGER in v1.aliases
@@ -45,7 +44,7 @@ def test_registry_lifecycle(prefect_harness, mlflow_store, fashion_dir):
 
     # 2. With a champion, the next candidate is compared against it on the same test set.
     client.set_registered_model_alias("clothes", CHAMPION, "1")
-    second = train_and_deploy(_params(fashion_dir))
+    second = train_and_deploy(**_params(fashion_dir))
     assert second["champion"]["version"] == "1"
     assert second["champion"]["accuracy"] == pytest.approx(first["test_accuracy"], abs=1e-6)
     v2 = client.get_model_version("clothes", second["model_version"])
@@ -54,7 +53,7 @@ def test_registry_lifecycle(prefect_harness, mlflow_store, fashion_dir):
 
     # 3. An impossible threshold fails the flow, registers nothing and moves no alias.
     impossible = GateThresholds(min_accuracy=0.9999, min_class_recall=0.0, max_regression=0.05)
-    state = train_and_deploy(_params(fashion_dir, thresholds=impossible), return_state=True)
+    state = train_and_deploy(**_params(fashion_dir, thresholds=impossible), return_state=True)
     assert state.is_failed() and "min_accuracy" in state.message
     versions = client.search_model_versions("name='clothes'")
     assert sorted(str(v.version) for v in versions) == ["1", "2"]
@@ -72,11 +71,34 @@ def test_invalid_data_fails_before_anything_is_logged(prefect_harness, mlflow_st
         for name in ("bag", "coat"):
             (tmp_path / split / name).mkdir(parents=True)
         Image.new("L", (28, 28), 7).save(tmp_path / split / "bag" / "only.png")  # 'coat' has no images
-    params = PipelineParams(
+    state = train_and_deploy(
         data=DataSpec(source="image-folder", path=tmp_path),
         thresholds=LENIENT,
         container=ContainerParams(enabled=False),
+        return_state=True,
     )
-    state = train_and_deploy(params, return_state=True)
     assert state.is_failed() and "no examples of: coat" in state.message
     assert MlflowClient().search_registered_models() == []
+
+
+def test_data_loading_is_cached_on_content_and_parameters(prefect_harness, fashion_dir, tmp_path):
+    import shutil
+
+    from prefect import flow
+
+    from tasks.data import load_data_task
+
+    data_dir = tmp_path / "data"
+    shutil.copytree(fashion_dir, data_dir)
+
+    @flow
+    def load_twice(spec: DataSpec) -> list[str]:
+        return [load_data_task(spec, return_state=True).name for _ in range(2)]
+
+    spec = DataSpec(path=data_dir, train_limit=100, test_limit=50)
+    assert load_twice(spec) == ["Completed", "Cached"]
+    assert load_twice(spec.model_copy(update={"train_limit": 101})) == ["Completed", "Cached"]
+    labels = data_dir / "t10k-labels-idx1-ubyte.gz"
+    labels.chmod(0o644)
+    labels.write_bytes(labels.read_bytes())  # same content: still cached
+    assert load_twice(spec)[0] == "Cached"

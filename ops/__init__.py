@@ -1,0 +1,1 @@
+"""Operations tooling: bring the local Prefect + MLflow stack up and down."""

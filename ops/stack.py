@@ -1,0 +1,216 @@
+"""`clothes-stack up|down|status`: the stack users run, on 127.0.0.1.
+
+up: Prefect server (SQLite under the state directory), the `clothes-process` work pool, every
+deployment of prefect.yaml (`prefect deploy --all`), a process worker, and an MLflow tracking
+server/UI on the same store as `make run`. down: stops exactly the processes `up` started (pid files).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+PROJECT_DIR = Path(__file__).resolve().parents[1]
+WORK_POOL = "clothes-process"
+
+
+@dataclass(frozen=True)
+class Stack:
+    state_dir: Path
+    prefect_port: int = 4200
+    mlflow_port: int = 5000
+    host: str = "127.0.0.1"
+
+    @property
+    def prefect_api(self) -> str:
+        return f"http://{self.host}:{self.prefect_port}/api"
+
+    @property
+    def mlflow_url(self) -> str:
+        return f"http://{self.host}:{self.mlflow_port}"
+
+    def env(self) -> dict[str, str]:
+        """What every stack process (and the flows the worker runs) sees."""
+        state = self.state_dir.resolve()
+        return {
+            **os.environ,
+            "PREFECT_HOME": str(state / "prefect"),
+            "PREFECT_API_URL": self.prefect_api,
+            "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+            "PREFECT_UI_API_URL": self.prefect_api,
+            "CLOTHES_PROJECT_DIR": str(PROJECT_DIR),
+            "KERAS_HOME": os.environ.get("KERAS_HOME", str(state / "keras")),
+            "MPLCONFIGDIR": os.environ.get("MPLCONFIGDIR", str(state / "matplotlib")),
+            "TF_CPP_MIN_LOG_LEVEL": "2",
+            # The UI needs no GenAI job runner (it starts half a dozen consumer processes).
+            "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": os.environ.get("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false"),
+        }
+
+    def commands(self) -> dict[str, tuple[list[str], str | None]]:
+        """name -> (command, health URL); the worker has no URL, its pid tells."""
+        mlruns = Path(os.environ.get("MLOPS_MLRUNS_DIR", PROJECT_DIR / "mlruns")).resolve()
+        python = sys.executable
+        return {
+            "prefect-server": (
+                [python, "-m", "prefect", "server", "start", "--host", self.host, "--port", str(self.prefect_port)],
+                f"{self.prefect_api}/health",
+            ),
+            "mlflow": (
+                [
+                    python,
+                    "-m",
+                    "mlflow",
+                    "server",
+                    "--host",
+                    self.host,
+                    "--port",
+                    str(self.mlflow_port),
+                    "--workers",
+                    "1",
+                    "--backend-store-uri",
+                    f"sqlite:///{mlruns / 'mlflow.db'}",
+                    "--default-artifact-root",
+                    (mlruns / "artifacts").as_uri(),
+                ],
+                f"{self.mlflow_url}/health",
+            ),
+            "worker": ([python, "-m", "prefect", "worker", "start", "--pool", WORK_POOL, "--type", "process"], None),
+        }
+
+    def pid_file(self, name: str) -> Path:
+        return self.state_dir / f"{name}.pid"
+
+    def running_pid(self, name: str) -> int | None:
+        try:
+            pid = int(self.pid_file(name).read_text())
+        except (OSError, ValueError):
+            return None
+        with contextlib.suppress(ChildProcessError):  # reap it if this process started it (a zombie is not running)
+            if os.waitpid(pid, os.WNOHANG)[0] == pid:
+                return None
+        try:
+            os.kill(pid, 0)
+        except OSError:
+            return None
+        return pid
+
+
+def answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return response.status == 200
+    except OSError:
+        return False
+
+
+def wait_for(url: str, name: str, stack: Stack, timeout: float = 180) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if answers(url):
+            return
+        if stack.running_pid(name) is None:
+            raise RuntimeError(f"{name} exited; see {stack.state_dir / (name + '.log')}")
+        time.sleep(0.5)
+    raise RuntimeError(f"{name} did not answer {url} within {timeout:.0f} s")
+
+
+def start(stack: Stack, name: str) -> None:
+    command, url = stack.commands()[name]
+    if stack.running_pid(name):
+        print(f"{name}: already running (pid {stack.running_pid(name)})")
+        return
+    log = (stack.state_dir / f"{name}.log").open("ab")
+    process = subprocess.Popen(
+        command, env=stack.env(), cwd=PROJECT_DIR, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+        start_new_session=True,  # its own process group: `down` stops it and its children, nothing else
+    )  # fmt: skip
+    stack.pid_file(name).write_text(str(process.pid))
+    if url:
+        wait_for(url, name, stack)
+    print(f"{name}: started (pid {process.pid})")
+
+
+def prefect_cli(stack: Stack, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "prefect", *args], env=stack.env(), cwd=PROJECT_DIR, capture_output=True, text=True,
+        check=check, timeout=300,
+    )  # fmt: skip
+
+
+def deploy(stack: Stack) -> None:
+    """Work pool if missing, then every deployment of prefect.yaml (idempotent: schedules have slugs)."""
+    if prefect_cli(stack, "work-pool", "inspect", WORK_POOL, check=False).returncode != 0:
+        prefect_cli(stack, "work-pool", "create", WORK_POOL, "--type", "process")
+    result = prefect_cli(stack, "--no-prompt", "deploy", "--all", check=False)
+    if result.returncode != 0:
+        raise RuntimeError(f"prefect deploy failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
+
+
+def up(stack: Stack) -> None:
+    stack.state_dir.mkdir(parents=True, exist_ok=True)
+    start(stack, "prefect-server")
+    start(stack, "mlflow")
+    deploy(stack)
+    start(stack, "worker")
+    print(f"Prefect UI   {stack.prefect_api.removesuffix('/api')}\nMLflow UI    {stack.mlflow_url}")
+    print(f"Use it:      export PREFECT_API_URL={stack.prefect_api}")
+
+
+def down(stack: Stack) -> None:
+    for name in reversed(list(stack.commands())):
+        pid = stack.running_pid(name)
+        if pid is None:
+            stack.pid_file(name).unlink(missing_ok=True)
+            continue
+        os.killpg(pid, signal.SIGTERM)
+        deadline = time.monotonic() + 30
+        while stack.running_pid(name) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        if stack.running_pid(name):
+            os.killpg(pid, signal.SIGKILL)
+        stack.pid_file(name).unlink(missing_ok=True)
+        print(f"{name}: stopped (pid {pid})")
+
+
+def status(stack: Stack) -> bool:
+    healthy = True
+    for name, (_command, url) in stack.commands().items():
+        pid = stack.running_pid(name)
+        state = "running" if pid else "stopped"
+        if pid and url:
+            state += ", answering" if answers(url) else ", NOT answering"
+        healthy &= bool(pid)
+        print(f"{name:<15}{state:<25}{'pid ' + str(pid) if pid else ''}  {url or ''}")
+    return healthy
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="clothes-stack", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    parser.add_argument("action", choices=["up", "down", "status"])
+    parser.add_argument(
+        "--state-dir", type=Path, default=Path(os.environ.get("CLOTHES_STACK_DIR", PROJECT_DIR / ".stack"))
+    )
+    parser.add_argument("--prefect-port", type=int, default=4200)
+    parser.add_argument("--mlflow-port", type=int, default=5000)
+    args = parser.parse_args(argv)
+    stack = Stack(args.state_dir, args.prefect_port, args.mlflow_port)
+    if args.action == "up":
+        up(stack)
+    elif args.action == "down":
+        down(stack)
+    else:
+        return 0 if status(stack) else 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
