@@ -105,7 +105,8 @@ def prepare_model(workdir: Path, data_dir: Path | None) -> tuple[Path, Path, lis
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--seconds", type=int, default=10, help="load duration per measurement")
+    parser.add_argument("--seconds", type=int, default=5, help="load duration per measurement")
+    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds per server variant")
     parser.add_argument("--connections", type=int, default=8)
     parser.add_argument("--wrk-threads", type=int, default=1)
     parser.add_argument("--batch", type=int, default=256)
@@ -135,35 +136,63 @@ def main() -> None:
     finally:
         stop(reference)
 
-    port = free_port()
-    server_env = {**env, "MLOPS_SERVE_HOST": "127.0.0.1", "MLOPS_SERVE_PORT": str(port),
-                  "MLOPS_SERVE_WORKERS": str(args.workers), "MLOPS_SERVE_MODEL_ROOT": str(model_root)}  # fmt: skip
-    server = subprocess.Popen(
-        [sys.executable, "-m", "serving"],
-        env=server_env,
-        cwd=REPO,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
+    def start_ours(workers: int, extra_env: dict[str, str]) -> tuple[subprocess.Popen, str]:
+        port = free_port()
+        server_env = {**env, "MLOPS_SERVE_HOST": "127.0.0.1", "MLOPS_SERVE_PORT": str(port),
+                      "MLOPS_SERVE_WORKERS": str(workers), "MLOPS_SERVE_MODEL_ROOT": str(model_root),
+                      **extra_env}  # fmt: skip
+        server = subprocess.Popen(
+            [sys.executable, "-m", "serving"], env=server_env, cwd=REPO, stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )  # fmt: skip
         wait_for(f"http://127.0.0.1:{port}/health/ready", server)
-        url = f"http://127.0.0.1:{port}/models/clothes/v1"
-        run_wrk(url, single, args.connections, 2, args.wrk_threads)
-        ours = run_wrk(url, single, args.connections, args.seconds, args.wrk_threads)
-        batched = run_wrk(url, batch, args.connections, args.seconds, args.wrk_threads)
-    finally:
-        stop(server)
+        return server, f"http://127.0.0.1:{port}/models/clothes/v1"
+
+    def median(results: list[LoadResult]) -> LoadResult:
+        return sorted(results, key=lambda r: r.requests_per_s)[len(results) // 2]
+
+    def measure(servers: dict[str, tuple[str, Path]], workers: int) -> dict[str, LoadResult]:
+        """Servers up side by side (idle costs nothing), measured alternately `--rounds` times so drift in
+        the machine's speed hits all alike; the median round counts."""
+        started = {name: start_ours(workers, extra) for name, (_body, extra) in servers.items()}
+        results: dict[str, list[LoadResult]] = {name: [] for name in servers}
+        try:
+            for _server, url in started.values():
+                run_wrk(url, single, args.connections, 2, args.wrk_threads)
+            for _ in range(args.rounds):
+                for name, (body, _extra) in servers.items():
+                    results[name].append(run_wrk(started[name][1], body, args.connections, args.seconds,
+                                                 args.wrk_threads))  # fmt: skip
+        finally:
+            for server, _url in started.values():
+                stop(server)
+        return {name: median(r) for name, r in results.items()}
+
+    main = measure({"single": (single, {}), "batch": (batch, {})}, args.workers)
+    ours, batched = main["single"], main["batch"]
+    # The prediction log's cost, per request: one worker each, so connection balance cannot blur it.
+    log_env = {"MLOPS_SERVE_PREDICTION_LOG_DIR": str(workdir / "prediction-log")}
+    cost = measure({"plain": (single, {}), "logged": (single, log_env), "plain_batch": (batch, {}),
+                    "logged_batch": (batch, log_env)}, 1)  # fmt: skip
     shutil.rmtree(workdir, ignore_errors=True)
 
-    print(f"{'server':<28}{'req/s':>10}{'p50 ms':>10}{'p99 ms':>10}{'requests':>10}{'errors':>8}")
+    print(f"{'server':<34}{'req/s':>10}{'p50 ms':>10}{'p99 ms':>10}{'requests':>10}{'errors':>8}")
     for name, result in (("reference (model.predict)", baseline), ("gunicorn + LiteRT", ours),
-                         (f"gunicorn + LiteRT, batch {args.batch}", batched)):  # fmt: skip
-        print(f"{name:<28}{result.requests_per_s:>10.1f}{result.p50_ms:>10.2f}{result.p99_ms:>10.2f}"
+                         (f"gunicorn + LiteRT, batch {args.batch}", batched),
+                         ("1 worker", cost["plain"]), ("1 worker + prediction log", cost["logged"]),
+                         (f"1 worker, batch {args.batch}", cost["plain_batch"]),
+                         (f"1 worker + log, batch {args.batch}", cost["logged_batch"])):  # fmt: skip
+        print(f"{name:<34}{result.requests_per_s:>10.1f}{result.p50_ms:>10.2f}{result.p99_ms:>10.2f}"
               f"{result.requests:>10}{result.errors:>8}")  # fmt: skip
     images_per_s = batched.requests_per_s * args.batch
-    print(f"concurrency {args.connections}, {args.seconds} s per run, {os.cpu_count()} cores, workers {args.workers}")
-    if ours.errors or batched.errors:
-        print(f"WARNING: {ours.errors + batched.errors} failed requests", file=sys.stderr)
+    print(f"concurrency {args.connections}, {args.seconds} s per run, median of {args.rounds} alternating rounds, "
+          f"{os.cpu_count()} cores, workers {args.workers}")  # fmt: skip
+    errors = sum(r.errors for r in (baseline, ours, batched, *cost.values()))
+    if errors:
+        print(f"WARNING: {errors} failed requests", file=sys.stderr)
+    single_cost = 100 * (1 - cost["logged"].requests_per_s / cost["plain"].requests_per_s)
+    batch_cost = 100 * (1 - cost["logged_batch"].requests_per_s / cost["plain_batch"].requests_per_s)
+    print(f"prediction log cost: single {single_cost:.1f}% batch {batch_cost:.1f}% throughput (1 worker)")  # fmt: skip
     print(
         f"serving: single={ours.requests_per_s:.0f} p99_ms={ours.p99_ms:.1f} baseline={baseline.requests_per_s:.0f} "
         f"ratio={ours.requests_per_s / baseline.requests_per_s:.1f} batch_images_per_s={images_per_s:.0f}"

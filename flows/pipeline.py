@@ -18,6 +18,7 @@ from tasks.data import Dataset, DataSpec, load_data_task, validate_data_task
 from tasks.evaluate import evaluate_task, predict_probabilities
 from tasks.export import export_task
 from tasks.gates import GateFailed, GateThresholds, failed_gates, gate_tags, gates_task
+from tasks.monitoring import reference_task
 from tasks.registry import (
     champion_accuracy_task,
     champion_version,
@@ -79,6 +80,7 @@ def train_and_deploy(
         log_dataset(run_id, dataset, counts)
         trained = train_task(dataset, params.train, run_id)
         evaluation = evaluate_task(trained.model, dataset, run_id)
+        reference_task(trained.model, dataset, run_id)
         champion = champion_accuracy_task(model_name, dataset)
         results = gates_task(run_id, evaluation, thresholds, champion)
         failures = failed_gates(results)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+import re
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +18,7 @@ from werkzeug.exceptions import HTTPException
 from serving import metrics
 from serving.model_store import ModelStore, ServedModel
 from serving.openapi import openapi_document
+from serving.prediction_log import PredictionLog
 from serving.preprocessing import (
     InvalidInput,
     pixels_from_image_bytes,
@@ -26,6 +29,7 @@ from serving.settings import ServingSettings
 
 log = logging.getLogger(__name__)
 IMAGE_TYPES = {"image/png", "image/jpeg"}
+ID_PATTERN = re.compile(r"[0-9a-f]{32}")
 api = Blueprint("api", __name__)
 
 
@@ -95,25 +99,30 @@ def read_pixels() -> np.ndarray:
     )
 
 
-def predict(model: ServedModel, batch: np.ndarray) -> np.ndarray:
+def predict(model: ServedModel, batch: np.ndarray) -> tuple[np.ndarray, list[str]]:
+    """Probabilities plus one id per image, the handle for feedback on that prediction."""
     probabilities = model.predict(batch)
     labels = np.asarray(model.class_names)[probabilities.argmax(axis=1)]
     for label, count in zip(*np.unique(labels, return_counts=True), strict=True):
         metrics.PREDICTIONS.labels(model.name, str(model.version), str(label)).inc(int(count))
-    return probabilities
+    ids = [uuid.uuid4().hex for _ in range(len(batch))]
+    log: PredictionLog | None = current_app.extensions.get("prediction_log")
+    if log is not None:
+        log.log_predictions(ids, model.name, model.version, probabilities, batch)
+    return probabilities, ids
 
 
 def classify(name: str, version: int | None) -> Response:
     model = find_model(name, version)
-    probabilities = predict(model, to_model_input(read_pixels()))
+    probabilities, ids = predict(model, to_model_input(read_pixels()))
     class_ids = probabilities.argmax(axis=1)
     return json_response(
         {
             "model": {"name": model.name, "version": model.version},
             "result": probabilities,
             "predictions": [
-                {"label": model.class_names[c], "class_id": int(c), "confidence": float(p[c])}
-                for c, p in zip(class_ids, probabilities, strict=True)
+                {"id": i, "label": model.class_names[c], "class_id": int(c), "confidence": float(p[c])}
+                for i, c, p in zip(ids, class_ids, probabilities, strict=True)
             ],
         }
     )
@@ -148,6 +157,33 @@ def classify_latest(name: str) -> Response:
 # (already scaled to 0-1, with or without the channel axis), not 0-255 pixels.
 def tf_serving_status(model: ServedModel) -> dict:
     return {"version": str(model.version), "state": "AVAILABLE", "status": {"error_code": "OK", "error_message": ""}}
+
+
+@api.post("/models/<name>/v<int:version>/feedback")
+def feedback(name: str, version: int) -> Response:
+    """The true label of an earlier prediction (by its id), so online accuracy can be measured."""
+    model = find_model(name, version)
+    log: PredictionLog | None = current_app.extensions.get("prediction_log")
+    if log is None:
+        raise ApiError(
+            404, "this server does not log predictions (MLOPS_SERVE_PREDICTION_LOG_DIR), so it takes no feedback"
+        )
+    if request.mimetype != "application/json":
+        raise ApiError(415, "feedback is application/json")
+    payload = read_json()
+    if (
+        not isinstance(payload, dict)
+        or not isinstance(payload.get("id"), str)
+        or not ID_PATTERN.fullmatch(payload["id"])
+    ):
+        raise ApiError(400, "feedback needs 'id': the 32-character id of a prediction")
+    label, class_id = payload.get("label"), payload.get("class_id")
+    if isinstance(label, str) and label in model.class_names:
+        class_id = model.class_names.index(label)
+    elif not (isinstance(class_id, int) and not isinstance(class_id, bool) and 0 <= class_id < len(model.class_names)):
+        raise ApiError(400, f"feedback needs 'label' (one of {model.class_names}) or a valid 'class_id'")
+    log.log_feedback(payload["id"], model.name, model.version, class_id)
+    return json_response({"status": "recorded", "id": payload["id"], "class_id": class_id}, 202)
 
 
 @api.get("/v1/models/<name>")
@@ -186,7 +222,7 @@ def tfs_predict(name: str, version: int | None) -> Response:
     if isinstance(instances, list):
         check_batch_size(len(instances))
     batch = pixels_from_nested(instances, batch=True, max_value=1.0)
-    return json_response({"predictions": predict(model, batch[..., np.newaxis])})
+    return json_response({"predictions": predict(model, batch[..., np.newaxis])[0]})
 
 
 @api.get("/health/live")
@@ -229,6 +265,10 @@ def create_app(
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.extensions["model_store"] = model_store
     app.extensions["serving_settings"] = settings
+    if settings.prediction_log_dir is not None:
+        app.extensions["prediction_log"] = PredictionLog(
+            settings.prediction_log_dir, settings.prediction_log_max_bytes, settings.prediction_log_inputs
+        )
     app.register_blueprint(api)
 
     @app.before_request

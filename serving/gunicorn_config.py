@@ -32,6 +32,13 @@ def post_worker_init(worker):
     worker.wsgi.extensions["model_store"].warm_up()
 
 
+def worker_exit(server, worker):
+    """Flush the prediction log before the worker goes."""
+    log = worker.wsgi.extensions.get("prediction_log")
+    if log is not None:
+        log.close()
+
+
 def child_exit(server, worker):
     from prometheus_client import multiprocess
 

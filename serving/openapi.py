@@ -24,12 +24,24 @@ PREDICTION_RESPONSE = {
             "items": {
                 "type": "object",
                 "properties": {
+                    "id": {"type": "string", "description": "handle for feedback"},
                     "label": {"type": "string"},
                     "class_id": {"type": "integer"},
                     "confidence": {"type": "number"},
                 },
             },
         },
+    },
+}
+
+
+FEEDBACK = {
+    "type": "object",
+    "required": ["id"],
+    "properties": {
+        "id": {"type": "string", "pattern": "^[0-9a-f]{32}$"},
+        "label": {"type": "string"},
+        "class_id": {"type": "integer", "minimum": 0},
     },
 }
 
@@ -107,6 +119,14 @@ def openapi_document(listing: list[dict]) -> dict:
                 "post": classify,
             },
             "/models/{name}/latest": {"parameters": [name_param], "get": info, "post": classify},
+            "/models/{name}/v{version}/feedback": {
+                "parameters": [name_param, version_param],
+                "post": {
+                    "summary": "The true label of an earlier prediction, by the id its answer carried",
+                    "requestBody": {"required": True, "content": {"application/json": {"schema": FEEDBACK}}},
+                    "responses": {"202": {"description": "recorded"}, **_errors(400, 404, 415)},
+                },
+            },
             "/v1/models/{name}": {"parameters": [name_param], "get": {"summary": "TF Serving status", **plain}},
             "/v1/models/{name}/versions/{version}": {
                 "parameters": [name_param, version_param],

@@ -317,7 +317,7 @@ def deploy(
         network_mode="host",
         environment={
             "MLOPS_SERVE_HOST": host, "MLOPS_SERVE_PORT": str(port), "MLOPS_SERVE_REUSE_PORT": "true",
-            "MLOPS_SERVE_PRIVATE_PORT": str(private_port),
+            "MLOPS_SERVE_PRIVATE_PORT": str(private_port), "MLOPS_SERVE_PREDICTION_LOG_DIR": CONTAINER_LOG_DIR,
         },
         volumes={str(prepare_log_dir(log_dir)): {"bind": CONTAINER_LOG_DIR, "mode": "rw"}},
         restart_policy={"Name": "unless-stopped"},

@@ -246,6 +246,9 @@ class DataSpec(BaseModel):
     path: Path | None = None
     train_limit: int | None = Field(default=None, ge=1, description="first N training images (quick runs)")
     test_limit: int | None = Field(default=None, ge=1, description="first N test images")
+    extra_path: Path | None = Field(
+        default=None, description="labelled samples root/<class_id>/*.png added to the training split (feedback)"
+    )
 
 
 def load_dataset(spec: DataSpec, default_dir: Path | None = None) -> Dataset:
@@ -255,7 +258,29 @@ def load_dataset(spec: DataSpec, default_dir: Path | None = None) -> Dataset:
         dataset = load_image_folder(spec.path)
     else:
         dataset = load_fashion_mnist(spec.path or default_dir)
-    return dataset.subset(spec.train_limit, spec.test_limit)
+    dataset = dataset.subset(spec.train_limit, spec.test_limit)
+    return add_labelled_samples(dataset, spec.extra_path) if spec.extra_path else dataset
+
+
+def add_labelled_samples(dataset: Dataset, root: Path) -> Dataset:
+    """Append `root/<class_id>/*.png` (what monitoring collects from feedback) to the training split."""
+    folders = [p for p in Path(root).iterdir() if p.is_dir()]
+    bad = [p.name for p in folders if not p.name.isdigit() or int(p.name) >= len(dataset.class_names)]
+    if bad:
+        raise DataValidationError(f"{root}: folders must be class ids 0..{len(dataset.class_names) - 1}, got {bad}")
+    images, labels = [], []
+    for folder in folders:
+        for path in sorted(folder.iterdir()):
+            if path.suffix.lower() in IMAGE_SUFFIXES:
+                images.append(load_image_file(str(path)))
+                labels.append(int(folder.name))
+    if not images:
+        return dataset
+    return replace(
+        dataset,
+        x_train=np.concatenate([dataset.x_train, np.stack(images)]),
+        y_train=np.concatenate([dataset.y_train, np.asarray(labels, dtype=dataset.y_train.dtype)]),
+    )
 
 
 def source_files(spec: DataSpec, default_dir: Path | None = None) -> list[Path] | None:
@@ -271,8 +296,8 @@ def source_files(spec: DataSpec, default_dir: Path | None = None) -> list[Path] 
 def data_cache_key(spec: DataSpec, default_dir: Path | None = None) -> str | None:
     """Content digest of the source files plus the load parameters: new data or new limits, new key."""
     files = source_files(spec, default_dir)
-    if not files or not all(f.is_file() for f in files):
-        return None
+    if not files or not all(f.is_file() for f in files) or spec.extra_path is not None:
+        return None  # unknown sources (Keras download) and feedback samples are never cached
     sha = hashlib.sha256(spec.model_dump_json().encode())
     for path in files:
         sha.update(str(path.name).encode())

@@ -33,13 +33,18 @@ def configure_mlflow(settings: Settings) -> str:
         settings.mlruns_dir.mkdir(parents=True, exist_ok=True)
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
+    return ensure_experiment(settings, settings.experiment_name)
+
+
+def ensure_experiment(settings: Settings, name: str, artifact_subdir: str = "") -> str:
     client = MlflowClient()
-    experiment = client.get_experiment_by_name(settings.experiment_name)
+    experiment = client.get_experiment_by_name(name)
     if experiment is not None:
         return experiment.experiment_id
     # A remote server chooses its own artifact store; locally artifacts stay under mlruns/.
-    location = settings.artifact_location if uri.startswith(("sqlite:", "file:")) else None
-    return client.create_experiment(settings.experiment_name, artifact_location=location)
+    local = settings.resolved_tracking_uri().startswith(("sqlite:", "file:"))
+    location = f"{settings.artifact_location}/{artifact_subdir}".rstrip("/") if local else None
+    return client.create_experiment(name, artifact_location=location)
 
 
 def git_commit() -> str:

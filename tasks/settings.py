@@ -42,6 +42,10 @@ class Settings(BaseSettings):
     deploy_port: int = Field(default=8080, ge=1, le=65535)
     prediction_log_dir: Path = Field(default=Path("logs/predictions"), description="mounted into production")
 
+    # Monitoring
+    feedback_data_dir: Path = Field(default=Path("data/feedback"), description="labelled samples for retraining")
+    retrain_deployment: str = Field(default="train-and-deploy/weekly", description="started when drift is found")
+
     min_accuracy: float = Field(default=0.88, ge=0, le=1)
     min_class_recall: float = Field(default=0.60, ge=0, le=1)
     max_regression: float = Field(default=0.005, ge=0, le=1, description="tolerated accuracy drop vs champion")

@@ -11,11 +11,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from serving import create_app
+from serving.settings import ServingSettings
 
 PATHS = [
     "/models", "/models/clothes/v1", "/models/clothes/v2", "/models/clothes/latest", "/models/clothes/v0",
     "/models/other/v1", "/v1/models/clothes", "/v1/models/clothes:predict", "/v1/models/clothes/versions/1:predict",
-    "/v1/models/clothes/versions/7", "/health/ready", "/metrics", "/openapi.json",
+    "/v1/models/clothes/versions/7", "/health/ready", "/metrics", "/openapi.json", "/models/clothes/v1/feedback",
 ]  # fmt: skip
 CONTENT_TYPES = [
     "application/json", "image/png", "image/jpeg", "multipart/form-data", "text/plain",
@@ -41,8 +42,10 @@ bodies = st.one_of(
 
 
 @pytest.fixture(scope="module")
-def client(model_root):
-    return create_app(model_root).test_client()
+def client(model_root, tmp_path_factory):
+    """Prediction log on, so the feedback route is fuzzed too."""
+    settings = ServingSettings(prediction_log_dir=tmp_path_factory.mktemp("prediction-log"))
+    return create_app(model_root, settings).test_client()
 
 
 @settings(max_examples=3000, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

@@ -1,0 +1,202 @@
+"""Prediction logging, feedback, drift detection and the monitor flow's retraining trigger."""
+
+from __future__ import annotations
+
+import base64
+import types
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from serving import create_app
+from serving.settings import ServingSettings
+from tasks.data import load_fashion_mnist
+from tasks.evaluate import predict_probabilities
+from tasks.monitoring import MonitorThresholds, binned_psi, build_reference, detect_drift, psi, read_records
+
+THRESHOLDS = MonitorThresholds()
+
+
+def test_psi_is_zero_for_equal_and_large_for_shifted_distributions():
+    assert psi([0.5, 0.5], [0.5, 0.5]) == pytest.approx(0)
+    assert psi([0.1] * 10, [0.0] + [1 / 9] * 9) > 0.5
+    rng = np.random.default_rng(0)
+    assert binned_psi(rng.normal(size=5000), rng.normal(size=1000)) < 0.05
+    assert binned_psi(rng.normal(size=5000), rng.normal(1, 1, size=1000)) > 0.2
+
+
+@pytest.fixture(scope="module")
+def test_split(fashion_dir):
+    dataset = load_fashion_mnist(fashion_dir)
+    return dataset.x_test, dataset.y_test, list(dataset.class_names)
+
+
+@pytest.fixture(scope="module")
+def reference(trained_model, test_split):
+    x, _y, names = test_split
+    return build_reference(predict_probabilities(trained_model, x[:5000]), x[:5000], names)
+
+
+def serve(model_root, log_dir, images: np.ndarray, store_inputs: bool = False) -> tuple[list[dict], list[dict]]:
+    """Send images through the real app with logging on; return (answers' predictions, log records)."""
+    settings = ServingSettings(prediction_log_dir=log_dir, prediction_log_inputs=store_inputs)
+    app = create_app(model_root, settings)
+    client = app.test_client()
+    answers = []
+    for start in range(0, len(images), 100):
+        response = client.post("/models/clothes/v1", json={"images": images[start : start + 100].tolist()})
+        answers.extend(response.json["predictions"])
+    app.extensions["prediction_log"].close()
+    return answers, read_records(log_dir, since=0)
+
+
+def test_every_prediction_is_logged_with_its_id_and_input_summary(model_root, tmp_path, test_split):
+    x, _y, _names = test_split
+    answers, records = serve(model_root, tmp_path, x[:150], store_inputs=True)
+    assert [r["id"] for r in records] == [a["id"] for a in answers] and len(records) == 150
+    first = records[0]
+    assert first["model"] == "clothes" and first["version"] == 1 and first["class_id"] == answers[0]["class_id"]
+    assert first["mean"] == pytest.approx(x[0].mean() / 255, abs=1e-5)
+    assert np.array_equal(np.frombuffer(base64.b64decode(first["pixels"]), np.uint8).reshape(28, 28), x[0])
+
+
+def test_log_rotates_by_size(model_root, tmp_path, test_split):
+    settings = ServingSettings(prediction_log_dir=tmp_path, prediction_log_max_bytes=4096)
+    app = create_app(model_root, settings)
+    client = app.test_client()
+    for start in range(0, 200, 10):
+        client.post("/models/clothes/v1", json={"images": test_split[0][start : start + 10].tolist()})
+    app.extensions["prediction_log"].close()
+    assert len(list(tmp_path.glob("predictions-*.jsonl"))) > 3
+    assert len(read_records(tmp_path, since=0)) == 200
+
+
+def test_feedback_is_recorded_and_validated(model_root, tmp_path, test_split):
+    app = create_app(model_root, ServingSettings(prediction_log_dir=tmp_path))
+    client = app.test_client()
+    answer = client.post("/models/clothes/v1", json={"image": test_split[0][0].tolist()}).json["predictions"][0]
+    ok = client.post("/models/clothes/v1/feedback", json={"id": answer["id"], "label": "Ankle boot"})
+    assert ok.status_code == 202 and ok.json["class_id"] == 9
+    assert client.post("/models/clothes/v1/feedback", json={"id": answer["id"], "class_id": 3}).status_code == 202
+    for bad in ({"id": "nope", "label": "Bag"}, {"id": answer["id"], "label": "Hat"}, {"id": answer["id"]},
+                {"id": answer["id"], "class_id": 10}, {"id": answer["id"], "class_id": True}, [1]):  # fmt: skip
+        response = client.post("/models/clothes/v1/feedback", json=bad)
+        assert response.status_code == 400 and response.json["error"]
+    assert client.post("/models/clothes/v9/feedback", json={"id": answer["id"], "label": "Bag"}).status_code == 404
+    app.extensions["prediction_log"].close()
+    feedback = [r for r in read_records(tmp_path, since=0) if r["type"] == "feedback"]
+    assert [(r["id"], r["true_class_id"]) for r in feedback] == [(answer["id"], 9), (answer["id"], 3)]
+    without_log = create_app(model_root).test_client()
+    assert without_log.post("/models/clothes/v1/feedback", json={"id": answer["id"], "label": "Bag"}).status_code == 404
+
+
+def _traffic(x: np.ndarray, y: np.ndarray) -> dict[str, np.ndarray]:
+    normal = x[5000:6000]
+    return {
+        "held-out test images": normal,
+        "inverted": 255 - normal,
+        "brightened": np.clip(normal.astype(int) + 100, 0, 255).astype(np.uint8),
+        "no trousers": x[5000:7000][y[5000:7000] != 1][:1000],
+    }
+
+
+def test_detector_flags_only_drifted_traffic(model_root, tmp_path, test_split, reference):
+    x, y, _names = test_split
+    verdicts = {}
+    for name, images in _traffic(x, y).items():
+        _answers, records = serve(model_root, tmp_path / name.replace(" ", "-"), images)
+        report = detect_drift(reference, records, THRESHOLDS)
+        assert report.enough_data and report.n_predictions == len(images)
+        verdicts[name] = report
+    assert not verdicts["held-out test images"].drifted, verdicts["held-out test images"].reasons
+    for name in ("inverted", "brightened", "no trousers"):
+        assert verdicts[name].drifted, name
+    assert any("predicted-class" in r for r in verdicts["no trousers"].reasons)
+    assert any("input mean" in r for r in verdicts["brightened"].reasons)
+
+
+def test_online_accuracy_from_feedback(model_root, tmp_path, test_split, reference):
+    x, y, _names = test_split
+    app = create_app(model_root, ServingSettings(prediction_log_dir=tmp_path))
+    client = app.test_client()
+    answers = client.post("/models/clothes/v1", json={"images": x[5000:5300].tolist()}).json["predictions"]
+    wrong_labels = (y[5000:5300] + 1) % 10  # users report a different class every time
+    for answer, label in zip(answers, wrong_labels, strict=True):
+        client.post("/models/clothes/v1/feedback", json={"id": answer["id"], "class_id": int(label)})
+    app.extensions["prediction_log"].close()
+    report = detect_drift(reference, read_records(tmp_path, since=0), THRESHOLDS)
+    assert report.metrics["labelled"] == 300 and report.metrics["online_accuracy"] < 0.2
+    assert any("online accuracy" in r for r in report.reasons)
+
+
+def test_too_little_traffic_is_not_judged(reference):
+    report = detect_drift(reference, [], THRESHOLDS)
+    assert not report.enough_data and not report.drifted
+
+
+@pytest.mark.slow
+def test_monitor_flow_records_verdicts_and_triggers_retraining(
+    prefect_harness, mlflow_store, fashion_dir, tmp_path, monkeypatch, test_split
+):
+    from mlflow import MlflowClient
+
+    from flows import monitor as monitor_module
+    from flows.pipeline import train_and_deploy
+    from tasks.data import DataSpec
+    from tasks.gates import GateThresholds
+    from tasks.release import ContainerParams
+    from tasks.train import TrainParams
+
+    monkeypatch.setenv("MLOPS_MODEL_ROOT", str(tmp_path / "models"))
+    monkeypatch.setenv("MLOPS_FEEDBACK_DATA_DIR", str(tmp_path / "feedback"))
+    summary = train_and_deploy(
+        data=DataSpec(path=fashion_dir, train_limit=3000, test_limit=1000),
+        train=TrainParams(epochs=2),
+        thresholds=GateThresholds(min_accuracy=0.5, min_class_recall=0, max_regression=0.5),
+        container=ContainerParams(enabled=False),
+    )
+    client = MlflowClient()
+    client.set_registered_model_alias("clothes", "champion", summary["model_version"])
+    triggered = []
+    monkeypatch.setattr(
+        monitor_module, "run_deployment",
+        lambda name, parameters, timeout: triggered.append((name, parameters)) or types.SimpleNamespace(id="run-1"),
+    )  # fmt: skip
+
+    x, y, _names = test_split
+    root = tmp_path / "models"
+    normal_logs, drifted_logs = tmp_path / "normal", tmp_path / "drifted"
+    serve_version = summary["model_version"]
+    for log_dir, images in ((normal_logs, x[5000:5600]), (drifted_logs, 255 - x[5000:5600])):
+        settings = ServingSettings(prediction_log_dir=log_dir, prediction_log_inputs=True)
+        app = create_app(root, settings)
+        web = app.test_client()
+        answers = web.post(f"/models/clothes/v{serve_version}", json={"images": images.tolist()}).json["predictions"]
+        feedback = list(zip(answers, y[5000:5600], strict=True))[:40] if log_dir == drifted_logs else []
+        for answer, label in feedback:
+            web.post(f"/models/clothes/v{serve_version}/feedback", json={"id": answer["id"], "class_id": int(label)})
+        app.extensions["prediction_log"].close()
+
+    calm = monitor_module.monitor_drift(window_minutes=30, log_dir=normal_logs)
+    assert not calm["drifted"] and calm["retraining"] is None and calm["n_predictions"] == 600
+    drifted = monitor_module.monitor_drift(window_minutes=30, log_dir=drifted_logs)
+    assert drifted["drifted"] and drifted["retraining"] == "train-and-deploy/weekly flow run run-1"
+    assert any("input mean" in reason for reason in drifted["reasons"])
+    assert len(triggered) == 1 and triggered[0][0] == "train-and-deploy/weekly"
+    extra = triggered[0][1]["data"]["extra_path"]
+    assert len(list(Path(extra).rglob("*.png"))) == 40
+
+    runs = client.search_runs(
+        [client.get_experiment_by_name("clothes-monitoring").experiment_id], order_by=["attributes.start_time"]
+    )
+    assert [r.data.tags["drift"] for r in runs] == ["false", "true"]
+    assert runs[1].data.metrics["mean_ks"] > 0.5 and "plots" in [
+        a.path for a in client.list_artifacts(runs[1].info.run_id)
+    ]
+
+    # The collected samples are real training data for the next run.
+    from tasks.data import load_dataset
+
+    grown = load_dataset(DataSpec(path=fashion_dir, train_limit=100, test_limit=10, extra_path=extra))
+    assert len(grown.y_train) == 140
