@@ -71,7 +71,8 @@ def test_deployment_runs_on_the_worker_and_redeploy_keeps_one_schedule(stack):
         result.stdout[-3000:] + result.stderr[-2000:]
     )
 
-    version = MlflowClient(tracking_uri=stack.mlflow_url).get_model_version("clothes", "1")
+    mlflow_server = MlflowClient(tracking_uri=stack.mlflow_url, registry_uri=stack.mlflow_url)
+    version = mlflow_server.get_model_version("clothes", "1")
     assert "challenger" in version.aliases and version.tags["param.epochs"] == "1"
     assert os.path.isfile(os.path.join(os.environ["MLOPS_MODEL_ROOT"], "clothes", "1", "model.tflite"))
 
