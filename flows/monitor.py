@@ -4,7 +4,6 @@ the verdict in MLflow, and start the retraining deployment when the traffic drif
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 import time
@@ -17,6 +16,7 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 from prefect.deployments import run_deployment
 
+from flows.cli import run_and_report
 from tasks.monitoring import (
     MonitorThresholds,
     detect_drift,
@@ -111,12 +111,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--log-dir", type=Path)
     parser.add_argument("--no-retrain", action="store_true", help="only report")
     args = parser.parse_args(argv)
-    state = monitor_drift(args.window_minutes, log_dir=args.log_dir, retrain=not args.no_retrain, return_state=True)
-    if state.is_failed():
-        print(f"monitor-drift failed: {state.message}", file=sys.stderr)
-        return 1
-    print(json.dumps(state.result(), indent=2))
-    return 0
+    return run_and_report(
+        monitor_drift, window_minutes=args.window_minutes, log_dir=args.log_dir, retrain=not args.no_retrain
+    )
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ from prefect import flow, get_run_logger, runtime
 from prefect.artifacts import create_markdown_artifact
 from pydantic import BaseModel, Field
 
+from flows.cli import run_and_report
 from tasks.data import Dataset, DataSpec, load_data_task, validate_data_task
 from tasks.evaluate import evaluate_task, predict_probabilities
 from tasks.export import export_task
@@ -218,13 +219,7 @@ def parse_args(argv: list[str] | None = None) -> PipelineParams:
 
 
 def main(argv: list[str] | None = None) -> int:
-    params = parse_args(argv)
-    state = train_and_deploy(**dict(params), return_state=True)
-    if state.is_failed():
-        print(f"train-and-deploy failed: {state.message}", file=sys.stderr)
-        return 1
-    print(json.dumps(state.result(), indent=2))
-    return 0
+    return run_and_report(train_and_deploy, **dict(parse_args(argv)))
 
 
 if __name__ == "__main__":

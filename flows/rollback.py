@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 
 from mlflow import MlflowClient
 from prefect import flow, get_run_logger
 
+from flows.cli import run_and_report
 from tasks.container import ContainerStageError
 from tasks.registry import champion_version, configure_mlflow, promote_version
 from tasks.release import deploy_task, require_docker
@@ -42,12 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="clothes-rollback", description=rollback.__doc__)
     parser.add_argument("--model-name")
     args = parser.parse_args(argv)
-    state = rollback(args.model_name, return_state=True)
-    if state.is_failed():
-        print(f"rollback failed: {state.message}", file=sys.stderr)
-        return 1
-    print(json.dumps(state.result(), indent=2))
-    return 0
+    return run_and_report(rollback, model_name=args.model_name)
 
 
 if __name__ == "__main__":

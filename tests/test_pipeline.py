@@ -102,3 +102,14 @@ def test_data_loading_is_cached_on_content_and_parameters(prefect_harness, fashi
     labels.chmod(0o644)
     labels.write_bytes(labels.read_bytes())  # same content: still cached
     assert load_twice(spec)[0] == "Cached"
+
+
+def test_command_line_maps_to_flow_parameters(tmp_path):
+    from flows.pipeline import parse_args
+
+    params = parse_args(["--data-dir", str(tmp_path), "--train-limit", "500", "--epochs", "3", "--no-deploy"])
+    assert params.data.path == tmp_path and params.data.train_limit == 500 and params.data.source == "fashion-mnist"
+    assert params.train.epochs == 3 and params.train.batch_size == TrainParams().batch_size
+    assert params.container.enabled is None and params.container.deploy is False
+    folder = parse_args(["--image-folder", str(tmp_path), "--no-container"])
+    assert folder.data.source == "image-folder" and folder.container.enabled is False
