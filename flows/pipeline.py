@@ -30,7 +30,7 @@ from tasks.registry import (
 )
 from tasks.release import ContainerParams, build_image_task, deploy_task, docker_client, promote_task, smoke_test_task
 from tasks.settings import Settings
-from tasks.train import TrainParams, train_task
+from tasks.train import TrainParams, flat_params, train_task
 
 
 class PipelineParams(BaseModel):
@@ -95,7 +95,7 @@ def train_and_deploy(
             "run_id": run_id,
             "test_accuracy": f"{evaluation.accuracy:.4f}",
             "class_names": json.dumps(list(dataset.class_names)),
-            **{f"param.{k}": str(v) for k, v in params.train.model_dump().items()},
+            **{f"param.{k}": str(v) for k, v in flat_params(params.train).items()},
         }
         version = register_task(run_id, trained.model, dataset, model_name, tags)
     except BaseException:

@@ -42,6 +42,10 @@ class Settings(BaseSettings):
     deploy_port: int = Field(default=8080, ge=1, le=65535)
     prediction_log_dir: Path = Field(default=Path("logs/predictions"), description="mounted into production")
 
+    # Hyperparameter search
+    dask_address: str | None = Field(default=None, description="existing Dask scheduler; unset: a LocalCluster")
+    dask_workers: int = Field(default=2, ge=1, description="LocalCluster worker processes (one thread each)")
+
     # Monitoring
     feedback_data_dir: Path = Field(default=Path("data/feedback"), description="labelled samples for retraining")
     retrain_deployment: str = Field(default="train-and-deploy/weekly", description="started when drift is found")

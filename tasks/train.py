@@ -22,7 +22,19 @@ from tasks.evaluate import plot_training_curves
 EpochCallback = Callable[[int, dict[str, float]], None]
 
 
+class Architecture(BaseModel):
+    """LeNet-5 and its variants; the defaults are the course's LeNet-5 exactly (44,426 parameters)."""
+
+    conv1_filters: int = Field(default=6, ge=1, le=256)
+    conv2_filters: int = Field(default=16, ge=1, le=256)
+    dense1: int = Field(default=120, ge=1, le=2048)
+    dense2: int = Field(default=84, ge=1, le=2048)
+    dropout: float = Field(default=0.0, ge=0, lt=1, description="before each dense layer")
+    batch_norm: bool = Field(default=False, description="after each convolution")
+
+
 class TrainParams(BaseModel):
+    architecture: Architecture = Field(default_factory=Architecture)
     epochs: int = Field(default=40, ge=1, le=500, description="upper bound; early stopping usually ends sooner")
     batch_size: int = Field(default=128, ge=1, le=8192)
     learning_rate: float = Field(default=2e-3, gt=0, le=1)
@@ -42,24 +54,35 @@ class TrainResult:
     epochs_run: int
 
 
-def build_lenet5(num_classes: int = 10, learning_rate: float = 1e-3, weight_decay: float = 0.0):  # -> keras.Model
-    """Conv 6@5x5 relu, AvgPool, Conv 16@5x5 relu, AvgPool, Dense 120, 84, softmax: 44,426 parameters."""
+def build_lenet5(
+    num_classes: int = 10,
+    learning_rate: float = 1e-3,
+    weight_decay: float = 0.0,
+    architecture: Architecture | None = None,
+):  # -> keras.Model
+    """Conv 6@5x5 relu, AvgPool, Conv 16@5x5 relu, AvgPool, Dense 120, 84, softmax (44,426 parameters);
+    `architecture` widens it, adds dropout or batch normalisation for the hyperparameter search."""
     import keras
 
-    model = keras.Sequential(
-        [
-            keras.Input(shape=(28, 28, 1), name="image"),
-            keras.layers.Conv2D(6, 5, activation="relu", name="conv1"),
-            keras.layers.AveragePooling2D(2, name="pool1"),
-            keras.layers.Conv2D(16, 5, activation="relu", name="conv2"),
-            keras.layers.AveragePooling2D(2, name="pool2"),
-            keras.layers.Flatten(name="flatten"),
-            keras.layers.Dense(120, activation="relu", name="fc1"),
-            keras.layers.Dense(84, activation="relu", name="fc2"),
-            keras.layers.Dense(num_classes, activation="softmax", name="probabilities"),
-        ],
-        name="lenet5",
-    )
+    arch = architecture or Architecture()
+    layers = [keras.Input(shape=(28, 28, 1), name="image")]
+    for index, filters in ((1, arch.conv1_filters), (2, arch.conv2_filters)):
+        if arch.batch_norm:  # conv -> BN -> relu, the usual order
+            layers += [
+                keras.layers.Conv2D(filters, 5, use_bias=False, name=f"conv{index}"),
+                keras.layers.BatchNormalization(name=f"bn{index}"),
+                keras.layers.ReLU(name=f"relu{index}"),
+            ]
+        else:
+            layers.append(keras.layers.Conv2D(filters, 5, activation="relu", name=f"conv{index}"))
+        layers.append(keras.layers.AveragePooling2D(2, name=f"pool{index}"))
+    layers.append(keras.layers.Flatten(name="flatten"))
+    for index, units in ((1, arch.dense1), (2, arch.dense2)):
+        if arch.dropout:
+            layers.append(keras.layers.Dropout(arch.dropout, name=f"dropout{index}"))
+        layers.append(keras.layers.Dense(units, activation="relu", name=f"fc{index}"))
+    layers.append(keras.layers.Dense(num_classes, activation="softmax", name="probabilities"))
+    model = keras.Sequential(layers, name="lenet5")
     model.compile(
         optimizer=keras.optimizers.AdamW(learning_rate, weight_decay=weight_decay)
         if weight_decay
@@ -79,7 +102,7 @@ def train_model(dataset: Dataset, params: TrainParams, on_epoch_end: EpochCallba
     x_train, y_train = to_model_input(dataset.x_train[train_idx]), dataset.y_train[train_idx]
     x_val, y_val = to_model_input(dataset.x_train[val_idx]), dataset.y_train[val_idx]
 
-    model = build_lenet5(len(dataset.class_names), params.learning_rate, params.weight_decay)
+    model = build_lenet5(len(dataset.class_names), params.learning_rate, params.weight_decay, params.architecture)
     callbacks: list[keras.callbacks.Callback] = [
         keras.callbacks.ReduceLROnPlateau(
             monitor="val_loss", factor=params.lr_factor, patience=params.lr_patience, min_lr=1e-5
@@ -107,6 +130,12 @@ def train_model(dataset: Dataset, params: TrainParams, on_epoch_end: EpochCallba
     return TrainResult(model, history, int(np.argmin(history["val_loss"])), epochs_run)
 
 
+def flat_params(params: TrainParams) -> dict[str, object]:
+    """One level, as MLflow shows parameters: architecture fields without a prefix."""
+    flat = params.model_dump(exclude={"architecture"})
+    return {**params.architecture.model_dump(), **flat}
+
+
 @task(
     name="train",
     task_run_name="train-lr={params.learning_rate}-bs={params.batch_size}-epochs={params.epochs}",
@@ -116,7 +145,7 @@ def train_task(dataset: Dataset, params: TrainParams, run_id: str) -> TrainResul
     """Per-epoch metrics go to MLflow as they happen, so a long run can be followed in the UI."""
     logger = get_run_logger()
     client = MlflowClient()
-    client.log_batch(run_id, params=[Param(f"train.{k}", str(v)) for k, v in params.model_dump().items()])
+    client.log_batch(run_id, params=[Param(f"train.{k}", str(v)) for k, v in flat_params(params).items()])
 
     def log_epoch(epoch: int, logs: dict[str, float]) -> None:
         now = int(time.time() * 1000)

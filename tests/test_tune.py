@@ -1,0 +1,56 @@
+"""A tiny real search on a Dask LocalCluster with 2 worker processes, handed off to the gates."""
+
+from __future__ import annotations
+
+import pytest
+from mlflow import MlflowClient
+
+from tasks.data import DataSpec
+from tasks.gates import GateThresholds
+from tasks.release import ContainerParams
+from tasks.tuning import SearchSpace, sample_trials
+
+pytestmark = pytest.mark.slow
+
+
+def test_trials_are_deterministic_and_distinct():
+    space = SearchSpace()
+    first = sample_trials(space, 5, "random", seed=3, epochs=2)
+    assert first == sample_trials(space, 5, "random", seed=3, epochs=2)
+    assert len({t.model_dump_json(exclude={"seed"}) for t in first}) == 5
+    assert [t.seed for t in first] == [3, 4, 5, 6, 7] and {t.epochs for t in first} == {2}
+    small = SearchSpace(conv1_filters=[6, 8], conv2_filters=[16], dense1=[120], dense2=[84], dropout=[0.0],
+                        batch_norm=[False], learning_rate=[1e-3], batch_size=[64])  # fmt: skip
+    grid = sample_trials(small, 10, "grid", 0, 1)
+    assert [t.architecture.conv1_filters for t in grid] == [6, 8]
+
+
+def test_search_on_dask_picks_the_best_and_hands_it_to_the_gates(
+    prefect_harness, mlflow_store, fashion_dir, monkeypatch
+):
+    from flows.tune import dask_runner, tune
+
+    monkeypatch.setenv("MLOPS_DATA_DIR", str(fashion_dir))
+    space = SearchSpace(conv1_filters=[6, 16], conv2_filters=[16, 32], dense1=[120], dense2=[84], dropout=[0.0],
+                        batch_norm=[False, True], learning_rate=[2e-3], batch_size=[128])  # fmt: skip
+    runner = dask_runner(workers=2)
+    summary = tune.with_options(task_runner=runner)(
+        space=space, data=DataSpec(train_limit=2000, test_limit=500), budget=3, epochs=1, final_epochs=1,
+        thresholds=GateThresholds(min_accuracy=0.3, min_class_recall=0, max_regression=0.5),
+        container=ContainerParams(enabled=False),
+    )  # fmt: skip
+
+    client = MlflowClient()
+    parent = client.get_run(summary["parent_run_id"])
+    children = client.search_runs([parent.info.experiment_id], f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
+    assert len(children) == 3 and all(c.info.status == "FINISHED" for c in children)
+    assert all("val_accuracy" in c.data.metrics and "conv1_filters" in c.data.params for c in children)
+    best = max(children, key=lambda c: c.data.metrics["best_val_accuracy"])
+    assert summary["best"]["run_id"] == best.info.run_id == parent.data.tags["best_trial_run_id"]
+    assert parent.data.metrics["trials"] == 3
+
+    handed = summary["train_and_deploy"]
+    version = client.get_model_version("clothes", handed["model_version"])
+    assert version.tags["gate.min_accuracy"] == "pass" and "challenger" in version.aliases
+    for key in ("conv1_filters", "conv2_filters", "batch_norm"):
+        assert version.tags[f"param.{key}"] == best.data.params[key]
