@@ -20,6 +20,7 @@ import urllib.request
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import numpy as np
 import orjson
@@ -193,8 +194,8 @@ def check_parity(url: str, images: np.ndarray, expected: np.ndarray, batch: int 
 def load_burst(url: str, body: bytes, requests: int, concurrency: int, timeout: float = 120) -> dict:
     """A bounded burst: exactly `requests` POSTs over `concurrency` keep-alive connections, stopped at
     `timeout` seconds whatever happens."""
-    host, port = url.split("//", 1)[1].split("/", 1)[0].split(":")
-    path = "/" + url.split("//", 1)[1].split("/", 1)[1]
+    parts = urlsplit(url)
+    host, port, path = parts.hostname, parts.port, parts.path
     latencies: list[float] = []
     errors = 0
     remaining = [requests]
@@ -203,7 +204,7 @@ def load_burst(url: str, body: bytes, requests: int, concurrency: int, timeout: 
 
     def worker() -> None:
         nonlocal errors
-        connection = http.client.HTTPConnection(host, int(port), timeout=10)
+        connection = http.client.HTTPConnection(host, port, timeout=10)
         while time.monotonic() < deadline:
             with lock:
                 if remaining[0] == 0:
@@ -218,7 +219,7 @@ def load_burst(url: str, body: bytes, requests: int, concurrency: int, timeout: 
             except (OSError, http.client.HTTPException):
                 ok = False
                 connection.close()
-                connection = http.client.HTTPConnection(host, int(port), timeout=10)
+                connection = http.client.HTTPConnection(host, port, timeout=10)
             with lock:
                 latencies.append(time.perf_counter() - started)
                 errors += not ok
