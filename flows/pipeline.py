@@ -67,11 +67,12 @@ def train_and_deploy(
     counts = validate_data_task(dataset)
 
     client = MlflowClient()
+    commit = git_commit()
     run = client.create_run(
         experiment_id,
         run_name=f"lenet5-{runtime.flow_run.name or 'local'}",
         tags={
-            "git_commit": git_commit(),
+            "git_commit": commit,
             "prefect.flow_run_id": str(runtime.flow_run.id or ""),
             "model_name": model_name,
         },
@@ -91,7 +92,7 @@ def train_and_deploy(
         tags = {
             **gate_tags(results),
             "data.digest": dataset.digest,
-            "git_commit": git_commit(),
+            "git_commit": commit,
             "run_id": run_id,
             "test_accuracy": f"{evaluation.accuracy:.4f}",
             "class_names": json.dumps(list(dataset.class_names)),
@@ -114,7 +115,7 @@ def train_and_deploy(
         "test_accuracy": evaluation.accuracy,
         "macro_f1": evaluation.macro_f1,
         "epochs_run": trained.epochs_run,
-        "champion": {"version": champion[0], "accuracy": champion[1]} if champion else None,
+        "compared_with": {"version": champion[0], "accuracy": champion[1]} if champion else None,
         "data_digest": dataset.digest,
         "export_dir": str(export_dir),
         **release,
@@ -161,7 +162,7 @@ def release_stage(
 
 def _summary_markdown(summary: dict, settings: Settings) -> str:
     ui = settings.mlflow_ui_url.rstrip("/")
-    champion = summary["champion"]
+    champion = summary["compared_with"]
     versus = f"champion v{champion['version']} at {champion['accuracy']:.4f}" if champion else "no champion yet"
     return (
         f"## {summary['model_name']} v{summary['model_version']} (alias challenger)\n\n"

@@ -21,7 +21,7 @@ from tasks.gates import GateThresholds
 from tasks.registry import configure_mlflow
 from tasks.release import ContainerParams
 from tasks.settings import Settings
-from tasks.train import TrainParams, flat_params
+from tasks.train import TrainParams
 from tasks.tuning import SearchSpace, sample_trials, trial_task
 
 
@@ -78,13 +78,14 @@ def tune(
     client.set_terminated(parent_id, "FINISHED")
     rows = "\n".join(
         f"| {r['index']} | {r['best_val_accuracy']:.4f} | {r['epochs_run']} | {r['trial_seconds']:.0f} | "
-        f"{ {k: v for k, v in flat_params(TrainParams.model_validate(r['params'])).items() if k in SHOWN} } |"
+        f"{describe(TrainParams.model_validate(r['params']))} |"
         for r in results
     )
     create_markdown_artifact(
-        key="tune", markdown=f"## Search: {len(results)} trials in {seconds:.0f} s\n\n| trial | val acc | epochs | s | "
-        f"params |\n|---|---|---|---|---|\n{rows}\n",
-    )  # fmt: skip
+        key="tune",
+        markdown=f"## Search: {len(results)} trials in {seconds:.0f} s\n\n"
+        f"| trial | val acc | epochs | s | parameters |\n|---|---|---|---|---|\n{rows}\n",
+    )
     logger.info("best trial %d: val accuracy %.4f (%s)", best["index"], best["best_val_accuracy"], best["params"])
     summary = {"parent_run_id": parent_id, "search_seconds": seconds, "trials": results, "best": best}
     if handoff:
@@ -94,7 +95,12 @@ def tune(
     return summary
 
 
-SHOWN = ("conv1_filters", "conv2_filters", "dense1", "dense2", "dropout", "batch_norm", "learning_rate", "batch_size")
+def describe(params: TrainParams) -> str:
+    a = params.architecture
+    return (
+        f"conv {a.conv1_filters}/{a.conv2_filters}, dense {a.dense1}/{a.dense2}, dropout {a.dropout}, "
+        f"bn {a.batch_norm}, lr {params.learning_rate}, batch {params.batch_size}"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -45,8 +45,8 @@ def test_registry_lifecycle(prefect_harness, mlflow_store, fashion_dir):
     # 2. With a champion, the next candidate is compared against it on the same test set.
     client.set_registered_model_alias("clothes", CHAMPION, "1")
     second = train_and_deploy(**_params(fashion_dir))
-    assert second["champion"]["version"] == "1"
-    assert second["champion"]["accuracy"] == pytest.approx(first["test_accuracy"], abs=1e-6)
+    assert second["compared_with"]["version"] == "1"
+    assert second["compared_with"]["accuracy"] == pytest.approx(first["test_accuracy"], abs=1e-6)
     v2 = client.get_model_version("clothes", second["model_version"])
     assert "champion v1" in v2.tags["gate.no_regression.detail"]
     assert CHALLENGER in v2.aliases and str(client.get_model_version_by_alias("clothes", CHAMPION).version) == "1"
