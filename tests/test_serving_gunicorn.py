@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -13,16 +12,11 @@ from pathlib import Path
 import pytest
 
 from serving.client import ClientError, classify, main, wait_until_ready
+from tasks.container import free_port
 from tasks.data import FASHION_MNIST_CLASSES
 
 pytestmark = pytest.mark.slow
 EXAMPLES = sorted((Path(__file__).resolve().parents[1] / "examples" / "images").glob("*.png"))
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
