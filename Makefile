@@ -22,7 +22,7 @@ endif
 ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: install run test lint format mlflow-ui bench-serving bench-container docker-up docker-down serve rollback up down status clean
+.PHONY: install run test lint format mlflow-ui bench-serving bench-container docker-up docker-down serve rollback tune up down status clean
 
 install: $(STAMP)
 
@@ -83,6 +83,9 @@ docker-down:
 # Put the previous champion back into production.
 rollback: install
 	$(BIN)/clothes-rollback
+
+tune: install
+	$(BIN)/clothes-tune $(ARGS)
 
 clean:
 	rm -rf $(VENV) .prefect .keras .cache .pytest_cache .ruff_cache

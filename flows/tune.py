@@ -6,9 +6,11 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from pathlib import Path
 from typing import Annotated, Literal
 
 from mlflow import MlflowClient
+from mlflow.entities import Param
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 from prefect_dask import DaskTaskRunner
@@ -44,9 +46,12 @@ def tune(
     data: DataSpec | None = None,
     budget: Annotated[int, Field(ge=1)] = 8,
     strategy: Literal["random", "grid"] = "random",
-    epochs: Annotated[int, Field(ge=1, description="per trial, with early stopping")] = 10,
+    epochs: Annotated[int, Field(ge=1, description="per trial, with early stopping")] = 20,
     seed: int = 0,
     final_epochs: Annotated[int, Field(ge=1, description="for the retrained best trial")] = 40,
+    final_validation_fraction: Annotated[
+        float, Field(gt=0, lt=1, description="held out from the retrain for early stopping only")
+    ] = 0.05,
     handoff: Annotated[bool, Field(description="retrain the best trial through train_and_deploy")] = True,
     thresholds: GateThresholds | None = None,
     container: ContainerParams | None = None,
@@ -58,6 +63,9 @@ def tune(
     client = MlflowClient()
     parent = client.create_run(experiment_id, run_name=f"tune-{strategy}-{budget}", tags={"tune": "search"})
     parent_id = parent.info.run_id
+    search = {"budget": budget, "strategy": strategy, "epochs": epochs, "seed": seed}
+    client.log_batch(parent_id, params=[Param(key, str(value)) for key, value in search.items()])
+    client.log_dict(parent_id, space.model_dump(), "tune/space.json")
     trials = sample_trials(space, budget, strategy, seed, epochs)
     logger.info("%d trials (%s) on the task runner's Dask cluster", len(trials), strategy)
     started = time.perf_counter()
@@ -66,10 +74,18 @@ def tune(
         trial_task.submit(i, trial, data, default_dir, settings.resolved_tracking_uri(), experiment_id, parent_id)
         for i, trial in enumerate(trials)
     ]
-    results = sorted((f.result() for f in futures), key=lambda r: r["best_val_accuracy"], reverse=True)
+    try:
+        results = sorted((f.result() for f in futures), key=lambda r: r["best_val_accuracy"], reverse=True)
+    except BaseException:
+        client.set_terminated(parent_id, "FAILED")  # a trial failed twice: the search has no verdict
+        raise
     seconds = time.perf_counter() - started
     best = results[0]
-    best_params = TrainParams.model_validate(best["params"]).model_copy(update={"epochs": final_epochs})
+    # Trials share one validation split so they compare fairly; the retrain only needs enough hold-out to
+    # stop early, and gives the rest to training.
+    best_params = TrainParams.model_validate(best["params"]).model_copy(
+        update={"epochs": final_epochs, "validation_fraction": final_validation_fraction}
+    )
     for key, value in {"search_seconds": seconds, "trials": len(results),
                        "best_val_accuracy": best["best_val_accuracy"]}.items():  # fmt: skip
         client.log_metric(parent_id, key, value)
@@ -99,7 +115,8 @@ def describe(params: TrainParams) -> str:
     a = params.architecture
     return (
         f"conv {a.conv1_filters}/{a.conv2_filters}, dense {a.dense1}/{a.dense2}, dropout {a.dropout}, "
-        f"bn {a.batch_norm}, lr {params.learning_rate}, batch {params.batch_size}"
+        f"bn {a.batch_norm}, {a.pooling} pool, lr {params.learning_rate}, batch {params.batch_size}, "
+        f"augment {params.augment}"
     )
 
 
@@ -107,17 +124,37 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="clothes-tune", description=__doc__)
     parser.add_argument("--budget", type=int, default=8)
     parser.add_argument("--strategy", choices=["random", "grid"], default="random")
-    parser.add_argument("--epochs", type=int, default=10, help="per trial (early stopping)")
+    parser.add_argument("--epochs", type=int, default=20, help="per trial (early stopping)")
     parser.add_argument("--train-limit", type=int, help="train trials on the first N images only")
     parser.add_argument("--workers", type=int, help="LocalCluster workers (MLOPS_DASK_WORKERS, default 2)")
     parser.add_argument("--address", help="existing Dask scheduler (MLOPS_DASK_ADDRESS)")
+    parser.add_argument("--final-epochs", type=int, default=40, help="for the retrained best trial")
+    parser.add_argument(
+        "--final-validation-fraction", type=float, default=0.05, help="held out from the retrain for early stopping"
+    )
+    parser.add_argument("--seed", type=int, default=0, help="sampling seed; trial i trains with seed+i")
+    parser.add_argument(
+        "--space",
+        type=search_space,
+        default=SearchSpace(),
+        help="SearchSpace as JSON, or a path to a JSON file; missing fields keep their defaults",
+    )
     parser.add_argument("--no-handoff", action="store_true", help="search only")
     args = parser.parse_args(argv)
     flow_with_runner = tune.with_options(task_runner=dask_runner(args.address, args.workers))
     return run_and_report(
-        flow_with_runner, budget=args.budget, strategy=args.strategy, epochs=args.epochs,
+        flow_with_runner, space=args.space, budget=args.budget, strategy=args.strategy, epochs=args.epochs,
+        seed=args.seed, final_epochs=args.final_epochs, final_validation_fraction=args.final_validation_fraction,
         data=DataSpec(train_limit=args.train_limit), handoff=not args.no_handoff,
     )  # fmt: skip
+
+
+def search_space(text: str) -> SearchSpace:
+    """argparse type: inline JSON, or a file holding it (e.g. a space kept next to the project)."""
+    try:
+        return SearchSpace.model_validate_json(text if text.lstrip().startswith("{") else Path(text).read_text())
+    except (OSError, ValueError) as error:
+        raise argparse.ArgumentTypeError(f"invalid search space: {error}") from None
 
 
 if __name__ == "__main__":

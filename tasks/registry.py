@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import subprocess
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import mlflow
@@ -61,10 +63,19 @@ def git_commit() -> str:
     return out.stdout.strip() if out.returncode == 0 else "unknown"
 
 
+@contextmanager
+def active_run(run_id: str) -> Iterator[None]:
+    """MLflow's fluent calls (log_input, log_model) need an active run, and leaving `start_run` marks it
+    FINISHED; the pipeline owns the run's status, so it goes back to RUNNING until the pipeline ends it."""
+    with mlflow.start_run(run_id=run_id):
+        yield
+    MlflowClient().update_run(run_id, status="RUNNING")
+
+
 def log_dataset(run_id: str, dataset: Dataset, counts: dict[str, dict[str, int]]) -> None:
     """Record where the data came from, its content digest and class balance on the run."""
     client = MlflowClient()
-    with mlflow.start_run(run_id=run_id):
+    with active_run(run_id):
         for split, x, y in (("train", dataset.x_train, dataset.y_train), ("test", dataset.x_test, dataset.y_test)):
             # Only the digest identifies the data; a one-image profile keeps the run small.
             with warnings.catch_warnings():  # MLflow registers local paths twice and warns about it
@@ -103,7 +114,7 @@ def log_candidate_model(run_id: str, model, example_pixels: np.ndarray) -> str:
     """Log the Keras model (TensorFlow flavour) with signature and input example; return its model URI."""
     example = to_model_input(example_pixels)
     signature = infer_signature(example, np.asarray(model(example, training=False)))
-    with mlflow.start_run(run_id=run_id):
+    with active_run(run_id):
         info = mlflow.tensorflow.log_model(
             model,
             name="model",

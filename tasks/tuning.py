@@ -17,14 +17,16 @@ from mlflow import MlflowClient
 from mlflow.entities import Metric, Param
 from prefect import task
 from prefect.cache_policies import NO_CACHE
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from tasks.data import DataSpec, load_dataset
-from tasks.train import Architecture, TrainParams, flat_params, train_model
+from tasks.train import Architecture, TrainParams, epoch_reporter, flat_params, train_model
 
 
 class SearchSpace(BaseModel):
     """Every combination is a candidate; `grid` tries them in order, `random` samples without repeats."""
+
+    model_config = ConfigDict(extra="forbid")
 
     conv1_filters: list[int] = Field(default=[6, 16, 32])
     conv2_filters: list[int] = Field(default=[16, 32, 64])
@@ -32,21 +34,21 @@ class SearchSpace(BaseModel):
     dense2: list[int] = Field(default=[84, 128])
     dropout: list[float] = Field(default=[0.0, 0.25])
     batch_norm: list[bool] = Field(default=[False, True])
+    pooling: list[Literal["avg", "max"]] = Field(default=["avg", "max"])
     learning_rate: list[float] = Field(default=[1e-3, 2e-3])
     batch_size: list[int] = Field(default=[64, 128])
+    augment: list[bool] = Field(default=[False, True])
+    lr_patience: list[int] = Field(default=[2], description="the wider variants need a calmer schedule than LeNet-5")
+    patience: list[int] = Field(default=[6], description="early stopping; leave room for two learning-rate drops")
 
     def candidates(self) -> list[TrainParams]:
-        arch_keys = list(Architecture.model_fields)
-        keys = [*arch_keys, "learning_rate", "batch_size"]
-        combos = itertools.product(*(getattr(self, key) for key in keys))
-        return [
-            TrainParams(
-                architecture=Architecture(**dict(zip(arch_keys, combo[: len(arch_keys)], strict=True))),
-                learning_rate=combo[-2],
-                batch_size=combo[-1],
-            )
-            for combo in combos
-        ]
+        keys = list(type(self).model_fields)
+        candidates = []
+        for combo in itertools.product(*(getattr(self, key) for key in keys)):
+            values = dict(zip(keys, combo, strict=True))
+            architecture = Architecture(**{key: values.pop(key) for key in Architecture.model_fields})
+            candidates.append(TrainParams(architecture=architecture, **values))
+        return candidates
 
 
 def sample_trials(
@@ -94,9 +96,10 @@ def trial_task(
     )  # fmt: skip
     run_id = run.info.run_id
     try:
+        client.log_batch(run_id, params=[Param(k, str(v)) for k, v in flat_params(params).items()])
         started = time.perf_counter()
         dataset = load_dataset(data, Path(default_dir) if default_dir else None)
-        result = train_model(dataset, params)
+        result = train_model(dataset, params, epoch_reporter(client, run_id, params.epochs))
         seconds = time.perf_counter() - started
         now = int(time.time() * 1000)
         best = result.best_epoch
@@ -107,9 +110,7 @@ def trial_task(
             "trial_seconds": seconds,
             "parameters": result.model.count_params(),
         }
-        metrics = [Metric(k, v, now, epoch) for k, values in result.history.items() for epoch, v in enumerate(values)]
-        metrics += [Metric(k, float(v), now, 0) for k, v in summary.items()]
-        client.log_batch(run_id, metrics=metrics, params=[Param(k, str(v)) for k, v in flat_params(params).items()])
+        client.log_batch(run_id, metrics=[Metric(k, float(v), now, 0) for k, v in summary.items()])
     except BaseException:
         client.set_terminated(run_id, "FAILED")
         raise

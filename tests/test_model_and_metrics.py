@@ -6,7 +6,7 @@ import pytest
 from serving.preprocessing import to_model_input
 from tasks.evaluate import compute_metrics, confusion_matrix
 from tasks.gates import GateThresholds, check_gates, failed_gates, gate_tags
-from tasks.train import build_lenet5
+from tasks.train import Architecture, TrainParams, augmented_batches, build_lenet5
 
 
 def test_lenet5_has_the_course_architecture():
@@ -18,6 +18,27 @@ def test_lenet5_has_the_course_architecture():
     out = np.asarray(model(to_model_input(np.zeros((3, 28, 28), np.uint8))))
     assert out.shape == (3, 10)
     assert np.allclose(out.sum(axis=1), 1.0, atol=1e-5)
+
+
+def test_variants_change_the_layers_and_misspelt_fields_are_refused():
+    wide = Architecture(conv1_filters=32, conv2_filters=64, dropout=0.25, batch_norm=True, pooling="max")
+    names = [layer.name for layer in build_lenet5(architecture=wide).layers]
+    assert names[:4] == ["conv1", "bn1", "relu1", "pool1"] and "dropout1" in names
+    assert type(build_lenet5(architecture=wide).get_layer("pool1")).__name__ == "MaxPooling2D"
+    with pytest.raises(ValueError, match="epoch"):
+        TrainParams.model_validate({"epoch": 5})
+
+
+def test_augmentation_moves_and_mirrors_images_but_keeps_labels():
+    x = np.zeros((64, 28, 28, 1), np.float32)
+    x[:, 10:18, 4:9] = 1.0  # a bar left of centre
+    y = np.arange(64) % 10
+    images, labels = map(np.asarray, next(iter(augmented_batches(x, y, 64, seed=1))))
+    assert images.shape == x.shape and sorted(labels) == sorted(y)
+    assert not np.allclose(images, x)
+    right_half = images[:, :, 14:].sum(axis=(1, 2, 3)) > images[:, :, :14].sum(axis=(1, 2, 3))
+    assert 0 < right_half.sum() < 64  # some mirrored, some not
+    assert np.allclose(images.sum(axis=(1, 2, 3)), 40.0, atol=8.0)  # shifted by <= 2 px: the bar stays in frame
 
 
 def test_preprocessing_scales_to_unit_range_with_channel_axis():

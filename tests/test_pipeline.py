@@ -64,6 +64,19 @@ def test_registry_lifecycle(prefect_harness, mlflow_store, fashion_dir):
     assert rejected[0].data.tags["gate.min_accuracy"] == "fail"
 
 
+def test_logging_the_data_leaves_the_pipeline_run_running(mlflow_store, small_dataset):
+    from tasks.registry import configure_mlflow, log_dataset
+    from tasks.settings import Settings
+
+    experiment_id = configure_mlflow(Settings())
+    client = MlflowClient()
+    run_id = client.create_run(experiment_id).info.run_id
+    log_dataset(run_id, small_dataset, {"train": {}, "test": {}})
+    run = client.get_run(run_id)
+    assert run.info.status == "RUNNING" and run.data.tags["data.digest"] == small_dataset.digest
+    assert len(run.inputs.dataset_inputs) == 2
+
+
 def test_invalid_data_fails_before_anything_is_logged(prefect_harness, mlflow_store, tmp_path):
     from PIL import Image
 

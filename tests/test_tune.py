@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import argparse
+
 import pytest
 from mlflow import MlflowClient
 
@@ -20,9 +22,22 @@ def test_trials_are_deterministic_and_distinct():
     assert len({t.model_dump_json(exclude={"seed"}) for t in first}) == 5
     assert [t.seed for t in first] == [3, 4, 5, 6, 7] and {t.epochs for t in first} == {2}
     small = SearchSpace(conv1_filters=[6, 8], conv2_filters=[16], dense1=[120], dense2=[84], dropout=[0.0],
-                        batch_norm=[False], learning_rate=[1e-3], batch_size=[64])  # fmt: skip
+                        batch_norm=[False], pooling=["max"], learning_rate=[1e-3], batch_size=[64],
+                        augment=[False, True])  # fmt: skip
     grid = sample_trials(small, 10, "grid", 0, 1)
-    assert [t.architecture.conv1_filters for t in grid] == [6, 8]
+    assert [(t.architecture.conv1_filters, t.augment) for t in grid] == [(6, False), (6, True), (8, False), (8, True)]
+    assert {t.architecture.pooling for t in grid} == {"max"}
+
+
+def test_search_space_comes_from_json_or_a_file_and_refuses_unknown_fields(tmp_path):
+    from flows.tune import search_space
+
+    assert search_space('{"dropout": [0.3]}').dropout == [0.3]
+    (tmp_path / "space.json").write_text('{"augment": [true]}')
+    assert search_space(str(tmp_path / "space.json")).augment == [True]
+    for bad in ('{"dropuot": [0.3]}', str(tmp_path / "missing.json")):
+        with pytest.raises(argparse.ArgumentTypeError):
+            search_space(bad)
 
 
 def test_search_on_dask_picks_the_best_and_hands_it_to_the_gates(
@@ -47,7 +62,8 @@ def test_search_on_dask_picks_the_best_and_hands_it_to_the_gates(
     assert all("val_accuracy" in c.data.metrics and "conv1_filters" in c.data.params for c in children)
     best = max(children, key=lambda c: c.data.metrics["best_val_accuracy"])
     assert summary["best"]["run_id"] == best.info.run_id == parent.data.tags["best_trial_run_id"]
-    assert parent.data.metrics["trials"] == 3
+    assert parent.data.metrics["trials"] == 3 and parent.data.params["budget"] == "3"
+    assert client.download_artifacts(parent.info.run_id, "tune/space.json")
 
     handed = summary["train_and_deploy"]
     version = client.get_model_version("clothes", handed["model_version"])
