@@ -16,11 +16,10 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+from serving.client import wait_until_ready
 from tasks.container import free_port
 
 REPO = Path(__file__).resolve().parents[1]
@@ -34,19 +33,6 @@ class LoadResult:
     p99_ms: float
     requests: int
     errors: int
-
-
-def wait_for(url: str, process: subprocess.Popen, timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"server exited with {process.returncode} before answering {url}")
-        try:
-            with urllib.request.urlopen(url, timeout=2):
-                return
-        except OSError:
-            time.sleep(0.2)
-    raise RuntimeError(f"{url} did not answer within {timeout} s")
 
 
 def stop(process: subprocess.Popen) -> None:
@@ -124,8 +110,8 @@ def main() -> None:
          "--port", str(port)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     try:
-        wait_for(f"http://127.0.0.1:{port}/models/clothes/v1", reference)
         url = f"http://127.0.0.1:{port}/models/clothes/v1"
+        wait_until_ready(url, 120, lambda: reference.poll() is None, path="")  # no health route: the model page
         run_wrk(url, single, args.connections, 2, args.wrk_threads)  # warm-up
         baseline = run_wrk(url, single, args.connections, args.seconds, args.wrk_threads)
     finally:
@@ -140,7 +126,7 @@ def main() -> None:
             [sys.executable, "-m", "serving"], env=server_env, cwd=REPO, stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )  # fmt: skip
-        wait_for(f"http://127.0.0.1:{port}/health/ready", server)
+        wait_until_ready(f"http://127.0.0.1:{port}", 120, lambda: server.poll() is None)
         return server, f"http://127.0.0.1:{port}/models/clothes/v1"
 
     def median(results: list[LoadResult]) -> LoadResult:

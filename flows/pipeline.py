@@ -9,6 +9,7 @@ import sys
 from dataclasses import asdict
 from pathlib import Path
 
+import numpy as np
 from mlflow import MlflowClient
 from prefect import flow, get_run_logger, runtime
 from prefect.artifacts import create_markdown_artifact
@@ -28,7 +29,15 @@ from tasks.registry import (
     log_dataset,
     register_task,
 )
-from tasks.release import ContainerParams, build_image_task, deploy_task, docker_client, promote_task, smoke_test_task
+from tasks.release import (
+    ContainerParams,
+    build_image_task,
+    deploy_task,
+    docker_client,
+    promote_task,
+    released_image,
+    smoke_test_task,
+)
 from tasks.settings import Settings
 from tasks.train import TrainParams, flat_params, train_task
 
@@ -81,8 +90,9 @@ def train_and_deploy(
     try:
         log_dataset(run_id, dataset, counts)
         trained = train_task(dataset, params.train, run_id)
-        evaluation = evaluate_task(trained.model, dataset, run_id)
-        reference_task(trained.model, dataset, run_id)
+        probabilities = predict_probabilities(trained.model, dataset.x_test)
+        evaluation = evaluate_task(probabilities, dataset, run_id)
+        reference_task(probabilities, dataset, run_id)
         champion = champion_accuracy_task(model_name, dataset)
         results = gates_task(run_id, evaluation, thresholds, champion)
         failures = failed_gates(results)
@@ -105,7 +115,7 @@ def train_and_deploy(
     client.set_terminated(run_id, "FINISHED")
     export_dir = export_task(model_name, str(version.version), settings.model_root)
     release = release_stage(params.container, settings, model_name, str(version.version), run_id, export_dir,
-                            trained.model, dataset)  # fmt: skip
+                            trained.model, dataset, probabilities)  # fmt: skip
 
     summary = {
         "run_id": run_id,
@@ -134,6 +144,7 @@ def release_stage(
     export_dir: Path,
     model,
     dataset: Dataset,
+    probabilities: np.ndarray,
 ) -> dict:
     """Build -> smoke test -> deploy -> promote. Any failure leaves `champion` and production as they were."""
     logger = get_run_logger()
@@ -142,8 +153,7 @@ def release_stage(
         return {"image": None, "promoted": False}
     if params.enabled is False:
         return {"image": None, "promoted": False}
-    images = dataset.x_test[: params.parity_images]
-    expected = predict_probabilities(model, images)
+    images, expected = dataset.x_test[: params.parity_images], probabilities[: params.parity_images]
     image = build_image_task(name, version, export_dir, run_id, settings)
     report = smoke_test_task(image, name, version, int(model.count_params()), images, expected, params, settings)
     previous = champion_version(name)
@@ -153,8 +163,7 @@ def release_stage(
     except Exception:
         if container and previous is not None:  # put production back on the champion the registry names
             logger.error("promotion failed: redeploying champion v%s", previous.version)
-            deploy_task(previous.tags.get("image", f"{settings.image_name}:{previous.version}"), previous.version,
-                        settings)  # fmt: skip
+            deploy_task(released_image(previous, settings), previous.version, settings)
         raise
     return {"image": image.tag, "image_size_mb": image.size_mb, "smoke": asdict(report), "promoted": True,
             "production": container and f"http://{settings.deploy_host}:{settings.deploy_port}"}  # fmt: skip

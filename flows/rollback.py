@@ -11,7 +11,7 @@ from prefect import flow, get_run_logger
 from flows.cli import run_and_report
 from tasks.container import ContainerStageError
 from tasks.registry import champion_version, configure_mlflow, promote_version
-from tasks.release import deploy_task, require_docker
+from tasks.release import deploy_task, released_image, require_docker, tag_champion
 from tasks.settings import Settings
 
 
@@ -27,13 +27,12 @@ def rollback(model_name: str | None = None) -> dict:
     target = current.tags.get("previous_champion")
     if not target:
         raise ContainerStageError(f"{name} v{current.version} has no previous champion to roll back to")
-    target_version = MlflowClient().get_model_version(name, target)
-    image = target_version.tags.get("image", f"{settings.image_name}:{target}")
+    image = released_image(MlflowClient().get_model_version(name, target), settings)
     docker = require_docker()
     docker.images.get(image)  # raises ImageNotFound before anything changes
     container = deploy_task(image, target, settings)
     promote_version(name, target, {"rolled_back_from": str(current.version)}, record_previous=False)
-    docker.images.get(image).tag(settings.image_name, "champion")
+    tag_champion(docker, image, settings)
     get_run_logger().info("rolled back %s from v%s to v%s (%s)", name, current.version, target, image)
     return {"model_name": name, "from_version": str(current.version), "to_version": target, "container": container}
 

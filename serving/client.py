@@ -69,13 +69,15 @@ def classify(item: str | os.PathLike | np.ndarray, url: str = DEFAULT_URL, timeo
     return classify_many([item], url, timeout)[0]
 
 
-def wait_until_ready(base_url: str, timeout: float = 60.0, is_alive: Callable[[], bool] | None = None) -> float:
-    """Poll `/health/ready` until it answers 200; return the seconds it took. `is_alive` lets a caller
-    fail fast when the server process (or container) has already died."""
+def wait_until_ready(
+    base_url: str, timeout: float = 60.0, is_alive: Callable[[], bool] | None = None, path: str = "/health/ready"
+) -> float:
+    """Poll `path` (a server without health routes: any GET route) until it answers 200; return the
+    seconds it took. `is_alive` lets a caller fail fast when the server process (or container) died."""
     started = time.monotonic()
     while True:
         try:
-            with urllib.request.urlopen(f"{base_url.rstrip('/')}/health/ready", timeout=2) as response:
+            with urllib.request.urlopen(f"{base_url.rstrip('/')}{path}", timeout=2) as response:
                 if response.status == 200:
                     return time.monotonic() - started
         except (urllib.error.URLError, ConnectionError, TimeoutError):

@@ -209,11 +209,9 @@ REFERENCE_ARTIFACT = "monitoring/reference.json"
 
 
 @task(name="save-monitoring-reference", cache_policy=NO_CACHE)
-def reference_task(model, dataset: Dataset, run_id: str) -> None:
+def reference_task(probabilities: np.ndarray, dataset: Dataset, run_id: str) -> None:
     """The held-out split as the model sees it, stored on the run: what `monitor-drift` compares with."""
-    from tasks.evaluate import predict_probabilities
-
-    reference = build_reference(predict_probabilities(model, dataset.x_test), dataset.x_test, list(dataset.class_names))
+    reference = build_reference(probabilities, dataset.x_test, list(dataset.class_names))
     MlflowClient().log_dict(run_id, reference, REFERENCE_ARTIFACT)
 
 

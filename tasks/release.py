@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 from mlflow import MlflowClient
+from mlflow.entities.model_registry import ModelVersion
 from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
@@ -65,6 +66,16 @@ def require_docker():
     if client is None:
         raise ContainerStageError("no Docker engine answers (scripts/docker-engine.sh up starts one)")
     return client
+
+
+def released_image(version: ModelVersion, settings: Settings) -> str:
+    """The image a registered version was released as: the tag promotion recorded, else its build tag."""
+    return version.tags.get("image", f"{settings.image_name}:{version.version}")
+
+
+def tag_champion(client, image: str, settings: Settings) -> None:
+    """`<image name>:champion` always names the image production should be running."""
+    client.images.get(image).tag(settings.image_name, "champion")
 
 
 @task(
@@ -138,7 +149,7 @@ def promote_task(
         client.log_metric(run_id, key, value)
     tags = {"image": image.tag, "image_id": image.id, **{k: f"{v:.4g}" for k, v in figures.items()}}
     previous = promote_version(name, version, tags)
-    require_docker().images.get(image.id).tag(settings.image_name, "champion")
+    tag_champion(require_docker(), image.id, settings)
     rows = "\n".join(f"| {k} | {v:.4g} |" for k, v in figures.items())
     create_markdown_artifact(
         key="release", description="container smoke test and promotion",
