@@ -22,7 +22,7 @@ endif
 ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: install run test lint format mlflow-ui bench-serving bench-container docker-up docker-down serve rollback tune up down status clean
+.PHONY: install run test lint format mlflow-ui bench-serving bench-container bench-reliability docker-up docker-down serve rollback tune up down status clean
 
 install: $(STAMP)
 
@@ -68,6 +68,10 @@ serve: install
 # Needs wrk (apt-get install wrk); bounded: a few 10 s runs against 127.0.0.1.
 bench-serving: install
 	$(BIN)/python benchmarks/bench_serving.py
+
+# Hostile clients and faults against the real server on 127.0.0.1 (bounded; the full-disk probe mounts a tmpfs: root).
+bench-reliability: install
+	$(BIN)/python benchmarks/bench_reliability.py
 
 # Needs a Docker engine: `make docker-up`.
 bench-container: install

@@ -29,9 +29,9 @@ from tasks.registry import champion_version, configure_mlflow, ensure_experiment
 from tasks.settings import Settings
 
 
-def save_labelled_samples(records: list[dict], root: Path) -> Path | None:
+def save_labelled_samples(records: list[dict], root: Path, max_samples: int) -> Path | None:
     """Feedback with stored inputs becomes training data: root/<class_id>/<prediction id>.png."""
-    samples = labelled_samples(records)
+    samples = labelled_samples(records, max_samples)
     if not samples:
         return None
     for record_id, pixels, class_id in samples:
@@ -81,7 +81,9 @@ def monitor_drift(
 
     triggered = None
     if report.drifted and retrain:
-        extra = save_labelled_samples(records, settings.feedback_data_dir.resolve() / f"{int(until)}")
+        extra = save_labelled_samples(
+            records, settings.feedback_data_dir.resolve() / f"{int(until)}", thresholds.max_feedback_samples
+        )
         parameters = {"data": {"extra_path": str(extra)}} if extra else {}
         flow_run = run_deployment(settings.retrain_deployment, parameters=parameters, timeout=0)
         triggered = f"{settings.retrain_deployment} flow run {flow_run.id}"

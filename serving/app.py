@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
+import hmac
 import logging
-import re
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -16,11 +15,15 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from werkzeug.exceptions import HTTPException
 
 from serving import metrics
+from serving.feedback import LabelledIds, PredictionIds, RateLimit, bearer_token, load_key
 from serving.model_store import ModelStore, ServedModel
 from serving.openapi import openapi_document
 from serving.prediction_log import PredictionLog
 from serving.preprocessing import (
+    ImageTooLarge,
     InvalidInput,
+    contains_bool,
+    decoded_pixels,
     pixels_from_image_bytes,
     pixels_from_nested,
     to_model_input,
@@ -29,14 +32,13 @@ from serving.settings import ServingSettings
 
 log = logging.getLogger(__name__)
 IMAGE_TYPES = {"image/png", "image/jpeg"}
-ID_PATTERN = re.compile(r"[0-9a-f]{32}")
 api = Blueprint("api", __name__)
 
 
 class ApiError(Exception):
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
-        self.status, self.message = status, message
+        self.status, self.message, self.headers = status, message, headers or {}
 
 
 def json_response(body: Any, status: int = 200) -> Response:
@@ -60,11 +62,27 @@ def find_model(name: str, version: int | None) -> ServedModel:
     return model
 
 
-def read_json() -> Any:
+def read_body() -> bytes:
+    """The body; Werkzeug cuts a body of unknown length (chunked) at the limit without a word, so
+    reaching the limit counts as over it."""
+    body = request.get_data(cache=False)
+    if request.content_length is None and len(body) >= settings().max_body_bytes:
+        raise ApiError(413, f"request body over {settings().max_body_bytes} bytes")
+    return body
+
+
+def read_json(numbers_only: bool = False) -> Any:
+    """`numbers_only`: the payload carries pixel arrays, where a boolean must be an error (numpy would
+    read True as 1); the full walk runs only when the raw body holds such a token."""
+    body = read_body()
     try:
-        return orjson.loads(request.get_data(cache=False))
+        payload = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
         raise ApiError(400, f"malformed JSON: {exc}") from exc
+    suspicious = numbers_only and (b"true" in body or b"false" in body) and isinstance(payload, dict)
+    if suspicious and any(contains_bool(v) for v in payload.values()):
+        raise ApiError(400, "pixel values must be numbers, not booleans")
+    return payload
 
 
 def check_batch_size(n: int) -> None:
@@ -76,7 +94,7 @@ def read_pixels() -> np.ndarray:
     """(N, 28, 28) float32 pixels 0-255 from JSON, a raw PNG/JPEG body or multipart `file` uploads."""
     mimetype = request.mimetype
     if mimetype == "application/json":
-        payload = read_json()
+        payload = read_json(numbers_only=True)
         if not isinstance(payload, dict) or ("image" in payload) == ("images" in payload):
             raise ApiError(400, "JSON body must be an object with exactly one of 'image' (28x28) or 'images'")
         if "image" in payload:
@@ -85,18 +103,35 @@ def read_pixels() -> np.ndarray:
             check_batch_size(len(payload["images"]))
         return pixels_from_nested(payload["images"], batch=True)
     if mimetype in IMAGE_TYPES:
-        return pixels_from_image_bytes(request.get_data(cache=False)).astype(np.float32)
+        return decode_files([read_body()])
     if mimetype == "multipart/form-data":
         files = request.files.getlist("file")
         if not files:
             raise ApiError(400, "multipart upload needs one or more 'file' fields")
         check_batch_size(len(files))
-        return np.concatenate([pixels_from_image_bytes(f.read()) for f in files]).astype(np.float32)
+        return decode_files([f.read() for f in files])
     raise ApiError(
         415,
         f"unsupported content type '{mimetype or 'none'}'; send application/json, image/png, "
         "image/jpeg or multipart/form-data",
     )
+
+
+def decode_files(files: list[bytes]) -> np.ndarray:
+    """Image files within the request's decoding budget, which is checked from the headers before any
+    pixel is decoded. Between files the thread yields (a greenlet under gevent), so a request of many
+    large files never holds the worker for more than one image at a time."""
+    budget = settings().max_request_pixels
+    total = sum(decoded_pixels(data, settings().max_image_pixels) for data in files)
+    if total > budget:
+        raise ImageTooLarge(
+            f"the {len(files)} images decode to {total:,} pixels, over the budget of {budget:,} per request"
+        )
+    decoded = []
+    for data in files:
+        decoded.append(pixels_from_image_bytes(data, settings().max_image_pixels))
+        time.sleep(0)
+    return np.concatenate(decoded).astype(np.float32)
 
 
 def predict(model: ServedModel, batch: np.ndarray) -> tuple[np.ndarray, list[str]]:
@@ -105,7 +140,7 @@ def predict(model: ServedModel, batch: np.ndarray) -> tuple[np.ndarray, list[str
     labels = np.asarray(model.class_names)[probabilities.argmax(axis=1)]
     for label, count in zip(*np.unique(labels, return_counts=True), strict=True):
         metrics.PREDICTIONS.labels(model.name, str(model.version), str(label)).inc(int(count))
-    ids = [uuid.uuid4().hex for _ in range(len(batch))]
+    ids = current_app.extensions["prediction_ids"].issue(model.name, model.version, len(batch))
     log: PredictionLog | None = current_app.extensions.get("prediction_log")
     if log is not None:
         log.log_predictions(ids, model.name, model.version, probabilities, batch)
@@ -161,27 +196,34 @@ def tf_serving_status(model: ServedModel) -> dict:
 
 @api.post("/models/<name>/v<int:version>/feedback")
 def feedback(name: str, version: int) -> Response:
-    """The true label of an earlier prediction (by its id), so online accuracy can be measured."""
+    """The true label of an earlier prediction (by its id), so online accuracy can be measured and the
+    labelled inputs can retrain the model: only ids this server issued, one label each."""
     model = find_model(name, version)
     log: PredictionLog | None = current_app.extensions.get("prediction_log")
     if log is None:
         raise ApiError(
             404, "this server does not log predictions (MLOPS_SERVE_PREDICTION_LOG_DIR), so it takes no feedback"
         )
+    token = settings().feedback_token
+    if token and not hmac.compare_digest(bearer_token(request.headers.get("Authorization")) or "", token):
+        raise ApiError(401, "feedback needs 'Authorization: Bearer <token>'", {"WWW-Authenticate": "Bearer"})
+    limit: RateLimit = current_app.extensions["feedback_rate"]
+    if not limit.allow():
+        raise ApiError(429, "too much feedback; slow down", {"Retry-After": str(limit.retry_after())})
     if request.mimetype != "application/json":
         raise ApiError(415, "feedback is application/json")
     payload = read_json()
-    if (
-        not isinstance(payload, dict)
-        or not isinstance(payload.get("id"), str)
-        or not ID_PATTERN.fullmatch(payload["id"])
-    ):
-        raise ApiError(400, "feedback needs 'id': the 32-character id of a prediction")
+    if not isinstance(payload, dict) or not isinstance(payload.get("id"), str):
+        raise ApiError(400, "feedback needs 'id': the id of a prediction")
     label, class_id = payload.get("label"), payload.get("class_id")
     if isinstance(label, str) and label in model.class_names:
         class_id = model.class_names.index(label)
     elif not (isinstance(class_id, int) and not isinstance(class_id, bool) and 0 <= class_id < len(model.class_names)):
         raise ApiError(400, f"feedback needs 'label' (one of {model.class_names}) or a valid 'class_id'")
+    if not current_app.extensions["prediction_ids"].verify(payload["id"], model.name, model.version):
+        raise ApiError(404, f"no prediction with id '{payload['id']}' was made by {model.name} v{model.version} here")
+    if not current_app.extensions["labelled_ids"].claim(payload["id"]):
+        raise ApiError(409, f"prediction '{payload['id']}' is already labelled; the first label stands")
     log.log_feedback(payload["id"], model.name, model.version, class_id)
     return json_response({"status": "recorded", "id": payload["id"], "class_id": class_id}, 202)
 
@@ -211,7 +253,7 @@ def tfs_predict(name: str, version: int | None) -> Response:
     model = find_model(name, version)
     if request.mimetype != "application/json":
         raise ApiError(415, "TensorFlow Serving requests are application/json")
-    payload = read_json()
+    payload = read_json(numbers_only=True)
     if not isinstance(payload, dict) or ("instances" in payload) == ("inputs" in payload):
         raise ApiError(400, "JSON body must be an object with exactly one of 'instances' or 'inputs'")
     instances = payload.get("instances", payload.get("inputs"))
@@ -232,14 +274,20 @@ def live() -> Response:
 
 @api.get("/health/ready")
 def ready() -> Response:
+    """Ready when every model has at least one working version; a failing prediction log is reported
+    (`prediction_log`) but does not take the server out of rotation: serving matters more."""
     if not store().ready:
-        return json_response({"status": "warming up"}, 503)
-    return json_response({"status": "ready", "models": store().listing()})
+        return json_response({"status": "not ready", "models": store().listing()}, 503)
+    body: dict[str, Any] = {"status": "ready", "models": store().listing()}
+    log: PredictionLog | None = current_app.extensions.get("prediction_log")
+    if log is not None:
+        body["prediction_log"] = f"degraded: {log.error}" if log.error else "ok"
+    return json_response(body)
 
 
 @api.get("/metrics")
 def prometheus_metrics() -> Response:
-    return Response(metrics.render(), mimetype=CONTENT_TYPE_LATEST)
+    return Response(metrics.render(), content_type=CONTENT_TYPE_LATEST)
 
 
 @api.get("/openapi.json")
@@ -263,12 +311,16 @@ def create_app(
 
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
+    app.config["MAX_FORM_PARTS"] = settings.max_batch + 8  # files, plus room for a few plain fields
     app.extensions["model_store"] = model_store
     app.extensions["serving_settings"] = settings
     if settings.prediction_log_dir is not None:
         app.extensions["prediction_log"] = PredictionLog(
             settings.prediction_log_dir, settings.prediction_log_max_bytes, settings.prediction_log_inputs
         )
+    app.extensions["prediction_ids"] = PredictionIds(load_key(settings.feedback_secret, settings.prediction_log_dir))
+    app.extensions["labelled_ids"] = LabelledIds()
+    app.extensions["feedback_rate"] = RateLimit(settings.feedback_per_minute)
     app.register_blueprint(api)
 
     @app.before_request
@@ -284,19 +336,28 @@ def create_app(
 
     @app.errorhandler(ApiError)
     def api_error(exc: ApiError) -> Response:
-        return json_response({"error": exc.message}, exc.status)
+        response = json_response({"error": exc.message}, exc.status)
+        response.headers.update(exc.headers)
+        return response
 
     @app.errorhandler(InvalidInput)
     def invalid_input(exc: InvalidInput) -> Response:
-        return json_response({"error": str(exc)}, 400)
+        return json_response({"error": str(exc)}, 413 if isinstance(exc, ImageTooLarge) else 400)
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException) -> Response:
-        messages = {
-            404: "no such route; see GET /openapi.json",
-            413: f"request body over {settings.max_body_bytes} bytes",
-        }
-        return json_response({"error": messages.get(exc.code or 500, exc.description)}, exc.code or 500)
+        code = exc.code or 500
+        message = {404: "no such route; see GET /openapi.json"}.get(code, exc.description)
+        if code == 413:
+            too_long = (request.content_length or 0) > settings.max_body_bytes or request.content_length is None
+            message = (
+                f"request body over {settings.max_body_bytes} bytes"
+                if too_long or request.mimetype != "multipart/form-data"
+                else f"multipart request with more than {settings.max_batch} files (MLOPS_SERVE_MAX_BATCH)"
+            )
+        response = json_response({"error": message}, code)
+        response.headers.update({k: v for k, v in exc.get_headers() if k.lower() != "content-type"})  # e.g. Allow
+        return response
 
     @app.errorhandler(Exception)
     def unexpected(exc: Exception) -> Response:

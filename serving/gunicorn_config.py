@@ -1,6 +1,7 @@
 """gunicorn settings, read from the same MLOPS_SERVE_* environment as the app."""
 
 import os
+import shutil
 import tempfile
 
 from serving.settings import ServingSettings
@@ -8,18 +9,21 @@ from serving.settings import ServingSettings
 _settings = ServingSettings()
 
 # Must be set before prometheus_client creates the metrics (the preloaded app imports them).
-os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="clothes-prometheus-"))
+_own_metrics_dir = None
+if "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
+    _own_metrics_dir = os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="clothes-prometheus-")
 
 bind = [f"{_settings.host}:{_settings.port}"]
 if _settings.private_port:  # blue/green: the deployer checks this instance's readiness here
     bind.append(f"{_settings.host}:{_settings.private_port}")
 reuse_port = _settings.reuse_port
 workers = _settings.workers
-threads = _settings.threads
-worker_class = "gthread"
+# gevent worker that reads each request whole before dispatch: slow clients cost a socket, not a thread.
+worker_class = "serving.worker.BufferingGeventWorker"
+worker_connections = _settings.worker_connections
 timeout = _settings.timeout
 graceful_timeout = _settings.graceful_timeout
-keepalive = 5
+keepalive = _settings.header_timeout  # the worker bounds reading headers (and idling) by this
 preload_app = True
 control_socket_disable = True  # no gunicornc control socket (needs a writable home)
 accesslog = None
@@ -43,3 +47,9 @@ def child_exit(server, worker):
     from prometheus_client import multiprocess
 
     multiprocess.mark_process_dead(worker.pid)
+
+
+def on_exit(server):
+    """The per-start metrics directory goes with the server."""
+    if _own_metrics_dir:
+        shutil.rmtree(_own_metrics_dir, ignore_errors=True)

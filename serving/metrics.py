@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest, multiprocess
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess
 
 REQUESTS = Counter("clothes_http_requests_total", "HTTP requests", ["endpoint", "method", "status"])
 LATENCY = Histogram(
@@ -23,3 +23,11 @@ def render() -> bytes:
         multiprocess.MultiProcessCollector(registry)
         return generate_latest(registry)
     return generate_latest()
+
+
+LOG_DROPPED = Counter("clothes_prediction_log_dropped_total", "Predictions not written to the prediction log")
+LOG_WRITE_ERRORS = Counter("clothes_prediction_log_write_errors_total", "Failed prediction-log writes")
+MODELS_FAILED = Gauge(
+    "clothes_model_versions_failed", "Model versions that could not be loaded", ["model", "version"],
+    multiprocess_mode="max",
+)  # fmt: skip

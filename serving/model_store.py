@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from serving import metrics
 from serving.runtime import TFLiteModel
 
 log = logging.getLogger(__name__)
@@ -49,26 +50,51 @@ class ServedModel:
         }
 
 
+@dataclass
+class FailedVersion:
+    name: str
+    version: int
+    path: Path
+    error: str
+
+
 class ModelStore:
-    def __init__(self, models: dict[str, dict[int, ServedModel]]) -> None:
+    """Every good version under the root. A broken one (unreadable metadata, a model LiteRT cannot run)
+    is skipped with an error naming its directory, listed under `failed` and counted in /metrics, so
+    one bad export never takes the other versions down."""
+
+    def __init__(self, models: dict[str, dict[int, ServedModel]], failed: list[FailedVersion] | None = None) -> None:
         self.models = models
+        self.failed = failed or []
+        self.names = sorted({*models, *(f.name for f in self.failed)})
         self.ready = False
 
     @classmethod
     def discover(cls, root: Path) -> ModelStore:
         """Hidden directories are skipped: an export writes `.tmp-*` and renames it into place when done."""
         models: dict[str, dict[int, ServedModel]] = {}
+        failed: list[FailedVersion] = []
         root = Path(root)
         if not root.is_dir():
             raise FileNotFoundError(f"model root {root} does not exist")
         for name_dir in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
             for version_dir in sorted(p for p in name_dir.iterdir() if p.is_dir() and p.name.isdigit()):
-                model = load_version(name_dir.name, version_dir)
+                try:
+                    model = load_version(name_dir.name, version_dir)
+                except (OSError, ValueError, KeyError, TypeError) as exc:
+                    failed.append(_failure(name_dir.name, version_dir, exc))
+                    continue
                 if model is not None:
                     models.setdefault(model.name, {})[model.version] = model
+        store = cls(models, failed)
         if not models:
-            raise FileNotFoundError(f"no models under {root} (expected <name>/<version>/{RUNTIME_FILE})")
-        return cls(models)
+            raise FileNotFoundError(
+                f"no servable models under {root} (expected <name>/<version>/{RUNTIME_FILE}){store.broken()}"
+            )
+        return store
+
+    def broken(self) -> str:
+        return "".join(f"; broken: {f.path}: {f.error}" for f in self.failed)
 
     def get(self, name: str, version: int | None) -> ServedModel | None:
         """`version=None` means the latest (highest) version."""
@@ -78,19 +104,43 @@ class ModelStore:
         return versions[max(versions)] if version is None else versions.get(version)
 
     def warm_up(self) -> None:
-        """One real prediction per model and batch shape before the server calls itself ready."""
-        for versions in self.models.values():
-            for model in versions.values():
-                probabilities = model.predict(np.zeros((1, 28, 28, 1), np.float32))
-                if probabilities.shape != (1, len(model.class_names)) or not np.isfinite(probabilities).all():
-                    raise RuntimeError(f"{model.name} v{model.version} answered warm-up with {probabilities!r}")
-        self.ready = True
+        """One real prediction per version before the server calls itself ready; a version whose model
+        LiteRT cannot load or run is moved to `failed`. Ready when every model has a working version."""
+        for name, versions in list(self.models.items()):
+            for version, model in sorted(versions.items()):
+                try:
+                    probabilities = model.predict(np.zeros((1, 28, 28, 1), np.float32))
+                    if probabilities.shape != (1, len(model.class_names)) or not np.isfinite(probabilities).all():
+                        raise ValueError(f"warm-up answered {probabilities!r}")
+                except Exception as exc:  # LiteRT raises RuntimeError/ValueError for corrupt flatbuffers
+                    self.failed.append(_failure(name, model.path, exc))
+                    del versions[version]
+            if not versions:
+                del self.models[name]
+        for failure in self.failed:
+            metrics.MODELS_FAILED.labels(failure.name, str(failure.version)).set(1)
+        if not self.models:  # nothing to serve: fail the boot loudly rather than sit unready
+            raise RuntimeError(f"no model version could be loaded{self.broken()}")
+        self.ready = all(name in self.models for name in self.names)
 
     def listing(self) -> list[dict]:
+        failed: dict[str, list[dict]] = {}
+        for f in self.failed:
+            failed.setdefault(f.name, []).append({"version": f.version, "error": f.error})
         return [
-            {"name": name, "versions": sorted(versions), "latest": max(versions)}
-            for name, versions in sorted(self.models.items())
+            {
+                "name": name,
+                "versions": sorted(self.models.get(name, {})),
+                "latest": max(self.models[name]) if name in self.models else None,
+                **({"failed": failed[name]} if name in failed else {}),
+            }
+            for name in self.names
         ]
+
+
+def _failure(name: str, version_dir: Path, exc: Exception) -> FailedVersion:
+    log.error("skipping model version %s: %s: %s", version_dir, type(exc).__name__, exc)
+    return FailedVersion(name, int(version_dir.name), version_dir, f"{type(exc).__name__}: {exc}")
 
 
 def load_version(name: str, version_dir: Path) -> ServedModel | None:
@@ -99,11 +149,16 @@ def load_version(name: str, version_dir: Path) -> ServedModel | None:
         log.warning("skipping %s: needs %s and %s", version_dir, METADATA_FILE, RUNTIME_FILE)
         return None
     metadata = json.loads(metadata_path.read_text())
+    if not isinstance(metadata, dict):
+        raise ValueError(f"{METADATA_FILE} is not a JSON object")
+    class_names = metadata["class_names"]
+    if not isinstance(class_names, list) or not class_names or not all(isinstance(c, str) for c in class_names):
+        raise ValueError("class_names must be a non-empty list of strings")
     return ServedModel(
         name=name,
         version=int(version_dir.name),
         path=version_dir,
         metadata=metadata,
         runtime=TFLiteModel(runtime_path),
-        class_names=list(metadata["class_names"]),
+        class_names=list(class_names),
     )

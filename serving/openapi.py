@@ -39,19 +39,24 @@ FEEDBACK = {
     "type": "object",
     "required": ["id"],
     "properties": {
-        "id": {"type": "string", "pattern": "^[0-9a-f]{32}$"},
+        "id": {"type": "string", "pattern": "^[0-9a-f]{32}$", "description": "as issued with the prediction"},
         "label": {"type": "string"},
         "class_id": {"type": "integer", "minimum": 0},
     },
+    "anyOf": [{"required": ["label"]}, {"required": ["class_id"]}],
 }
 
 
 def _errors(*codes: int) -> dict:
     text = {
         400: "malformed input",
-        404: "unknown model or version",
-        413: "body or batch too large",
+        401: "missing or wrong bearer token (MLOPS_SERVE_FEEDBACK_TOKEN)",
+        404: "unknown model, version or prediction id",
+        408: "request body not received in time",
+        409: "prediction already labelled",
+        413: "body, batch or image too large",
         415: "unsupported content type",
+        429: "rate limited",
     }
     return {
         str(c): {
@@ -95,12 +100,22 @@ def openapi_document(listing: list[dict]) -> dict:
     classify = {
         "summary": "Classify one or more 28x28 images (pixels 0-255) or PNG/JPEG files",
         "requestBody": classify_body,
-        "responses": {**_json(PREDICTION_RESPONSE), **_errors(400, 404, 413, 415)},
+        "responses": {**_json(PREDICTION_RESPONSE), **_errors(400, 404, 408, 413, 415)},
     }
     info = {"summary": "Model metadata", "responses": {**_json({"type": "object"}), **_errors(404)}}
+    instances = {"type": "array", "minItems": 1}
     tfs_body = {
         "required": True,
-        "content": {"application/json": {"schema": {"type": "object", "properties": {"instances": {"type": "array"}}}}},
+        "content": {
+            "application/json": {
+                "schema": {
+                    "oneOf": [
+                        {"type": "object", "required": ["instances"], "properties": {"instances": instances}},
+                        {"type": "object", "required": ["inputs"], "properties": {"inputs": instances}},
+                    ]
+                }
+            }
+        },
     }
     tfs_predict = {
         "summary": "TensorFlow Serving predict: instances are model inputs scaled to 0-1",
@@ -124,7 +139,7 @@ def openapi_document(listing: list[dict]) -> dict:
                 "post": {
                     "summary": "The true label of an earlier prediction, by the id its answer carried",
                     "requestBody": {"required": True, "content": {"application/json": {"schema": FEEDBACK}}},
-                    "responses": {"202": {"description": "recorded"}, **_errors(400, 404, 415)},
+                    "responses": {"202": {"description": "recorded"}, **_errors(400, 401, 404, 409, 415, 429)},
                 },
             },
             "/v1/models/{name}": {"parameters": [name_param], "get": {"summary": "TF Serving status", **plain}},

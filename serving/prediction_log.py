@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import atexit
 import base64
+import contextlib
+import logging
 import os
 import socket
 import threading
@@ -20,6 +22,9 @@ from pathlib import Path
 import numpy as np
 import orjson
 
+from serving import metrics
+
+log = logging.getLogger(__name__)
 DARK_LEVEL = 0.1  # a pixel darker than 10% of full scale counts as background
 
 
@@ -39,66 +44,125 @@ def input_summary(batch: np.ndarray) -> dict[str, np.ndarray]:
 
 class PredictionLog:
     """The request thread only appends its arrays to a pending list (about a microsecond). A daemon
-    thread wakes every `flush_seconds`, computes the input statistics for everything pending in one
-    vectorised pass, writes the JSON lines and flushes, so per-request numpy overhead is paid once
-    per interval instead of once per request. `close()` drains it at worker exit."""
+    thread wakes every `flush_seconds` (or sooner when much is pending), computes the input statistics
+    for everything pending in one vectorised pass, writes the JSON lines and flushes, so per-request
+    numpy overhead is paid once per interval instead of once per request. `close()` drains it at
+    worker exit.
+
+    The log must never hurt serving: the pending list is bounded (`max_pending_images`; beyond it
+    records are dropped and counted), and when the disk fails (full, read-only, gone) the writer
+    warns once, counts the error, drops instead of queueing, and retries every `retry_seconds`
+    until a write succeeds; the first line after a gap is a `log_gap` record with the number lost."""
 
     def __init__(
-        self, directory: Path, max_bytes: int = 10 * 1024 * 1024, store_inputs: bool = False, flush_seconds: float = 0.2
+        self,
+        directory: Path,
+        max_bytes: int = 10 * 1024 * 1024,
+        store_inputs: bool = False,
+        flush_seconds: float = 0.2,
+        max_pending_images: int = 8192,
+        retry_seconds: float = 1.0,
     ) -> None:
         self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)
         self.max_bytes = max_bytes
         self.store_inputs = store_inputs
         self.flush_seconds = flush_seconds
-        self._lock = threading.Lock()  # guards _pending
+        self.max_pending_images = max_pending_images
+        self.retry_seconds = retry_seconds
+        self.error: str | None = None  # set while writes fail: what /health/ready reports
+        self._lock = threading.Lock()  # guards _pending, _pending_images, _dropped
         self._write_lock = threading.Lock()  # one writer at a time (flush thread, close)
         self._pending: list[tuple] = []
+        self._pending_images = 0
+        self._dropped = 0  # since the last successful write
         self._handle = None
         self._pid: int | None = None
         self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._writer: threading.Thread | None = None
         atexit.register(self.close)
 
     @property
     def path(self) -> Path:
         return self.directory / f"predictions-{socket.gethostname()}-{os.getpid()}.jsonl"
 
-    def _submit(self, item: tuple) -> None:
+    def _submit(self, item: tuple, images: int) -> None:
         with self._lock:
             if self._pid != os.getpid():  # first record in this (forked) worker: start its writer
                 self._pid = os.getpid()
-                self._pending = []
-                self._stop = threading.Event()
-                threading.Thread(target=self._flush_loop, name="prediction-log", daemon=True).start()
+                self._pending, self._pending_images = [], 0
+                self._stop, self._wake = threading.Event(), threading.Event()
+                self._writer = threading.Thread(target=self._flush_loop, name="prediction-log", daemon=True)
+                self._writer.start()
+            if self.error is not None or self._pending_images + images > self.max_pending_images:
+                self._dropped += images
+                metrics.LOG_DROPPED.inc(images)
+                return
             self._pending.append(item)
+            self._pending_images += images
+            if self._pending_images * 4 >= self.max_pending_images:
+                self._wake.set()  # a burst: write now rather than wait for the timer
 
     def log_predictions(
         self, ids: list[str], model: str, version: int, probabilities: np.ndarray, batch: np.ndarray
     ) -> None:
-        self._submit(("prediction", time.time(), ids, model, version, probabilities, batch))
+        self._submit(("prediction", time.time(), ids, model, version, probabilities, batch), len(ids))
 
     def log_feedback(self, record_id: str, model: str, version: int, class_id: int) -> None:
-        self._submit(("feedback", time.time(), record_id, model, version, class_id))
+        self._submit(("feedback", time.time(), record_id, model, version, class_id), 0)
 
     def _flush_loop(self) -> None:
-        while not self._stop.wait(self.flush_seconds):
+        while not self._stop.is_set():
+            self._wake.wait(self.retry_seconds if self.error else self.flush_seconds)
+            self._wake.clear()
             self.flush()
 
     def flush(self) -> None:
         with self._lock:
-            pending, self._pending = self._pending, []
-        if not pending:
+            pending, self._pending, self._pending_images = self._pending, [], 0
+            dropped = self._dropped
+        if not pending and self.error is None:
             return
+        lines = self._lines(pending)
+        if dropped or self.error is not None:
+            # say what is missing (this also probes a failed disk), on a fresh line in case a failure tore one
+            lines.insert(0, b"\n" + orjson.dumps({"type": "log_gap", "time": time.time(), "dropped": dropped}) + b"\n")
         with self._write_lock:
-            if self._handle is None or self._handle.closed:
+            try:
+                self._write(lines)
+            except OSError as exc:
+                self._fail(exc, sum(len(item[2]) for item in pending if item[0] == "prediction"))
+                return
+        with self._lock:
+            self._dropped -= dropped
+        if self.error is not None:
+            log.warning("prediction log %s writable again; %d records were dropped meanwhile", self.path, dropped)
+            self.error = None
+
+    def _write(self, lines: list[bytes]) -> None:
+        if self._handle is None or self._handle.closed:
+            self._handle = self.path.open("ab")
+        for line in lines:
+            self._handle.write(line)
+            if self._handle.tell() >= self.max_bytes:
+                self._handle.close()
+                self.path.rename(self.path.with_name(f"{self.path.stem}-{time.time_ns()}.jsonl"))
                 self._handle = self.path.open("ab")
-            for line in self._lines(pending):
-                self._handle.write(line)
-                if self._handle.tell() >= self.max_bytes:
-                    self._handle.close()
-                    self.path.rename(self.path.with_name(f"{self.path.stem}-{time.time_ns()}.jsonl"))
-                    self._handle = self.path.open("ab")
-            self._handle.flush()
+        self._handle.flush()
+
+    def _fail(self, exc: OSError, lost: int) -> None:
+        metrics.LOG_WRITE_ERRORS.inc()
+        with self._lock:
+            self._dropped += lost
+        metrics.LOG_DROPPED.inc(lost)
+        if self._handle is not None:
+            with contextlib.suppress(OSError):
+                self._handle.close()  # flushing the buffer fails too; those bytes are lost
+            self._handle = None
+        if self.error is None:  # one warning per incident, not per record
+            log.warning("prediction log %s not writable (%s): dropping records until it is", self.path, exc)
+        self.error = f"{type(exc).__name__}: {exc.strerror or exc}"
 
     def _lines(self, pending: list[tuple]) -> list[bytes]:
         """One line per request, columnar (one entry per image), so a batch of 256 costs one dump."""
@@ -130,9 +194,13 @@ class PredictionLog:
     def close(self) -> None:
         """Stop the writer, write what is pending, close the file (worker exit, tests)."""
         self._stop.set()
+        self._wake.set()
         if self._pid == os.getpid():
+            if self._writer is not None and self._writer is not threading.current_thread():
+                self._writer.join(timeout=10)  # let a flush in progress finish before the last one
             self.flush()
         with self._write_lock:
             if self._handle is not None and not self._handle.closed:
-                self._handle.close()
+                with contextlib.suppress(OSError):
+                    self._handle.close()
         self._pid = None

@@ -10,35 +10,45 @@ import numpy as np
 
 
 class TFLiteModel:
-    """Thread-safe: LiteRT interpreters are not, so each thread gets its own over the shared model bytes."""
+    """Safe for threads and greenlets: a LiteRT interpreter is not, so each call borrows one from a pool
+    over the shared model bytes (under gevent one interpreter serves the worker; under threads at most
+    one per thread is ever created)."""
 
     def __init__(self, model_path: Path, num_threads: int = 1) -> None:
         self.model_path = Path(model_path)
         self._content = self.model_path.read_bytes()
         self._num_threads = num_threads
-        self._local = threading.local()
-
-    def _interpreter(self):
-        interpreter = getattr(self._local, "interpreter", None)
-        if interpreter is None:
-            from ai_edge_litert.interpreter import Interpreter
-
-            interpreter = Interpreter(model_content=self._content, num_threads=self._num_threads)
-            interpreter.allocate_tensors()
-            self._local.interpreter = interpreter
-            self._local.input = interpreter.get_input_details()[0]
-            self._local.output = interpreter.get_output_details()[0]
-            self._local.batch = int(self._local.input["shape"][0])
-        return interpreter
+        self._lock = threading.Lock()
+        self._idle: list[_Runner] = []
 
     def predict(self, batch: np.ndarray) -> np.ndarray:
         """(N, 28, 28, 1) float32 in 0-1 -> (N, classes) probabilities."""
-        interpreter = self._interpreter()
-        local = self._local
-        if batch.shape[0] != local.batch:
-            interpreter.resize_tensor_input(local.input["index"], list(batch.shape))
-            interpreter.allocate_tensors()
-            local.batch = batch.shape[0]
-        interpreter.set_tensor(local.input["index"], np.ascontiguousarray(batch, dtype=np.float32))
-        interpreter.invoke()
-        return interpreter.get_tensor(local.output["index"]).copy()
+        with self._lock:
+            runner = self._idle.pop() if self._idle else None
+        if runner is None:
+            runner = _Runner(self._content, self._num_threads)
+        try:
+            return runner.run(batch)
+        finally:
+            with self._lock:
+                self._idle.append(runner)
+
+
+class _Runner:
+    def __init__(self, content: bytes, num_threads: int) -> None:
+        from ai_edge_litert.interpreter import Interpreter
+
+        self.interpreter = Interpreter(model_content=content, num_threads=num_threads)
+        self.interpreter.allocate_tensors()
+        self.input = self.interpreter.get_input_details()[0]
+        self.output = self.interpreter.get_output_details()[0]
+        self.batch = int(self.input["shape"][0])
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        if batch.shape[0] != self.batch:
+            self.interpreter.resize_tensor_input(self.input["index"], list(batch.shape))
+            self.interpreter.allocate_tensors()
+            self.batch = batch.shape[0]
+        self.interpreter.set_tensor(self.input["index"], np.ascontiguousarray(batch, dtype=np.float32))
+        self.interpreter.invoke()
+        return self.interpreter.get_tensor(self.output["index"]).copy()

@@ -15,7 +15,6 @@ class ServingSettings(BaseSettings):
     host: str = "0.0.0.0"
     port: int = Field(default=8080, ge=1, le=65535)
     workers: int = Field(default=2, ge=1, description="gunicorn worker processes")
-    threads: int = Field(default=4, ge=1, description="threads per worker (keep-alive connections)")
     timeout: int = Field(default=30, ge=1, description="seconds before a stuck worker is restarted")
     graceful_timeout: int = Field(default=10, ge=1, description="seconds to finish requests on SIGTERM")
     max_body_bytes: int = Field(default=16 * 1024 * 1024, ge=1024, description="larger requests get 413")
@@ -24,4 +23,20 @@ class ServingSettings(BaseSettings):
     prediction_log_dir: Path | None = Field(default=None, description="JSON Lines prediction log; unset: off")
     prediction_log_max_bytes: int = Field(default=10 * 1024 * 1024, ge=1024, description="rotate files at this size")
     prediction_log_inputs: bool = Field(default=False, description="also store each input (784 bytes, base64)")
-    max_batch: int = Field(default=1024, ge=1, description="images per request")
+    max_batch: int = Field(default=1024, ge=1, description="images (JSON) or files (multipart) per request")
+    header_timeout: int = Field(
+        default=5, gt=0, description="seconds to receive a request's headers (and keep-alive idle time)"
+    )
+    body_timeout: float = Field(default=10, gt=0, description="seconds to receive a request's body; then 408")
+    worker_connections: int = Field(default=512, ge=1, description="open connections per worker")
+    max_image_pixels: int = Field(
+        default=1_600_000, ge=784, description="decoded pixels per image file (JPEG: after DCT downscaling)"
+    )
+    max_request_pixels: int = Field(
+        default=4_000_000, ge=784, description="decoded pixels of all image files in one request"
+    )
+    feedback_token: str | None = Field(default=None, description="bearer token feedback must carry; unset: none")
+    feedback_secret: str | None = Field(
+        default=None, description="HMAC key of prediction ids (shared by all workers/replicas); unset: random per start"
+    )
+    feedback_per_minute: int = Field(default=600, ge=1, description="feedback requests per minute per worker")

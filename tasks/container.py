@@ -36,6 +36,16 @@ PLATFORMS = ("manylinux_2_28_x86_64", "manylinux_2_27_x86_64", "manylinux_2_17_x
              "linux_x86_64")  # fmt: skip
 
 Log = Callable[[str], None]
+# The server needs no privileges, no writable image and few processes; bounds keep a runaway worker from
+# taking the host down. /tmp holds gunicorn's heartbeat files and the Prometheus multiprocess directory.
+HARDENING = {
+    "mem_limit": "1g",
+    "pids_limit": 256,
+    "cap_drop": ["ALL"],
+    "read_only": True,
+    "tmpfs": {"/tmp": "rw,size=64m,mode=1777"},
+    "security_opt": ["no-new-privileges"],
+}
 
 
 class ContainerStageError(RuntimeError):
@@ -146,7 +156,7 @@ def start_qa_container(client, image: str, name: str, labels: dict[str, str]) ->
     port = free_port()
     container = client.containers.run(
         image, detach=True, name=name, labels={**labels, f"{LABEL}.role": "qa"},
-        ports={"8080/tcp": ("127.0.0.1", port)}, environment={"MLOPS_SERVE_WORKERS": "2"},
+        ports={"8080/tcp": ("127.0.0.1", port)}, environment={"MLOPS_SERVE_WORKERS": "2"}, **HARDENING,
     )  # fmt: skip
     return container, f"http://127.0.0.1:{port}"
 
@@ -323,6 +333,7 @@ def deploy(
         volumes={str(prepare_log_dir(log_dir)): {"bind": CONTAINER_LOG_DIR, "mode": "rw"}},
         restart_policy={"Name": "unless-stopped"},
         labels={f"{LABEL}.role": "production", f"{LABEL}.deployment": deploy_name, f"{LABEL}.version": str(version)},
+        **HARDENING,
     )  # fmt: skip
     try:
         seconds = wait_container_ready(container, f"http://{host}:{private_port}", ready_timeout)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import os
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import timedelta
@@ -90,8 +91,11 @@ class Dataset:
 def read_idx(path: Path) -> np.ndarray:
     """Parse an IDX file (gzip-compressed or raw), the format of the official MNIST-style files."""
     opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as handle:
-        raw = handle.read()
+    try:
+        with opener(path, "rb") as handle:
+            raw = handle.read()
+    except (EOFError, gzip.BadGzipFile, zlib.error) as exc:
+        raise DataValidationError(f"{path}: damaged gzip file ({exc or type(exc).__name__}); fetch it again") from exc
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0:
         raise DataValidationError(f"{path}: not an IDX file (bad magic number)")
     type_code, ndim = raw[2], raw[3]

@@ -41,6 +41,7 @@ class MonitorThresholds(BaseModel):
     min_online_accuracy: float = Field(default=0.8, ge=0, le=1)
     min_feedback: int = Field(default=30, ge=1, description="labelled predictions needed to judge accuracy")
     min_records: int = Field(default=200, ge=1, description="predictions needed to judge a window at all")
+    max_feedback_samples: int = Field(default=1000, ge=0, description="labelled inputs a retraining takes per window")
 
 
 def build_reference(probabilities: np.ndarray, pixels: np.ndarray, class_names: list[str], seed: int = 0) -> dict:
@@ -127,7 +128,7 @@ def expand(record: dict) -> list[dict]:
 def detect_drift(reference: dict, records: Iterable[dict], thresholds: MonitorThresholds) -> DriftReport:
     records = list(records)
     predictions = [r for r in records if r.get("type") == "prediction"]
-    feedback = {r["id"]: r["true_class_id"] for r in records if r.get("type") == "feedback"}
+    feedback = first_labels(records)
     report = DriftReport(len(predictions), len(feedback))
     if len(predictions) < thresholds.min_records:
         report.enough_data = False
@@ -168,15 +169,26 @@ def detect_drift(reference: dict, records: Iterable[dict], thresholds: MonitorTh
     return report
 
 
-def labelled_samples(records: Iterable[dict]) -> list[tuple[str, np.ndarray, int]]:
-    """(id, 28x28 uint8 pixels, true class) for feedback whose prediction stored its input."""
+def first_labels(records: Iterable[dict]) -> dict[str, int]:
+    """The first label given to each prediction id; later ones (from another worker) are ignored."""
+    labels: dict[str, int] = {}
+    for r in sorted((r for r in records if r.get("type") == "feedback"), key=lambda r: r["time"]):
+        labels.setdefault(r["id"], r["true_class_id"])
+    return labels
+
+
+def labelled_samples(records: Iterable[dict], max_samples: int = 1000) -> list[tuple[str, np.ndarray, int]]:
+    """(id, 28x28 uint8 pixels, true class) for feedback on a logged prediction that stored its input:
+    the first label per id, at most `max_samples` per window, so a flood of feedback cannot outweigh
+    the training set."""
     records = list(records)
     pixels = {r["id"]: r["pixels"] for r in records if r.get("type") == "prediction" and "pixels" in r}
-    return [
-        (r["id"], np.frombuffer(base64.b64decode(pixels[r["id"]]), np.uint8).reshape(28, 28), r["true_class_id"])
-        for r in records
-        if r.get("type") == "feedback" and r["id"] in pixels
+    samples = [
+        (record_id, np.frombuffer(base64.b64decode(pixels[record_id]), np.uint8).reshape(28, 28), class_id)
+        for record_id, class_id in first_labels(records).items()
+        if record_id in pixels
     ]
+    return samples[:max_samples]
 
 
 def plot_distributions(reference: dict, records: list[dict], path: Path) -> Path:

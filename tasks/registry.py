@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import subprocess
+import time
+import urllib.request
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -28,11 +30,37 @@ CHAMPION = "champion"
 MODEL_PIP_REQUIREMENTS = ["tensorflow-cpu==2.21.*", "keras>=3.10,<4", "numpy<3"]
 
 
+class TrackingUnavailable(RuntimeError):
+    """The MLflow tracking server does not answer; nothing was trained or recorded."""
+
+
+def check_tracking_server(uri: str, timeout: float = 20) -> None:
+    """Fail in seconds, naming the URI, when a remote MLflow does not answer: MLflow's own client
+    retries with backoff for minutes before it gives up, long after training has been paid for."""
+    if not uri.startswith(("http://", "https://")):
+        return
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=5) as response:
+                if response.status == 200:
+                    return
+        except OSError as exc:
+            error = exc
+        if time.monotonic() + 2 > deadline:
+            raise TrackingUnavailable(
+                f"MLflow tracking server {uri} does not answer ({error}); start it (`make up`) or point "
+                "MLOPS_TRACKING_URI at a running one"
+            )
+        time.sleep(2)
+
+
 def configure_mlflow(settings: Settings) -> str:
     """Point MLflow at the configured store and return the experiment id, creating it on first use."""
     uri = settings.resolved_tracking_uri()
     if uri.startswith("sqlite:"):
         settings.mlruns_dir.mkdir(parents=True, exist_ok=True)
+    check_tracking_server(uri, settings.tracking_preflight_seconds)
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
     return ensure_experiment(settings, settings.experiment_name)

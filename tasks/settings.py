@@ -26,6 +26,9 @@ class Settings(BaseSettings):
     tracking_uri: str | None = Field(
         default=None, description="MLflow tracking URI; falls back to MLFLOW_TRACKING_URI, then SQLite"
     )
+    tracking_preflight_seconds: float = Field(
+        default=20, gt=0, description="how long a remote MLflow may take to answer before a run fails"
+    )
     mlflow_ui_url: str = Field(default="http://127.0.0.1:5000", description="where run summaries link to")
     experiment_name: str = "clothes"
     model_name: str = "clothes"

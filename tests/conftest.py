@@ -1,7 +1,9 @@
-"""Test setup: every store (Prefect, MLflow, Keras, matplotlib) lives in a temporary directory."""
+"""Test setup: every store (Prefect, MLflow, Keras, matplotlib, exports, logs, wheels) lives in a
+temporary directory, and the session checks that the user's own data was not touched."""
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import tempfile
@@ -10,6 +12,17 @@ from pathlib import Path
 import pytest
 
 _HOME = Path(tempfile.mkdtemp(prefix="clothes-tests-"))
+REPO = Path(__file__).resolve().parents[1]
+# Where the pipeline writes by default, relative to the working tree: a test must never write there.
+USER_DATA = ("models", "mlruns", "logs", "data", ".stack", "wheelhouse")
+for _key, _value in {
+    "MLOPS_MODEL_ROOT": str(_HOME / "models"),
+    "MLOPS_MLRUNS_DIR": str(_HOME / "mlruns"),
+    "MLOPS_PREDICTION_LOG_DIR": str(_HOME / "logs" / "predictions"),
+    "MLOPS_FEEDBACK_DATA_DIR": str(_HOME / "data" / "feedback"),
+    "MLOPS_WHEELHOUSE_DIR": str(_HOME / "wheelhouse"),
+}.items():
+    os.environ[_key] = _value  # not setdefault: a user's own MLOPS_* must not lead tests into their data
 for _key, _value in {
     "PREFECT_HOME": str(_HOME / "prefect"),
     "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
@@ -21,8 +34,8 @@ for _key, _value in {
 }.items():
     os.environ.setdefault(_key, _value)
 os.environ.pop("MLFLOW_TRACKING_URI", None)
+os.environ.pop("MLOPS_TRACKING_URI", None)
 
-REPO = Path(__file__).resolve().parents[1]
 DATA_CANDIDATES = [
     os.environ.get("MLOPS_DATA_DIR"),
     str(REPO.parent / "shared" / "data" / "fashion-mnist"),
@@ -103,3 +116,41 @@ def docker_engine():
             pytest.fail("MLOPS_REQUIRE_DOCKER=1 but no Docker engine answers")
         pytest.skip("no Docker engine (scripts/docker-engine.sh up starts one)")
     return client
+
+
+def tree_digest(root: Path) -> dict[str, str]:
+    """Path -> content hash (or symlink target) of every file under the user's data directories."""
+    digests = {}
+    for top in USER_DATA:
+        for path in sorted((root / top).rglob("*")) if (root / top).exists() else []:
+            if path.is_symlink():
+                digests[str(path.relative_to(root))] = f"-> {os.readlink(path)}"
+            elif path.is_file():
+                digests[str(path.relative_to(root))] = hashlib.sha256(path.read_bytes()).hexdigest()
+    return digests
+
+
+def production_container_ids() -> set[str]:
+    """Production containers this suite did not create (its own deployments are named clothes-test-*)."""
+    from tasks.container import LABEL
+    from tasks.release import docker_client
+
+    client = docker_client()
+    if client is None:
+        return set()
+    return {
+        c.id
+        for c in client.containers.list(filters={"label": f"{LABEL}.role=production"})
+        if not c.labels.get(f"{LABEL}.deployment", "").startswith("clothes-test-")
+    }
+
+
+@pytest.fixture(scope="session", autouse=True)
+def users_data_untouched():
+    """The suite as a whole must leave the working tree's data and running production byte-identical."""
+    before, containers = tree_digest(REPO), production_container_ids()
+    yield
+    after = tree_digest(REPO)
+    changed = sorted(k for k in before.keys() | after.keys() if before.get(k) != after.get(k))
+    assert not changed, f"the tests changed the user's data: {changed[:10]}"
+    assert production_container_ids() == containers, "the tests changed the running production containers"

@@ -21,8 +21,6 @@ from tasks.registry import CHAMPION
 from tasks.release import ContainerParams
 from tasks.train import TrainParams
 
-from .conftest import REPO
-
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 LENIENT = GateThresholds(min_accuracy=0.5, min_class_recall=0.0, max_regression=0.2)
 
@@ -37,7 +35,6 @@ def release_env(docker_engine, mlflow_store, tmp_path, monkeypatch):
         "MLOPS_DEPLOY_PORT": str(free_port()),
         "MLOPS_MODEL_ROOT": str(tmp_path / "models"),
         "MLOPS_PREDICTION_LOG_DIR": str(tmp_path / "logs"),
-        "MLOPS_WHEELHOUSE_DIR": str(REPO / "wheelhouse"),
     }
     for key, value in env.items():
         monkeypatch.setenv(key, value)

@@ -58,6 +58,11 @@ def test_read_idx_rejects_bad_magic_and_truncated_files(tmp_path):
         handle.write(bytes([0, 0, 8, 1]) + (10).to_bytes(4, "big") + b"abc")
     with pytest.raises(DataValidationError, match="10 bytes"):
         read_idx(truncated)
+    whole = write_idx(tmp_path / "whole.gz", np.zeros((10, 28, 28), np.uint8)).read_bytes()
+    cut = tmp_path / "cut-idx3-ubyte.gz"
+    cut.write_bytes(whole[: len(whole) // 2])
+    with pytest.raises(DataValidationError, match=r"cut-idx3-ubyte\.gz: damaged gzip file"):
+        read_idx(cut)
 
 
 def test_local_idx_directory_loads_like_keras(tmp_path):

@@ -78,17 +78,51 @@ def test_feedback_is_recorded_and_validated(model_root, tmp_path, test_split):
     answer = client.post("/models/clothes/v1", json={"image": test_split[0][0].tolist()}).json["predictions"][0]
     ok = client.post("/models/clothes/v1/feedback", json={"id": answer["id"], "label": "Ankle boot"})
     assert ok.status_code == 202 and ok.json["class_id"] == 9
-    assert client.post("/models/clothes/v1/feedback", json={"id": answer["id"], "class_id": 3}).status_code == 202
-    for bad in ({"id": "nope", "label": "Bag"}, {"id": answer["id"], "label": "Hat"}, {"id": answer["id"]},
+    relabel = client.post("/models/clothes/v1/feedback", json={"id": answer["id"], "class_id": 3})
+    assert relabel.status_code == 409 and "first label stands" in relabel.json["error"]
+    for bad in ({"id": answer["id"], "label": "Hat"}, {"id": answer["id"]}, {"label": "Bag"},
                 {"id": answer["id"], "class_id": 10}, {"id": answer["id"], "class_id": True}, [1]):  # fmt: skip
         response = client.post("/models/clothes/v1/feedback", json=bad)
         assert response.status_code == 400 and response.json["error"]
+    # Only ids this server issued, for the version that made the prediction.
+    forged = [{"id": "nope", "label": "Bag"}, {"id": "0" * 32, "label": "Bag"}, {"id": answer["id"][:16] + "0" * 16}]
+    for bad in forged:
+        response = client.post("/models/clothes/v1/feedback", json={"label": "Bag", **bad})
+        assert response.status_code == 404 and "no prediction" in response.json["error"]
+    assert client.post("/models/clothes/v2/feedback", json={"id": answer["id"], "label": "Bag"}).status_code == 404
     assert client.post("/models/clothes/v9/feedback", json={"id": answer["id"], "label": "Bag"}).status_code == 404
     app.extensions["prediction_log"].close()
     feedback = [r for r in read_records(tmp_path, since=0) if r["type"] == "feedback"]
-    assert [(r["id"], r["true_class_id"]) for r in feedback] == [(answer["id"], 9), (answer["id"], 3)]
+    assert [(r["id"], r["true_class_id"]) for r in feedback] == [(answer["id"], 9)]
     without_log = create_app(model_root).test_client()
     assert without_log.post("/models/clothes/v1/feedback", json={"id": answer["id"], "label": "Bag"}).status_code == 404
+
+
+def test_prediction_ids_survive_a_restart_on_the_same_log_directory(model_root, tmp_path, test_split):
+    first = create_app(model_root, ServingSettings(prediction_log_dir=tmp_path)).test_client()
+    answer = first.post("/models/clothes/v1", json={"image": test_split[0][0].tolist()}).json["predictions"][0]
+    second = create_app(model_root, ServingSettings(prediction_log_dir=tmp_path)).test_client()
+    assert second.post("/models/clothes/v1/feedback", json={"id": answer["id"], "label": "Bag"}).status_code == 202
+    other = create_app(model_root, ServingSettings(prediction_log_dir=tmp_path / "other")).test_client()
+    assert other.post("/models/clothes/v1/feedback", json={"id": answer["id"], "label": "Bag"}).status_code == 404
+
+
+def test_feedback_token_and_rate_limit(model_root, tmp_path, test_split):
+    settings = ServingSettings(prediction_log_dir=tmp_path, feedback_token="s3cret", feedback_per_minute=60)
+    client = create_app(model_root, settings).test_client()
+    answers = client.post("/models/clothes/v1", json={"images": test_split[0][:20].tolist()}).json["predictions"]
+    body = {"id": answers[0]["id"], "label": "Bag"}
+    for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "s3cret"}):
+        response = client.post("/models/clothes/v1/feedback", json=body, headers=headers)
+        assert response.status_code == 401 and response.headers["WWW-Authenticate"] == "Bearer"
+    auth = {"Authorization": "Bearer s3cret"}
+    statuses = [
+        client.post("/models/clothes/v1/feedback", json={"id": a["id"], "label": "Bag"}, headers=auth).status_code
+        for a in answers
+    ]
+    assert statuses[:6] == [202] * 6 and statuses[-1] == 429  # a burst of 60/10 = 6, then 1 a second
+    limited = client.post("/models/clothes/v1/feedback", json=body, headers=auth)
+    assert limited.status_code == 429 and int(limited.headers["Retry-After"]) >= 1
 
 
 def _traffic(x: np.ndarray, y: np.ndarray) -> dict[str, np.ndarray]:
@@ -118,7 +152,7 @@ def test_detector_flags_only_drifted_traffic(model_root, tmp_path, test_split, r
 
 def test_online_accuracy_from_feedback(model_root, tmp_path, test_split, reference):
     x, y, _names = test_split
-    app = create_app(model_root, ServingSettings(prediction_log_dir=tmp_path))
+    app = create_app(model_root, ServingSettings(prediction_log_dir=tmp_path, feedback_per_minute=10_000))
     client = app.test_client()
     answers = client.post("/models/clothes/v1", json={"images": x[5000:5300].tolist()}).json["predictions"]
     wrong_labels = (y[5000:5300] + 1) % 10  # users report a different class every time

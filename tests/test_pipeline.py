@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 from mlflow import MlflowClient
 
 from flows.pipeline import train_and_deploy
+from tasks.container import free_port
 from tasks.data import DataSpec
 from tasks.gates import GateThresholds
 from tasks.registry import CHALLENGER, CHAMPION
@@ -126,3 +129,13 @@ def test_command_line_maps_to_flow_parameters(tmp_path):
     assert params.container.enabled is None and params.container.deploy is False
     folder = parse_args(["--image-folder", str(tmp_path), "--no-container"])
     assert folder.data.source == "image-folder" and folder.container.enabled is False
+
+
+def test_unreachable_mlflow_fails_in_seconds_before_training(prefect_harness, mlflow_store, fashion_dir, monkeypatch):
+    uri = f"http://127.0.0.1:{free_port()}"
+    monkeypatch.setenv("MLOPS_TRACKING_URI", uri)
+    monkeypatch.setenv("MLOPS_TRACKING_PREFLIGHT_SECONDS", "3")
+    started = time.monotonic()
+    state = train_and_deploy(**_params(fashion_dir), return_state=True)
+    assert state.is_failed() and uri in state.message and "does not answer" in state.message
+    assert time.monotonic() - started < 30

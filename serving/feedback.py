@@ -1,0 +1,106 @@
+"""Who may label a prediction: signed prediction ids, one label per id, a token and a rate limit.
+
+Feedback becomes training data, so it must only ever label predictions this server made. An id is
+16 random hex digits followed by 16 hex digits of an HMAC over them, the model and the version: any
+worker or replica holding the key verifies it without shared state, and a forged or reused-elsewhere
+id is refused.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import hmac
+import os
+import threading
+import time
+from collections import OrderedDict
+from pathlib import Path
+
+KEY_FILE = ".prediction-id-key"
+
+
+def load_key(secret: str | None, key_dir: Path | None) -> bytes:
+    """The configured secret; else a key kept beside the prediction log (so ids survive restarts and
+    blue/green swaps that mount the same directory); else a random key for this server's life."""
+    if secret:
+        return secret.encode()
+    if key_dir is None:
+        return os.urandom(32)
+    path = Path(key_dir) / KEY_FILE
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return bytes.fromhex(path.read_text().strip())
+    key = os.urandom(32)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(key.hex())
+    return key
+
+
+class PredictionIds:
+    def __init__(self, key: bytes) -> None:
+        self._key = key
+
+    def _signature(self, nonce: str, model: str, version: int) -> str:
+        return hmac.new(self._key, f"{nonce}:{model}:{version}".encode(), hashlib.sha256).hexdigest()[:16]
+
+    def issue(self, model: str, version: int, n: int) -> list[str]:
+        nonces = os.urandom(8 * n).hex()
+        return [(nonce := nonces[i : i + 16]) + self._signature(nonce, model, version) for i in range(0, 16 * n, 16)]
+
+    def verify(self, record_id: str, model: str, version: int) -> bool:
+        if len(record_id) != 32:
+            return False
+        return hmac.compare_digest(record_id[16:], self._signature(record_id[:16], model, version))
+
+
+class LabelledIds:
+    """Ids this worker has taken a label for (bounded, oldest forgotten first): the first label wins.
+    Across workers the monitoring side keeps the first label per id as well."""
+
+    def __init__(self, capacity: int = 200_000) -> None:
+        self._seen: OrderedDict[str, None] = OrderedDict()
+        self._capacity = capacity
+        self._lock = threading.Lock()
+
+    def claim(self, record_id: str) -> bool:
+        with self._lock:
+            if record_id in self._seen:
+                return False
+            self._seen[record_id] = None
+            if len(self._seen) > self._capacity:
+                self._seen.popitem(last=False)
+            return True
+
+
+class RateLimit:
+    """Token bucket: `per_minute` requests a minute on average, bursts up to a tenth of that."""
+
+    def __init__(self, per_minute: int) -> None:
+        self.rate = per_minute / 60.0
+        self.capacity = max(1.0, per_minute / 10.0)
+        self._tokens = self.capacity
+        self._last = time.monotonic()
+        self._lock = threading.Lock()
+
+    def allow(self) -> bool:
+        with self._lock:
+            now = time.monotonic()
+            self._tokens = min(self.capacity, self._tokens + (now - self._last) * self.rate)
+            self._last = now
+            if self._tokens < 1:
+                return False
+            self._tokens -= 1
+            return True
+
+    def retry_after(self) -> int:
+        return max(1, int((1 - self._tokens) / self.rate + 0.999))
+
+
+def bearer_token(header: str | None) -> str | None:
+    with contextlib.suppress(AttributeError, ValueError):
+        scheme, token = header.split(" ", 1)
+        if scheme.lower() == "bearer":
+            return token.strip()
+    return None

@@ -1,0 +1,76 @@
+"""gunicorn worker that reads each request whole, within deadlines, before the app sees it.
+
+Why: a threaded worker hands a connection to a thread as soon as its first byte arrives, so a few
+clients trickling headers or a body one byte at a time hold every thread and the server stops
+answering. This worker is gunicorn's gevent worker (one greenlet per connection, so a slow client
+costs a socket, not a thread) plus two bounds that gevent alone lacks:
+
+- headers (and the idle time before them on a keep-alive connection) within ``header_timeout``
+  seconds: gunicorn's own keep-alive timeout around the header parser; the connection is then closed;
+- the body within ``body_timeout`` seconds, read here into memory (at most ``max_body_bytes``):
+  a trickling body gets 408, an oversized one (declared or chunked) 413, both as JSON.
+
+Only then is the request dispatched, so the app never blocks on a client's network.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+
+import gevent
+import orjson
+from gunicorn.http.body import Body
+from gunicorn.workers.ggevent import GeventWorker
+
+from serving.settings import ServingSettings
+
+READ_CHUNK = 64 * 1024
+
+
+def _reply_and_close(sock, status: str, message: str) -> None:
+    """Answer before the app runs, then close: the rest of the request is not worth reading."""
+    body = orjson.dumps({"error": message})
+    head = (
+        f"HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+        "Connection: close\r\n\r\n"
+    )
+    with contextlib.suppress(OSError):  # the client may be gone
+        sock.sendall(head.encode() + body)
+    raise StopIteration  # gunicorn's worker closes the connection on this
+
+
+class BufferingGeventWorker(GeventWorker):
+    def init_process(self) -> None:
+        self.serving_settings = ServingSettings()
+        super().init_process()
+
+    def handle_request(self, listener_name, req, sock, addr):
+        settings = self.serving_settings
+        limit = settings.max_body_bytes
+        if req.body is not None:
+            declared = next((v for k, v in req.headers if k == "CONTENT-LENGTH"), None)
+            if declared is not None and declared.isdigit() and int(declared) > limit:
+                _reply_and_close(sock, "413 Payload Too Large", f"request body over {limit} bytes")
+            data = None
+            with gevent.Timeout(settings.body_timeout, False):
+                data = _read_at_most(req.body, limit + 1)
+            if data is None:
+                _reply_and_close(
+                    sock, "408 Request Timeout", f"request body not received within {settings.body_timeout:g} s"
+                )
+            if len(data) > limit:
+                _reply_and_close(sock, "413 Payload Too Large", f"request body over {limit} bytes")
+            req.body = Body(io.BytesIO(data))
+        return super().handle_request(listener_name, req, sock, addr)
+
+
+def _read_at_most(body: Body, limit: int) -> bytes:
+    chunks, size = [], 0
+    while size < limit:
+        chunk = body.read(min(READ_CHUNK, limit - size))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+    return b"".join(chunks)
