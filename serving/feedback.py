@@ -28,13 +28,21 @@ def load_key(secret: str | None, key_dir: Path | None) -> bytes:
     if key_dir is None:
         return os.urandom(32)
     path = Path(key_dir) / KEY_FILE
+    key = os.urandom(32)
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:
-        return bytes.fromhex(path.read_text().strip())
-    key = os.urandom(32)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(key.hex())
+        with contextlib.suppress(OSError, ValueError):
+            return bytes.fromhex(path.read_text().strip())
+        return key  # unreadable: ids are valid for this server's life only
+    except OSError:
+        return key
+    try:
+        with os.fdopen(fd, "w") as handle:
+            handle.write(key.hex())
+    except OSError:  # a full or failing log disk must not keep the server from starting
+        with contextlib.suppress(OSError):
+            path.unlink()
     return key
 
 
