@@ -25,6 +25,7 @@ from tasks.registry import (
     champion_accuracy_task,
     champion_version,
     configure_mlflow,
+    end_orphaned_runs_task,
     git_commit,
     log_dataset,
     register_task,
@@ -38,6 +39,7 @@ from tasks.release import (
     released_image,
     smoke_test_task,
 )
+from tasks.run_owner import end_status, owner_tags
 from tasks.settings import Settings
 from tasks.train import TrainParams, flat_params, train_task
 
@@ -71,6 +73,7 @@ def train_and_deploy(
     model_name = params.model_name or settings.model_name
     thresholds = params.thresholds or settings.gate_thresholds()
     experiment_id = configure_mlflow(settings)
+    end_orphaned_runs_task(experiment_id)
 
     dataset = load_data_task(params.data, settings.data_dir)
     counts = validate_data_task(dataset)
@@ -84,6 +87,7 @@ def train_and_deploy(
             "git_commit": commit,
             "prefect.flow_run_id": str(runtime.flow_run.id or ""),
             "model_name": model_name,
+            **owner_tags(),
         },
     )
     run_id = run.info.run_id
@@ -109,8 +113,8 @@ def train_and_deploy(
             **{f"param.{k}": str(v) for k, v in flat_params(params.train).items()},
         }
         version = register_task(run_id, trained.model, dataset, model_name, tags)
-    except BaseException:
-        client.set_terminated(run_id, "FAILED")
+    except BaseException as exc:
+        client.set_terminated(run_id, end_status(exc))
         raise
     client.set_terminated(run_id, "FINISHED")
     export_dir = export_task(model_name, str(version.version), settings.model_root)

@@ -22,6 +22,7 @@ from tasks.data import DataSpec
 from tasks.gates import GateThresholds
 from tasks.registry import configure_mlflow
 from tasks.release import ContainerParams
+from tasks.run_owner import end_status, owner_tags
 from tasks.settings import Settings
 from tasks.train import TrainParams
 from tasks.tuning import SearchSpace, sample_trials, trial_task
@@ -61,7 +62,9 @@ def tune(
     space, data = space or SearchSpace(), data or DataSpec()
     experiment_id = configure_mlflow(settings)
     client = MlflowClient()
-    parent = client.create_run(experiment_id, run_name=f"tune-{strategy}-{budget}", tags={"tune": "search"})
+    parent = client.create_run(
+        experiment_id, run_name=f"tune-{strategy}-{budget}", tags={"tune": "search", **owner_tags()}
+    )
     parent_id = parent.info.run_id
     search = {"budget": budget, "strategy": strategy, "epochs": epochs, "seed": seed}
     client.log_batch(parent_id, params=[Param(key, str(value)) for key, value in search.items()])
@@ -76,8 +79,8 @@ def tune(
     ]
     try:
         results = sorted((f.result() for f in futures), key=lambda r: r["best_val_accuracy"], reverse=True)
-    except BaseException:
-        client.set_terminated(parent_id, "FAILED")  # a trial failed twice: the search has no verdict
+    except BaseException as exc:
+        client.set_terminated(parent_id, end_status(exc))  # a trial failed twice: the search has no verdict
         raise
     seconds = time.perf_counter() - started
     best = results[0]

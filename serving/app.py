@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hmac
 import logging
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,10 @@ from serving.settings import ServingSettings
 
 log = logging.getLogger(__name__)
 IMAGE_TYPES = {"image/png", "image/jpeg"}
+# Image files cost milliseconds of CPU each (parsing a multipart body, decoding): one request at a time
+# per worker does that work, so a burst of large uploads queues behind itself while single-image JSON
+# requests keep slipping in between (under gevent a waiting greenlet yields).
+IMAGE_WORK = threading.BoundedSemaphore(1)
 api = Blueprint("api", __name__)
 
 
@@ -103,13 +108,16 @@ def read_pixels() -> np.ndarray:
             check_batch_size(len(payload["images"]))
         return pixels_from_nested(payload["images"], batch=True)
     if mimetype in IMAGE_TYPES:
-        return decode_files([read_body()])
+        with IMAGE_WORK:
+            return decode_files([read_body()])
     if mimetype == "multipart/form-data":
-        files = request.files.getlist("file")
-        if not files:
-            raise ApiError(400, "multipart upload needs one or more 'file' fields")
-        check_batch_size(len(files))
-        return decode_files([f.read() for f in files])
+        with IMAGE_WORK:
+            files = request.files.getlist("file")
+            if not files:
+                raise ApiError(400, "multipart upload needs one or more 'file' fields")
+            check_batch_size(len(files))
+            time.sleep(0)  # parsing took a while: let waiting requests run
+            return decode_files([f.read() for f in files])
     raise ApiError(
         415,
         f"unsupported content type '{mimetype or 'none'}'; send application/json, image/png, "

@@ -33,7 +33,7 @@ class ServingSettings(BaseSettings):
         default=1_600_000, ge=784, description="decoded pixels per image file (JPEG: after DCT downscaling)"
     )
     max_request_pixels: int = Field(
-        default=4_000_000, ge=784, description="decoded pixels of all image files in one request"
+        default=2_000_000, ge=784, description="decoded pixels of all image files in one request"
     )
     feedback_token: str | None = Field(default=None, description="bearer token feedback must carry; unset: none")
     feedback_secret: str | None = Field(

@@ -22,6 +22,7 @@ from prefect.cache_policies import NO_CACHE
 from serving.preprocessing import to_model_input
 from tasks.data import Dataset
 from tasks.evaluate import evaluate_model
+from tasks.run_owner import end_orphaned_runs
 from tasks.settings import Settings
 
 CHALLENGER = "challenger"
@@ -166,6 +167,12 @@ def register_candidate(model_uri: str, name: str, tags: dict[str, str], descript
         client.update_model_version(name, version.version, description=description)
     client.set_registered_model_alias(name, CHALLENGER, version.version)
     return version
+
+
+@task(name="end-orphaned-runs", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[2, 10])
+def end_orphaned_runs_task(experiment_id: str) -> list[str]:
+    """Runs left RUNNING by a killed pipeline on this host are ended before a new one starts."""
+    return end_orphaned_runs([experiment_id])
 
 
 @task(name="evaluate-champion", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[2, 10])

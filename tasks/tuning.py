@@ -20,6 +20,7 @@ from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, ConfigDict, Field
 
 from tasks.data import DataSpec, load_dataset
+from tasks.run_owner import end_status, owner_tags
 from tasks.train import Architecture, TrainParams, epoch_reporter, flat_params, train_model
 
 
@@ -92,7 +93,7 @@ def trial_task(
     client = MlflowClient()
     run = client.create_run(
         experiment_id, run_name=f"trial-{index}",
-        tags={"mlflow.parentRunId": parent_run_id, "trial": str(index)},
+        tags={"mlflow.parentRunId": parent_run_id, "trial": str(index), **owner_tags()},
     )  # fmt: skip
     run_id = run.info.run_id
     try:
@@ -111,8 +112,8 @@ def trial_task(
             "parameters": result.model.count_params(),
         }
         client.log_batch(run_id, metrics=[Metric(k, float(v), now, 0) for k, v in summary.items()])
-    except BaseException:
-        client.set_terminated(run_id, "FAILED")
+    except BaseException as exc:
+        client.set_terminated(run_id, end_status(exc))
         raise
     client.set_terminated(run_id, "FINISHED")
     return {"index": index, "run_id": run_id, "params": params.model_dump(), **summary}
