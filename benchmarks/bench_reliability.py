@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_serving import prepare_model, stop
 
 from serving.client import wait_until_ready
-from tasks.container import free_port
+from tasks.container import free_port, probe_latencies
 
 IMAGE = orjson.dumps({"image": np.random.default_rng(0).integers(0, 256, (28, 28)).tolist()})
 
@@ -53,23 +53,8 @@ def server(model_root: Path, **env: str) -> Iterator[tuple[int, subprocess.Popen
         stop(process)
 
 
-def probe_latencies(port: int, seconds: float, interval: float = 0.02) -> tuple[list[float], int]:
-    """Normal single-image requests, one at a time, fresh connection each, for `seconds`."""
-    latencies, failures = [], 0
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        started = time.perf_counter()
-        request = urllib.request.Request(
-            f"http://127.0.0.1:{port}/models/clothes/v1", IMAGE, {"Content-Type": "application/json"}
-        )
-        try:
-            with urllib.request.urlopen(request, timeout=5) as response:
-                response.read()
-            latencies.append(time.perf_counter() - started)
-        except OSError:
-            failures += 1
-        time.sleep(interval)
-    return latencies, failures
+def url(port: int) -> str:
+    return f"http://127.0.0.1:{port}/models/clothes/v1"
 
 
 def p99_ms(latencies: list[float]) -> float:
@@ -113,7 +98,7 @@ def slow_clients(model_root: Path, connections: int, hold: float) -> dict:
             [lambda: trickle(head, b"")] * connections + [lambda: trickle(body_head, body)] * connections
         )
         time.sleep(1)
-        latencies, failures = probe_latencies(port, hold - 1)
+        latencies, failures = probe_latencies(url(port), IMAGE, hold - 1)
         for thread in threads:
             thread.join(hold + 10)
     result = {"p99_ms": p99_ms(latencies), "failures": failures, "requests": len(latencies),
@@ -254,7 +239,7 @@ def image_bombs(model_root: Path, seconds: float) -> dict:
             stdout=subprocess.PIPE, text=True,
         )  # fmt: skip
         time.sleep(0.5)
-        latencies, failures = probe_latencies(port, seconds - 1)
+        latencies, failures = probe_latencies(url(port), IMAGE, seconds - 1)
         out, _ = attackers.communicate(timeout=seconds + 30)
     shutil.rmtree(workdir, ignore_errors=True)
     sent = [int(next(line.split()[0] for line in out.splitlines() if "requests in" in line))]
@@ -278,7 +263,7 @@ def bad_version(model_root: Path) -> bool:
         with server(root) as (port, _process):
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/models", timeout=5) as response:
                 listing = orjson.loads(response.read())["models"][0]
-            served = not probe_latencies(port, 0.5)[1]
+            served = not probe_latencies(url(port), IMAGE, 0.5)[1]
         print(f"bad version: v2 truncated, server ready, serving {listing['versions']}, failed {listing['failed']}")
         return served and listing["versions"] == [1]
     except Exception as exc:  # the probe's verdict is "no", with the reason

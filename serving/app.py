@@ -14,6 +14,7 @@ import orjson
 from flask import Blueprint, Flask, Response, current_app, g, request
 from prometheus_client import CONTENT_TYPE_LATEST
 from werkzeug.exceptions import HTTPException
+from werkzeug.routing import BaseConverter
 
 from serving import metrics
 from serving.feedback import LabelledIds, PredictionIds, RateLimit, bearer_token, load_key
@@ -33,11 +34,19 @@ from serving.settings import ServingSettings
 
 log = logging.getLogger(__name__)
 IMAGE_TYPES = {"image/png", "image/jpeg"}
+PIXEL_FIELDS = ("image", "images", "instances", "inputs")
 # Image files cost milliseconds of CPU each (parsing a multipart body, decoding): one request at a time
 # per worker does that work, so a burst of large uploads queues behind itself while single-image JSON
 # requests keep slipping in between (under gevent a waiting greenlet yields).
 IMAGE_WORK = threading.BoundedSemaphore(1)
 api = Blueprint("api", __name__)
+
+
+class ModelNameConverter(BaseConverter):
+    """A model name never holds ':', so `/v1/models/clothes:predict` is never read as a model named
+    'clothes:predict' (whose GET would otherwise make 405 answers list GET as allowed)."""
+
+    regex = "[^/:]+"
 
 
 class ApiError(Exception):
@@ -85,7 +94,7 @@ def read_json(numbers_only: bool = False) -> Any:
     except orjson.JSONDecodeError as exc:
         raise ApiError(400, f"malformed JSON: {exc}") from exc
     suspicious = numbers_only and (b"true" in body or b"false" in body) and isinstance(payload, dict)
-    if suspicious and any(contains_bool(v) for v in payload.values()):
+    if suspicious and any(contains_bool(payload.get(key)) for key in PIXEL_FIELDS):
         raise ApiError(400, "pixel values must be numbers, not booleans")
     return payload
 
@@ -224,6 +233,8 @@ def feedback(name: str, version: int) -> Response:
     if not isinstance(payload, dict) or not isinstance(payload.get("id"), str):
         raise ApiError(400, "feedback needs 'id': the id of a prediction")
     label, class_id = payload.get("label"), payload.get("class_id")
+    if isinstance(class_id, float) and class_id.is_integer():  # JSON Schema's integers include 3.0
+        class_id = int(class_id)
     if isinstance(label, str) and label in model.class_names:
         class_id = model.class_names.index(label)
     elif not (isinstance(class_id, int) and not isinstance(class_id, bool) and 0 <= class_id < len(model.class_names)):
@@ -236,23 +247,23 @@ def feedback(name: str, version: int) -> Response:
     return json_response({"status": "recorded", "id": payload["id"], "class_id": class_id}, 202)
 
 
-@api.get("/v1/models/<name>")
+@api.get("/v1/models/<model:name>")
 def tfs_status(name: str) -> Response:
     find_model(name, None)
     return json_response({"model_version_status": [tf_serving_status(m) for m in store().models[name].values()]})
 
 
-@api.get("/v1/models/<name>/versions/<int:version>")
+@api.get("/v1/models/<model:name>/versions/<int:version>")
 def tfs_version_status(name: str, version: int) -> Response:
     return json_response({"model_version_status": [tf_serving_status(find_model(name, version))]})
 
 
-@api.post("/v1/models/<name>:predict")
+@api.post("/v1/models/<model:name>:predict")
 def tfs_predict_latest(name: str) -> Response:
     return tfs_predict(name, None)
 
 
-@api.post("/v1/models/<name>/versions/<int:version>:predict")
+@api.post("/v1/models/<model:name>/versions/<int:version>:predict")
 def tfs_predict_version(name: str, version: int) -> Response:
     return tfs_predict(name, version)
 
@@ -300,7 +311,8 @@ def prometheus_metrics() -> Response:
 
 @api.get("/openapi.json")
 def openapi() -> Response:
-    return json_response(openapi_document(store().listing()))
+    class_names = sorted({c for versions in store().models.values() for m in versions.values() for c in m.class_names})
+    return json_response(openapi_document(store().listing(), class_names, settings().max_batch))
 
 
 def create_app(
@@ -329,6 +341,7 @@ def create_app(
     app.extensions["prediction_ids"] = PredictionIds(load_key(settings.feedback_secret, settings.prediction_log_dir))
     app.extensions["labelled_ids"] = LabelledIds()
     app.extensions["feedback_rate"] = RateLimit(settings.feedback_per_minute)
+    app.url_map.converters["model"] = ModelNameConverter
     app.register_blueprint(api)
 
     @app.before_request

@@ -2,17 +2,46 @@
 
 from __future__ import annotations
 
-IMAGE_28 = {
-    "type": "array",
-    "minItems": 28,
-    "maxItems": 28,
-    "items": {
-        "type": "array",
-        "minItems": 28,
-        "maxItems": 28,
-        "items": {"type": "number", "minimum": 0, "maximum": 255},
-    },
-}
+
+def _image(maximum: float, channel: bool = False) -> dict:
+    """28x28 numbers in 0..maximum, or 28x28x1 with `channel`."""
+    pixel: dict = {"type": "number", "minimum": 0, "maximum": maximum}
+    if channel:
+        pixel = {"type": "array", "minItems": 1, "maxItems": 1, "items": pixel}
+    row = {"type": "array", "minItems": 28, "maxItems": 28, "items": pixel}
+    return {"type": "array", "minItems": 28, "maxItems": 28, "items": row}
+
+
+def _batch(maximum: float, max_batch: int, named: bool = False) -> dict:
+    """A batch holds images of one form: all 28x28 or all 28x28x1 (with `named`, as {"image": ...}).
+    Its size limit is a server limit answered with 413, so it is described rather than validated."""
+    forms = []
+    for channel in (False, True):
+        item = _image(maximum, channel)
+        if named:
+            item = {
+                "type": "object",
+                "required": ["image"],
+                "additionalProperties": False,
+                "properties": {"image": item},
+            }
+        forms.append({"type": "array", "minItems": 1, "items": item})
+    return {"anyOf": forms, "description": f"at most {max_batch} images (MLOPS_SERVE_MAX_BATCH); more: 413"}
+
+
+def _exactly_one(fields: dict[str, dict]) -> dict:
+    """An object with exactly one of the fields."""
+    return {
+        "oneOf": [
+            {"type": "object", "required": [name], "not": {"required": [other]}, "properties": {name: schema}}
+            for name, schema in fields.items()
+            for other in fields
+            if other != name
+        ]
+    }
+
+
+IMAGE_28 = {"anyOf": [_image(255), _image(255, channel=True)]}
 ERROR = {"type": "object", "required": ["error"], "properties": {"error": {"type": "string"}}}
 PREDICTION_RESPONSE = {
     "type": "object",
@@ -35,16 +64,17 @@ PREDICTION_RESPONSE = {
 }
 
 
-FEEDBACK = {
-    "type": "object",
-    "required": ["id"],
-    "properties": {
-        "id": {"type": "string", "pattern": "^[0-9a-f]{32}$", "description": "as issued with the prediction"},
-        "label": {"type": "string"},
-        "class_id": {"type": "integer", "minimum": 0},
-    },
-    "anyOf": [{"required": ["label"]}, {"required": ["class_id"]}],
-}
+def _feedback(class_names: list[str]) -> dict:
+    return {
+        "type": "object",
+        "required": ["id"],
+        "properties": {
+            "id": {"type": "string", "pattern": "^[0-9a-f]{32}$", "description": "as issued with the prediction"},
+            "label": {"type": "string", "enum": class_names},
+            "class_id": {"type": "integer", "minimum": 0, "maximum": max(len(class_names) - 1, 0)},
+        },
+        "anyOf": [{"required": ["label"]}, {"required": ["class_id"]}],
+    }
 
 
 def _errors(*codes: int) -> dict:
@@ -71,29 +101,24 @@ def _json(schema: dict, description: str = "OK") -> dict:
     return {"200": {"description": description, "content": {"application/json": {"schema": schema}}}}
 
 
-def openapi_document(listing: list[dict]) -> dict:
+def openapi_document(listing: list[dict], class_names: list[str], max_batch: int) -> dict:
+    """`class_names`: every class any served model knows (feedback labels); `max_batch`: images per request."""
     names = [m["name"] for m in listing]
     name_param = {"name": "name", "in": "path", "required": True, "schema": {"type": "string", "enum": names}}
     version_param = {"name": "version", "in": "path", "required": True, "schema": {"type": "integer", "minimum": 1}}
     classify_body = {
         "required": True,
         "content": {
-            "application/json": {
-                "schema": {
-                    "oneOf": [
-                        {"type": "object", "required": ["image"], "properties": {"image": IMAGE_28}},
-                        {
-                            "type": "object",
-                            "required": ["images"],
-                            "properties": {"images": {"type": "array", "minItems": 1, "items": IMAGE_28}},
-                        },
-                    ]
-                }
-            },
+            "application/json": {"schema": _exactly_one({"image": IMAGE_28, "images": _batch(255, max_batch)})},
             "image/png": {"schema": {"type": "string", "format": "binary"}},
             "image/jpeg": {"schema": {"type": "string", "format": "binary"}},
             "multipart/form-data": {
-                "schema": {"type": "object", "properties": {"file": {"type": "string", "format": "binary"}}}
+                "schema": {
+                    "type": "object",
+                    "required": ["file"],
+                    "properties": {"file": {"type": "string", "format": "binary"}},
+                },
+                "encoding": {"file": {"contentType": "image/png, image/jpeg"}},
             },
         },
     }
@@ -103,19 +128,10 @@ def openapi_document(listing: list[dict]) -> dict:
         "responses": {**_json(PREDICTION_RESPONSE), **_errors(400, 404, 408, 413, 415)},
     }
     info = {"summary": "Model metadata", "responses": {**_json({"type": "object"}), **_errors(404)}}
-    instances = {"type": "array", "minItems": 1}
+    instances = {"anyOf": [*_batch(1.0, max_batch)["anyOf"], *_batch(1.0, max_batch, named=True)["anyOf"]]}
     tfs_body = {
         "required": True,
-        "content": {
-            "application/json": {
-                "schema": {
-                    "oneOf": [
-                        {"type": "object", "required": ["instances"], "properties": {"instances": instances}},
-                        {"type": "object", "required": ["inputs"], "properties": {"inputs": instances}},
-                    ]
-                }
-            }
-        },
+        "content": {"application/json": {"schema": _exactly_one({"instances": instances, "inputs": instances})}},
     }
     tfs_predict = {
         "summary": "TensorFlow Serving predict: instances are model inputs scaled to 0-1",
@@ -123,6 +139,7 @@ def openapi_document(listing: list[dict]) -> dict:
         "responses": {**_json({"type": "object"}), **_errors(400, 404, 413, 415)},
     }
     plain = {"responses": _json({"type": "object"})}
+    status = {"summary": "TF Serving status", "responses": {**_json({"type": "object"}), **_errors(404)}}
     return {
         "openapi": "3.1.0",
         "info": {"title": "Clothes classifier", "version": "1.0.0"},
@@ -138,15 +155,15 @@ def openapi_document(listing: list[dict]) -> dict:
                 "parameters": [name_param, version_param],
                 "post": {
                     "summary": "The true label of an earlier prediction, by the id its answer carried",
-                    "requestBody": {"required": True, "content": {"application/json": {"schema": FEEDBACK}}},
+                    "requestBody": {
+                        "required": True,
+                        "content": {"application/json": {"schema": _feedback(class_names)}},
+                    },
                     "responses": {"202": {"description": "recorded"}, **_errors(400, 401, 404, 409, 415, 429)},
                 },
             },
-            "/v1/models/{name}": {"parameters": [name_param], "get": {"summary": "TF Serving status", **plain}},
-            "/v1/models/{name}/versions/{version}": {
-                "parameters": [name_param, version_param],
-                "get": {"summary": "TF Serving status", **plain},
-            },
+            "/v1/models/{name}": {"parameters": [name_param], "get": status},
+            "/v1/models/{name}/versions/{version}": {"parameters": [name_param, version_param], "get": status},
             "/v1/models/{name}:predict": {"parameters": [name_param], "post": tfs_predict},
             "/v1/models/{name}/versions/{version}:predict": {
                 "parameters": [name_param, version_param],

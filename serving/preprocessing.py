@@ -58,6 +58,8 @@ def contains_bool(value: object) -> bool:
     """Whether a parsed JSON value holds a boolean anywhere: numpy would silently read True as 1."""
     if isinstance(value, bool):
         return True
+    if isinstance(value, dict):  # TF Serving's named instances
+        return any(contains_bool(v) for v in value.values())
     return isinstance(value, list) and any(contains_bool(v) for v in value)
 
 

@@ -178,9 +178,7 @@ class SmokeReport:
 
 
 def _post_json(url: str, body: object, timeout: float = 30) -> dict:
-    request = urllib.request.Request(url, orjson.dumps(body), {"Content-Type": "application/json"}, method="POST")
-    with urllib.request.urlopen(request, timeout=timeout) as response:
-        return orjson.loads(response.read())
+    return orjson.loads(_post(url, orjson.dumps(body), timeout))
 
 
 def check_metadata(base_url: str, name: str, version: int, number_of_parameters: int) -> None:
@@ -247,6 +245,28 @@ def load_burst(url: str, body: bytes, requests: int, concurrency: int, timeout: 
     ms = np.asarray(latencies or [0.0]) * 1000
     return {"load_requests": done, "load_errors": errors, "p50_ms": float(np.percentile(ms, 50)),
             "p99_ms": float(np.percentile(ms, 99)), "requests_per_s": done / seconds if seconds else 0.0}  # fmt: skip
+
+
+def probe_latencies(url: str, body: bytes, seconds: float, interval: float = 0.02) -> tuple[list[float], int]:
+    """Single requests one at a time, each on a fresh connection, for `seconds`: how a normal client
+    fares while something else loads the server. Returns (latencies in seconds, failures)."""
+    latencies, failures = [], 0
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        started = time.perf_counter()
+        try:
+            _post(url, body, timeout=5)
+            latencies.append(time.perf_counter() - started)
+        except OSError:
+            failures += 1
+        time.sleep(interval)
+    return latencies, failures
+
+
+def _post(url: str, body: bytes, timeout: float) -> bytes:
+    request = urllib.request.Request(url, body, {"Content-Type": "application/json"}, method="POST")
+    with urllib.request.urlopen(request, timeout=timeout) as response:
+        return response.read()
 
 
 def smoke_test(

@@ -11,13 +11,12 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.request
 
 import orjson
 import pytest
 
 from serving.client import wait_until_ready
-from tasks.container import free_port
+from tasks.container import free_port, probe_latencies
 
 pytestmark = [pytest.mark.slow, pytest.mark.reliability]
 IMAGE = orjson.dumps({"image": [[0] * 28] * 28})
@@ -79,20 +78,7 @@ def test_slow_clients_neither_starve_normal_requests_nor_stay_forever(server):
     for thread in threads:
         thread.start()
     time.sleep(0.5)
-    latencies, failures = [], 0
-    deadline = time.monotonic() + 6
-    while time.monotonic() < deadline:
-        started = time.perf_counter()
-        request = urllib.request.Request(
-            f"http://127.0.0.1:{port}/models/clothes/v1", IMAGE, {"Content-Type": "application/json"}
-        )
-        try:
-            with urllib.request.urlopen(request, timeout=5) as response:
-                response.read()
-            latencies.append(time.perf_counter() - started)
-        except OSError:
-            failures += 1
-        time.sleep(0.02)
+    latencies, failures = probe_latencies(f"http://127.0.0.1:{port}/models/clothes/v1", IMAGE, 6)
     for thread in threads:
         thread.join(20)
     assert failures == 0 and len(latencies) > 50
