@@ -97,8 +97,19 @@ def _errors(*codes: int) -> dict:
     }
 
 
-def _json(schema: dict, description: str = "OK") -> dict:
-    return {"200": {"description": description, "content": {"application/json": {"schema": schema}}}}
+def _json(schema: dict, description: str = "OK", links: dict | None = None) -> dict:
+    response = {"description": description, "content": {"application/json": {"schema": schema}}}
+    return {"200": {**response, "links": links} if links else response}
+
+
+# A prediction's id is labelled on the route of the version that made it (the answer's `model.version`).
+FEEDBACK_LINK = {
+    "feedback": {
+        "operationId": "feedback",
+        "parameters": {"name": "$request.path.name", "version": "$response.body#/model/version"},
+        "requestBody": {"id": "$response.body#/predictions/0/id", "class_id": 0},
+    }
+}
 
 
 def openapi_document(listing: list[dict], class_names: list[str], max_batch: int) -> dict:
@@ -125,7 +136,7 @@ def openapi_document(listing: list[dict], class_names: list[str], max_batch: int
     classify = {
         "summary": "Classify one or more 28x28 images (pixels 0-255) or PNG/JPEG files",
         "requestBody": classify_body,
-        "responses": {**_json(PREDICTION_RESPONSE), **_errors(400, 404, 408, 413, 415)},
+        "responses": {**_json(PREDICTION_RESPONSE, links=FEEDBACK_LINK), **_errors(400, 404, 408, 413, 415)},
     }
     info = {"summary": "Model metadata", "responses": {**_json({"type": "object"}), **_errors(404)}}
     instances = {"anyOf": [*_batch(1.0, max_batch)["anyOf"], *_batch(1.0, max_batch, named=True)["anyOf"]]}
@@ -154,6 +165,7 @@ def openapi_document(listing: list[dict], class_names: list[str], max_batch: int
             "/models/{name}/v{version}/feedback": {
                 "parameters": [name_param, version_param],
                 "post": {
+                    "operationId": "feedback",
                     "summary": "The true label of an earlier prediction, by the id its answer carried",
                     "requestBody": {
                         "required": True,
