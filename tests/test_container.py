@@ -91,6 +91,10 @@ def test_release_swap_and_rollback(release_env, docker_engine, fashion_dir):
     assert float(v1.tags["smoke_top1_mismatches"]) == 0 and float(v1.tags["smoke_max_probability_diff"]) <= 1e-4
     assert first["smoke"]["parity_images"] == 200 and first["smoke"]["load_requests"] == 500
     assert _served_version(port) == 1
+    (production,) = production_containers(docker_engine, release_env["MLOPS_DEPLOY_NAME"])
+    host = production.attrs["HostConfig"]
+    assert host["Memory"] == 1 << 30 and host["PidsLimit"] == 256 and host["CapDrop"] == ["ALL"]
+    assert host["ReadonlyRootfs"] and "no-new-privileges" in host["SecurityOpt"] and "/tmp" in host["Tmpfs"]
     image = docker_engine.images.get(first["image"])
     assert image.labels[f"{LABEL}.version"] == "1" and f"{release_env['MLOPS_IMAGE_NAME']}:champion" in image.tags
     assert image.attrs["Config"]["User"] == "clothes"

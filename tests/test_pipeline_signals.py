@@ -21,7 +21,8 @@ REPO = Path(__file__).resolve().parents[1]
 def start(tmp_path: Path, fashion_dir: Path, epochs: int) -> tuple[subprocess.Popen, Path]:
     env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect"), "MLOPS_MLRUNS_DIR": str(tmp_path / "mlruns"),
            "MLOPS_DATA_DIR": str(fashion_dir)}  # fmt: skip
-    env.pop("PREFECT_API_URL", None)
+    for leftover in ("PREFECT_API_URL", "MLFLOW_TRACKING_URI", "MLOPS_TRACKING_URI"):  # set by earlier tests
+        env.pop(leftover, None)
     log = tmp_path / f"pipeline-{time.monotonic_ns()}.log"
     command = [str(Path(sys.executable).parent / "clothes-pipeline"), "--train-limit", "3000", "--test-limit",
                "500", "--epochs", str(epochs), "--no-container"]  # fmt: skip

@@ -20,9 +20,12 @@ EXAMPLES = sorted((Path(__file__).resolve().parents[1] / "examples" / "images").
 
 
 @pytest.fixture(scope="module")
-def server(model_root):
+def server(model_root, tmp_path_factory):
     port = free_port()
-    env = {**os.environ, "MLOPS_SERVE_HOST": "127.0.0.1", "MLOPS_SERVE_PORT": str(port), "MLOPS_SERVE_WORKERS": "2"}
+    temp = tmp_path_factory.mktemp("server-tmp")
+    env = {**os.environ, "MLOPS_SERVE_HOST": "127.0.0.1", "MLOPS_SERVE_PORT": str(port), "MLOPS_SERVE_WORKERS": "2",
+           "TMPDIR": str(temp)}  # fmt: skip
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
     process = subprocess.Popen(
         [sys.executable, "-m", "serving", "--model-root", str(model_root)], env=env,
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
@@ -36,6 +39,7 @@ def server(model_root):
         output, _ = process.communicate(timeout=30)
         assert process.returncode == 0, output
         assert "Shutting down" in output or "Handling signal: term" in output
+        assert not list(temp.glob("clothes-prometheus-*")), "the metrics directory outlived the server"
 
 
 def true_label(path: Path) -> str:
