@@ -6,14 +6,16 @@ import hmac
 import logging
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import orjson
 from flask import Blueprint, Flask, Response, current_app, g, request
 from prometheus_client import CONTENT_TYPE_LATEST
 from werkzeug.exceptions import HTTPException
+from werkzeug.formparser import parse_form_data
 from werkzeug.routing import BaseConverter
 
 from serving import metrics
@@ -33,11 +35,12 @@ from serving.preprocessing import (
 from serving.settings import ServingSettings
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 IMAGE_TYPES = {"image/png", "image/jpeg"}
 PIXEL_FIELDS = ("image", "images", "instances", "inputs")
 # Image files cost milliseconds of CPU each (parsing a multipart body, decoding): one request at a time
-# per worker does that work, so a burst of large uploads queues behind itself while single-image JSON
-# requests keep slipping in between (under gevent a waiting greenlet yields).
+# per worker does that work, off the event loop (see `offload`), so a burst of large uploads queues
+# behind itself while single-image JSON requests keep being answered.
 IMAGE_WORK = threading.BoundedSemaphore(1)
 api = Blueprint("api", __name__)
 
@@ -117,16 +120,16 @@ def read_pixels() -> np.ndarray:
             check_batch_size(len(payload["images"]))
         return pixels_from_nested(payload["images"], batch=True)
     if mimetype in IMAGE_TYPES:
+        data = read_body()
         with IMAGE_WORK:
-            return decode_files([read_body()])
+            return offload(decode_files, [data], settings())
     if mimetype == "multipart/form-data":
         with IMAGE_WORK:
-            files = request.files.getlist("file")
+            files = offload(multipart_files, request.environ, settings())
             if not files:
                 raise ApiError(400, "multipart upload needs one or more 'file' fields")
             check_batch_size(len(files))
-            time.sleep(0)  # parsing took a while: let waiting requests run
-            return decode_files([f.read() for f in files])
+            return offload(decode_files, files, settings())
     raise ApiError(
         415,
         f"unsupported content type '{mimetype or 'none'}'; send application/json, image/png, "
@@ -134,21 +137,34 @@ def read_pixels() -> np.ndarray:
     )
 
 
-def decode_files(files: list[bytes]) -> np.ndarray:
+def offload(function: Callable[..., T], *args: Any) -> T:
+    """Run CPU-heavy work where it does not stall other requests. The gevent worker installs its hub's
+    native thread pool here: Pillow decodes with the GIL released and Python code gives it up every few
+    milliseconds, so the event loop keeps answering; elsewhere (threads, tests) it is a plain call."""
+    run = current_app.extensions.get("offload")
+    return run(function, *args) if run else function(*args)
+
+
+def multipart_files(environ: dict, settings: ServingSettings) -> list[bytes]:
+    """The `file` parts of a multipart body (no request context needed, so it can run in a thread)."""
+    _stream, _form, files = parse_form_data(
+        environ, max_content_length=settings.max_body_bytes, max_form_parts=settings.max_batch + 8
+    )
+    return [f.read() for f in files.getlist("file")]
+
+
+def decode_files(files: list[bytes], settings: ServingSettings) -> np.ndarray:
     """Image files within the request's decoding budget, which is checked from the headers before any
-    pixel is decoded. Between files the thread yields (a greenlet under gevent), so a request of many
-    large files never holds the worker for more than one image at a time."""
-    budget = settings().max_request_pixels
-    total = sum(decoded_pixels(data, settings().max_image_pixels) for data in files)
+    pixel is decoded."""
+    budget = settings.max_request_pixels
+    total = sum(decoded_pixels(data, settings.max_image_pixels) for data in files)
     if total > budget:
         raise ImageTooLarge(
             f"the {len(files)} images decode to {total:,} pixels, over the budget of {budget:,} per request"
         )
-    decoded = []
-    for data in files:
-        decoded.append(pixels_from_image_bytes(data, settings().max_image_pixels))
-        time.sleep(0)
-    return np.concatenate(decoded).astype(np.float32)
+    return np.concatenate([pixels_from_image_bytes(data, settings.max_image_pixels) for data in files]).astype(
+        np.float32
+    )
 
 
 def predict(model: ServedModel, batch: np.ndarray) -> tuple[np.ndarray, list[str]]:

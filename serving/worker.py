@@ -46,6 +46,13 @@ class BufferingGeventWorker(GeventWorker):
         self.serving_settings = ServingSettings()
         super().init_process()
 
+    def run(self) -> None:
+        # Image decoding runs in one native thread per worker (serving.app.offload), off the event loop.
+        pool = gevent.get_hub().threadpool
+        pool.maxsize = 1
+        self.wsgi.extensions["offload"] = lambda function, *args: pool.apply(function, args)
+        super().run()
+
     def handle_request(self, listener_name, req, sock, addr):
         settings = self.serving_settings
         limit = settings.max_body_bytes
