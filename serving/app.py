@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hmac
 import logging
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -38,10 +37,6 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 IMAGE_TYPES = {"image/png", "image/jpeg"}
 PIXEL_FIELDS = ("image", "images", "instances", "inputs")
-# Image files cost milliseconds of CPU each (parsing a multipart body, decoding): one request at a time
-# per worker does that work, off the event loop (see `offload`), so a burst of large uploads queues
-# behind itself while single-image JSON requests keep being answered.
-IMAGE_WORK = threading.BoundedSemaphore(1)
 api = Blueprint("api", __name__)
 
 
@@ -120,16 +115,13 @@ def read_pixels() -> np.ndarray:
             check_batch_size(len(payload["images"]))
         return pixels_from_nested(payload["images"], batch=True)
     if mimetype in IMAGE_TYPES:
-        data = read_body()
-        with IMAGE_WORK:
-            return offload(decode_files, [data], settings())
+        return offload(decode_files, [read_body()], settings())
     if mimetype == "multipart/form-data":
-        with IMAGE_WORK:
-            files = offload(multipart_files, request.environ, settings())
-            if not files:
-                raise ApiError(400, "multipart upload needs one or more 'file' fields")
-            check_batch_size(len(files))
-            return offload(decode_files, files, settings())
+        files = offload(multipart_files, request.environ, settings())
+        if not files:
+            raise ApiError(400, "multipart upload needs one or more 'file' fields")
+        check_batch_size(len(files))
+        return offload(decode_files, files, settings())
     raise ApiError(
         415,
         f"unsupported content type '{mimetype or 'none'}'; send application/json, image/png, "
@@ -138,9 +130,10 @@ def read_pixels() -> np.ndarray:
 
 
 def offload(function: Callable[..., T], *args: Any) -> T:
-    """Run CPU-heavy work where it does not stall other requests. The gevent worker installs its hub's
-    native thread pool here: Pillow decodes with the GIL released and Python code gives it up every few
-    milliseconds, so the event loop keeps answering; elsewhere (threads, tests) it is a plain call."""
+    """Run CPU-heavy work (multipart parsing, image decoding) where it does not stall other requests.
+    The gevent worker installs its hub's thread pool here, one native thread per worker: large uploads
+    queue behind each other while the event loop keeps answering everything else (Pillow decodes with
+    the GIL released; Python code gives it up every few ms). Elsewhere (threads, tests) a plain call."""
     run = current_app.extensions.get("offload")
     return run(function, *args) if run else function(*args)
 
