@@ -10,39 +10,11 @@ import subprocess
 import sys
 from typing import Any
 
-# Run as a separate process: when the CLI dies without cleaning up (SIGKILL, OOM killer), its children
-# (Prefect's temporary API server, Dask workers) would run on forever. This watches the CLI through a
-# pipe, remembers its descendants, and stops them once the pipe closes. Nothing in Prefect or the
-# standard library does this (PR_SET_PDEATHSIG can only be set by the child itself).
-REAPER = """
-import sys, time, psutil
-parent = psutil.Process(int(sys.argv[1]))
-me = psutil.Process()
-known = {}
-import select
-while True:
-    readable, _, _ = select.select([sys.stdin], [], [], 1.0)
-    if readable and not sys.stdin.buffer.read1(1):
-        break  # the parent is gone (its end of the pipe closed)
-    try:
-        known.update({c.pid: c for c in parent.children(recursive=True) if c.pid != me.pid})
-    except psutil.NoSuchProcess:
-        break
-alive = [p for p in known.values() if p.is_running()]
-for process in alive:
-    try:
-        process.terminate()
-    except psutil.NoSuchProcess:
-        pass
-gone, alive = psutil.wait_procs(alive, timeout=5)
-for process in alive:
-    process.kill()
-"""
-
 
 def start_orphan_reaper() -> subprocess.Popen:
+    """`flows.reaper` stops this process's children if it dies without cleaning up (SIGKILL)."""
     return subprocess.Popen(
-        [sys.executable, "-c", REAPER, str(os.getpid())], stdin=subprocess.PIPE, start_new_session=True
+        [sys.executable, "-m", "flows.reaper", str(os.getpid())], stdin=subprocess.PIPE, start_new_session=True
     )
 
 

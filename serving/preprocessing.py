@@ -73,11 +73,9 @@ def pixels_from_image_bytes(data: bytes, max_pixels: int = MAX_IMAGE_PIXELS) -> 
     if not data:
         raise InvalidInput("empty image file")
     try:
-        with Image.open(io.BytesIO(data)) as image:
+        with _open(data) as image:
             if image.format not in {"PNG", "JPEG"}:
                 raise InvalidInput(f"unsupported image format {image.format}; send PNG or JPEG")
-            if image.format == "JPEG":
-                image.draft("L", (JPEG_DRAFT_SIZE, JPEG_DRAFT_SIZE))
             check_budget(image, max_pixels)
             gray = image.convert("L")
             if gray.size != (IMAGE_SIZE, IMAGE_SIZE):
@@ -87,6 +85,15 @@ def pixels_from_image_bytes(data: bytes, max_pixels: int = MAX_IMAGE_PIXELS) -> 
         raise
     except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as exc:
         raise InvalidInput("could not decode the image; send a valid PNG or JPEG") from exc
+
+
+def _open(data: bytes) -> Image.Image:
+    """The image with only its header read; a JPEG set to decode at the smallest DCT scale that keeps
+    JPEG_DRAFT_SIZE, so its size is already what decoding will cost."""
+    image = Image.open(io.BytesIO(data))
+    if image.format == "JPEG":
+        image.draft("L", (JPEG_DRAFT_SIZE, JPEG_DRAFT_SIZE))
+    return image
 
 
 def check_budget(image: Image.Image, max_pixels: int) -> None:
@@ -101,9 +108,7 @@ def decoded_pixels(data: bytes, max_pixels: int = MAX_IMAGE_PIXELS) -> int:
     """Pixels an image will decode to (after JPEG draft scaling), from its header only: ImageTooLarge
     if one image is over `max_pixels`, 0 if the header is unreadable (decoding then says why)."""
     try:
-        with Image.open(io.BytesIO(data)) as image:
-            if image.format == "JPEG":
-                image.draft("L", (JPEG_DRAFT_SIZE, JPEG_DRAFT_SIZE))
+        with _open(data) as image:
             check_budget(image, max_pixels)
             return image.width * image.height
     except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError):

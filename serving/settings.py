@@ -7,6 +7,8 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from serving.preprocessing import MAX_IMAGE_PIXELS
+
 
 class ServingSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="MLOPS_SERVE_", extra="ignore")
@@ -30,7 +32,7 @@ class ServingSettings(BaseSettings):
     body_timeout: float = Field(default=10, gt=0, description="seconds to receive a request's body; then 408")
     worker_connections: int = Field(default=512, ge=1, description="open connections per worker")
     max_image_pixels: int = Field(
-        default=1_600_000, ge=784, description="decoded pixels per image file (JPEG: after DCT downscaling)"
+        default=MAX_IMAGE_PIXELS, ge=784, description="decoded pixels per image file (JPEG: after DCT downscaling)"
     )
     max_request_pixels: int = Field(
         default=2_000_000, ge=784, description="decoded pixels of all image files in one request"

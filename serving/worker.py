@@ -42,11 +42,9 @@ def _reply_and_close(sock, status: str, message: str) -> None:
 
 
 class BufferingGeventWorker(GeventWorker):
-    def init_process(self) -> None:
-        self.serving_settings = ServingSettings()
-        super().init_process()
-
     def run(self) -> None:
+        # The app's own settings: the limits enforced here are the ones it documents.
+        self.serving_settings: ServingSettings = self.wsgi.extensions["serving_settings"]
         # Image decoding runs in one native thread per worker (serving.app.offload), off the event loop.
         pool = gevent.get_hub().threadpool
         pool.maxsize = 1

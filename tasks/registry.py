@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import subprocess
-import time
-import urllib.request
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -19,6 +17,7 @@ from mlflow.models import infer_signature
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
+from serving.client import ClientError, wait_until_ready
 from serving.preprocessing import to_model_input
 from tasks.data import Dataset
 from tasks.evaluate import evaluate_model
@@ -40,20 +39,13 @@ def check_tracking_server(uri: str, timeout: float = 20) -> None:
     retries with backoff for minutes before it gives up, long after training has been paid for."""
     if not uri.startswith(("http://", "https://")):
         return
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=5) as response:
-                if response.status == 200:
-                    return
-        except OSError as exc:
-            error = exc
-        if time.monotonic() + 2 > deadline:
-            raise TrackingUnavailable(
-                f"MLflow tracking server {uri} does not answer ({error}); start it (`make up`) or point "
-                "MLOPS_TRACKING_URI at a running one"
-            )
-        time.sleep(2)
+    try:
+        wait_until_ready(uri, timeout, path="/health")
+    except ClientError as exc:
+        raise TrackingUnavailable(
+            f"MLflow tracking server {uri} does not answer ({exc}); start it (`make up`) or point "
+            "MLOPS_TRACKING_URI at a running one"
+        ) from exc
 
 
 def configure_mlflow(settings: Settings) -> str:
