@@ -15,17 +15,11 @@ import time
 from pathlib import Path
 
 from serving.client import wait_until_ready
-from tasks.container import (
-    PROJECT_DIR,
-    build_context,
-    build_image,
-    ensure_wheelhouse,
-    free_port,
-    serving_requirements,
-)
-from tasks.data import FASHION_MNIST_CLASSES
+from tasks.dataset import FASHION_MNIST_CLASSES
+from tasks.docker_engine import free_port, require_docker
 from tasks.export import build_metadata, export_model
-from tasks.release import require_docker
+from tasks.image import build_context, build_image, ensure_wheelhouse, serving_requirements
+from tasks.settings import PROJECT_DIR
 from tasks.train import build_lenet5
 
 TAG = "clothes-bench:latest"

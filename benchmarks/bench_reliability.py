@@ -32,7 +32,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_serving import prepare_model, stop
 
 from serving.client import wait_until_ready
-from tasks.container import free_port, probe_latencies
+from tasks.docker_engine import free_port
+from tasks.load import probe_latencies
 
 IMAGE = orjson.dumps({"image": np.random.default_rng(0).integers(0, 256, (28, 28)).tolist()})
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from serving.client import wait_until_ready
-from tasks.container import free_port
+from tasks.docker_engine import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 60e3}
@@ -71,11 +71,13 @@ def run_wrk(url: str, body_file: Path, connections: int, seconds: int, threads: 
 
 def prepare_model(workdir: Path, data_dir: Path | None) -> tuple[Path, Path, list]:
     """A LeNet-5 trained briefly on real data, saved as .keras (baseline) and exported (our server)."""
-    from tasks.data import load_fashion_mnist
     from tasks.export import build_metadata, export_model
-    from tasks.train import TrainParams, train_model
+    from tasks.params import TrainParams
+    from tasks.settings import Settings
+    from tasks.sources import load_fashion_mnist
+    from tasks.train import train_model
 
-    dataset = load_fashion_mnist(data_dir).subset(10_000, 1_000)
+    dataset = load_fashion_mnist(Settings().fashion_mnist_dir(data_dir)).subset(10_000, 1_000)
     model = train_model(dataset, TrainParams(epochs=1)).model
     keras_file = workdir / "model.keras"
     model.save(keras_file)

@@ -1,14 +1,27 @@
-"""What the flows' console scripts share: run the flow locally, print its result or why it failed, and
-leave nothing running behind when the process is stopped or killed."""
+"""The flows' console scripts: a command line generated from each flow's own signature (cyclopts,
+the CLI library Prefect itself is built on, reads pydantic models into dotted options such as
+`--train.epochs 5` or whole JSON such as `--train '{"epochs": 5}'`), so a parameter is declared
+once, in the flow. The command runs the flow locally, prints its result or why it failed, and leaves
+nothing running behind when the process is stopped or killed."""
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import signal
 import subprocess
 import sys
+from collections.abc import Callable
 from typing import Any
+
+import cyclopts
+
+# Console scripts run outside `make`, where a fresh PREFECT_HOME's temporary server needs this long.
+PREFECT_DEFAULTS = {
+    "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+}
 
 
 def start_orphan_reaper() -> subprocess.Popen:
@@ -23,7 +36,7 @@ def _exit_on_signal(signum: int, _frame: Any) -> None:
     raise SystemExit(128 + signum)
 
 
-def run_and_report(flow: Any, **parameters: Any) -> int:
+def run_and_report(flow: Any, *args: Any, **parameters: Any) -> int:
     """Exit status 0 with the result as JSON on stdout, or 1 with the failure message on stderr.
 
     SIGTERM ends the process like Ctrl-C does: the flow run ends Crashed, the MLflow run KILLED and
@@ -31,9 +44,32 @@ def run_and_report(flow: Any, **parameters: Any) -> int:
     hands the signal back to this one afterwards."""
     start_orphan_reaper()  # its pipe closes when this process exits, however it exits
     signal.signal(signal.SIGTERM, _exit_on_signal)
-    state = flow(**parameters, return_state=True)
+    state = flow(*args, **parameters, return_state=True)
     if state.is_failed():
         print(f"{flow.name} failed: {state.message}", file=sys.stderr)
         return 1
     print(json.dumps(state.result(), indent=2, default=str))
     return 0
+
+
+def flow_app(flow: Any, prog: str, run: Callable[..., int] | None = None) -> cyclopts.App:
+    """`prog`'s command line: the parameters of `flow`'s function, documented by their pydantic
+    descriptions. `run(flow, *args, **kwargs)` replaces `run_and_report` (e.g. to pick a task runner)."""
+    app = cyclopts.App(name=prog, help=flow.description, result_action="return_value", version_flags=[])
+
+    @functools.wraps(flow.fn)
+    def command(*args: Any, **kwargs: Any) -> int:
+        return (run or run_and_report)(flow, *args, **kwargs)
+
+    app.default(command)
+    return app
+
+
+def console_script(app: cyclopts.App) -> Callable[[list[str] | None], int]:
+    def main(argv: list[str] | None = None) -> int:
+        for key, value in PREFECT_DEFAULTS.items():
+            os.environ.setdefault(key, value)
+        result = app(sys.argv[1:] if argv is None else argv)
+        return result if isinstance(result, int) else 0
+
+    return main

@@ -2,24 +2,25 @@
 
 from __future__ import annotations
 
-import argparse
 import sys
 
 from mlflow import MlflowClient
-from prefect import flow, get_run_logger
+from prefect import flow, get_run_logger, task
+from prefect.cache_policies import NO_CACHE
 
-from flows.cli import run_and_report
-from tasks.container import ContainerStageError
-from tasks.registry import champion_version, configure_mlflow, promote_version
-from tasks.release import deploy_task, released_image, require_docker, tag_champion
+from flows.cli import console_script, flow_app
+from tasks.deploy import deploy_task, released_image, tag_champion
+from tasks.docker_engine import ContainerStageError, require_docker
+from tasks.params import ModelRef
+from tasks.registry import champion_version, promote_version
 from tasks.settings import Settings
+from tasks.tracking import configure_mlflow
 
 
-@flow(name="rollback")
-def rollback(model_name: str | None = None) -> dict:
-    """Fails without touching anything when there is no previous champion or its image is gone."""
-    settings = Settings()
-    name = model_name or settings.model_name
+@task(name="find-rollback-target", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[2, 10])
+def rollback_target_task(name: str, settings: Settings) -> tuple[ModelRef, ModelRef, str]:
+    """(current champion, the champion before it, that one's image); fails when there is nothing to
+    return to or its image is gone, before anything changes."""
     configure_mlflow(settings)
     current = champion_version(name)
     if current is None:
@@ -28,21 +29,35 @@ def rollback(model_name: str | None = None) -> dict:
     if not target:
         raise ContainerStageError(f"{name} v{current.version} has no previous champion to roll back to")
     image = released_image(MlflowClient().get_model_version(name, target), settings)
-    docker = require_docker()
-    docker.images.get(image)  # raises ImageNotFound before anything changes
+    require_docker().images.get(image)  # raises ImageNotFound
+    return ModelRef(name, int(current.version)), ModelRef(name, int(target)), image
+
+
+@task(name="move-champion-back", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[2, 10])
+def restore_champion_task(current: ModelRef, target: ModelRef, image: str, settings: Settings) -> None:
+    promote_version(target, {"rolled_back_from": str(current.version)}, record_previous=False)
+    tag_champion(require_docker(), image, settings)
+
+
+@flow(name="rollback")
+def rollback(model_name: str | None = None) -> dict:
+    """Redeploy the previous champion's image and move `champion` back to it.
+
+    Parameters
+    ----------
+    model_name
+        Unset: MLOPS_MODEL_NAME ('clothes').
+    """
+    settings = Settings()
+    current, target, image = rollback_target_task(model_name or settings.model_name, settings)
     container = deploy_task(image, target, settings)
-    promote_version(name, target, {"rolled_back_from": str(current.version)}, record_previous=False)
-    tag_champion(docker, image, settings)
-    get_run_logger().info("rolled back %s from v%s to v%s (%s)", name, current.version, target, image)
-    return {"model_name": name, "from_version": str(current.version), "to_version": target, "container": container}
+    restore_champion_task(current, target, image, settings)
+    get_run_logger().info("rolled back %s from v%s to v%s (%s)", target.name, current.version, target.version, image)
+    return {"model_name": target.name, "from_version": str(current.version), "to_version": str(target.version),
+            "container": container}  # fmt: skip
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="clothes-rollback", description=rollback.__doc__)
-    parser.add_argument("--model-name")
-    args = parser.parse_args(argv)
-    return run_and_report(rollback, model_name=args.model_name)
-
+main = console_script(flow_app(rollback, "clothes-rollback"))
 
 if __name__ == "__main__":
     sys.exit(main())

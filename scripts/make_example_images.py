@@ -8,7 +8,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from tasks.data import load_fashion_mnist
+from tasks.settings import Settings
+from tasks.sources import load_fashion_mnist
 
 
 def main() -> None:
@@ -17,7 +18,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("examples/images"))
     parser.add_argument("--per-class", type=int, default=10)
     args = parser.parse_args()
-    dataset = load_fashion_mnist(args.data_dir)
+    dataset = load_fashion_mnist(Settings().fashion_mnist_dir(args.data_dir))
     args.out.mkdir(parents=True, exist_ok=True)
     for class_id, name in enumerate(dataset.class_names):
         slug = "".join(ch if ch.isalnum() else "-" for ch in name).lower()

@@ -1,7 +1,7 @@
 """Prediction log: compact JSON Lines records of every prediction (and feedback), for drift monitoring.
 
 A line holds one request: its images' ids, predicted classes, confidences and input statistics as
-columns (`tasks.monitoring.read_records` expands them to one record per prediction).
+columns (`serving.log_records` defines the record types; the monitor expands them per prediction).
 
 Each worker process writes its own file (no interleaving between processes) and rotates it by
 size: `predictions-<host>-<pid>.jsonl`, rotated to `predictions-<host>-<pid>-<time>.jsonl`.
@@ -17,12 +17,14 @@ import os
 import socket
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import orjson
 
 from serving import metrics
+from serving.log_records import FeedbackLine, LogGapLine, PredictionsLine
 
 log = logging.getLogger(__name__)
 DARK_LEVEL = 0.1  # a pixel darker than 10% of full scale counts as background
@@ -40,6 +42,16 @@ def input_summary(batch: np.ndarray) -> dict[str, np.ndarray]:
         "std": np.sqrt(np.maximum(mean_square - mean * mean, 0)),
         "dark_fraction": np.count_nonzero(flat < DARK_LEVEL, axis=1) / n,
     }
+
+
+@dataclass
+class _PendingPredictions:
+    time: float
+    ids: list[str]
+    model: str
+    version: int
+    probabilities: np.ndarray
+    images: np.ndarray  # model inputs (N, 28, 28, 1) in 0-1
 
 
 class PredictionLog:
@@ -73,7 +85,7 @@ class PredictionLog:
         self.error: str | None = None  # set while writes fail: what /health/ready reports
         self._lock = threading.Lock()  # guards _pending, _pending_images, _dropped
         self._write_lock = threading.Lock()  # one writer at a time (flush thread, close)
-        self._pending: list[tuple] = []
+        self._pending: list[_PendingPredictions | FeedbackLine] = []
         self._pending_images = 0
         self._dropped = 0  # since the last successful write
         self._handle = None
@@ -87,7 +99,7 @@ class PredictionLog:
     def path(self) -> Path:
         return self.directory / f"predictions-{socket.gethostname()}-{os.getpid()}.jsonl"
 
-    def _submit(self, item: tuple, images: int) -> None:
+    def _submit(self, item: _PendingPredictions | FeedbackLine, images: int) -> None:
         with self._lock:
             if self._pid != os.getpid():  # first record in this (forked) worker: start its writer
                 self._pid = os.getpid()
@@ -107,10 +119,13 @@ class PredictionLog:
     def log_predictions(
         self, ids: list[str], model: str, version: int, probabilities: np.ndarray, batch: np.ndarray
     ) -> None:
-        self._submit(("prediction", time.time(), ids, model, version, probabilities, batch), len(ids))
+        self._submit(_PendingPredictions(time.time(), ids, model, version, probabilities, batch), len(ids))
 
     def log_feedback(self, record_id: str, model: str, version: int, class_id: int) -> None:
-        self._submit(("feedback", time.time(), record_id, model, version, class_id), 0)
+        record = FeedbackLine(
+            type="feedback", time=time.time(), model=model, version=version, id=record_id, true_class_id=class_id
+        )  # fmt: skip
+        self._submit(record, 0)
 
     def _flush_loop(self) -> None:
         while not self._stop.is_set():
@@ -127,12 +142,13 @@ class PredictionLog:
         lines = self._lines(pending)
         if dropped or self.error is not None:
             # say what is missing (this also probes a failed disk), on a fresh line in case a failure tore one
-            lines.insert(0, b"\n" + orjson.dumps({"type": "log_gap", "time": time.time(), "dropped": dropped}) + b"\n")
+            gap = LogGapLine(type="log_gap", time=time.time(), dropped=dropped)
+            lines.insert(0, b"\n" + orjson.dumps(gap) + b"\n")
         with self._write_lock:
             try:
                 self._write(lines)
             except OSError as exc:
-                self._fail(exc, sum(len(item[2]) for item in pending if item[0] == "prediction"))
+                self._fail(exc, sum(len(item.ids) for item in pending if isinstance(item, _PendingPredictions)))
                 return
         with self._lock:
             self._dropped -= dropped
@@ -164,30 +180,30 @@ class PredictionLog:
             log.warning("prediction log %s not writable (%s): dropping records until it is", self.path, exc)
         self.error = f"{type(exc).__name__}: {exc.strerror or exc}"
 
-    def _lines(self, pending: list[tuple]) -> list[bytes]:
+    def _lines(self, pending: list[_PendingPredictions | FeedbackLine]) -> list[bytes]:
         """One line per request, columnar (one entry per image), so a batch of 256 costs one dump."""
-        predictions = [item for item in pending if item[0] == "prediction"]
+        predictions = [item for item in pending if isinstance(item, _PendingPredictions)]
         if predictions:
-            summary = input_summary(np.concatenate([item[6] for item in predictions]))
+            summary = input_summary(np.concatenate([item.images for item in predictions]))
         lines, row = [], 0
         for item in pending:
-            if item[0] == "feedback":
-                _kind, now, record_id, model, version, class_id = item
-                record = {"type": "feedback", "id": record_id, "time": now, "model": model, "version": version,
-                          "true_class_id": class_id}  # fmt: skip
-            else:
-                _kind, now, ids, model, version, probabilities, images = item
-                class_ids = probabilities.argmax(axis=1)
-                rows = slice(row, row + len(ids))
-                row += len(ids)
-                record = {
-                    "type": "predictions", "time": now, "model": model, "version": version, "ids": ids,
-                    "class_id": class_ids, "confidence": probabilities[np.arange(len(ids)), class_ids],
-                    **{key: np.ascontiguousarray(values[rows]) for key, values in summary.items()},
-                }  # fmt: skip
+            record: PredictionsLine | FeedbackLine
+            if isinstance(item, _PendingPredictions):
+                class_ids = item.probabilities.argmax(axis=1)
+                rows = slice(row, row + len(item.ids))
+                row += len(item.ids)
+                # numpy columns: orjson writes them as lists (OPT_SERIALIZE_NUMPY) without a Python loop
+                record = PredictionsLine(
+                    type="predictions", time=item.time, model=item.model, version=item.version, ids=item.ids,
+                    class_id=class_ids, confidence=item.probabilities[np.arange(len(item.ids)), class_ids],
+                    mean=summary["mean"][rows], std=summary["std"][rows],
+                    dark_fraction=summary["dark_fraction"][rows],
+                )  # type: ignore[typeddict-item]  # fmt: skip
                 if self.store_inputs:
-                    pixels = np.clip(np.rint(images[..., 0] * 255), 0, 255).astype(np.uint8)
+                    pixels = np.clip(np.rint(item.images[..., 0] * 255), 0, 255).astype(np.uint8)
                     record["pixels"] = [base64.b64encode(p.tobytes()).decode() for p in pixels]
+            else:
+                record = item
             lines.append(orjson.dumps(record, option=orjson.OPT_SERIALIZE_NUMPY) + b"\n")
         return lines
 

@@ -7,18 +7,16 @@ import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 from mlflow import MlflowClient
 from mlflow.entities import Metric
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
+from sklearn.metrics import accuracy_score, confusion_matrix, precision_recall_fscore_support
 
 from serving.preprocessing import to_model_input
-
-if TYPE_CHECKING:
-    from tasks.data import Dataset
+from tasks.dataset import Dataset
 
 
 @dataclass(frozen=True)
@@ -53,39 +51,36 @@ class Evaluation:
         return metrics
 
 
-def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -> np.ndarray:
-    return np.bincount(num_classes * y_true + y_pred, minlength=num_classes * num_classes).reshape(
-        num_classes, num_classes
-    )
-
-
 def compute_metrics(y_true: np.ndarray, y_pred: np.ndarray, class_names: Sequence[str]) -> Evaluation:
-    """Precision of a class never predicted is 0 (as scikit-learn's zero_division=0)."""
-    y_true, y_pred = np.asarray(y_true, dtype=np.int64), np.asarray(y_pred, dtype=np.int64)
-    cm = confusion_matrix(y_true, y_pred, len(class_names))
-    tp = np.diag(cm).astype(np.float64)
-    predicted, support = cm.sum(axis=0), cm.sum(axis=1)
-    precision = np.divide(tp, predicted, out=np.zeros_like(tp), where=predicted > 0)
-    recall = np.divide(tp, support, out=np.zeros_like(tp), where=support > 0)
-    denom = precision + recall
-    f1 = np.divide(2 * precision * recall, denom, out=np.zeros_like(tp), where=denom > 0)
+    """scikit-learn's metrics; a class never predicted has precision 0 (zero_division=0), not NaN."""
+    labels = list(range(len(class_names)))
+    precision, recall, f1, support = precision_recall_fscore_support(
+        y_true, y_pred, labels=labels, zero_division=0
+    )  # fmt: skip
     per_class = {
         name: {"precision": float(p), "recall": float(r), "f1": float(f), "support": int(s)}
         for name, p, r, f, s in zip(class_names, precision, recall, f1, support, strict=True)
     }
     return Evaluation(
-        accuracy=float(tp.sum() / max(len(y_true), 1)),
+        accuracy=float(accuracy_score(y_true, y_pred)) if len(y_true) else 0.0,
         macro_precision=float(precision.mean()),
         macro_recall=float(recall.mean()),
         macro_f1=float(f1.mean()),
         per_class=per_class,
-        confusion=cm.tolist(),
+        confusion=confusion_matrix(y_true, y_pred, labels=labels).tolist(),
     )
 
 
 def predict_probabilities(model, pixels: np.ndarray, batch_size: int = 2048) -> np.ndarray:
     """Class probabilities for (N, 28, 28) 0-255 pixels, preprocessed exactly as the server does."""
     return np.asarray(model.predict(to_model_input(pixels), batch_size=batch_size, verbose=0))
+
+
+@task(name="predict-test-split", cache_policy=NO_CACHE)
+def predict_task(model, dataset: Dataset) -> np.ndarray:
+    """The candidate's test-split probabilities, computed once per run: evaluation, the monitoring
+    reference and the smoke test's expected answers all use them."""
+    return predict_probabilities(model, dataset.x_test)
 
 
 def evaluate_model(model, x_test: np.ndarray, y_test: np.ndarray, class_names: Sequence[str]) -> Evaluation:
@@ -139,8 +134,6 @@ def plot_training_curves(history: dict[str, list[float]], path: Path) -> Path:
 
 @task(name="evaluate", cache_policy=NO_CACHE)
 def evaluate_task(probabilities: np.ndarray, dataset: Dataset, run_id: str) -> Evaluation:
-    """Scores the candidate's test-split probabilities, predicted once per run and shared with the
-    monitoring reference and the smoke test's expected answers."""
     evaluation = compute_metrics(dataset.y_test, probabilities.argmax(axis=1), dataset.class_names)
     client = MlflowClient()
     now = int(time.time() * 1000)

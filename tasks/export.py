@@ -21,6 +21,7 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from serving.model_store import METADATA_FILE, RUNTIME_FILE
+from tasks.params import ModelRef
 from tasks.registry import load_model_version
 
 METRIC_KEYS = ("test_accuracy", "test_macro_f1", "test_macro_precision", "test_macro_recall")
@@ -77,20 +78,20 @@ def export_model(model, model_root: Path, metadata: dict) -> Path:
     return final
 
 
-def export_registered_version(name: str, version: int | str, model_root: Path) -> Path:
+def export_registered_version(ref: ModelRef, model_root: Path) -> Path:
     """Export exactly what the registry holds (not an in-memory model), so exports are reproducible."""
     client = MlflowClient()
-    model_version = client.get_model_version(name, str(version))
-    model = load_model_version(name, version)
+    model_version = client.get_model_version(ref.name, str(ref.version))
+    model = load_model_version(ref)
     run = client.get_run(model_version.run_id) if model_version.run_id else None
     metrics = {k: run.data.metrics[k] for k in METRIC_KEYS if run and k in run.data.metrics}
     class_names = json.loads(model_version.tags["class_names"])
-    metadata = build_metadata(model, name, int(version), class_names, model_version.run_id, metrics)
+    metadata = build_metadata(model, ref.name, ref.version, class_names, model_version.run_id, metrics)
     return export_model(model, model_root, metadata)
 
 
 @task(name="export-model", cache_policy=NO_CACHE)
-def export_task(name: str, version: str, model_root: Path) -> Path:
-    path = export_registered_version(name, version, model_root)
-    get_run_logger().info("exported %s v%s to %s", name, version, path)
+def export_task(ref: ModelRef, model_root: Path) -> Path:
+    path = export_registered_version(ref, model_root)
+    get_run_logger().info("exported %s to %s", ref, path)
     return path

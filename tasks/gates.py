@@ -8,17 +8,9 @@ from mlflow import MlflowClient
 from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
-from pydantic import BaseModel, Field
 
 from tasks.evaluate import Evaluation
-
-
-class GateThresholds(BaseModel):
-    """Defaults live in `tasks.settings.Settings` (MLOPS_MIN_ACCURACY, ...), the one place to change them."""
-
-    min_accuracy: float = Field(ge=0, le=1)
-    min_class_recall: float = Field(ge=0, le=1)
-    max_regression: float = Field(ge=0, le=1, description="tolerated accuracy drop vs the champion")
+from tasks.params import GateThresholds, ModelRef
 
 
 @dataclass(frozen=True)
@@ -101,10 +93,11 @@ def gates_task(
     run_id: str,
     evaluation: Evaluation,
     thresholds: GateThresholds,
-    champion: tuple[str, float] | None = None,
+    champion: tuple[ModelRef, float] | None = None,
 ) -> list[GateResult]:
-    """Record every verdict in MLflow and as a Prefect artifact; the flow decides what failing means."""
-    champion_label = f"champion v{champion[0]}" if champion else "champion"
+    """Record every verdict in MLflow and as a Prefect artifact; raise GateFailed (the run is marked
+    `candidate_status=rejected`) when any gate fails, so nothing is registered."""
+    champion_label = f"champion v{champion[0].version}" if champion else "champion"
     results = check_gates(evaluation, thresholds, champion[1] if champion else None, champion_label)
     client = MlflowClient()
     for key, value in gate_tags(results).items():
@@ -117,4 +110,8 @@ def gates_task(
     logger = get_run_logger()
     for result in results:
         logger.info("gate %s: %s (%s)", result.name, "PASS" if result.passed else "FAIL", result.detail)
+    failures = failed_gates(results)
+    if failures:
+        client.set_tag(run_id, "candidate_status", "rejected")
+        raise GateFailed("candidate rejected: " + "; ".join(f"{r.name}: {r.detail}" for r in failures))
     return results

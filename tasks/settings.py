@@ -1,4 +1,5 @@
-"""The pipeline's one settings object, read from the environment (prefix ``MLOPS_``).
+"""The pipeline's one settings object, read from the environment (prefix ``MLOPS_``): with
+`tasks.params`, the ground floor. It imports nothing else of the project, so any module can use it.
 
 Serving has its own small settings in ``serving.settings``: the image must not carry pipeline
 configuration (tracking URIs, thresholds) it never uses.
@@ -12,13 +13,22 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from tasks.gates import GateThresholds
+from tasks.params import GateThresholds
 
+PROJECT_DIR = Path(__file__).resolve().parents[1]
 DEBIAN_DATA_DIR = Path("/usr/share/datasets/fashion-mnist")
+# The files a Fashion-MNIST directory must hold (Keras' IDX .gz layout).
+IDX_FILES = {
+    "x_train": "train-images-idx3-ubyte.gz",
+    "y_train": "train-labels-idx1-ubyte.gz",
+    "x_test": "t10k-images-idx3-ubyte.gz",
+    "y_test": "t10k-labels-idx1-ubyte.gz",
+}
 
 
 class Settings(BaseSettings):
-    """Defaults work on a laptop with nothing running: MLflow in SQLite under ``mlruns/``."""
+    """Defaults work on a laptop with nothing running: MLflow in SQLite under ``mlruns/``.
+    Built once per flow run and passed down."""
 
     model_config = SettingsConfigDict(env_prefix="MLOPS_", extra="ignore")
 
@@ -62,7 +72,16 @@ class Settings(BaseSettings):
             return self.tracking_uri
         if os.environ.get("MLFLOW_TRACKING_URI"):
             return os.environ["MLFLOW_TRACKING_URI"]
+        return self.sqlite_store_uri
+
+    @property
+    def sqlite_store_uri(self) -> str:
+        """The embedded store `make run`, `make mlflow-ui` and `make up` share."""
         return f"sqlite:///{(self.mlruns_dir / 'mlflow.db').resolve()}"
+
+    @property
+    def artifact_location(self) -> str:
+        return (self.mlruns_dir / "artifacts").resolve().as_uri()
 
     def gate_thresholds(self) -> GateThresholds:
         return GateThresholds(
@@ -71,6 +90,16 @@ class Settings(BaseSettings):
             max_regression=self.max_regression,
         )
 
-    @property
-    def artifact_location(self) -> str:
-        return (self.mlruns_dir / "artifacts").resolve().as_uri()
+    def fashion_mnist_dir(self, explicit: Path | None = None) -> Path | None:
+        """Where Fashion-MNIST is, in order: `explicit`, MLOPS_DATA_DIR, a `shared/data/fashion-mnist`
+        beside the project, Debian's `dataset-fashion-mnist` package. None: none of them has the files.
+        An explicit or configured directory is returned even when incomplete, so the loader names it."""
+        if explicit is not None or self.data_dir is not None:
+            return Path(explicit or self.data_dir)  # type: ignore[arg-type]
+        for candidate in DATA_CANDIDATES:
+            if all((candidate / name).is_file() for name in IDX_FILES.values()):
+                return candidate
+        return None
+
+
+DATA_CANDIDATES = (PROJECT_DIR.parent / "shared" / "data" / "fashion-mnist", DEBIAN_DATA_DIR)

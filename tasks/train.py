@@ -7,51 +7,19 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 from mlflow import MlflowClient
 from mlflow.entities import Metric, Param
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
-from pydantic import BaseModel, ConfigDict, Field
 
 from serving.preprocessing import to_model_input
-from tasks.data import Dataset, stratified_split
+from tasks.dataset import Dataset, stratified_split
 from tasks.evaluate import plot_training_curves
+from tasks.params import Architecture, TrainParams
 
 EpochCallback = Callable[[int, dict[str, float]], None]
-
-
-class Architecture(BaseModel):
-    """LeNet-5 and its variants; the defaults are the course's LeNet-5 exactly (44,426 parameters)."""
-
-    model_config = ConfigDict(extra="forbid")  # a misspelt field must not silently train the default
-
-    conv1_filters: int = Field(default=6, ge=1, le=256)
-    conv2_filters: int = Field(default=16, ge=1, le=256)
-    dense1: int = Field(default=120, ge=1, le=2048)
-    dense2: int = Field(default=84, ge=1, le=2048)
-    dropout: float = Field(default=0.0, ge=0, lt=1, description="before each dense layer")
-    batch_norm: bool = Field(default=False, description="after each convolution")
-    pooling: Literal["avg", "max"] = Field(default="avg", description="LeNet-5 averages; max pooling often does better")
-
-
-class TrainParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    architecture: Architecture = Field(default_factory=Architecture)
-    epochs: int = Field(default=40, ge=1, le=500, description="upper bound; early stopping usually ends sooner")
-    batch_size: int = Field(default=128, ge=1, le=8192)
-    learning_rate: float = Field(default=2e-3, gt=0, le=1)
-    seed: int = Field(default=42, description="weights, shuffling and augmentation")
-    split_seed: int = Field(default=42, description="train/validation split; fixed so trials compare on one split")
-    patience: int = Field(default=4, ge=1, description="early stopping patience on validation loss")
-    lr_patience: int = Field(default=1, ge=1, description="epochs without val-loss progress before lowering lr")
-    lr_factor: float = Field(default=0.3, gt=0, lt=1, description="learning-rate multiplier on a plateau")
-    weight_decay: float = Field(default=0.0, ge=0, description="AdamW decoupled weight decay; 0 means Adam")
-    validation_fraction: float = Field(default=0.1, gt=0, lt=1)
-    augment: bool = Field(default=False, description="random shifts of up to 2 px and left-right flips in training")
 
 
 @dataclass
@@ -155,12 +123,6 @@ def train_model(dataset: Dataset, params: TrainParams, on_epoch_end: EpochCallba
     return TrainResult(model, history, int(np.argmin(history["val_loss"])), epochs_run)
 
 
-def flat_params(params: TrainParams) -> dict[str, object]:
-    """One level, as MLflow shows parameters: architecture fields without a prefix."""
-    flat = params.model_dump(exclude={"architecture"})
-    return {**params.architecture.model_dump(), **flat}
-
-
 def epoch_reporter(client: MlflowClient, run_id: str, epochs: int) -> EpochCallback:
     """Each epoch's metrics go to MLflow and the Prefect log as they happen, so a long run can be followed."""
     logger = get_run_logger()
@@ -185,7 +147,7 @@ def train_task(dataset: Dataset, params: TrainParams, run_id: str) -> TrainResul
     """The pipeline's training stage: params, curves and timings on the pipeline's MLflow run."""
     logger = get_run_logger()
     client = MlflowClient()
-    client.log_batch(run_id, params=[Param(f"train.{k}", str(v)) for k, v in flat_params(params).items()])
+    client.log_batch(run_id, params=[Param(f"train.{k}", str(v)) for k, v in params.flat().items()])
     started = time.perf_counter()
     result = train_model(dataset, params, epoch_reporter(client, run_id, params.epochs))
     seconds = time.perf_counter() - started

@@ -36,26 +36,22 @@ for _key, _value in {
 os.environ.pop("MLFLOW_TRACKING_URI", None)
 os.environ.pop("MLOPS_TRACKING_URI", None)
 
-DATA_CANDIDATES = [
-    os.environ.get("MLOPS_DATA_DIR"),
-    str(REPO.parent / "shared" / "data" / "fashion-mnist"),
-    "/usr/share/datasets/fashion-mnist",
-]
-
 
 @pytest.fixture(scope="session")
 def fashion_dir() -> Path:
-    """The real Fashion-MNIST IDX files; tests never download anything."""
-    for candidate in DATA_CANDIDATES:
-        if candidate and (Path(candidate) / "t10k-labels-idx1-ubyte.gz").is_file():
-            return Path(candidate)
-    pytest.skip("Fashion-MNIST IDX files not found (set MLOPS_DATA_DIR)")
+    """The real Fashion-MNIST IDX files, found as the pipeline finds them; tests never download anything."""
+    from tasks.settings import Settings
+
+    directory = Settings().fashion_mnist_dir()
+    if directory is None or not (directory / "t10k-labels-idx1-ubyte.gz").is_file():
+        pytest.skip("Fashion-MNIST IDX files not found (set MLOPS_DATA_DIR)")
+    return directory
 
 
 @pytest.fixture(scope="session")
 def small_dataset(fashion_dir: Path):
     """A small real subset: 2,000 train / 500 test images."""
-    from tasks.data import load_fashion_mnist
+    from tasks.sources import load_fashion_mnist
 
     return load_fashion_mnist(fashion_dir).subset(2000, 500)
 
@@ -84,8 +80,9 @@ def mlflow_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 @pytest.fixture(scope="session")
 def trained_model(fashion_dir: Path):
     """LeNet-5 after 3 quick epochs on the full training split (~85% test accuracy, ~10 s)."""
-    from tasks.data import load_fashion_mnist
-    from tasks.train import TrainParams, train_model
+    from tasks.params import TrainParams
+    from tasks.sources import load_fashion_mnist
+    from tasks.train import train_model
 
     dataset = load_fashion_mnist(fashion_dir)
     return train_model(dataset, TrainParams(epochs=3, validation_fraction=0.05)).model
@@ -94,7 +91,7 @@ def trained_model(fashion_dir: Path):
 @pytest.fixture(scope="session")
 def model_root(tmp_path_factory: pytest.TempPathFactory, trained_model) -> Path:
     """An exported store serving `clothes` v1 and v2 side by side, like a real deployment."""
-    from tasks.data import FASHION_MNIST_CLASSES
+    from tasks.dataset import FASHION_MNIST_CLASSES
     from tasks.export import build_metadata, export_model
 
     root = tmp_path_factory.mktemp("models")
@@ -108,7 +105,7 @@ def model_root(tmp_path_factory: pytest.TempPathFactory, trained_model) -> Path:
 def docker_engine():
     """The local Docker engine. CI starts one (scripts/docker-engine.sh up) and sets MLOPS_REQUIRE_DOCKER=1,
     so there a missing engine fails the run instead of skipping these tests."""
-    from tasks.release import docker_client
+    from tasks.docker_engine import docker_client
 
     client = docker_client()
     if client is None:
@@ -132,8 +129,7 @@ def tree_digest(root: Path) -> dict[str, str]:
 
 def production_container_ids() -> set[str]:
     """Production containers this suite did not create (its own deployments are named clothes-test-*)."""
-    from tasks.container import LABEL
-    from tasks.release import docker_client
+    from tasks.docker_engine import LABEL, docker_client
 
     client = docker_client()
     if client is None:

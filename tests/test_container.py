@@ -14,12 +14,10 @@ from mlflow import MlflowClient
 from flows.pipeline import train_and_deploy
 from flows.rollback import rollback
 from tasks import export as export_module
-from tasks.container import LABEL, free_port, production_containers
-from tasks.data import DataSpec
-from tasks.gates import GateThresholds
+from tasks.deploy import production_containers
+from tasks.docker_engine import LABEL, free_port
+from tasks.params import ContainerParams, DataSpec, GateThresholds, TrainParams
 from tasks.registry import CHAMPION
-from tasks.release import ContainerParams
-from tasks.train import TrainParams
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 LENIENT = GateThresholds(min_accuracy=0.5, min_class_recall=0.0, max_regression=0.2)

@@ -7,20 +7,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tasks.data import (
-    FASHION_MNIST_CLASSES,
-    IDX_FILES,
-    Dataset,
-    DataSpec,
-    DataValidationError,
-    load_dataset,
-    load_fashion_mnist,
-    load_idx_directory,
-    load_image_folder,
-    read_idx,
-    stratified_split,
-    validate_data,
-)
+from tasks.data import load_dataset
+from tasks.dataset import FASHION_MNIST_CLASSES, Dataset, stratified_split
+from tasks.params import DataSpec
+from tasks.settings import IDX_FILES, Settings
+from tasks.sources import DataValidationError, load_fashion_mnist, load_idx_directory, load_image_folder, read_idx
+from tasks.validation import validate_data
 
 
 def write_idx(path: Path, array: np.ndarray) -> Path:
@@ -88,7 +80,7 @@ def test_real_fashion_mnist_is_complete_and_valid(fashion_dir):
 
 
 def test_data_spec_limits_take_the_first_images(fashion_dir):
-    dataset = load_dataset(DataSpec(train_limit=300, test_limit=100), default_dir=fashion_dir)
+    dataset = load_dataset(DataSpec(train_limit=300, test_limit=100), Settings(data_dir=fashion_dir))
     full = load_fashion_mnist(fashion_dir)
     assert len(dataset.y_train) == 300 and len(dataset.y_test) == 100
     assert np.array_equal(dataset.x_test, full.x_test[:100])

@@ -9,8 +9,9 @@ from serving.model_store import ModelStore
 from serving.preprocessing import to_model_input
 from serving.runtime import TFLiteModel
 from tasks import export as export_module
-from tasks.data import FASHION_MNIST_CLASSES, load_fashion_mnist
+from tasks.dataset import FASHION_MNIST_CLASSES
 from tasks.export import build_metadata, export_model
+from tasks.sources import load_fashion_mnist
 
 
 def test_export_writes_tf_serving_layout_and_metadata(model_root):

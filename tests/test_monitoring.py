@@ -11,9 +11,11 @@ import pytest
 
 from serving import create_app
 from serving.settings import ServingSettings
-from tasks.data import load_fashion_mnist
+from tasks.drift import binned_psi, build_reference, detect_drift, psi
 from tasks.evaluate import predict_probabilities
-from tasks.monitoring import MonitorThresholds, binned_psi, build_reference, detect_drift, psi, read_records
+from tasks.monitoring import read_records
+from tasks.params import MonitorThresholds
+from tasks.sources import load_fashion_mnist
 
 THRESHOLDS = MonitorThresholds()
 
@@ -177,10 +179,7 @@ def test_monitor_flow_records_verdicts_and_triggers_retraining(
 
     from flows import monitor as monitor_module
     from flows.pipeline import train_and_deploy
-    from tasks.data import DataSpec
-    from tasks.gates import GateThresholds
-    from tasks.release import ContainerParams
-    from tasks.train import TrainParams
+    from tasks.params import ContainerParams, DataSpec, GateThresholds, TrainParams
 
     monkeypatch.setenv("MLOPS_MODEL_ROOT", str(tmp_path / "models"))
     monkeypatch.setenv("MLOPS_FEEDBACK_DATA_DIR", str(tmp_path / "feedback"))
@@ -231,6 +230,7 @@ def test_monitor_flow_records_verdicts_and_triggers_retraining(
 
     # The collected samples are real training data for the next run.
     from tasks.data import load_dataset
+    from tasks.settings import Settings
 
-    grown = load_dataset(DataSpec(path=fashion_dir, train_limit=100, test_limit=10, extra_path=extra))
+    grown = load_dataset(DataSpec(path=fashion_dir, train_limit=100, test_limit=10, extra_path=extra), Settings())
     assert len(grown.y_train) == 140

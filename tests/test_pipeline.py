@@ -8,12 +8,9 @@ import pytest
 from mlflow import MlflowClient
 
 from flows.pipeline import train_and_deploy
-from tasks.container import free_port
-from tasks.data import DataSpec
-from tasks.gates import GateThresholds
+from tasks.docker_engine import free_port
+from tasks.params import ContainerParams, DataSpec, GateThresholds, TrainParams
 from tasks.registry import CHALLENGER, CHAMPION
-from tasks.release import ContainerParams
-from tasks.train import TrainParams
 
 pytestmark = pytest.mark.slow
 LENIENT = GateThresholds(min_accuracy=0.5, min_class_recall=0.0, max_regression=0.05)
@@ -68,8 +65,8 @@ def test_registry_lifecycle(prefect_harness, mlflow_store, fashion_dir):
 
 
 def test_logging_the_data_leaves_the_pipeline_run_running(mlflow_store, small_dataset):
-    from tasks.registry import configure_mlflow, log_dataset
     from tasks.settings import Settings
+    from tasks.tracking import configure_mlflow, log_dataset
 
     experiment_id = configure_mlflow(Settings())
     client = MlflowClient()
@@ -121,14 +118,20 @@ def test_data_loading_is_cached_on_content_and_parameters(prefect_harness, fashi
 
 
 def test_command_line_maps_to_flow_parameters(tmp_path):
-    from flows.pipeline import parse_args
+    from flows.pipeline import app
 
-    params = parse_args(["--data-dir", str(tmp_path), "--train-limit", "500", "--epochs", "3", "--no-deploy"])
-    assert params.data.path == tmp_path and params.data.train_limit == 500 and params.data.source == "fashion-mnist"
-    assert params.train.epochs == 3 and params.train.batch_size == TrainParams().batch_size
-    assert params.container.enabled is None and params.container.deploy is False
-    folder = parse_args(["--image-folder", str(tmp_path), "--no-container"])
-    assert folder.data.source == "image-folder" and folder.container.enabled is False
+    def parse(*tokens: str) -> dict:
+        return app.parse_args(list(tokens))[1].arguments
+
+    params = parse("--data.path", str(tmp_path), "--data.train-limit", "500", "--train.epochs", "3",
+                   "--container.no-deploy")  # fmt: skip
+    assert params["data"].path == tmp_path and params["data"].train_limit == 500
+    assert params["data"].source == "fashion-mnist"
+    assert params["train"].epochs == 3 and params["train"].batch_size == TrainParams().batch_size
+    assert params["container"].enabled is None and params["container"].deploy is False
+    folder = parse("--data.source", "image-folder", "--data.path", str(tmp_path), "--container.no-enabled")
+    assert folder["data"].source == "image-folder" and folder["container"].enabled is False
+    assert parse("--train", '{"epochs": 2, "seed": 7}')["train"] == TrainParams(epochs=2, seed=7)  # as deployments
 
 
 def test_unreachable_mlflow_fails_in_seconds_before_training(prefect_harness, mlflow_store, fashion_dir, monkeypatch):

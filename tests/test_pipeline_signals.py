@@ -24,8 +24,8 @@ def start(tmp_path: Path, fashion_dir: Path, epochs: int) -> tuple[subprocess.Po
     for leftover in ("PREFECT_API_URL", "MLFLOW_TRACKING_URI", "MLOPS_TRACKING_URI"):  # set by earlier tests
         env.pop(leftover, None)
     log = tmp_path / f"pipeline-{time.monotonic_ns()}.log"
-    command = [str(Path(sys.executable).parent / "clothes-pipeline"), "--train-limit", "3000", "--test-limit",
-               "500", "--epochs", str(epochs), "--no-container"]  # fmt: skip
+    command = [str(Path(sys.executable).parent / "clothes-pipeline"), "--data.train-limit", "3000",
+               "--data.test-limit", "500", "--train.epochs", str(epochs), "--container.no-enabled"]  # fmt: skip
     process = subprocess.Popen(command, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT, cwd=REPO)
     return process, log
 

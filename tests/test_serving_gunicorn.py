@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from serving.client import ClientError, classify, main, wait_until_ready
-from tasks.container import free_port
-from tasks.data import FASHION_MNIST_CLASSES
+from tasks.dataset import FASHION_MNIST_CLASSES
+from tasks.docker_engine import free_port
 
 pytestmark = pytest.mark.slow
 EXAMPLES = sorted((Path(__file__).resolve().parents[1] / "examples" / "images").glob("*.png"))

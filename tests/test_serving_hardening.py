@@ -117,11 +117,16 @@ def test_metrics_content_type_names_charset_once(client):
 
 
 def test_openapi_bodies_require_what_the_server_requires(client):
-    paths = client.get("/openapi.json").json["paths"]
-    tfs = paths["/v1/models/{name}:predict"]["post"]["requestBody"]["content"]["application/json"]["schema"]
-    assert all(option["required"] for option in tfs["oneOf"])
+    document = client.get("/openapi.json").json
+
+    def resolve(schema: dict) -> dict:
+        return document["components"]["schemas"][schema["$ref"].rsplit("/", 1)[1]] if "$ref" in schema else schema
+
+    paths = document["paths"]
+    tfs = resolve(paths["/v1/models/{name}:predict"]["post"]["requestBody"]["content"]["application/json"]["schema"])
+    assert all(resolve(option)["required"] for option in tfs["oneOf"])
     feedback = paths["/models/{name}/v{version}/feedback"]["post"]["requestBody"]["content"]["application/json"]
-    assert feedback["schema"]["anyOf"] == [{"required": ["label"]}, {"required": ["class_id"]}]
+    assert resolve(feedback["schema"])["anyOf"] == [{"required": ["label"]}, {"required": ["class_id"]}]
 
 
 # --- broken model versions ---------------------------------------------------------------------------

@@ -16,7 +16,8 @@ import orjson
 import pytest
 
 from serving.client import wait_until_ready
-from tasks.container import free_port, probe_latencies
+from tasks.docker_engine import free_port
+from tasks.load import probe_latencies
 
 pytestmark = [pytest.mark.slow, pytest.mark.reliability]
 IMAGE = orjson.dumps({"image": [[0] * 28] * 28})

@@ -13,7 +13,7 @@ import pytest
 from mlflow import MlflowClient
 
 from ops.stack import Stack, deploy, down, up
-from tasks.container import free_port
+from tasks.docker_engine import free_port
 
 pytestmark = pytest.mark.slow
 

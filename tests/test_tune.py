@@ -7,10 +7,8 @@ import argparse
 import pytest
 from mlflow import MlflowClient
 
-from tasks.data import DataSpec
-from tasks.gates import GateThresholds
-from tasks.release import ContainerParams
-from tasks.tuning import SearchSpace, sample_trials
+from tasks.params import ContainerParams, DataSpec, GateThresholds, SearchSpace
+from tasks.tuning import sample_trials
 
 pytestmark = pytest.mark.slow
 

@@ -1,0 +1,97 @@
+"""Reading a request's body into pixels: JSON (validated by `serving.schemas`), a raw PNG/JPEG body,
+or multipart file uploads; image work runs off the event loop (`offload`)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import numpy as np
+import orjson
+from flask import current_app, request
+from werkzeug.formparser import parse_form_data
+
+from serving.http import ApiError, settings
+from serving.preprocessing import ImageTooLarge, contains_bool, decoded_pixels, pixels_from_image_bytes
+from serving.schemas import ClassifyRequest, OneImage, validate
+from serving.settings import ServingSettings
+
+T = TypeVar("T")
+IMAGE_TYPES = {"image/png", "image/jpeg"}
+PIXEL_FIELDS = ("image", "images", "instances", "inputs")
+
+
+def read_body() -> bytes:
+    """The body; Werkzeug cuts a body of unknown length (chunked) at the limit without a word, so
+    reaching the limit counts as over it."""
+    body = request.get_data(cache=False)
+    if request.content_length is None and len(body) >= settings().max_body_bytes:
+        raise ApiError(413, f"request body over {settings().max_body_bytes} bytes")
+    return body
+
+
+def read_json(numbers_only: bool = False) -> Any:
+    """`numbers_only`: the payload carries pixel arrays, where a boolean must be an error (numpy would
+    read True as 1); the full walk runs only when the raw body holds such a token."""
+    body = read_body()
+    try:
+        payload = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise ApiError(400, f"malformed JSON: {exc}") from exc
+    suspicious = numbers_only and (b"true" in body or b"false" in body) and isinstance(payload, dict)
+    if suspicious and any(contains_bool(payload.get(key)) for key in PIXEL_FIELDS):
+        raise ApiError(400, "pixel values must be numbers, not booleans")
+    return payload
+
+
+def read_pixels() -> np.ndarray:
+    """(N, 28, 28) float32 pixels 0-255 from JSON, a raw PNG/JPEG body or multipart `file` uploads."""
+    mimetype = request.mimetype
+    if mimetype == "application/json":
+        body = validate(ClassifyRequest, read_json(numbers_only=True), max_batch=settings().max_batch)
+        return body.image if isinstance(body, OneImage) else body.images  # both (N, 28, 28)
+    if mimetype in IMAGE_TYPES:
+        return offload(decode_files, [read_body()], settings())
+    if mimetype == "multipart/form-data":
+        files = offload(multipart_files, request.environ, settings())
+        if not files:
+            raise ApiError(400, "multipart upload needs one or more 'file' fields")
+        if len(files) > settings().max_batch:
+            raise ApiError(413, f"at most {settings().max_batch} images per request, got {len(files)}")
+        return offload(decode_files, files, settings())
+    raise ApiError(
+        415,
+        f"unsupported content type '{mimetype or 'none'}'; send application/json, image/png, "
+        "image/jpeg or multipart/form-data",
+    )
+
+
+def offload(function: Callable[..., T], *args: Any) -> T:
+    """Run CPU-heavy work (multipart parsing, image decoding) where it does not stall other requests.
+    The gevent worker installs its hub's thread pool here, one native thread per worker: large uploads
+    queue behind each other while the event loop keeps answering everything else (Pillow decodes with
+    the GIL released; Python code gives it up every few ms). Elsewhere (threads, tests) a plain call."""
+    run = current_app.extensions.get("offload")
+    return run(function, *args) if run else function(*args)
+
+
+def multipart_files(environ: dict, settings: ServingSettings) -> list[bytes]:
+    """The `file` parts of a multipart body (no request context needed, so it can run in a thread)."""
+    _stream, _form, files = parse_form_data(
+        environ, max_content_length=settings.max_body_bytes, max_form_parts=settings.max_batch + 8
+    )
+    return [f.read() for f in files.getlist("file")]
+
+
+def decode_files(files: list[bytes], settings: ServingSettings) -> np.ndarray:
+    """Image files within the request's decoding budget, which is checked from the headers before any
+    pixel is decoded."""
+    budget = settings.max_request_pixels
+    total = sum(decoded_pixels(data, settings.max_image_pixels) for data in files)
+    if total > budget:
+        raise ImageTooLarge(
+            f"the {len(files)} images decode to {total:,} pixels, over the budget of {budget:,} per request"
+        )
+    return np.concatenate([pixels_from_image_bytes(data, settings.max_image_pixels) for data in files]).astype(
+        np.float32
+    )

@@ -1,0 +1,77 @@
+"""The prediction log's record types, shared by the server that writes them and the monitor that
+reads them (`tasks.monitoring`): one JSON object per line, told apart by `type`."""
+
+from __future__ import annotations
+
+from typing import Literal, NotRequired, TypedDict
+
+INPUT_STATS = ("mean", "std", "dark_fraction")
+
+
+class PredictionsLine(TypedDict):
+    """One request's predictions as columns: entry i of each list belongs to image i."""
+
+    type: Literal["predictions"]
+    time: float
+    model: str
+    version: int
+    ids: list[str]
+    class_id: list[int]
+    confidence: list[float]
+    mean: list[float]
+    std: list[float]
+    dark_fraction: list[float]
+    pixels: NotRequired[list[str]]  # base64 of 28x28 uint8, with MLOPS_SERVE_PREDICTION_LOG_INPUTS
+
+
+class FeedbackLine(TypedDict):
+    type: Literal["feedback"]
+    time: float
+    model: str
+    version: int
+    id: str
+    true_class_id: int
+
+
+class LogGapLine(TypedDict):
+    """Written first after records were dropped (full disk, overload): how many are missing."""
+
+    type: Literal["log_gap"]
+    time: float
+    dropped: int
+
+
+class Prediction(TypedDict):
+    """One image's prediction, as the monitor reads a `PredictionsLine`."""
+
+    type: Literal["prediction"]
+    time: float
+    model: str
+    version: int
+    id: str
+    class_id: int
+    confidence: float
+    mean: float
+    std: float
+    dark_fraction: float
+    pixels: NotRequired[str]
+
+
+Record = Prediction | FeedbackLine | LogGapLine
+
+
+def expand(line: PredictionsLine | FeedbackLine | LogGapLine) -> list[Record]:
+    """A columnar `predictions` line becomes one `prediction` record per image; others pass through."""
+    if line["type"] != "predictions":
+        return [line]  # type: ignore[list-item]  # mypy cannot narrow a TypedDict union by its tag here
+    predictions: list[Record] = []
+    for i, record_id in enumerate(line["ids"]):
+        item = Prediction(
+            type="prediction", time=line["time"], model=line["model"], version=line["version"], id=record_id,
+            class_id=line["class_id"][i], confidence=line["confidence"][i], mean=line["mean"][i],
+            std=line["std"][i], dark_fraction=line["dark_fraction"][i],
+        )  # fmt: skip
+        if "pixels" in line:
+            item["pixels"] = line["pixels"][i]
+        predictions.append(item)
+    return predictions

@@ -1,0 +1,58 @@
+"""TensorFlow Serving's REST API, so its clients work unchanged. Its inputs are model inputs (already
+scaled to 0-1, with or without the channel axis), not 0-255 pixels."""
+
+from __future__ import annotations
+
+import numpy as np
+from flask import Blueprint, Response, request
+from werkzeug.routing import BaseConverter
+
+from serving.http import ApiError, find_model, json_response, settings, store
+from serving.inputs import read_json
+from serving.model_store import ServedModel
+from serving.routes import predict
+from serving.schemas import TFServingInputs, TFServingRequest, TFServingResponse, validate
+
+tf_serving = Blueprint("tf_serving", __name__)
+
+
+class ModelNameConverter(BaseConverter):
+    """A model name never holds ':', so `/v1/models/clothes:predict` is never read as a model named
+    'clothes:predict' (whose GET would otherwise make 405 answers list GET as allowed)."""
+
+    regex = "[^/:]+"
+
+
+def status(model: ServedModel) -> dict:
+    return {"version": str(model.version), "state": "AVAILABLE", "status": {"error_code": "OK", "error_message": ""}}
+
+
+@tf_serving.get("/v1/models/<model:name>")
+def model_status(name: str) -> Response:
+    find_model(name, None)
+    return json_response({"model_version_status": [status(m) for m in store().models[name].values()]})
+
+
+@tf_serving.get("/v1/models/<model:name>/versions/<int:version>")
+def version_status(name: str, version: int) -> Response:
+    return json_response({"model_version_status": [status(find_model(name, version))]})
+
+
+@tf_serving.post("/v1/models/<model:name>:predict")
+def predict_latest(name: str) -> Response:
+    return tfs_predict(name, None)
+
+
+@tf_serving.post("/v1/models/<model:name>/versions/<int:version>:predict")
+def predict_version(name: str, version: int) -> Response:
+    return tfs_predict(name, version)
+
+
+def tfs_predict(name: str, version: int | None) -> Response:
+    model = find_model(name, version)
+    if request.mimetype != "application/json":
+        raise ApiError(415, "TensorFlow Serving requests are application/json")
+    body = validate(TFServingRequest, read_json(numbers_only=True), max_batch=settings().max_batch)
+    batch = body.inputs if isinstance(body, TFServingInputs) else body.instances
+    probabilities, _ids = predict(model, batch[..., np.newaxis])
+    return json_response(TFServingResponse(predictions=probabilities))  # type: ignore[typeddict-item]

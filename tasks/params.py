@@ -1,0 +1,138 @@
+"""What a flow run can vary, as typed models: the ground floor every stage imports and nothing below.
+
+Each model is one flow parameter: Prefect validates it and renders it as a form group in the UI,
+`flows.cli` turns its fields into command-line options (`--train.epochs 5`), and a deployment sets it
+with `prefect deployment run ... --param train='{"epochs": 5}'`.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """One registered model version, typed once: MLflow hands versions around as strings."""
+
+    name: str
+    version: int
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "version", int(self.version))
+
+    def __str__(self) -> str:
+        return f"{self.name} v{self.version}"
+
+
+class DataSpec(BaseModel):
+    """Where the training data comes from; `path` unset means the configured lookup (`tasks.settings`)."""
+
+    source: Literal["fashion-mnist", "image-folder"] = "fashion-mnist"
+    path: Path | None = Field(
+        default=None,
+        description="IDX directory or image-folder root; unset: MLOPS_DATA_DIR, ../shared/data/fashion-mnist, "
+        "Debian's dataset-fashion-mnist",
+    )
+    train_limit: int | None = Field(default=None, ge=1, description="first N training images (quick runs)")
+    test_limit: int | None = Field(default=None, ge=1, description="first N test images")
+    extra_path: Path | None = Field(
+        default=None, description="labelled samples root/<class_id>/*.png added to the training split (feedback)"
+    )
+
+
+class Architecture(BaseModel):
+    """LeNet-5 and its variants; the defaults are the course's LeNet-5 exactly (44,426 parameters)."""
+
+    model_config = ConfigDict(extra="forbid")  # a misspelt field must not silently train the default
+
+    conv1_filters: int = Field(default=6, ge=1, le=256)
+    conv2_filters: int = Field(default=16, ge=1, le=256)
+    dense1: int = Field(default=120, ge=1, le=2048)
+    dense2: int = Field(default=84, ge=1, le=2048)
+    dropout: float = Field(default=0.0, ge=0, lt=1, description="before each dense layer")
+    batch_norm: bool = Field(default=False, description="after each convolution")
+    pooling: Literal["avg", "max"] = Field(default="avg", description="LeNet-5 averages; max pooling often does better")
+
+
+class TrainParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    architecture: Architecture = Field(default_factory=Architecture)
+    epochs: int = Field(default=40, ge=1, le=500, description="upper bound; early stopping usually ends sooner")
+    batch_size: int = Field(default=128, ge=1, le=8192)
+    learning_rate: float = Field(default=2e-3, gt=0, le=1)
+    seed: int = Field(default=42, description="weights, shuffling and augmentation")
+    split_seed: int = Field(default=42, description="train/validation split; fixed so trials compare on one split")
+    patience: int = Field(default=4, ge=1, description="early stopping patience on validation loss")
+    lr_patience: int = Field(default=1, ge=1, description="epochs without val-loss progress before lowering lr")
+    lr_factor: float = Field(default=0.3, gt=0, lt=1, description="learning-rate multiplier on a plateau")
+    weight_decay: float = Field(default=0.0, ge=0, description="AdamW decoupled weight decay; 0 means Adam")
+    validation_fraction: float = Field(default=0.1, gt=0, lt=1)
+    augment: bool = Field(default=False, description="random shifts of up to 2 px and left-right flips in training")
+
+    def flat(self) -> dict[str, object]:
+        """One level, as MLflow shows parameters: architecture fields without a prefix."""
+        return {**self.architecture.model_dump(), **self.model_dump(exclude={"architecture"})}
+
+
+class GateThresholds(BaseModel):
+    """Defaults live in `tasks.settings.Settings` (MLOPS_MIN_ACCURACY, ...), the one place to change them."""
+
+    min_accuracy: float = Field(ge=0, le=1)
+    min_class_recall: float = Field(ge=0, le=1)
+    max_regression: float = Field(ge=0, le=1, description="tolerated accuracy drop vs the champion")
+
+
+class ContainerParams(BaseModel):
+    enabled: bool | None = Field(default=None, description="unset: run the stage when a Docker engine answers")
+    deploy: bool = Field(default=True, description="start the production container after the smoke test")
+    parity_images: int = Field(default=200, ge=1, le=10_000)
+    load_requests: int = Field(default=2000, ge=0, le=100_000)
+    load_concurrency: int = Field(default=8, ge=1, le=64)
+
+
+class MonitorThresholds(BaseModel):
+    """PSI above 0.2 is the usual 'significant shift'; KS needs both a large statistic and a small p."""
+
+    class_psi: float = Field(default=0.2, gt=0)
+    input_psi: float = Field(default=0.2, gt=0)
+    ks_statistic: float = Field(default=0.1, gt=0, le=1)
+    ks_pvalue: float = Field(default=0.01, gt=0, lt=1)
+    confidence_drop: float = Field(default=0.05, gt=0, le=1)
+    min_online_accuracy: float = Field(default=0.8, ge=0, le=1)
+    min_feedback: int = Field(default=30, ge=1, description="labelled predictions needed to judge accuracy")
+    min_records: int = Field(default=200, ge=1, description="predictions needed to judge a window at all")
+    max_feedback_samples: int = Field(default=1000, ge=0, description="labelled inputs a retraining takes per window")
+
+
+class SearchSpace(BaseModel):
+    """Every combination is a candidate; `grid` tries them in order, `random` samples without repeats."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    conv1_filters: list[int] = Field(default=[6, 16, 32])
+    conv2_filters: list[int] = Field(default=[16, 32, 64])
+    dense1: list[int] = Field(default=[120, 256])
+    dense2: list[int] = Field(default=[84, 128])
+    dropout: list[float] = Field(default=[0.0, 0.25])
+    batch_norm: list[bool] = Field(default=[False, True])
+    pooling: list[Literal["avg", "max"]] = Field(default=["avg", "max"])
+    learning_rate: list[float] = Field(default=[1e-3, 2e-3])
+    batch_size: list[int] = Field(default=[64, 128])
+    augment: list[bool] = Field(default=[False, True])
+    lr_patience: list[int] = Field(default=[2], description="the wider variants need a calmer schedule than LeNet-5")
+    patience: list[int] = Field(default=[6], description="early stopping; leave room for two learning-rate drops")
+
+    def candidates(self) -> list[TrainParams]:
+        keys = list(type(self).model_fields)
+        candidates = []
+        for combo in itertools.product(*(getattr(self, key) for key in keys)):
+            values = dict(zip(keys, combo, strict=True))
+            architecture = Architecture(**{key: values.pop(key) for key in Architecture.model_fields})
+            candidates.append(TrainParams(architecture=architecture, **values))
+        return candidates

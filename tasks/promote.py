@@ -1,0 +1,42 @@
+"""Promotion, the release's last step: alias `champion` in MLflow and `:champion` on the image, with
+every release figure recorded on the model version."""
+
+from __future__ import annotations
+
+from mlflow import MlflowClient
+from prefect import get_run_logger, task
+from prefect.artifacts import create_markdown_artifact
+from prefect.cache_policies import NO_CACHE
+
+from tasks.deploy import tag_champion
+from tasks.docker_engine import require_docker
+from tasks.image import ImageInfo
+from tasks.params import ModelRef
+from tasks.registry import promote_version
+from tasks.settings import Settings
+from tasks.smoke import SmokeReport
+
+
+@task(
+    name="promote",
+    task_run_name="promote-v{ref.version}",
+    cache_policy=NO_CACHE,
+    retries=2,
+    retry_delay_seconds=[2, 10],
+)
+def promote_task(ref: ModelRef, run_id: str, image: ImageInfo, report: SmokeReport, settings: Settings) -> None:
+    """Alias `champion` in MLflow and tag `:champion` on the image, with every figure on the version."""
+    figures = {**report.as_metrics(), "image_size_mb": image.size_mb, "image_build_seconds": image.build_seconds}
+    client = MlflowClient()
+    for key, value in figures.items():
+        client.log_metric(run_id, key, value)
+    tags = {"image": image.tag, "image_id": image.id, **{k: f"{v:.4g}" for k, v in figures.items()}}
+    previous = promote_version(ref, tags)
+    tag_champion(require_docker(), image.id, settings)
+    rows = "\n".join(f"| {k} | {v:.4g} |" for k, v in figures.items())
+    create_markdown_artifact(
+        key="release", description="container smoke test and promotion",
+        markdown=f"## {ref} is champion (was {previous or 'none'})\n\nimage `{image.tag}` "
+                 f"({image.id[:19]})\n\n| figure | value |\n|---|---|\n{rows}\n",
+    )  # fmt: skip
+    get_run_logger().info("promoted %s to champion (previous: %s)", ref, previous)
