@@ -12,12 +12,6 @@ export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 export KERAS_HOME ?= $(CURDIR)/.keras
 export MPLCONFIGDIR ?= $(CURDIR)/.cache/matplotlib
 export TF_CPP_MIN_LOG_LEVEL ?= 2
-# Data: MLOPS_DATA_DIR if set, else a sibling shared/ checkout, else the loader's own lookup
-# (Debian's dataset-fashion-mnist package, then Keras' download).
-MLOPS_DATA_DIR ?= $(firstword $(wildcard $(CURDIR)/../shared/data/fashion-mnist))
-ifneq ($(MLOPS_DATA_DIR),)
-export MLOPS_DATA_DIR
-endif
 
 ARGS ?=
 PYTEST_ARGS ?=
@@ -38,6 +32,7 @@ run: install
 test: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: install
@@ -47,9 +42,9 @@ format: install
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
+# The MLflow UI alone, in the foreground, on the store `make run` writes (as `make up` starts it).
 mlflow-ui: install
-	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false $(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlruns/mlflow.db \
-		--host 127.0.0.1 --port 5000 --workers 1
+	$(BIN)/clothes-stack mlflow-ui
 
 # The stack users run: Prefect server + worker + deployments of prefect.yaml + MLflow UI, on 127.0.0.1.
 up: install

@@ -65,7 +65,7 @@ def flow_app(flow: Any, prog: str, run: Callable[..., int] | None = None) -> cyc
     return app
 
 
-def console_script(app: cyclopts.App) -> Callable[[list[str] | None], int]:
+def console_script(app: cyclopts.App) -> Callable[..., int]:
     def main(argv: list[str] | None = None) -> int:
         for key, value in PREFECT_DEFAULTS.items():
             os.environ.setdefault(key, value)

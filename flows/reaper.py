@@ -10,6 +10,7 @@ can only be set by the child itself, and these children are started by libraries
 from __future__ import annotations
 
 import contextlib
+import os
 import select
 import sys
 
@@ -21,7 +22,7 @@ def watch(parent_pid: int, poll_seconds: float = 1.0) -> None:
     known: dict[int, psutil.Process] = {}
     while True:
         readable, _, _ = select.select([sys.stdin], [], [], poll_seconds)
-        if readable and not sys.stdin.buffer.read1(1):
+        if readable and not os.read(sys.stdin.fileno(), 1):
             break  # the parent's end of the pipe closed: it is gone
         try:
             known.update({c.pid: c for c in parent.children(recursive=True) if c.pid != me.pid})

@@ -37,7 +37,7 @@ def dask_runner(address: str | None = None, workers: int | None = None) -> DaskT
     )  # fmt: skip
 
 
-@flow(name="tune", task_runner=dask_runner())
+@flow(name="tune", task_runner=dask_runner())  # type: ignore[arg-type]  # prefect-dask is not typed to match
 def tune(
     space: SearchSpace | None = None,
     data: DataSpec | None = None,
@@ -97,7 +97,7 @@ def record_search(results: list[dict], seconds: float) -> None:
     mlflow.log_metrics(
         {"search_seconds": seconds, "trials": len(results), "best_val_accuracy": best["best_val_accuracy"]}
     )
-    mlflow.log_dict(results, "tune/trials.json")
+    mlflow.log_dict(results, "tune/trials.json")  # type: ignore[arg-type]  # any JSON value
     mlflow.set_tag("best_trial_run_id", best["run_id"])
     rows = "\n".join(
         f"| {r['index']} | {r['best_val_accuracy']:.4f} | {r['epochs_run']} | {r['trial_seconds']:.0f} | "

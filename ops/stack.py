@@ -1,4 +1,4 @@
-"""`clothes-stack up|down|status`: the stack users run, on 127.0.0.1.
+"""`clothes-stack up|down|status|mlflow-ui`: the stack users run, on 127.0.0.1.
 
 up: Prefect server (SQLite under the state directory), the `clothes-process` work pool, every
 deployment of prefect.yaml (`prefect deploy --all`), a process worker, and an MLflow tracking
@@ -18,7 +18,8 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-PROJECT_DIR = Path(__file__).resolve().parents[1]
+from tasks.settings import PROJECT_DIR, Settings
+
 WORK_POOL = "clothes-process"
 
 
@@ -56,7 +57,7 @@ class Stack:
 
     def commands(self) -> dict[str, tuple[list[str], str | None]]:
         """name -> (command, health URL); the worker has no URL, its pid tells."""
-        mlruns = Path(os.environ.get("MLOPS_MLRUNS_DIR", PROJECT_DIR / "mlruns")).resolve()
+        settings = Settings()  # the store `make run` writes
         python = sys.executable
         return {
             "prefect-server": (
@@ -76,9 +77,9 @@ class Stack:
                     "--workers",
                     "1",
                     "--backend-store-uri",
-                    f"sqlite:///{mlruns / 'mlflow.db'}",
+                    settings.sqlite_store_uri,
                     "--default-artifact-root",
-                    (mlruns / "artifacts").as_uri(),
+                    settings.artifact_location,
                 ],
                 f"{self.mlflow_url}/health",
             ),
@@ -195,7 +196,7 @@ def status(stack: Stack) -> bool:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="clothes-stack", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
-    parser.add_argument("action", choices=["up", "down", "status"])
+    parser.add_argument("action", choices=["up", "down", "status", "mlflow-ui"])
     parser.add_argument(
         "--state-dir", type=Path, default=Path(os.environ.get("CLOTHES_STACK_DIR", PROJECT_DIR / ".stack"))
     )
@@ -205,6 +206,9 @@ def main(argv: list[str] | None = None) -> int:
     stack = Stack(args.state_dir, args.prefect_port, args.mlflow_port)
     if args.action == "up":
         up(stack)
+    elif args.action == "mlflow-ui":  # in the foreground, until Ctrl-C
+        command = stack.commands()["mlflow"][0]
+        os.execve(command[0], command, stack.env())
     elif args.action == "down":
         down(stack)
     else:

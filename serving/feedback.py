@@ -107,7 +107,9 @@ class RateLimit:
 
 
 def bearer_token(header: str | None) -> str | None:
-    with contextlib.suppress(AttributeError, ValueError):
+    if header is None:
+        return None
+    with contextlib.suppress(ValueError):
         scheme, token = header.split(" ", 1)
         if scheme.lower() == "bearer":
             return token.strip()

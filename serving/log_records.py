@@ -5,7 +5,13 @@ from __future__ import annotations
 
 from typing import Literal, NotRequired, TypedDict
 
-INPUT_STATS = ("mean", "std", "dark_fraction")
+import numpy as np
+
+InputStat = Literal["mean", "std", "dark_fraction"]
+INPUT_STATS: tuple[InputStat, ...] = ("mean", "std", "dark_fraction")
+# The writer hands numpy columns to orjson (OPT_SERIALIZE_NUMPY); a reader gets lists.
+Ints = list[int] | np.ndarray
+Floats = list[float] | np.ndarray
 
 
 class PredictionsLine(TypedDict):
@@ -16,11 +22,11 @@ class PredictionsLine(TypedDict):
     model: str
     version: int
     ids: list[str]
-    class_id: list[int]
-    confidence: list[float]
-    mean: list[float]
-    std: list[float]
-    dark_fraction: list[float]
+    class_id: Ints
+    confidence: Floats
+    mean: Floats
+    std: Floats
+    dark_fraction: Floats
     pixels: NotRequired[list[str]]  # base64 of 28x28 uint8, with MLOPS_SERVE_PREDICTION_LOG_INPUTS
 
 
@@ -63,7 +69,7 @@ Record = Prediction | FeedbackLine | LogGapLine
 def expand(line: PredictionsLine | FeedbackLine | LogGapLine) -> list[Record]:
     """A columnar `predictions` line becomes one `prediction` record per image; others pass through."""
     if line["type"] != "predictions":
-        return [line]  # type: ignore[list-item]  # mypy cannot narrow a TypedDict union by its tag here
+        return [line]
     predictions: list[Record] = []
     for i, record_id in enumerate(line["ids"]):
         item = Prediction(

@@ -19,6 +19,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import orjson
@@ -88,7 +89,7 @@ class PredictionLog:
         self._pending: list[_PendingPredictions | FeedbackLine] = []
         self._pending_images = 0
         self._dropped = 0  # since the last successful write
-        self._handle = None
+        self._handle: BinaryIO | None = None
         self._pid: int | None = None
         self._stop = threading.Event()
         self._wake = threading.Event()
@@ -194,11 +195,17 @@ class PredictionLog:
                 row += len(item.ids)
                 # numpy columns: orjson writes them as lists (OPT_SERIALIZE_NUMPY) without a Python loop
                 record = PredictionsLine(
-                    type="predictions", time=item.time, model=item.model, version=item.version, ids=item.ids,
-                    class_id=class_ids, confidence=item.probabilities[np.arange(len(item.ids)), class_ids],
-                    mean=summary["mean"][rows], std=summary["std"][rows],
+                    type="predictions",
+                    time=item.time,
+                    model=item.model,
+                    version=item.version,
+                    ids=item.ids,
+                    class_id=class_ids,
+                    confidence=item.probabilities[np.arange(len(item.ids)), class_ids],
+                    mean=summary["mean"][rows],
+                    std=summary["std"][rows],
                     dark_fraction=summary["dark_fraction"][rows],
-                )  # type: ignore[typeddict-item]  # fmt: skip
+                )
                 if self.store_inputs:
                     pixels = np.clip(np.rint(item.images[..., 0] * 255), 0, 255).astype(np.uint8)
                     record["pixels"] = [base64.b64encode(p.tobytes()).decode() for p in pixels]

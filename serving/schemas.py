@@ -8,7 +8,7 @@ settings (images per request) are answered with 413 and described, not validated
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, ClassVar
 
 import numpy as np
 from pydantic import (
@@ -99,51 +99,49 @@ Instances = Annotated[
 ]
 
 
-def _exactly_one(*fields: str) -> Any:
-    """A model validator: the body names exactly one of `fields` (its discriminator chose by the first)."""
+def _others_not_allowed(schema: dict[str, Any], cls: type) -> None:
+    fields = [name for name in cls.alternatives if name not in cls.model_fields]  # type: ignore[attr-defined]
+    schema["not"] = {"required": fields}
 
-    def check(cls: type, data: Any) -> Any:
-        if isinstance(data, dict) and sum(field in data for field in fields) != 1:
-            raise ValueError(f"JSON body must be an object with exactly one of {' or '.join(map(repr, fields))}")
+
+class _OneOf(BaseModel):
+    """A body holding exactly one of `alternatives`: the one field its subclass declares."""
+
+    alternatives: ClassVar[tuple[str, ...]] = ()
+    model_config = ConfigDict(arbitrary_types_allowed=True, json_schema_extra=_others_not_allowed)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _exactly_one(cls, data: Any) -> Any:
+        if isinstance(data, dict) and sum(name in data for name in cls.alternatives) != 1:
+            names = " or ".join(map(repr, cls.alternatives))
+            raise ValueError(f"JSON body must be an object with exactly one of {names}")
         return data
 
-    return model_validator(mode="before")(classmethod(check))  # type: ignore[arg-type]
 
+class OneImage(_OneOf):
+    """One image: 28x28 (or 28x28x1) pixel values 0-255 (validated into a batch of one)."""
 
-def _not(*fields: str) -> ConfigDict:
-    return ConfigDict(arbitrary_types_allowed=True, json_schema_extra={"not": {"required": list(fields)}})
-
-
-class OneImage(BaseModel):
-    """One image: 28x28 (or 28x28x1) pixel values 0-255."""
-
-    model_config = _not("images")
+    alternatives = ("image", "images")
     image: Image
-    _check = _exactly_one("image", "images")
 
 
-class Images(BaseModel):
+class Images(_OneOf):
     """A batch of images, each 28x28 (or 28x28x1) pixel values 0-255."""
 
-    model_config = _not("image")
+    alternatives = ("image", "images")
     images: ImageBatch
-    _check = _exactly_one("image", "images")
 
 
-class TFServingInstances(BaseModel):
-    """TF Serving's row format: model inputs scaled to 0-1."""
-
-    model_config = _not("inputs")
-    instances: Instances
-    _check = _exactly_one("instances", "inputs")
+# TF Serving's two request formats; model inputs scaled to 0-1, one input so the same array in both.
+class TFServingInstances(_OneOf):
+    alternatives = ("instances", "inputs")
+    instances: Annotated[Instances, Field(description="row format: one model input per instance")]
 
 
-class TFServingInputs(BaseModel):
-    """TF Serving's columnar format (one input, so the same array)."""
-
-    model_config = _not("instances")
-    inputs: Instances
-    _check = _exactly_one("instances", "inputs")
+class TFServingInputs(_OneOf):
+    alternatives = ("instances", "inputs")
+    inputs: Annotated[Instances, Field(description="columnar format")]
 
 
 def _union(first: tuple[str, type], second: tuple[str, type], message: str) -> Any:

@@ -118,12 +118,12 @@ def first_labels(records: Iterable[Record]) -> dict[str, int]:
     """The first label given to each prediction id; later ones (from another worker) are ignored."""
     labels: dict[str, int] = {}
     for r in sorted((r for r in records if r["type"] == "feedback"), key=lambda r: r["time"]):
-        labels.setdefault(r["id"], r["true_class_id"])  # type: ignore[typeddict-item]
+        labels.setdefault(r["id"], r["true_class_id"])
     return labels
 
 
 def predictions_of(records: Iterable[Record]) -> list[Prediction]:
-    return [r for r in records if r["type"] == "prediction"]  # type: ignore[misc]
+    return [r for r in records if r["type"] == "prediction"]
 
 
 def plot_distributions(reference: dict, records: list[Record], path: Path) -> Path:
@@ -143,7 +143,7 @@ def plot_distributions(reference: dict, records: list[Record], path: Path) -> Pa
     axes[0].set_title("predicted classes")
     for ax, key in zip(axes[1:], ("mean", "dark_fraction", "confidence"), strict=True):
         ax.hist(reference[key], bins=30, alpha=0.5, density=True, label="reference")
-        ax.hist([r[key] for r in predictions], bins=30, alpha=0.5, density=True, label="current")
+        ax.hist([r[key] for r in predictions], bins=30, alpha=0.5, density=True, label="current")  # type: ignore[literal-required]
         ax.set_title(key)
     axes[0].legend()
     fig.tight_layout()

@@ -105,7 +105,7 @@ def gates_task(
     for result in results:
         if result.value is not None:
             client.log_metric(run_id, f"gate_{result.name}_value", result.value)
-    client.log_dict(run_id, as_records(results), "evaluation/gates.json")
+    client.log_dict(run_id, as_records(results), "evaluation/gates.json")  # type: ignore[arg-type]  # any JSON
     create_markdown_artifact(key="quality-gates", markdown=gates_markdown(results), description="gate verdicts")
     logger = get_run_logger()
     for result in results:

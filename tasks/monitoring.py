@@ -10,6 +10,7 @@ import time
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any, cast
 
 import mlflow
 import numpy as np
@@ -18,6 +19,7 @@ from mlflow import MlflowClient
 from PIL import Image
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
+from prefect.client.schemas.objects import FlowRun
 from prefect.deployments import run_deployment
 
 from serving.log_records import Record, expand
@@ -29,7 +31,7 @@ from tasks.settings import Settings
 from tasks.tracking import configure_mlflow, tracked_run
 
 REFERENCE_ARTIFACT = "monitoring/reference.json"
-RETRIES = {"retries": 2, "retry_delay_seconds": [2, 10], "cache_policy": NO_CACHE}
+RETRIES: dict[str, Any] = {"retries": 2, "retry_delay_seconds": [2, 10], "cache_policy": NO_CACHE}
 
 
 def read_records(log_dir: Path, since: float, until: float | None = None) -> list[Record]:
@@ -95,7 +97,11 @@ def champion_task(name: str, settings: Settings) -> tuple[ModelRef, dict]:
 
 @task(name="read-prediction-log", **RETRIES)
 def read_window_task(log_dir: Path, ref: ModelRef, since: float, until: float) -> list[Record]:
-    return [r for r in read_records(log_dir, since, until) if r["model"] == ref.name and r["version"] == ref.version]
+    return [
+        r
+        for r in read_records(log_dir, since, until)
+        if r["type"] != "log_gap" and r["model"] == ref.name and r["version"] == ref.version
+    ]
 
 
 @task(name="detect-drift", cache_policy=NO_CACHE)
@@ -112,7 +118,7 @@ def retrain_task(records: list[Record], report: DriftReport, settings: Settings,
         records, settings.feedback_data_dir.resolve() / f"{int(time.time())}", thresholds.max_feedback_samples
     )
     parameters = {"data": {"extra_path": str(extra)}} if extra else {}
-    flow_run = run_deployment(settings.retrain_deployment, parameters=parameters, timeout=0)
+    flow_run = cast(FlowRun, run_deployment(settings.retrain_deployment, parameters=parameters, timeout=0))
     triggered = f"{settings.retrain_deployment} flow run {flow_run.id}"
     get_run_logger().warning("drift (%s): started %s", "; ".join(report.reasons), triggered)
     return triggered

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+from uuid import UUID
 
 import psutil
 from mlflow import MlflowClient
@@ -69,7 +70,7 @@ def crash_flow_run(flow_run_id: str | None, reason: str) -> None:
 
     try:
         with get_client(sync_client=True) as client:
-            run = client.read_flow_run(flow_run_id)
+            run = client.read_flow_run(UUID(flow_run_id))
             if run.state is not None and not run.state.is_final():
                 client.set_flow_run_state(flow_run_id, Crashed(message=reason), force=True)
     except Exception as exc:  # an unknown id (another Prefect database) is not this run's problem

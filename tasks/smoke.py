@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import urllib.request
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import numpy as np
 import orjson
@@ -18,7 +19,7 @@ from tasks.params import ContainerParams, ModelRef
 from tasks.settings import Settings
 
 
-def start_qa_container(client, image: str, name: str, labels: dict[str, str]) -> tuple[object, str]:
+def start_qa_container(client, image: str, name: str, labels: dict[str, str]) -> tuple[Any, str]:
     """The candidate on a free loopback port, bridge network; returns (container, base URL)."""
     port = free_port()
     container = client.containers.run(

@@ -17,7 +17,13 @@ from tasks.dataset import Dataset, stratified_split
 from tasks.settings import IDX_FILES
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}
-_IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: np.dtype(">i2"), 0x0C: np.dtype(">i4"), 0x0D: np.dtype(">f4")}
+_IDX_DTYPES: dict[int, np.dtype] = {
+    0x08: np.dtype(np.uint8),
+    0x09: np.dtype(np.int8),
+    0x0B: np.dtype(">i2"),
+    0x0C: np.dtype(">i4"),
+    0x0D: np.dtype(">f4"),
+}
 
 
 class DataValidationError(ValueError):

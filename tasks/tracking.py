@@ -13,6 +13,7 @@ from contextlib import contextmanager
 
 import mlflow
 from mlflow import MlflowClient
+from mlflow.data.numpy_dataset import from_numpy
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
@@ -105,7 +106,7 @@ def log_dataset(dataset: Dataset, counts: dict[str, dict[str, int]]) -> None:
         # Only the digest identifies the data; a one-image profile keeps the run small.
         with warnings.catch_warnings():  # MLflow registers local paths twice and warns about it
             warnings.simplefilter("ignore", UserWarning)
-            ds = mlflow.data.from_numpy(
+            ds = from_numpy(
                 x[:1], targets=y[:1], source=dataset.source, name=f"fashion-mnist-{split}", digest=dataset.digest[:16]
             )  # fmt: skip
         mlflow.log_input(ds, context=split)

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from mlflow import MlflowClient
-from mlflow.entities import Metric, Param
+from mlflow.entities import Param
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
@@ -19,12 +20,10 @@ from tasks.dataset import Dataset, stratified_split
 from tasks.evaluate import plot_training_curves
 from tasks.params import Architecture, TrainParams
 
-EpochCallback = Callable[[int, dict[str, float]], None]
-
 
 @dataclass
 class TrainResult:
-    model: object  # keras.Model; typed loosely so importing this module stays cheap
+    model: Any  # keras.Model; typed loosely so importing this module stays cheap
     history: dict[str, list[float]]
     best_epoch: int
     epochs_run: int
@@ -91,8 +90,9 @@ def augmented_batches(x: np.ndarray, y: np.ndarray, batch_size: int, seed: int):
     )
 
 
-def train_model(dataset: Dataset, params: TrainParams, on_epoch_end: EpochCallback | None = None) -> TrainResult:
-    """Fit on a stratified train/validation split; the test split is never seen here."""
+def train_model(dataset: Dataset, params: TrainParams, extra_callbacks: Sequence = ()) -> TrainResult:
+    """Fit on a stratified train/validation split; the test split is never seen here. `extra_callbacks`:
+    Keras callbacks such as `run_callbacks`."""
     import keras
 
     keras.utils.set_random_seed(params.seed)
@@ -107,12 +107,7 @@ def train_model(dataset: Dataset, params: TrainParams, on_epoch_end: EpochCallba
         ),
         keras.callbacks.EarlyStopping(monitor="val_loss", patience=params.patience, restore_best_weights=True),
     ]
-    if on_epoch_end is not None:
-        callbacks.append(
-            keras.callbacks.LambdaCallback(
-                on_epoch_end=lambda epoch, logs: on_epoch_end(epoch, {k: float(v) for k, v in logs.items()})
-            )
-        )
+    callbacks.extend(extra_callbacks)
     if params.augment:
         batches = {"x": augmented_batches(x_train, y_train, params.batch_size, params.seed), "shuffle": False}
     else:
@@ -123,19 +118,22 @@ def train_model(dataset: Dataset, params: TrainParams, on_epoch_end: EpochCallba
     return TrainResult(model, history, int(np.argmin(history["val_loss"])), epochs_run)
 
 
-def epoch_reporter(client: MlflowClient, run_id: str, epochs: int) -> EpochCallback:
-    """Each epoch's metrics go to MLflow and the Prefect log as they happen, so a long run can be followed."""
+def run_callbacks(epochs: int) -> list:
+    """For training inside `tracked_run`: MLflow's own Keras callback logs each epoch's metrics into
+    the active run as they happen, and the Prefect log gets one line per epoch, so a long run can be
+    followed in either UI."""
+    import keras
+    from mlflow.keras import MlflowCallback
+
     logger = get_run_logger()
 
-    def report(epoch: int, logs: dict[str, float]) -> None:
-        now = int(time.time() * 1000)
-        client.log_batch(run_id, metrics=[Metric(k, v, now, epoch) for k, v in logs.items()])
+    def log_epoch(epoch: int, logs: dict) -> None:
         logger.info(
             "epoch %d/%d: loss %.4f acc %.4f val_loss %.4f val_acc %.4f",
             epoch + 1, epochs, logs["loss"], logs["accuracy"], logs["val_loss"], logs["val_accuracy"],
         )  # fmt: skip
 
-    return report
+    return [MlflowCallback(), keras.callbacks.LambdaCallback(on_epoch_end=log_epoch)]
 
 
 @task(
@@ -149,7 +147,7 @@ def train_task(dataset: Dataset, params: TrainParams, run_id: str) -> TrainResul
     client = MlflowClient()
     client.log_batch(run_id, params=[Param(f"train.{k}", str(v)) for k, v in params.flat().items()])
     started = time.perf_counter()
-    result = train_model(dataset, params, epoch_reporter(client, run_id, params.epochs))
+    result = train_model(dataset, params, run_callbacks(params.epochs))
     seconds = time.perf_counter() - started
     for key, value in {
         "train_seconds": seconds,

@@ -11,7 +11,6 @@ import time
 from typing import Literal
 
 import mlflow
-from mlflow import MlflowClient
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
@@ -19,7 +18,7 @@ from tasks.data import load_dataset
 from tasks.params import DataSpec, SearchSpace, TrainParams
 from tasks.settings import Settings
 from tasks.tracking import tracked_run
-from tasks.train import epoch_reporter, train_model
+from tasks.train import run_callbacks, train_model
 
 
 def sample_trials(
@@ -64,7 +63,7 @@ def trial_task(
         mlflow.log_params({k: str(v) for k, v in params.flat().items()})
         started = time.perf_counter()
         dataset = load_dataset(data, settings)
-        result = train_model(dataset, params, epoch_reporter(MlflowClient(), run_id, params.epochs))
+        result = train_model(dataset, params, run_callbacks(params.epochs))
         best = result.best_epoch
         summary = {
             "best_val_accuracy": result.history["val_accuracy"][best],

@@ -192,8 +192,10 @@ def test_monitor_flow_records_verdicts_and_triggers_retraining(
     client = MlflowClient()
     client.set_registered_model_alias("clothes", "champion", summary["model_version"])
     triggered = []
+    from tasks import monitoring as monitoring_tasks
+
     monkeypatch.setattr(
-        monitor_module, "run_deployment",
+        monitoring_tasks, "run_deployment",
         lambda name, parameters, timeout: triggered.append((name, parameters)) or types.SimpleNamespace(id="run-1"),
     )  # fmt: skip
 
