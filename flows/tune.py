@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import sys
 import time
-from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import mlflow
 from cyclopts import Parameter
+from cyclopts.types import ExistingJsonPath
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 from prefect_dask import DaskTaskRunner
@@ -139,7 +139,7 @@ def _cluster_options(
     address: Annotated[str | None, Parameter(help="existing Dask scheduler (MLOPS_DASK_ADDRESS)")] = None,
     workers: Annotated[int | None, Parameter(help="LocalCluster workers (MLOPS_DASK_WORKERS, default 2)")] = None,
     space_file: Annotated[
-        Path | None, Parameter(help="a SearchSpace as a JSON file, as --space takes it inline")
+        ExistingJsonPath | None, Parameter(help="a SearchSpace as a JSON file, as --space takes it inline")
     ] = None,
 ) -> Any:
     """The Dask cluster is chosen before the flow starts: an option of the command, not of the flow."""

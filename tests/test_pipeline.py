@@ -66,15 +66,29 @@ def test_registry_lifecycle(prefect_harness, mlflow_store, fashion_dir):
 
 def test_logging_the_data_leaves_the_pipeline_run_running(mlflow_store, small_dataset):
     from tasks.settings import Settings
-    from tasks.tracking import configure_mlflow, log_dataset
+    from tasks.tracking import configure_mlflow, log_dataset, tracked_run
 
     experiment_id = configure_mlflow(Settings())
     client = MlflowClient()
-    run_id = client.create_run(experiment_id).info.run_id
-    log_dataset(run_id, small_dataset, {"train": {}, "test": {}})
-    run = client.get_run(run_id)
-    assert run.info.status == "RUNNING" and run.data.tags["data.digest"] == small_dataset.digest
-    assert len(run.inputs.dataset_inputs) == 2
+    with tracked_run(experiment_id, "data") as run_id:
+        log_dataset(small_dataset, {"train": {}, "test": {}})
+        run = client.get_run(run_id)
+        assert run.info.status == "RUNNING" and run.data.tags["data.digest"] == small_dataset.digest
+        assert len(run.inputs.dataset_inputs) == 2
+    assert client.get_run(run_id).info.status == "FINISHED"
+
+
+@pytest.mark.parametrize(("error", "status"), [(ValueError, "FAILED"), (KeyboardInterrupt, "KILLED")])
+def test_a_tracked_run_ends_with_what_ended_it(mlflow_store, error, status):
+    from tasks.run_owner import PID
+    from tasks.settings import Settings
+    from tasks.tracking import configure_mlflow, tracked_run
+
+    experiment_id = configure_mlflow(Settings())
+    with pytest.raises(error), tracked_run(experiment_id, "doomed", {"purpose": "test"}) as run_id:
+        raise error
+    run = MlflowClient().get_run(run_id)
+    assert run.info.status == status and run.data.tags["purpose"] == "test" and PID in run.data.tags
 
 
 def test_invalid_data_fails_before_anything_is_logged(prefect_harness, mlflow_store, tmp_path):
@@ -100,13 +114,14 @@ def test_data_loading_is_cached_on_content_and_parameters(prefect_harness, fashi
     from prefect import flow
 
     from tasks.data import load_data_task
+    from tasks.settings import Settings
 
     data_dir = tmp_path / "data"
     shutil.copytree(fashion_dir, data_dir)
 
     @flow
     def load_twice(spec: DataSpec) -> list[str]:
-        return [load_data_task(spec, return_state=True).name for _ in range(2)]
+        return [load_data_task(spec, Settings(), return_state=True).name for _ in range(2)]
 
     spec = DataSpec(path=data_dir, train_limit=100, test_limit=50)
     assert load_twice(spec) == ["Completed", "Cached"]

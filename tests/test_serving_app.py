@@ -183,3 +183,42 @@ def test_serving_imports_nothing_from_the_pipeline():
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/models/clothes/v1", {"image": ZEROS}),
+        ("/models/clothes/v1", {"images": [ZEROS, ZEROS]}),
+        ("/models/clothes/v1", {"image": [[[0]] * 28] * 28}),
+        ("/models/clothes/v1", {"image": ZEROS, "note": "extra fields are ignored"}),
+        ("/models/clothes/v1", {"image": ZEROS, "images": [ZEROS]}),
+        ("/models/clothes/v1", {"images": []}),
+        ("/models/clothes/v1", {"image": [[0] * 28] * 27}),
+        ("/models/clothes/v1", {"image": [[300] * 28] * 28}),
+        ("/models/clothes/v1", {"img": ZEROS}),
+        ("/models/clothes/v1", [ZEROS]),
+        ("/v1/models/clothes:predict", {"instances": [ZEROS]}),
+        ("/v1/models/clothes:predict", {"inputs": [{"image": ZEROS}]}),
+        ("/v1/models/clothes:predict", {"instances": [[[2] * 28] * 28]}),
+        ("/v1/models/clothes:predict", {"instances": [ZEROS], "inputs": [ZEROS]}),
+    ],
+)
+def test_the_documented_schemas_are_the_ones_the_server_applies(client, path, body):
+    """Every body is judged the same by the OpenAPI document and the server: valid -> 200, invalid -> 400."""
+    jsonschema = pytest.importorskip("jsonschema")
+    document = client.get("/openapi.json").json
+    route = {
+        "/models/clothes/v1": "/models/{name}/v{version}",
+        "/v1/models/clothes:predict": "/v1/models/{name}:predict",
+    }
+    post = document["paths"][route[path]]["post"]
+    schema = {**post["requestBody"]["content"]["application/json"]["schema"], "components": document["components"]}
+    documented_valid = jsonschema.Draft202012Validator(schema).is_valid(body)
+    response = client.post(path, json=body)
+    assert response.status_code == (200 if documented_valid else 400), response.json
+    if documented_valid:
+        answer_schema = post["responses"]["200"]["content"]["application/json"]["schema"]
+        assert jsonschema.Draft202012Validator({**answer_schema, "components": document["components"]}).is_valid(
+            response.json
+        )

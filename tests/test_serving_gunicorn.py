@@ -9,11 +9,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
+import orjson
 import pytest
 
 from serving.client import ClientError, classify, main, wait_until_ready
 from tasks.dataset import FASHION_MNIST_CLASSES
 from tasks.docker_engine import free_port
+from tasks.load import load_burst
 
 pytestmark = pytest.mark.slow
 EXAMPLES = sorted((Path(__file__).resolve().parents[1] / "examples" / "images").glob("*.png"))
@@ -74,3 +77,11 @@ def test_metrics_aggregate_across_workers(server):
     text = urllib.request.urlopen(f"{server}/metrics", timeout=5).read().decode()
     counts = re.findall(r'clothes_predictions_total\{label="[^"]+",model="clothes",version="2"\} (\S+)', text)
     assert sum(float(c) for c in counts) >= 20
+
+
+def test_load_burst_sends_exactly_what_it_is_asked_and_counts_failures(server):
+    body = orjson.dumps({"image": np.zeros((28, 28), np.uint8).tolist()})
+    ok = load_burst(f"{server}/models/clothes/v1", body, requests=60, concurrency=4)
+    assert ok["load_requests"] == 60 and ok["load_errors"] == 0 and ok["p99_ms"] >= ok["p50_ms"] > 0
+    wrong = load_burst(f"{server}/models/clothes/v9", body, requests=10, concurrency=2)
+    assert wrong["load_requests"] == 10 and wrong["load_errors"] == 10

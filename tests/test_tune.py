@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import argparse
+import inspect
 
 import pytest
 from mlflow import MlflowClient
@@ -27,15 +27,24 @@ def test_trials_are_deterministic_and_distinct():
     assert {t.architecture.pooling for t in grid} == {"max"}
 
 
-def test_search_space_comes_from_json_or_a_file_and_refuses_unknown_fields(tmp_path):
-    from flows.tune import search_space
+def test_search_space_comes_from_json_or_a_file_and_refuses_unknown_fields(tmp_path, monkeypatch):
+    from flows import tune as tune_module
 
-    assert search_space('{"dropout": [0.3]}').dropout == [0.3]
+    given: dict = {}
+
+    def record(flow, *args, **kwargs) -> int:
+        given.update(inspect.signature(flow.fn).bind(*args, **kwargs).arguments)
+        return 0
+
+    monkeypatch.setattr(tune_module, "run_and_report", record)  # what the flow would run with, not run
+    assert tune_module.main(["--space", '{"dropout": [0.3]}']) == 0 and given["space"].dropout == [0.3]
     (tmp_path / "space.json").write_text('{"augment": [true]}')
-    assert search_space(str(tmp_path / "space.json")).augment == [True]
-    for bad in ('{"dropuot": [0.3]}', str(tmp_path / "missing.json")):
-        with pytest.raises(argparse.ArgumentTypeError):
-            search_space(bad)
+    assert tune_module.main(["--space-file", str(tmp_path / "space.json"), "--budget", "2"]) == 0
+    assert given["space"].augment == [True] and given["budget"] == 2
+    for bad in (["--space", '{"dropuot": [0.3]}'], ["--space-file", str(tmp_path / "missing.json")]):
+        with pytest.raises(SystemExit) as stopped:
+            tune_module.main(bad)
+        assert stopped.value.code != 0
 
 
 def test_search_on_dask_picks_the_best_and_hands_it_to_the_gates(
