@@ -125,6 +125,10 @@ def run_callbacks(epochs: int) -> list:
     import keras
     from mlflow.keras import MlflowCallback
 
+    class EpochMetrics(MlflowCallback):
+        def on_test_end(self, logs: dict | None = None) -> None:
+            """Skipped: validation metrics already arrive with each epoch's (val_loss, val_accuracy)."""
+
     logger = get_run_logger()
 
     def log_epoch(epoch: int, logs: dict) -> None:
@@ -133,7 +137,7 @@ def run_callbacks(epochs: int) -> list:
             epoch + 1, epochs, logs["loss"], logs["accuracy"], logs["val_loss"], logs["val_accuracy"],
         )  # fmt: skip
 
-    return [MlflowCallback(), keras.callbacks.LambdaCallback(on_epoch_end=log_epoch)]
+    return [EpochMetrics(), keras.callbacks.LambdaCallback(on_epoch_end=log_epoch)]
 
 
 @task(
