@@ -182,12 +182,19 @@ def down(stack: Stack) -> None:
 
 
 def status(stack: Stack) -> bool:
+    """False only for a stack that is half up or not answering; a stopped stack is a state, not an error."""
+    pids = {name: stack.running_pid(name) for name in stack.commands()}
+    if not any(pids.values()):
+        print(f"stack stopped (no process of {stack.state_dir} runs); `make up` starts it")
+        return True
     healthy = True
     for name, (_command, url) in stack.commands().items():
-        pid = stack.running_pid(name)
+        pid = pids[name]
         state = "running" if pid else "stopped"
         if pid and url:
-            state += ", answering" if answers(url) else ", NOT answering"
+            answering = answers(url)
+            state += ", answering" if answering else ", NOT answering"
+            healthy &= answering
         healthy &= bool(pid)
         print(f"{name:<15}{state:<25}{'pid ' + str(pid) if pid else ''}  {url or ''}")
     return healthy

@@ -22,6 +22,8 @@ from tasks.dataset import Dataset
 from tasks.run_owner import end_orphaned_runs, end_status, owner_tags
 from tasks.settings import PROJECT_DIR, Settings
 
+EXPERIMENT_KIND, TRADITIONAL_ML = "mlflow.experimentKind", "custom_model_development"
+
 
 class TrackingUnavailable(RuntimeError):
     """The MLflow tracking server does not answer; nothing was trained or recorded."""
@@ -53,14 +55,18 @@ def configure_mlflow(settings: Settings, experiment_name: str | None = None, art
 
 
 def ensure_experiment(settings: Settings, name: str, artifact_subdir: str = "") -> str:
+    """The experiment's id, created on first use; tagged as traditional ML so MLflow 3's UI opens it
+    on its runs rather than its GenAI (traces) view."""
     client = MlflowClient()
     experiment = client.get_experiment_by_name(name)
-    if experiment is not None:
-        return experiment.experiment_id
-    # A remote server chooses its own artifact store; locally artifacts stay under mlruns/.
-    local = settings.resolved_tracking_uri().startswith(("sqlite:", "file:"))
-    location = f"{settings.artifact_location}/{artifact_subdir}".rstrip("/") if local else None
-    return client.create_experiment(name, artifact_location=location)
+    if experiment is None:
+        # A remote server chooses its own artifact store; locally artifacts stay under mlruns/.
+        local = settings.resolved_tracking_uri().startswith(("sqlite:", "file:"))
+        location = f"{settings.artifact_location}/{artifact_subdir}".rstrip("/") if local else None
+        return client.create_experiment(name, artifact_location=location, tags={EXPERIMENT_KIND: TRADITIONAL_ML})
+    if experiment.tags.get(EXPERIMENT_KIND) != TRADITIONAL_ML:
+        client.set_experiment_tag(experiment.experiment_id, EXPERIMENT_KIND, TRADITIONAL_ML)
+    return experiment.experiment_id
 
 
 def git_commit() -> str:

@@ -13,8 +13,9 @@ import pytest
 
 _HOME = Path(tempfile.mkdtemp(prefix="clothes-tests-"))
 REPO = Path(__file__).resolve().parents[1]
-# Where the pipeline writes by default, relative to the working tree: a test must never write there.
-USER_DATA = ("models", "mlruns", "logs", "data", ".stack", "wheelhouse")
+# Where the pipeline writes by default, relative to the working tree (and mlflow.db, MLflow's own default
+# store): a test must never write there.
+USER_DATA = ("models", "mlruns", "logs", "data", ".stack", "wheelhouse", "mlflow.db")
 for _key, _value in {
     "MLOPS_MODEL_ROOT": str(_HOME / "models"),
     "MLOPS_MLRUNS_DIR": str(_HOME / "mlruns"),
@@ -119,7 +120,8 @@ def tree_digest(root: Path) -> dict[str, str]:
     """Path -> content hash (or symlink target) of every file under the user's data directories."""
     digests = {}
     for top in USER_DATA:
-        for path in sorted((root / top).rglob("*")) if (root / top).exists() else []:
+        base = root / top
+        for path in [base] if base.is_file() else sorted(base.rglob("*")) if base.exists() else []:
             if path.is_symlink():
                 digests[str(path.relative_to(root))] = f"-> {os.readlink(path)}"
             elif path.is_file():

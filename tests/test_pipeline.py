@@ -78,6 +78,19 @@ def test_logging_the_data_leaves_the_pipeline_run_running(mlflow_store, small_da
     assert client.get_run(run_id).info.status == "FINISHED"
 
 
+def test_experiments_open_in_the_traditional_ml_view(mlflow_store):
+    from tasks.settings import Settings
+    from tasks.tracking import configure_mlflow
+
+    settings = Settings()
+    created = configure_mlflow(settings)
+    client = MlflowClient()
+    older = client.create_experiment("made-before")  # as an earlier version of the pipeline left it
+    assert configure_mlflow(settings, "made-before") == older
+    for experiment_id in (created, older):
+        assert client.get_experiment(experiment_id).tags["mlflow.experimentKind"] == "custom_model_development"
+
+
 @pytest.mark.parametrize(("error", "status"), [(ValueError, "FAILED"), (KeyboardInterrupt, "KILLED")])
 def test_a_tracked_run_ends_with_what_ended_it(mlflow_store, error, status):
     from tasks.run_owner import PID

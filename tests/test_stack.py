@@ -12,7 +12,7 @@ import urllib.request
 import pytest
 from mlflow import MlflowClient
 
-from ops.stack import Stack, deploy, down, up
+from ops.stack import Stack, deploy, down, main, up
 from tasks.docker_engine import free_port
 
 pytestmark = pytest.mark.slow
@@ -87,3 +87,8 @@ def test_deployment_runs_on_the_worker_and_redeploy_keeps_one_schedule(stack):
     time.sleep(5)  # a few more scheduler loops: a duplicating schedule would add runs now
     after = _scheduled_start_times(stack, deployment["id"])
     assert after == before
+
+
+def test_status_of_a_stopped_stack_is_a_state_not_an_error(tmp_path, capsys):
+    assert main(["status", "--state-dir", str(tmp_path)]) == 0
+    assert "stack stopped" in capsys.readouterr().out
