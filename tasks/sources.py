@@ -14,7 +14,7 @@ import numpy as np
 
 from serving.preprocessing import load_image_file
 from tasks.dataset import Dataset, stratified_split
-from tasks.settings import IDX_FILES
+from tasks.settings import DATA_CANDIDATES, IDX_FILES
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}
 _IDX_DTYPES: dict[int, np.dtype] = {
@@ -28,6 +28,10 @@ _IDX_DTYPES: dict[int, np.dtype] = {
 
 class DataValidationError(ValueError):
     """The data would train a broken model; the message says exactly why."""
+
+
+class DataNotFound(FileNotFoundError):
+    """No configured place holds the data; the message lists where it looked and what to do."""
 
 
 def read_idx(path: Path) -> np.ndarray:
@@ -72,7 +76,15 @@ def load_keras_fashion_mnist() -> Dataset:
     """Keras' own loader: downloads once into ~/.keras/datasets (or $KERAS_HOME), then reads offline."""
     from keras.datasets import fashion_mnist
 
-    (x_train, y_train), (x_test, y_test) = fashion_mnist.load_data()
+    try:
+        (x_train, y_train), (x_test, y_test) = fashion_mnist.load_data()
+    except Exception as exc:  # offline: Keras raises a bare "URL fetch failure"
+        places = ", ".join(str(p) for p in DATA_CANDIDATES)
+        raise DataNotFound(
+            f"Fashion-MNIST not found: MLOPS_DATA_DIR is unset, {places} lack the four IDX files, and Keras' "
+            f"download failed ({exc}). Set MLOPS_DATA_DIR to a directory holding {', '.join(IDX_FILES.values())}, "
+            "or install Debian's dataset-fashion-mnist, or allow the download once"
+        ) from None
     cache = Path(os.environ.get("KERAS_HOME", Path.home() / ".keras")) / "datasets" / "fashion-mnist"
     return Dataset(
         x_train, y_train.astype(np.int64), x_test, y_test.astype(np.int64), source=str(cache), origin="keras"

@@ -11,7 +11,14 @@ from tasks.data import load_dataset
 from tasks.dataset import FASHION_MNIST_CLASSES, Dataset, stratified_split
 from tasks.params import DataSpec
 from tasks.settings import IDX_FILES, Settings
-from tasks.sources import DataValidationError, load_fashion_mnist, load_idx_directory, load_image_folder, read_idx
+from tasks.sources import (
+    DataNotFound,
+    DataValidationError,
+    load_fashion_mnist,
+    load_idx_directory,
+    load_image_folder,
+    read_idx,
+)
 from tasks.validation import validate_data
 
 
@@ -147,3 +154,17 @@ def test_validation_names_nan_pixels():
 def test_valid_synthetic_data_passes_with_counts():
     counts = validate_data(synthetic())
     assert counts["train"][FASHION_MNIST_CLASSES[0]] == 4
+
+
+def test_missing_data_says_where_it_looked_and_what_to_do(monkeypatch):
+    from keras.datasets import fashion_mnist
+
+    def offline():
+        raise Exception("URL fetch failure on https://storage.googleapis.com/...: None -- [Errno -3]")
+
+    monkeypatch.setattr(fashion_mnist, "load_data", offline)
+    with pytest.raises(DataNotFound) as error:
+        load_fashion_mnist(None)
+    message = str(error.value)
+    assert "MLOPS_DATA_DIR" in message and "/usr/share/datasets/fashion-mnist" in message
+    assert "dataset-fashion-mnist" in message and "URL fetch failure" in message and "\n" not in message
