@@ -13,7 +13,7 @@ from werkzeug.formparser import parse_form_data
 
 from serving.http import ApiError, settings
 from serving.preprocessing import ImageTooLarge, contains_bool, decoded_pixels, pixels_from_image_bytes
-from serving.schemas import ClassifyRequest, OneImage, validate
+from serving.schemas import ClassifyRequest, OneImage, check_batch_size, validate
 from serving.settings import ServingSettings
 
 T = TypeVar("T")
@@ -56,8 +56,7 @@ def read_pixels() -> np.ndarray:
         files = offload(multipart_files, request.environ, settings())
         if not files:
             raise ApiError(400, "multipart upload needs one or more 'file' fields")
-        if len(files) > settings().max_batch:
-            raise ApiError(413, f"at most {settings().max_batch} images per request, got {len(files)}")
+        check_batch_size(files, settings().max_batch)
         return offload(decode_files, files, settings())
     raise ApiError(
         415,

@@ -57,10 +57,10 @@ def _batch_schema(maximum: float, named: bool = False) -> list[dict]:
     return forms
 
 
-def check_batch_size(n: int, info: ValidationInfo) -> None:
-    max_batch = (info.context or {}).get("max_batch")
-    if max_batch is not None and n > max_batch:
-        raise ImageTooLarge(f"at most {max_batch} images per request, got {n}")
+def check_batch_size(items: object, max_batch: int | None) -> None:
+    """The per-request image limit (MLOPS_SERVE_MAX_BATCH) for JSON batches and multipart files alike."""
+    if isinstance(items, list) and max_batch is not None and len(items) > max_batch:
+        raise ImageTooLarge(f"at most {max_batch} images per request, got {len(items)}")
 
 
 def _one_image(value: Any) -> np.ndarray:
@@ -68,8 +68,7 @@ def _one_image(value: Any) -> np.ndarray:
 
 
 def _images(value: Any, info: ValidationInfo) -> np.ndarray:
-    if isinstance(value, list):
-        check_batch_size(len(value), info)
+    check_batch_size(value, (info.context or {}).get("max_batch"))
     return pixels_from_nested(value, batch=True)
 
 
@@ -79,8 +78,7 @@ def _instances(value: Any, info: ValidationInfo) -> np.ndarray:
         if not all(set(i) == {"image"} for i in value):
             raise InvalidInput("named instances must have the single input 'image'")
         value = [i["image"] for i in value]
-    if isinstance(value, list):
-        check_batch_size(len(value), info)
+    check_batch_size(value, (info.context or {}).get("max_batch"))
     return pixels_from_nested(value, batch=True, max_value=1.0)
 
 

@@ -28,7 +28,7 @@ from tasks.drift import DriftReport, build_reference, detect_drift, first_labels
 from tasks.params import ModelRef, MonitorThresholds
 from tasks.registry import champion_version
 from tasks.settings import Settings
-from tasks.tracking import configure_mlflow, tracked_run
+from tasks.tracking import configure_mlflow, ensure_experiment, tracked_run
 
 REFERENCE_ARTIFACT = "monitoring/reference.json"
 RETRIES: dict[str, Any] = {"retries": 2, "retry_delay_seconds": [2, 10], "cache_policy": NO_CACHE}
@@ -129,8 +129,9 @@ def record_check_task(
     ref: ModelRef, window: tuple[datetime, datetime], report: DriftReport, reference: dict, records: list[Record],
     thresholds: MonitorThresholds, triggered: str | None, settings: Settings,
 ) -> str:  # fmt: skip
-    """One run per check in the `<experiment>-monitoring` experiment, so each signal plots over time."""
-    experiment_id = configure_mlflow(settings, f"{settings.experiment_name}-monitoring", "monitoring")
+    """One run per check in the `<experiment>-monitoring` experiment, so each signal plots over time.
+    MLflow was configured (and its server checked) by `champion_task`."""
+    experiment_id = ensure_experiment(settings, f"{settings.experiment_name}-monitoring", "monitoring")
     minutes = round((window[1] - window[0]).total_seconds() / 60)
     with tracked_run(experiment_id, f"{ref.name}-v{ref.version}-{window[1]:%Y%m%dT%H%M}") as run_id:
         mlflow.log_params({"model": ref.name, "version": ref.version, "window_minutes": minutes,

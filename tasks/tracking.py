@@ -99,13 +99,6 @@ def tracked_run(
     mlflow.end_run("FINISHED")
 
 
-def active_run_id() -> str:
-    run = mlflow.active_run()
-    if run is None:
-        raise RuntimeError("no active MLflow run: call this inside `tracked_run`")
-    return run.info.run_id
-
-
 def log_dataset(dataset: Dataset, counts: dict[str, dict[str, int]]) -> None:
     """Record on the active run where the data came from, its content digest and class balance."""
     for split, x, y in (("train", dataset.x_train, dataset.y_train), ("test", dataset.x_test, dataset.y_test)):
