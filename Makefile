@@ -5,18 +5,13 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-# Project-local homes so nothing leaks into ~ and an offline machine never waits on analytics.
-export PREFECT_HOME ?= $(CURDIR)/.prefect
-export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS ?= 120
-export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
-export KERAS_HOME ?= $(CURDIR)/.keras
-export MPLCONFIGDIR ?= $(CURDIR)/.cache/matplotlib
-export TF_CPP_MIN_LOG_LEVEL ?= 2
+# Project-local homes, Prefect's offline defaults and TF's log level are set by the code itself
+# (tasks/settings.py runtime_defaults), so the console scripts behave the same outside make.
 
 ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: install run test lint format mlflow-ui bench-serving bench-container bench-reliability docker-up docker-down serve rollback tune up down status clean
+.PHONY: install run test lint format mlflow-ui bench-serving bench-container bench-reliability docker-up docker-down serve rollback tune up down status screenshots clean
 
 install: $(STAMP)
 
@@ -26,7 +21,10 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
 	touch $@
 
+# The whole lifecycle: first the Docker engine the container stage needs (started where this user can;
+# else one message and no training), unless ARGS turns the container stage off.
 run: install
+	$(if $(findstring container.no-enabled,$(ARGS)),,scripts/docker-engine.sh ensure)
 	$(BIN)/clothes-pipeline $(ARGS)
 
 test: install
@@ -52,6 +50,11 @@ up: install
 
 down:
 	$(BIN)/clothes-stack down
+
+# PNGs of the MLflow experiment and registry pages and the newest train-and-deploy run (needs `make up`,
+# one flow run, and Debian's chromium) into docs/screenshots/.
+screenshots: install
+	$(BIN)/clothes-stack screenshots
 
 status:
 	$(BIN)/clothes-stack status

@@ -17,12 +17,6 @@ from typing import Any
 
 import cyclopts
 
-# Console scripts run outside `make`, where a fresh PREFECT_HOME's temporary server needs this long.
-PREFECT_DEFAULTS = {
-    "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
-    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-}
-
 
 def start_orphan_reaper() -> subprocess.Popen:
     """`flows.reaper` stops this process's children if it dies without cleaning up (SIGKILL)."""
@@ -67,8 +61,6 @@ def flow_app(flow: Any, prog: str, run: Callable[..., int] | None = None) -> cyc
 
 def console_script(app: cyclopts.App) -> Callable[..., int]:
     def main(argv: list[str] | None = None) -> int:
-        for key, value in PREFECT_DEFAULTS.items():
-            os.environ.setdefault(key, value)
         result = app(sys.argv[1:] if argv is None else argv)
         return result if isinstance(result, int) else 0
 

@@ -56,8 +56,10 @@ def monitor_drift(
         log_dir or settings.prediction_log_dir, ref, window[0].timestamp(), window[1].timestamp()
     )
     report = detect_drift_task(reference, records, thresholds)
-    triggered = retrain_task(records, report, settings, thresholds) if report.drifted and retrain else None
-    run_id = record_check_task(ref, window, report, reference, records, thresholds, triggered, settings)
+    run_id = record_check_task(ref, window, report, reference, records, thresholds, settings)
+    triggered = None
+    if report.drifted and retrain:
+        triggered = retrain_task(records, report, window, run_id, settings, thresholds)
     create_markdown_artifact(key="drift-check", markdown=check_markdown(ref, report, window, triggered))
     return {**report.as_dict(), "model": ref.name, "version": str(ref.version), "mlflow_run_id": run_id,
             "retraining": triggered}  # fmt: skip

@@ -22,10 +22,10 @@ from tasks.export import export_task
 from tasks.gates import gates_task
 from tasks.image import build_image_task
 from tasks.monitoring import reference_task
-from tasks.params import ContainerParams, DataSpec, GateThresholds, ModelRef, TrainParams
+from tasks.params import ContainerParams, DataSpec, GateThresholds, ModelRef, TrainParams, Trigger
 from tasks.promote import promote_task
-from tasks.registry import champion_accuracy_task, champion_version, register_task, version_tags
-from tasks.settings import Settings
+from tasks.registry import champion_accuracy_task, champion_version, model_card, register_task
+from tasks.settings import Settings, mlflow_ui_link
 from tasks.smoke import smoke_test_task
 from tasks.tracking import git_commit, log_dataset_task, prepare_tracking_task, tracked_run
 from tasks.train import train_task
@@ -38,6 +38,7 @@ def train_and_deploy(
     thresholds: GateThresholds | None = None,
     model_name: str | None = None,
     container: ContainerParams | None = None,
+    trigger: Trigger | None = None,
 ) -> dict:
     """Train, evaluate, gate, register, export, and release the clothes classifier. A candidate that
     fails a gate ends the flow Failed, registers nothing and moves no alias.
@@ -48,9 +49,12 @@ def train_and_deploy(
         Quality gates; unset: MLOPS_MIN_ACCURACY, MLOPS_MIN_CLASS_RECALL, MLOPS_MAX_REGRESSION.
     model_name
         Registered model name; unset: MLOPS_MODEL_NAME ('clothes').
+    trigger
+        Why this run started (tags `trigger*` on the MLflow run and model version); unset: manual.
     """
     settings = Settings()
     data, train, container = data or DataSpec(), train or TrainParams(), container or ContainerParams()
+    trigger = trigger or Trigger()
     thresholds = thresholds or settings.gate_thresholds()
     model_name = model_name or settings.model_name
     commit = git_commit()
@@ -58,7 +62,8 @@ def train_and_deploy(
     experiment_id = prepare_tracking_task(settings)
     dataset = load_data_task(data, settings)
     counts = validate_data_task(dataset)
-    tags = {"git_commit": commit, "prefect.flow_run_id": str(runtime.flow_run.id or ""), "model_name": model_name}
+    tags = {"git_commit": commit, "prefect.flow_run_id": str(runtime.flow_run.id or ""), "model_name": model_name,
+            **trigger.tags()}  # fmt: skip
     with tracked_run(experiment_id, f"lenet5-{runtime.flow_run.name or 'local'}", tags) as run_id:
         log_dataset_task(dataset, counts)
         trained = train_task(dataset, train, run_id)
@@ -67,8 +72,8 @@ def train_and_deploy(
         reference_task(probabilities, dataset, run_id)
         champion = champion_accuracy_task(model_name, dataset)
         gates = gates_task(run_id, evaluation, thresholds, champion)
-        tags = version_tags(run_id, commit, dataset, evaluation, gates, train)
-        ref = register_task(run_id, trained.model, dataset, model_name, tags)
+        card = model_card(run_id, commit, dataset, evaluation, gates, train, trigger)
+        ref = register_task(run_id, trained.model, dataset, model_name, card)
     export_dir = export_task(ref, settings.model_root)
     release = release_stage(container, settings, ref, run_id, export_dir, trained.model, dataset, probabilities)
 
@@ -82,6 +87,7 @@ def train_and_deploy(
         "epochs_run": trained.epochs_run,
         "compared_with": {"version": str(champion[0].version), "accuracy": champion[1]} if champion else None,
         "data_digest": dataset.digest,
+        "trigger": trigger.kind,
         "export_dir": str(export_dir),
         **release,
     }
@@ -102,11 +108,12 @@ def release_stage(
 ) -> dict:
     """Build -> smoke test -> deploy -> promote. Any failure leaves `champion` and production as they were."""
     logger = get_run_logger()
-    if params.enabled is None and docker_client() is None:
-        logger.warning("no Docker engine answers: container stage skipped; %s stays challenger", ref)
-        return {"image": None, "promoted": False}
     if params.enabled is False:
-        return {"image": None, "promoted": False}
+        return {"container_stage": "disabled (container.enabled=false)", "image": None, "promoted": False}
+    if params.enabled is None and docker_client() is None:
+        skipped = "skipped: no Docker engine answers (`make docker-up` starts one)"
+        logger.warning("container stage %s; %s stays challenger", skipped, ref)
+        return {"container_stage": skipped, "image": None, "promoted": False}
     images, expected = dataset.x_test[: params.parity_images], probabilities[: params.parity_images]
     image = build_image_task(ref, export_dir, run_id, settings)
     report = smoke_test_task(image, ref, int(model.count_params()), images, expected, params, settings)
@@ -119,12 +126,16 @@ def release_stage(
             logger.error("promotion failed: redeploying champion v%s", previous.version)
             deploy_task(released_image(previous, settings), ModelRef(ref.name, int(previous.version)), settings)
         raise
-    return {"image": image.tag, "image_size_mb": image.size_mb, "smoke": asdict(report), "promoted": True,
-            "production": container and f"http://{settings.deploy_host}:{settings.deploy_port}"}  # fmt: skip
+    production = container and f"http://{settings.deploy_host}:{settings.deploy_port}"
+    return {"container_stage": "ran", "image": image.tag, "image_size_mb": image.size_mb, "smoke": asdict(report),
+            "promoted": True, "production": production}  # fmt: skip
 
 
 def summary_markdown(summary: dict, settings: Settings) -> str:
-    ui = settings.mlflow_ui_url.rstrip("/")
+    run = mlflow_ui_link(settings.mlflow_ui_url, f"experiments/{summary['experiment_id']}/runs/{summary['run_id']}")
+    version = mlflow_ui_link(
+        settings.mlflow_ui_url, f"models/{summary['model_name']}/versions/{summary['model_version']}"
+    )
     champion = summary["compared_with"]
     versus = f"champion v{champion['version']} at {champion['accuracy']:.4f}" if champion else "no champion yet"
     alias = "champion" if summary["promoted"] else "challenger"
@@ -136,11 +147,11 @@ def summary_markdown(summary: dict, settings: Settings) -> str:
         f"| epochs | {summary['epochs_run']} |\n"
         f"| compared with | {versus} |\n"
         f"| exported to | `{summary['export_dir']}` |\n"
+        f"| trigger | {summary['trigger']} |\n"
+        f"| container stage | {summary['container_stage']} |\n"
         f"| image | `{summary['image']}` (promoted: {summary['promoted']}) |\n"
-        f"| MLflow run | [{summary['run_id']}]({ui}/#/experiments/{summary['experiment_id']}/runs/{summary['run_id']})"
-        f" in `{settings.resolved_tracking_uri()}` |\n"
-        f"| model version | [{summary['model_name']} v{summary['model_version']}]"
-        f"({ui}/#/models/{summary['model_name']}/versions/{summary['model_version']}) |\n"
+        f"| MLflow run | [{summary['run_id']}]({run}) in `{settings.resolved_tracking_uri()}` |\n"
+        f"| model version | [{summary['model_name']} v{summary['model_version']}]({version}) |\n"
     )
 
 

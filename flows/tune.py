@@ -10,14 +10,14 @@ from typing import Annotated, Any, Literal
 import mlflow
 from cyclopts import Parameter
 from cyclopts.types import ExistingJsonPath
-from prefect import flow, get_run_logger
+from prefect import flow, get_run_logger, runtime
 from prefect.artifacts import create_markdown_artifact
 from prefect_dask import DaskTaskRunner
 from pydantic import Field
 
 from flows.cli import console_script, flow_app, run_and_report
 from flows.pipeline import train_and_deploy
-from tasks.params import ContainerParams, DataSpec, GateThresholds, SearchSpace, TrainParams
+from tasks.params import ContainerParams, DataSpec, GateThresholds, SearchSpace, TrainParams, Trigger
 from tasks.settings import Settings
 from tasks.tracking import configure_mlflow, tracked_run
 from tasks.tuning import sample_trials, trial_task
@@ -86,7 +86,11 @@ def tune(
             update={"epochs": final_epochs, "validation_fraction": final_validation_fraction}
         )
         summary["train_and_deploy"] = train_and_deploy(
-            data=data, train=best_params, thresholds=thresholds, container=container
+            data=data,
+            train=best_params,
+            thresholds=thresholds,
+            container=container,
+            trigger=Trigger(kind="search", source_run=str(runtime.flow_run.id or "")),
         )
     return summary
 

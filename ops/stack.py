@@ -1,4 +1,4 @@
-"""`clothes-stack up|down|status|mlflow-ui`: the stack users run, on 127.0.0.1.
+"""`clothes-stack up|down|status|mlflow-ui|screenshots`: the stack users run, on 127.0.0.1.
 
 up: Prefect server (SQLite under the state directory), the `clothes-process` work pool, every
 deployment of prefect.yaml (`prefect deploy --all`), a process worker, and an MLflow tracking
@@ -18,6 +18,9 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+from ops.screenshots import ScreenshotError, take_screenshots
+from tasks.deploy import production_containers
+from tasks.docker_engine import docker_client
 from tasks.settings import PROJECT_DIR, Settings
 
 WORK_POOL = "clothes-process"
@@ -47,6 +50,10 @@ class Stack:
             "PREFECT_API_URL": self.prefect_api,
             "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
             "PREFECT_UI_API_URL": self.prefect_api,
+            # `prefect deployment run --watch` shows a run's logs (e.g. which gate failed) only when the
+            # server streams them; Prefect ships with both off.
+            "PREFECT_SERVER_LOGS_STREAM_OUT_ENABLED": "true",
+            "PREFECT_SERVER_LOGS_STREAM_PUBLISHING_ENABLED": "true",
             "CLOTHES_PROJECT_DIR": str(PROJECT_DIR),
             "KERAS_HOME": os.environ.get("KERAS_HOME", str(state / "keras")),
             "MPLCONFIGDIR": os.environ.get("MPLCONFIGDIR", str(state / "matplotlib")),
@@ -128,6 +135,8 @@ def start(stack: Stack, name: str) -> None:
     if stack.running_pid(name):
         print(f"{name}: already running (pid {stack.running_pid(name)})")
         return
+    print(f"{name}: starting" + (f", waiting for {url}" if url else ""), flush=True)
+    started = time.monotonic()
     log = (stack.state_dir / f"{name}.log").open("ab")
     process = subprocess.Popen(
         command, env=stack.env(), cwd=PROJECT_DIR, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
@@ -136,7 +145,7 @@ def start(stack: Stack, name: str) -> None:
     stack.pid_file(name).write_text(str(process.pid))
     if url:
         wait_for(url, name, stack)
-    print(f"{name}: started (pid {process.pid})")
+    print(f"{name}: started in {time.monotonic() - started:.0f} s (pid {process.pid})", flush=True)
 
 
 def prefect_cli(stack: Stack, *args: str, check: bool = True) -> subprocess.CompletedProcess:
@@ -148,11 +157,13 @@ def prefect_cli(stack: Stack, *args: str, check: bool = True) -> subprocess.Comp
 
 def deploy(stack: Stack) -> None:
     """Work pool if missing, then every deployment of prefect.yaml (idempotent: schedules have slugs)."""
+    print(f"deployments: work pool {WORK_POOL}, then `prefect deploy --all` of prefect.yaml", flush=True)
     if prefect_cli(stack, "work-pool", "inspect", WORK_POOL, check=False).returncode != 0:
         prefect_cli(stack, "work-pool", "create", WORK_POOL, "--type", "process")
     result = prefect_cli(stack, "--no-prompt", "deploy", "--all", check=False)
     if result.returncode != 0:
         raise RuntimeError(f"prefect deploy failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
+    print("deployments: registered", flush=True)
 
 
 def up(stack: Stack) -> None:
@@ -165,7 +176,9 @@ def up(stack: Stack) -> None:
     print(f"Use it:      export PREFECT_API_URL={stack.prefect_api}")
 
 
-def down(stack: Stack) -> None:
+def down(stack: Stack, serving: bool = False) -> None:
+    """Stop what `up` started. The production container is not part of the stack (the pipeline deployed
+    it, and users' traffic may depend on it): it is stopped only with `serving`, else named as left running."""
     for name in reversed(list(stack.commands())):
         pid = stack.running_pid(name)
         if pid is None:
@@ -179,6 +192,17 @@ def down(stack: Stack) -> None:
             os.killpg(pid, signal.SIGKILL)
         stack.pid_file(name).unlink(missing_ok=True)
         print(f"{name}: stopped (pid {pid})")
+    settings = Settings()
+    client = docker_client()
+    for container in production_containers(client, settings.deploy_name) if client else []:
+        where = f"http://{settings.deploy_host}:{settings.deploy_port}"
+        if serving:
+            container.stop(timeout=30)
+            container.remove()
+            print(f"production container {container.name}: stopped ({where}); the next train-and-deploy deploys again")
+        else:
+            print(f"left running: production container {container.name} on {where}; "
+                  "`clothes-stack down --serving` stops it too")  # fmt: skip
 
 
 def status(stack: Stack) -> bool:
@@ -203,12 +227,14 @@ def status(stack: Stack) -> bool:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="clothes-stack", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
-    parser.add_argument("action", choices=["up", "down", "status", "mlflow-ui"])
+    parser.add_argument("action", choices=["up", "down", "status", "mlflow-ui", "screenshots"])
     parser.add_argument(
         "--state-dir", type=Path, default=Path(os.environ.get("CLOTHES_STACK_DIR", PROJECT_DIR / ".stack"))
     )
     parser.add_argument("--prefect-port", type=int, default=4200)
     parser.add_argument("--mlflow-port", type=int, default=5000)
+    parser.add_argument("--serving", action="store_true", help="down: stop the production container too")
+    parser.add_argument("--out", type=Path, default=PROJECT_DIR / "docs" / "screenshots", help="screenshots: where")
     args = parser.parse_args(argv)
     stack = Stack(args.state_dir, args.prefect_port, args.mlflow_port)
     if args.action == "up":
@@ -217,7 +243,16 @@ def main(argv: list[str] | None = None) -> int:
         command = stack.commands()["mlflow"][0]
         os.execve(command[0], command, stack.env())
     elif args.action == "down":
-        down(stack)
+        down(stack, serving=args.serving)
+    elif args.action == "screenshots":
+        settings = Settings()
+        try:
+            paths = take_screenshots(stack.mlflow_url, stack.prefect_api, args.out, settings.experiment_name,
+                                     settings.model_name)  # fmt: skip
+        except ScreenshotError as exc:
+            print(f"screenshots: {exc}", file=sys.stderr)
+            return 1
+        print("\n".join(str(path) for path in paths))
     else:
         return 0 if status(stack) else 1
     return 0

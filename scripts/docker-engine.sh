@@ -4,6 +4,9 @@
 #   scripts/docker-engine.sh up     install docker.io + debootstrap if missing, start dockerd if no
 #                                   engine answers, make sure the base image exists (pull, else build
 #                                   a local stand-in for python:3.11-slim from Debian packages)
+#   scripts/docker-engine.sh ensure what `make run` calls: ready when an engine answers and the base
+#                                   image exists; else `up` where it can (root with apt-get), else
+#                                   one message saying what to run, and exit status 1
 #   scripts/docker-engine.sh down   stop dockerd, only if `up` started it
 #   scripts/docker-engine.sh base   (re)build the local base image
 #
@@ -75,9 +78,23 @@ stop_daemon() {
   log "engine stopped"
 }
 
+ensure() {
+  if docker info >/dev/null 2>&1 && docker image inspect "$BASE_IMAGE" >/dev/null 2>&1; then
+    log "engine ready"; return
+  fi
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    mkdir -p "$STATE_DIR"; install_packages; start_daemon; ensure_base; return
+  fi
+  log "no Docker engine answers here and only root on Debian can start one from this script."
+  log "Start one (\`sudo make docker-up\`, or your own Docker), or run without the container stage:"
+  log "  make run ARGS=--container.no-enabled"
+  exit 1
+}
+
 case "${1:-}" in
   up) mkdir -p "$STATE_DIR"; install_packages; start_daemon; ensure_base ;;
+  ensure) ensure ;;
   down) stop_daemon ;;
   base) mkdir -p "$STATE_DIR"; build_base ;;
-  *) echo "usage: $0 up|down|base" >&2; exit 2 ;;
+  *) echo "usage: $0 up|ensure|down|base" >&2; exit 2 ;;
 esac

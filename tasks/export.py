@@ -22,7 +22,7 @@ from prefect.cache_policies import NO_CACHE
 
 from serving.model_store import METADATA_FILE, RUNTIME_FILE
 from tasks.params import ModelRef
-from tasks.registry import load_model_version
+from tasks.registry import card_of, load_model_version
 
 METRIC_KEYS = ("test_accuracy", "test_macro_f1", "test_macro_precision", "test_macro_recall")
 
@@ -85,7 +85,9 @@ def export_registered_version(ref: ModelRef, model_root: Path) -> Path:
     model = load_model_version(ref)
     run = client.get_run(model_version.run_id) if model_version.run_id else None
     metrics = {k: run.data.metrics[k] for k in METRIC_KEYS if run and k in run.data.metrics}
-    class_names = json.loads(model_version.tags["class_names"])
+    # Versions registered before the model card carried their class names as a tag.
+    legacy = model_version.tags.get("class_names")
+    class_names = json.loads(legacy) if legacy else card_of(model_version)["data"]["class_names"]
     metadata = build_metadata(model, ref.name, ref.version, class_names, model_version.run_id, metrics)
     return export_model(model, model_root, metadata)
 

@@ -17,7 +17,7 @@ import numpy as np
 import orjson
 from mlflow import MlflowClient
 from PIL import Image
-from prefect import get_run_logger, task
+from prefect import get_run_logger, runtime, task
 from prefect.cache_policies import NO_CACHE
 from prefect.client.schemas.objects import FlowRun
 from prefect.deployments import run_deployment
@@ -25,9 +25,9 @@ from prefect.deployments import run_deployment
 from serving.log_records import Record, expand
 from tasks.dataset import Dataset
 from tasks.drift import DriftReport, build_reference, detect_drift, first_labels, plot_distributions
-from tasks.params import ModelRef, MonitorThresholds
+from tasks.params import ModelRef, MonitorThresholds, Trigger
 from tasks.registry import champion_version
-from tasks.settings import Settings
+from tasks.settings import Settings, mlflow_ui_link
 from tasks.tracking import configure_mlflow, ensure_experiment, tracked_run
 
 REFERENCE_ARTIFACT = "monitoring/reference.json"
@@ -112,14 +112,34 @@ def detect_drift_task(reference: dict, records: list[Record], thresholds: Monito
 
 
 @task(name="start-retraining", **RETRIES)
-def retrain_task(records: list[Record], report: DriftReport, settings: Settings, thresholds: MonitorThresholds) -> str:
-    """The retraining deployment, with the window's labelled inputs added to its training split."""
+def retrain_task(
+    records: list[Record], report: DriftReport, window: tuple[datetime, datetime], check_run_id: str,
+    settings: Settings, thresholds: MonitorThresholds,
+) -> str:  # fmt: skip
+    """The retraining deployment, with the window's labelled inputs added to its training split and a
+    `drift` trigger naming the window, the signals and the drift check's MLflow run (which in turn
+    names the retraining flow run)."""
     extra = save_labelled_samples(
         records, settings.feedback_data_dir.resolve() / f"{int(time.time())}", thresholds.max_feedback_samples
     )
-    parameters = {"data": {"extra_path": str(extra)}} if extra else {}
-    flow_run = cast(FlowRun, run_deployment(settings.retrain_deployment, parameters=parameters, timeout=0))
+    check = MlflowClient().get_run(check_run_id)
+    trigger = Trigger(
+        kind="drift",
+        window=f"{window[0].isoformat(timespec='seconds')}/{window[1].isoformat(timespec='seconds')}",
+        signals=report.reasons,
+        monitoring_run=mlflow_ui_link(
+            settings.mlflow_ui_url, f"experiments/{check.info.experiment_id}/runs/{check_run_id}"
+        ),
+        source_run=str(runtime.flow_run.id or ""),
+    )
+    parameters: dict[str, Any] = {"trigger": trigger.model_dump()}
+    if extra:
+        parameters["data"] = {"extra_path": str(extra)}
+    flow_run = cast(
+        FlowRun, run_deployment(settings.retrain_deployment, parameters=parameters, timeout=0, tags=["trigger:drift"])
+    )
     triggered = f"{settings.retrain_deployment} flow run {flow_run.id}"
+    MlflowClient().set_tag(check_run_id, "retraining", triggered)
     get_run_logger().warning("drift (%s): started %s", "; ".join(report.reasons), triggered)
     return triggered
 
@@ -127,7 +147,7 @@ def retrain_task(records: list[Record], report: DriftReport, settings: Settings,
 @task(name="record-drift-check", **RETRIES)
 def record_check_task(
     ref: ModelRef, window: tuple[datetime, datetime], report: DriftReport, reference: dict, records: list[Record],
-    thresholds: MonitorThresholds, triggered: str | None, settings: Settings,
+    thresholds: MonitorThresholds, settings: Settings,
 ) -> str:  # fmt: skip
     """One run per check in the `<experiment>-monitoring` experiment, so each signal plots over time.
     MLflow was configured (and its server checked) by `champion_task`."""
@@ -138,7 +158,7 @@ def record_check_task(
                            **thresholds.model_dump()})  # fmt: skip
         mlflow.log_metrics({"n_predictions": report.n_predictions, "n_feedback": report.n_feedback, **report.metrics})
         mlflow.set_tags({"drift": str(report.drifted).lower(), "enough_data": str(report.enough_data).lower(),
-                         "reasons": "; ".join(report.reasons)[:5000], "retraining": triggered or ""})  # fmt: skip
+                         "verdict": verdict(report), "reasons": "; ".join(report.reasons)[:5000]})  # fmt: skip
         if report.enough_data:
             with tempfile.TemporaryDirectory() as tmp:
                 mlflow.log_artifact(str(plot_distributions(reference, records, Path(tmp) / "drift.png")), "plots")

@@ -96,6 +96,23 @@ class ContainerParams(BaseModel):
     load_concurrency: int = Field(default=8, ge=1, le=64)
 
 
+class Trigger(BaseModel):
+    """Why a training run started, recorded as `trigger*` tags on its MLflow run and model version so
+    the UI can tell a drift retrain from a weekly one. The weekly schedule sets `schedule`, the drift
+    monitor `drift` with what it saw, the search `search`; anything else is `manual`."""
+
+    kind: Literal["manual", "schedule", "drift", "search"] = "manual"
+    window: str | None = Field(default=None, description="drift: the judged traffic window, ISO start/end")
+    signals: list[str] = Field(default_factory=list, description="drift: the signals that crossed a threshold")
+    monitoring_run: str | None = Field(default=None, description="drift: link to the drift check's MLflow run")
+    source_run: str | None = Field(default=None, description="the Prefect flow run that started this one")
+
+    def tags(self) -> dict[str, str]:
+        details = {"window": self.window, "signals": "; ".join(self.signals), "monitoring_run": self.monitoring_run,
+                   "source_run": self.source_run}  # fmt: skip
+        return {"trigger": self.kind, **{f"trigger.{k}": v[:5000] for k, v in details.items() if v}}
+
+
 class MonitorThresholds(BaseModel):
     """PSI above 0.2 is the usual 'significant shift'; KS needs both a large statistic and a small p."""
 

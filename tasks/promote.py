@@ -1,5 +1,5 @@
 """Promotion, the release's last step: alias `champion` in MLflow and `:champion` on the image, with
-every release figure recorded on the model version."""
+every release figure recorded on the candidate's run."""
 
 from __future__ import annotations
 
@@ -25,13 +25,13 @@ from tasks.smoke import SmokeReport
     retry_delay_seconds=[2, 10],
 )
 def promote_task(ref: ModelRef, run_id: str, image: ImageInfo, report: SmokeReport, settings: Settings) -> None:
-    """Alias `champion` in MLflow and tag `:champion` on the image, with every figure on the version."""
+    """Alias `champion` in MLflow and tag `:champion` on the image; every figure on the run (metrics),
+    the image and a one-line smoke verdict on the version."""
     figures = {**report.as_metrics(), "image_size_mb": image.size_mb, "image_build_seconds": image.build_seconds}
     client = MlflowClient()
     for key, value in figures.items():
         client.log_metric(run_id, key, value)
-    tags = {"image": image.tag, "image_id": image.id, **{k: f"{v:.4g}" for k, v in figures.items()}}
-    previous = promote_version(ref, tags)
+    previous = promote_version(ref, {"image": image.tag, "smoke": report.summary()})
     tag_champion(require_docker(), image.id, settings)
     rows = "\n".join(f"| {k} | {v:.4g} |" for k, v in figures.items())
     create_markdown_artifact(

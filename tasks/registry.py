@@ -3,8 +3,6 @@ stage proved the candidate's image, and a rollback moves it back."""
 
 from __future__ import annotations
 
-import json
-
 import mlflow
 import numpy as np
 from mlflow import MlflowClient
@@ -17,11 +15,12 @@ from prefect.cache_policies import NO_CACHE
 from serving.preprocessing import to_model_input
 from tasks.dataset import Dataset
 from tasks.evaluate import Evaluation, evaluate_model
-from tasks.gates import GateResult, gate_tags
-from tasks.params import ModelRef, TrainParams
+from tasks.gates import GateResult, as_records
+from tasks.params import ModelRef, TrainParams, Trigger
 
 CHALLENGER = "challenger"
 CHAMPION = "champion"
+MODEL_CARD = "model_card.json"
 # Pinned so MLflow does not spend ~10 s inferring requirements by importing the model.
 MODEL_PIP_REQUIREMENTS = ["tensorflow-cpu==2.21.*", "keras>=3.10,<4", "numpy<3"]
 
@@ -46,6 +45,10 @@ def load_model_version(ref: ModelRef):  # -> keras.Model
 def log_candidate_model(model, example_pixels: np.ndarray) -> str:
     """Log the Keras model (TensorFlow flavour) with signature and input example into the active run;
     return its model URI."""
+    import keras
+
+    # MLflow checks the example by predicting it; Keras would print a step bar into the run's console.
+    keras.config.disable_interactive_logging()
     example = to_model_input(example_pixels)
     signature = infer_signature(example, np.asarray(model(example, training=False)))
     info = mlflow.tensorflow.log_model(
@@ -69,19 +72,44 @@ def register_candidate(model_uri: str, name: str, tags: dict[str, str], descript
     return ModelRef(name, int(version.version))
 
 
-def version_tags(
-    run_id: str, commit: str, dataset: Dataset, evaluation: Evaluation, gates: list[GateResult], train: TrainParams
-) -> dict[str, str]:
-    """What a model version carries so the registry alone says where it came from and how it scored."""
+def model_card(
+    run_id: str, commit: str, dataset: Dataset, evaluation: Evaluation, gates: list[GateResult], train: TrainParams,
+    trigger: Trigger,
+) -> dict:  # fmt: skip
+    """Everything known about a candidate at registration, kept whole as `model_card.json` in its run:
+    the registry shows only the few tags of `version_tags`."""
     return {
-        **gate_tags(gates),
-        "data.digest": dataset.digest,
-        "git_commit": commit,
         "run_id": run_id,
-        "test_accuracy": f"{evaluation.accuracy:.4f}",
-        "class_names": json.dumps(list(dataset.class_names)),
-        **{f"param.{k}": str(v) for k, v in train.flat().items()},
+        "git_commit": commit,
+        "trigger": trigger.model_dump(),
+        "data": {
+            "source": dataset.source,
+            "digest": dataset.digest,
+            "class_names": list(dataset.class_names),
+            "train_examples": len(dataset.y_train),
+            "test_examples": len(dataset.y_test),
+        },
+        "test": {"accuracy": evaluation.accuracy, "macro_f1": evaluation.macro_f1},
+        "gates": as_records(gates),
+        "train": train.flat(),
     }
+
+
+def version_tags(card: dict) -> dict[str, str]:
+    """The few tags a user filters or compares versions on in the registry page."""
+    failed = [gate["name"] for gate in card["gates"] if not gate["passed"]]
+    return {
+        "gates": "fail: " + ", ".join(failed) if failed else "pass",
+        "test_accuracy": f"{card['test']['accuracy']:.4f}",
+        "data.digest": card["data"]["digest"],
+        "git_commit": card["git_commit"],
+        "trigger": card["trigger"]["kind"],
+        "run_id": card["run_id"],
+    }
+
+
+def card_of(version: ModelVersion) -> dict:
+    return mlflow.artifacts.load_dict(f"runs:/{version.run_id}/{MODEL_CARD}")
 
 
 def promote_version(ref: ModelRef, tags: dict[str, str], record_previous: bool = True) -> ModelRef | None:
@@ -114,9 +142,21 @@ def champion_accuracy_task(name: str, dataset: Dataset) -> tuple[ModelRef, float
 
 
 @task(name="register-model", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[2, 10])
-def register_task(run_id: str, model, dataset: Dataset, name: str, tags: dict[str, str]) -> ModelRef:
+def register_task(run_id: str, model, dataset: Dataset, name: str, card: dict) -> ModelRef:
+    """Into the active run: the model and its card; then the registry version with the card's few tags."""
     model_uri = log_candidate_model(model, dataset.x_test[:1])
-    ref = register_candidate(model_uri, name, tags, description=f"trained in run {run_id}")
+    mlflow.log_dict(card, MODEL_CARD)
+    ref = register_candidate(model_uri, name, version_tags(card), description=version_description(card))
     MlflowClient().set_tag(run_id, "candidate_status", f"registered as {ref}")
     get_run_logger().info("registered %s with alias '%s'", ref, CHALLENGER)
     return ref
+
+
+def version_description(card: dict) -> str:
+    train = ", ".join(f"{k}={v}" for k, v in card["train"].items())
+    data = card["data"]
+    return (
+        f"Trained in run {card['run_id']} (trigger: {card['trigger']['kind']}) on data {data['digest'][:12]} "
+        f"({data['train_examples']} training examples): test accuracy {card['test']['accuracy']:.4f}. "
+        f"Training: {train}. Everything else: {MODEL_CARD} in the run's artifacts."
+    )

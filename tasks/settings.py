@@ -26,6 +26,34 @@ IDX_FILES = {
 }
 
 
+def mlflow_ui_link(ui_url: str, page: str) -> str:
+    """A page of the MLflow UI (`experiments/1/runs/<id>`, `models/clothes`) in its model-training view:
+    MLflow 3's UI otherwise opens a browser's first visit in the GenAI view, whatever the experiment."""
+    return f"{ui_url.rstrip('/')}/#/{page}?workflowType=machine_learning"
+
+
+def runtime_defaults(project_dir: Path = PROJECT_DIR) -> dict[str, str]:
+    """The process environment the flows want, whether started by `make`, a console script or a worker:
+    project-local homes (nothing leaks into ~), no analytics calls from an offline machine, the time a
+    fresh Prefect database needs to start, and no TensorFlow C++ info lines or MLflow download bars on the
+    console."""
+    return {
+        "PREFECT_HOME": str(project_dir / ".prefect"),
+        "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "KERAS_HOME": str(project_dir / ".keras"),
+        "MPLCONFIGDIR": str(project_dir / ".cache" / "matplotlib"),
+        "TF_CPP_MIN_LOG_LEVEL": "2",
+        "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",  # a bar per model download, in the middle of the log
+    }
+
+
+def apply_runtime_defaults() -> None:
+    """Set each of `runtime_defaults()` the environment does not set already (the environment wins)."""
+    for key, value in runtime_defaults().items():
+        os.environ.setdefault(key, value)
+
+
 class Settings(BaseSettings):
     """Defaults work on a laptop with nothing running: MLflow in SQLite under ``mlruns/``.
     Built once per flow run and passed down."""

@@ -44,6 +44,14 @@ class SmokeReport:
     def as_metrics(self) -> dict[str, float]:
         return {f"smoke_{k}": float(v) for k, v in asdict(self).items()}
 
+    def summary(self) -> str:
+        """The registry's one-line verdict; the figures are metrics of the run."""
+        agree = self.parity_images - self.top1_mismatches
+        return (
+            f"parity {agree}/{self.parity_images}, {self.load_errors}/{self.load_requests} errors, "
+            f"p99 {self.p99_ms:.1f} ms, {self.requests_per_s:,.0f} req/s"
+        )
+
 
 def _post_json(url: str, body: object, timeout: float = 30) -> dict:
     return orjson.loads(post(url, orjson.dumps(body), timeout))

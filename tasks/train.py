@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import tempfile
 import time
 from collections.abc import Sequence
@@ -118,10 +119,22 @@ def train_model(dataset: Dataset, params: TrainParams, extra_callbacks: Sequence
     return TrainResult(model, history, int(np.argmin(history["val_loss"])), epochs_run)
 
 
+def epoch_line(epoch: int, epochs: int, logs: dict, elapsed: float, bar: bool = False) -> str:
+    """One console line per epoch. The time left is an upper bound: early stopping may end sooner."""
+    done = epoch + 1
+    left = elapsed / done * (epochs - done)
+    progress = f"{'█' * round(20 * done / epochs):░<20} " if bar else ""
+    return (
+        f"epoch {done}/{epochs} {progress}loss {logs['loss']:.4f} acc {logs['accuracy']:.4f} "
+        f"val_loss {logs['val_loss']:.4f} val_acc {logs['val_accuracy']:.4f} | "
+        f"{elapsed / done:.1f} s/epoch, at most {left // 60:.0f} min {left % 60:02.0f} s left"
+    )
+
+
 def run_callbacks(epochs: int) -> list:
     """For training inside `tracked_run`: MLflow's own Keras callback logs each epoch's metrics into
-    the active run as they happen, and the Prefect log gets one line per epoch, so a long run can be
-    followed in either UI."""
+    the active run as they happen, and the Prefect log gets one line per epoch (with a bar when the
+    console is a terminal), so a long run can be followed in either UI."""
     import keras
     from mlflow.keras import MlflowCallback
 
@@ -130,12 +143,11 @@ def run_callbacks(epochs: int) -> list:
             """Skipped: validation metrics already arrive with each epoch's (val_loss, val_accuracy)."""
 
     logger = get_run_logger()
+    started = time.monotonic()
+    bar = sys.stderr.isatty()
 
     def log_epoch(epoch: int, logs: dict) -> None:
-        logger.info(
-            "epoch %d/%d: loss %.4f acc %.4f val_loss %.4f val_acc %.4f",
-            epoch + 1, epochs, logs["loss"], logs["accuracy"], logs["val_loss"], logs["val_accuracy"],
-        )  # fmt: skip
+        logger.info(epoch_line(epoch, epochs, logs, time.monotonic() - started, bar))
 
     return [EpochMetrics(), keras.callbacks.LambdaCallback(on_epoch_end=log_epoch)]
 

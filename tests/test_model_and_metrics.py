@@ -7,7 +7,7 @@ from serving.preprocessing import to_model_input
 from tasks.evaluate import compute_metrics
 from tasks.gates import check_gates, failed_gates, gate_tags
 from tasks.params import Architecture, GateThresholds, TrainParams
-from tasks.train import augmented_batches, build_lenet5
+from tasks.train import augmented_batches, build_lenet5, epoch_line
 
 
 def test_lenet5_has_the_course_architecture():
@@ -93,3 +93,11 @@ def test_every_failing_gate_is_reported_with_numbers():
 def test_regression_within_tolerance_passes():
     results = check_gates(_evaluation(9), THRESHOLDS, champion_accuracy=0.905)
     assert results[-1].passed and results[-1].value == pytest.approx(-0.005)
+
+
+def test_epoch_line_bounds_the_time_left_by_the_epochs_not_yet_run():
+    logs = {"loss": 0.41, "accuracy": 0.85, "val_loss": 0.39, "val_accuracy": 0.86}
+    line = epoch_line(2, 30, logs, elapsed=45.0)
+    assert line.startswith("epoch 3/30 loss 0.4100 acc 0.8500 val_loss 0.3900 val_acc 0.8600")
+    assert line.endswith("15.0 s/epoch, at most 6 min 45 s left")
+    assert "█" * 2 + "░" * 18 in epoch_line(2, 30, logs, elapsed=45.0, bar=True)

@@ -179,7 +179,7 @@ def test_monitor_flow_records_verdicts_and_triggers_retraining(
 
     from flows import monitor as monitor_module
     from flows.pipeline import train_and_deploy
-    from tasks.params import ContainerParams, DataSpec, GateThresholds, TrainParams
+    from tasks.params import ContainerParams, DataSpec, GateThresholds, TrainParams, Trigger
 
     monkeypatch.setenv("MLOPS_MODEL_ROOT", str(tmp_path / "models"))
     monkeypatch.setenv("MLOPS_FEEDBACK_DATA_DIR", str(tmp_path / "feedback"))
@@ -196,7 +196,8 @@ def test_monitor_flow_records_verdicts_and_triggers_retraining(
 
     monkeypatch.setattr(
         monitoring_tasks, "run_deployment",
-        lambda name, parameters, timeout: triggered.append((name, parameters)) or types.SimpleNamespace(id="run-1"),
+        lambda name, parameters, timeout, tags: triggered.append((name, parameters, tags))
+        or types.SimpleNamespace(id="run-1"),
     )  # fmt: skip
 
     x, y, _names = test_split
@@ -226,6 +227,8 @@ def test_monitor_flow_records_verdicts_and_triggers_retraining(
         [client.get_experiment_by_name("clothes-monitoring").experiment_id], order_by=["attributes.start_time"]
     )
     assert [r.data.tags["drift"] for r in runs] == ["false", "true"]
+    assert runs[0].data.tags["verdict"] == "no drift" and "retraining" not in runs[0].data.tags
+    assert runs[1].data.tags["retraining"] == drifted["retraining"] and triggered[0][2] == ["trigger:drift"]
     assert runs[1].data.metrics["mean_ks"] > 0.5 and "plots" in [
         a.path for a in client.list_artifacts(runs[1].info.run_id)
     ]
@@ -236,3 +239,16 @@ def test_monitor_flow_records_verdicts_and_triggers_retraining(
 
     grown = load_dataset(DataSpec(path=fashion_dir, train_limit=100, test_limit=10, extra_path=extra), Settings())
     assert len(grown.y_train) == 140
+
+    # The retraining run, as the deployment would start it, says what triggered it.
+    retrained = train_and_deploy(
+        data=DataSpec(path=fashion_dir, train_limit=1000, test_limit=500, extra_path=extra),
+        train=TrainParams(epochs=1),
+        thresholds=GateThresholds(min_accuracy=0.3, min_class_recall=0, max_regression=0.5),
+        container=ContainerParams(enabled=False),
+        trigger=Trigger.model_validate(triggered[0][1]["trigger"]),
+    )
+    tags = client.get_run(retrained["run_id"]).data.tags
+    assert tags["trigger"] == "drift" and runs[1].info.run_id in tags["trigger.monitoring_run"]
+    assert "input mean" in tags["trigger.signals"] and tags["trigger.window"].count("/") == 1
+    assert client.get_model_version("clothes", retrained["model_version"]).tags["trigger"] == "drift"

@@ -10,7 +10,7 @@ from mlflow import MlflowClient
 from flows.pipeline import train_and_deploy
 from tasks.docker_engine import free_port
 from tasks.params import ContainerParams, DataSpec, GateThresholds, TrainParams
-from tasks.registry import CHALLENGER, CHAMPION
+from tasks.registry import CHALLENGER, CHAMPION, card_of
 
 pytestmark = pytest.mark.slow
 LENIENT = GateThresholds(min_accuracy=0.5, min_class_recall=0.0, max_regression=0.05)
@@ -25,14 +25,20 @@ def _params(fashion_dir, thresholds: GateThresholds = LENIENT) -> dict:
     }
 
 
-def test_registry_lifecycle(prefect_harness, mlflow_store, fashion_dir):
+def test_registry_lifecycle(prefect_harness, mlflow_store, fashion_dir, capfd, caplog):
     # 1. First candidate: registered as v1 with alias challenger, everything recorded on the run.
     first = train_and_deploy(**_params(fashion_dir))
+    console = "".join(capfd.readouterr())  # nothing but the log: no Keras step bars, no download bars
+    assert "━" not in console and "/step" not in console and "Downloading artifacts" not in console
+    assert "epoch 2/2 loss" in caplog.text and "s/epoch" in caplog.text
     client = MlflowClient()
     v1 = client.get_model_version("clothes", first["model_version"])
     assert str(v1.version) == "1" and CHALLENGER in v1.aliases
-    assert v1.tags["gate.min_accuracy"] == "pass" and v1.tags["data.digest"] == first["data_digest"]
-    assert "git_commit" in v1.tags and v1.tags["param.epochs"] == "2"
+    assert v1.tags["gates"] == "pass" and v1.tags["data.digest"] == first["data_digest"]
+    assert set(v1.tags) == {"gates", "test_accuracy", "data.digest", "git_commit", "trigger", "run_id"}
+    card = card_of(v1)  # the rest of what is known, one JSON artifact of the run
+    assert card["train"]["epochs"] == 2 and card["trigger"]["kind"] == "manual" and len(card["gates"]) == 3
+    assert card["data"]["class_names"][0] == "T-shirt/top" and "epochs=2" in v1.description
     run = client.get_run(first["run_id"])
     assert run.info.status == "FINISHED" and run.data.tags["candidate_status"] == "registered as clothes v1"
     assert run.data.metrics["test_accuracy"] == pytest.approx(first["test_accuracy"])
@@ -48,7 +54,7 @@ def test_registry_lifecycle(prefect_harness, mlflow_store, fashion_dir):
     assert second["compared_with"]["version"] == "1"
     assert second["compared_with"]["accuracy"] == pytest.approx(first["test_accuracy"], abs=1e-6)
     v2 = client.get_model_version("clothes", second["model_version"])
-    assert "champion v1" in v2.tags["gate.no_regression.detail"]
+    assert "champion v1" in card_of(v2)["gates"][2]["detail"]
     assert CHALLENGER in v2.aliases and str(client.get_model_version_by_alias("clothes", CHAMPION).version) == "1"
 
     # 3. An impossible threshold fails the flow, registers nothing and moves no alias.

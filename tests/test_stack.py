@@ -4,14 +4,20 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shutil
 import subprocess
 import sys
 import time
 import urllib.request
+import uuid
+from pathlib import Path
 
 import pytest
 from mlflow import MlflowClient
+from PIL import Image
 
+from ops.screenshots import take_screenshots
 from ops.stack import Stack, deploy, down, main, up
 from tasks.docker_engine import free_port
 
@@ -33,6 +39,13 @@ def _scheduled_start_times(stack: Stack, deployment_id: str) -> list[str]:
     return sorted(r["expected_start_time"] for r in runs)
 
 
+def _run_deployment(stack: Stack, params: dict[str, str]) -> subprocess.CompletedProcess:
+    """`prefect deployment run ... --watch`, as a user runs it."""
+    command = [sys.executable, "-m", "prefect", "deployment", "run", "train-and-deploy/weekly", "--watch",
+               "--watch-timeout", "400", *[a for k, v in params.items() for a in ("--param", f"{k}={v}")]]  # fmt: skip
+    return subprocess.run(command, env=stack.env(), capture_output=True, text=True, timeout=450)
+
+
 @pytest.fixture
 def stack(tmp_path, monkeypatch, fashion_dir):
     for key, value in {
@@ -52,7 +65,7 @@ def stack(tmp_path, monkeypatch, fashion_dir):
         assert all(stack.running_pid(name) is None for name in stack.commands())
 
 
-def test_deployment_runs_on_the_worker_and_redeploy_keeps_one_schedule(stack):
+def test_deployment_runs_on_the_worker_and_redeploy_keeps_one_schedule(stack, tmp_path):
     deployment = _api(stack, "/deployments/name/train-and-deploy/weekly")
     assert [(s["slug"], s["schedule"]["cron"]) for s in deployment["schedules"]] == [("weekly-retrain", "0 3 * * 1")]
     assert _api(stack, "/deployments/name/rollback/rollback")["work_pool_name"] == "clothes-process"
@@ -63,9 +76,7 @@ def test_deployment_runs_on_the_worker_and_redeploy_keeps_one_schedule(stack):
         "thresholds": '{"min_accuracy": 0.3, "min_class_recall": 0, "max_regression": 0.5}',
         "container": '{"enabled": false}',
     }
-    command = [sys.executable, "-m", "prefect", "deployment", "run", "train-and-deploy/weekly", "--watch",
-               "--watch-timeout", "400", *[a for k, v in params.items() for a in ("--param", f"{k}={v}")]]  # fmt: skip
-    result = subprocess.run(command, env=stack.env(), capture_output=True, text=True, timeout=450)
+    result = _run_deployment(stack, params)
     finished = result.stdout.strip().splitlines()[-1] if result.stdout.strip() else ""
     assert result.returncode == 0 and finished.endswith("in 'Completed'."), (
         result.stdout[-3000:] + result.stderr[-2000:]
@@ -73,8 +84,31 @@ def test_deployment_runs_on_the_worker_and_redeploy_keeps_one_schedule(stack):
 
     mlflow_server = MlflowClient(tracking_uri=stack.mlflow_url, registry_uri=stack.mlflow_url)
     version = mlflow_server.get_model_version("clothes", "1")
-    assert "challenger" in version.aliases and version.tags["param.epochs"] == "1"
+    assert "challenger" in version.aliases and version.tags["trigger"] == "manual"
+    card = json.loads(Path(mlflow_server.download_artifacts(version.run_id, "model_card.json")).read_text())
+    assert card["train"]["epochs"] == 1
     assert os.path.isfile(os.path.join(os.environ["MLOPS_MODEL_ROOT"], "clothes", "1", "model.tflite"))
+
+    # A run that fails its gates says which and by how much where the user watches it.
+    rejected = _run_deployment(stack, {**params, "thresholds": '{"min_accuracy": 0.99, "min_class_recall": 0, '
+                                                              '"max_regression": 0.5}'})  # fmt: skip
+    assert rejected.returncode == 1
+    reason = re.search(r"min_accuracy: test accuracy 0\.\d{4} vs minimum 0\.9900", rejected.stdout)
+    assert reason, rejected.stdout[-3000:]
+
+    # The weekly schedule's runs are marked as scheduled.
+    scheduled = _api(stack, "/flow_runs/filter", {
+        "deployments": {"id": {"any_": [deployment["id"]]}},
+        "flow_runs": {"state": {"type": {"any_": ["SCHEDULED"]}}},
+    })  # fmt: skip
+    assert scheduled and all(run["parameters"]["trigger"] == {"kind": "schedule"} for run in scheduled)
+
+    if shutil.which("chromium"):  # what `make screenshots` takes, of this stack
+        shots = take_screenshots(stack.mlflow_url, stack.prefect_api, tmp_path / "shots", "clothes", "clothes")
+        assert [p.name for p in shots] == ["mlflow-experiment.png", "mlflow-registry.png", "prefect-flow-run.png"]
+        for shot in shots:
+            with Image.open(shot) as image:
+                assert image.size == (1600, 1000) and len(image.convert("L").getcolors(1 << 16) or ()) > 20
 
     before = _scheduled_start_times(stack, deployment["id"])
     assert before and len(before) == len(set(before))
@@ -92,3 +126,29 @@ def test_deployment_runs_on_the_worker_and_redeploy_keeps_one_schedule(stack):
 def test_status_of_a_stopped_stack_is_a_state_not_an_error(tmp_path, capsys):
     assert main(["status", "--state-dir", str(tmp_path)]) == 0
     assert "stack stopped" in capsys.readouterr().out
+
+
+@pytest.mark.docker
+def test_down_names_the_production_container_it_leaves_and_stops_it_on_request(
+    docker_engine, tmp_path, monkeypatch, capsys
+):
+    from tasks.docker_engine import LABEL
+
+    name = f"clothes-test-{uuid.uuid4().hex[:8]}"
+    monkeypatch.setenv("MLOPS_DEPLOY_NAME", name)
+    labels = {f"{LABEL}.role": "production", f"{LABEL}.deployment": name, f"{LABEL}.version": "1"}
+    container = docker_engine.containers.run(
+        "python:3.11-slim", ["sleep", "120"], name=f"{name}-v1", labels=labels, detach=True, init=True
+    )
+    try:
+        stack = Stack(tmp_path)
+        down(stack)
+        assert f"left running: production container {name}-v1" in capsys.readouterr().out
+        container.reload()
+        assert container.status == "running"
+        down(stack, serving=True)
+        assert f"production container {name}-v1: stopped" in capsys.readouterr().out
+        assert not docker_engine.containers.list(all=True, filters={"name": name})
+    finally:
+        for leftover in docker_engine.containers.list(all=True, filters={"name": name}):
+            leftover.remove(force=True)

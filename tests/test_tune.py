@@ -8,6 +8,7 @@ import pytest
 from mlflow import MlflowClient
 
 from tasks.params import ContainerParams, DataSpec, GateThresholds, SearchSpace
+from tasks.registry import card_of
 from tasks.tuning import sample_trials
 
 pytestmark = pytest.mark.slow
@@ -74,7 +75,8 @@ def test_search_on_dask_picks_the_best_and_hands_it_to_the_gates(
 
     handed = summary["train_and_deploy"]
     version = client.get_model_version("clothes", handed["model_version"])
-    assert version.tags["gate.min_accuracy"] == "pass" and "challenger" in version.aliases
+    assert version.tags["gates"] == "pass" and version.tags["trigger"] == "search" and "challenger" in version.aliases
+    trained = card_of(version)["train"]
     for key in ("conv1_filters", "conv2_filters", "batch_norm", "pooling", "augment", "seed"):
-        assert version.tags[f"param.{key}"] == best.data.params[key]
-    assert version.tags["param.validation_fraction"] == "0.05"  # the retrain trains on 95% of the split
+        assert str(trained[key]) == best.data.params[key]
+    assert trained["validation_fraction"] == 0.05  # the retrain trains on 95% of the split
