@@ -11,7 +11,7 @@ STAMP := $(VENV)/.installed
 ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: install run test lint format mlflow-ui bench-serving bench-container bench-reliability docker-up docker-down serve rollback tune up down status screenshots clean
+.PHONY: install run test lint format mlflow-ui bench-serving bench-photos bench-container bench-reliability docker-up docker-down serve rollback tune up down status screenshots clean
 
 install: $(STAMP)
 
@@ -70,6 +70,10 @@ bench-serving: install
 # Hostile clients and faults against the real server on 127.0.0.1 (bounded; the full-disk probe mounts a tmpfs: root).
 bench-reliability: install
 	$(BIN)/python benchmarks/bench_reliability.py
+
+# Real-photo accuracy of the server on 127.0.0.1:8080 (`make run` deploys one): dataset PNGs vs photo-style files.
+bench-photos: install
+	$(BIN)/python benchmarks/bench_photos.py $(ARGS)
 
 # Needs a Docker engine: `make docker-up`.
 bench-container: install

@@ -20,11 +20,12 @@ from tasks.docker_engine import docker_client
 from tasks.evaluate import evaluate_task, predict_task
 from tasks.export import export_task
 from tasks.gates import gates_task
+from tasks.holdout import evaluate_slices_task, holdout_task
 from tasks.image import build_image_task
 from tasks.monitoring import reference_task
 from tasks.params import ContainerParams, DataSpec, GateThresholds, ModelRef, TrainParams, Trigger
 from tasks.promote import promote_task
-from tasks.registry import champion_accuracy_task, champion_version, model_card, register_task
+from tasks.registry import champion_score_task, champion_version, model_card, register_task
 from tasks.settings import Settings, mlflow_ui_link
 from tasks.smoke import smoke_test_task
 from tasks.tracking import git_commit, log_dataset_task, prepare_tracking_task, tracked_run
@@ -70,8 +71,10 @@ def train_and_deploy(
         probabilities = predict_task(trained.model, dataset)
         evaluation = evaluate_task(probabilities, dataset, run_id)
         reference_task(probabilities, dataset, run_id)
-        champion = champion_accuracy_task(model_name, dataset)
-        gates = gates_task(run_id, evaluation, thresholds, champion)
+        holdout = holdout_task(dataset, data.holdout_size, train.seed)
+        on_slices = evaluate_slices_task(trained.model, holdout, dataset.class_names, run_id)
+        champion = champion_score_task(model_name, dataset, holdout)
+        gates = gates_task(run_id, evaluation, thresholds, champion, on_slices)
         card = model_card(run_id, commit, dataset, evaluation, gates, train, trigger)
         ref = register_task(run_id, trained.model, dataset, model_name, card)
     export_dir = export_task(ref, settings.model_root)
@@ -85,7 +88,8 @@ def train_and_deploy(
         "test_accuracy": evaluation.accuracy,
         "macro_f1": evaluation.macro_f1,
         "epochs_run": trained.epochs_run,
-        "compared_with": {"version": str(champion[0].version), "accuracy": champion[1]} if champion else None,
+        "compared_with": {"version": str(champion.ref.version), "accuracy": champion.accuracy} if champion else None,
+        "slice_accuracy": on_slices,
         "data_digest": dataset.digest,
         "trigger": trigger.kind,
         "export_dir": str(export_dir),

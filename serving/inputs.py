@@ -12,7 +12,15 @@ from flask import current_app, request
 from werkzeug.formparser import parse_form_data
 
 from serving.http import ApiError, settings
-from serving.preprocessing import ImageTooLarge, contains_bool, decoded_pixels, pixels_from_image_bytes
+from serving.preprocessing import (
+    UNCHANGED,
+    ImageTooLarge,
+    Preprocessing,
+    batch_to_dataset_form,
+    contains_bool,
+    decode_image,
+    decoded_pixels,
+)
 from serving.schemas import ClassifyRequest, OneImage, check_batch_size, validate
 from serving.settings import ServingSettings
 
@@ -44,12 +52,14 @@ def read_json(numbers_only: bool = False) -> Any:
     return payload
 
 
-def read_pixels() -> np.ndarray:
-    """(N, 28, 28) float32 pixels 0-255 from JSON, a raw PNG/JPEG body or multipart `file` uploads."""
+def read_pixels() -> tuple[np.ndarray, list[Preprocessing]]:
+    """(N, 28, 28) float32 pixels 0-255 in the dataset's form from JSON, a raw PNG/JPEG body or
+    multipart `file` uploads, and what the conversion did to each image."""
     mimetype = request.mimetype
     if mimetype == "application/json":
         body = validate(ClassifyRequest, read_json(numbers_only=True), max_batch=settings().max_batch)
-        return body.image if isinstance(body, OneImage) else body.images  # both (N, 28, 28)
+        pixels = body.image if isinstance(body, OneImage) else body.images  # both (N, 28, 28)
+        return batch_to_dataset_form(pixels) if settings().preprocess else (pixels, [UNCHANGED] * len(pixels))
     if mimetype in IMAGE_TYPES:
         return offload(decode_files, [read_body()], settings())
     if mimetype == "multipart/form-data":
@@ -82,7 +92,7 @@ def multipart_files(environ: dict, settings: ServingSettings) -> list[bytes]:
     return [f.read() for f in files.getlist("file")]
 
 
-def decode_files(files: list[bytes], settings: ServingSettings) -> np.ndarray:
+def decode_files(files: list[bytes], settings: ServingSettings) -> tuple[np.ndarray, list[Preprocessing]]:
     """Image files within the request's decoding budget, which is checked from the headers before any
     pixel is decoded."""
     budget = settings.max_request_pixels
@@ -91,6 +101,5 @@ def decode_files(files: list[bytes], settings: ServingSettings) -> np.ndarray:
         raise ImageTooLarge(
             f"the {len(files)} images decode to {total:,} pixels, over the budget of {budget:,} per request"
         )
-    return np.concatenate([pixels_from_image_bytes(data, settings.max_image_pixels) for data in files]).astype(
-        np.float32
-    )
+    decoded = [decode_image(data, settings.max_image_pixels, settings.preprocess) for data in files]
+    return np.stack([pixels for pixels, _ in decoded]).astype(np.float32), [applied for _, applied in decoded]

@@ -1,15 +1,33 @@
-"""The one preprocessing implementation shared by training and serving, so they can never disagree."""
+"""The one preprocessing implementation shared by training, the pipeline's engineered hold-out, the
+client and the server, so they can never disagree: any image in, Fashion-MNIST's form out."""
 
 from __future__ import annotations
 
 import io
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
+from typing_extensions import TypedDict  # pydantic reads it on Python 3.11
 
 IMAGE_SIZE = 28
 MAX_IMAGE_PIXELS = 1_600_000  # default per-image decode budget (serving.settings.max_image_pixels)
 JPEG_DRAFT_SIZE = 256  # JPEGs decode at 1/2..1/8 scale (DCT scaling) down to no less than this
+# A 28x28 image whose border is this dark is already in the dataset's form (Fashion-MNIST's own border
+# medians: at most 36 of 255) and is left exactly as it is.
+DATASET_BACKGROUND_MAX = 64
+GARMENT_LEVEL = 25  # above the background by 10% of the range: garment, not JPEG noise or paper texture
+GARMENT_SHARE = 0.01  # a row or column belongs to the garment when this share of it is garment
+
+
+class Preprocessing(TypedDict):
+    """What the conversion did to one image; part of every classification answer."""
+
+    inverted: bool  # light background: negated, so the garment is bright on black as in the dataset
+    trimmed: bool  # cut to the garment's bounding box
+    resized: bool  # longest edge scaled to 28 and centred
+
+
+UNCHANGED = Preprocessing(inverted=False, trimmed=False, resized=False)
 
 
 class InvalidInput(ValueError):
@@ -18,6 +36,68 @@ class InvalidInput(ValueError):
 
 class ImageTooLarge(InvalidInput):
     """An image (or a request's images) would cost more pixels to decode than the budget allows (413)."""
+
+
+def border_medians(images: np.ndarray) -> np.ndarray:
+    """The median of each image's outermost ring of pixels: its background. (N, H, W) -> (N,)."""
+    ring = np.concatenate([images[:, 0, :], images[:, -1, :], images[:, 1:-1, 0], images[:, 1:-1, -1]], axis=1)
+    return np.median(ring, axis=1)
+
+
+def garment_box(pixels: np.ndarray) -> tuple[slice, slice] | None:
+    """Rows and columns where the garment is, on a black background; None when nothing stands out."""
+    garment = pixels > GARMENT_LEVEL
+    rows = np.flatnonzero(garment.mean(axis=1) > GARMENT_SHARE)
+    cols = np.flatnonzero(garment.mean(axis=0) > GARMENT_SHARE)
+    if not len(rows) or not len(cols):
+        return None
+    return slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1)
+
+
+def to_dataset_form(gray: np.ndarray) -> tuple[np.ndarray, Preprocessing]:
+    """Fashion-MNIST's own conversion of product photos (Xiao et al. 2017), applied to any grayscale
+    image (H, W) of 0-255: a light background (estimated from the border) is negated, so the garment
+    is bright on black; the background level becomes 0; the image is trimmed to the garment and its
+    longest edge scaled to 28 (the dataset's garments span the whole 28 pixels: no margin), centred on
+    a 28x28 canvas. A 28x28 image with a dark border is already in that form and comes back as it is."""
+    gray = np.asarray(gray, dtype=np.float32)
+    background = float(border_medians(gray[np.newaxis])[0])
+    if gray.shape == (IMAGE_SIZE, IMAGE_SIZE) and background <= DATASET_BACKGROUND_MAX:
+        return gray, UNCHANGED
+    inverted = background > 127
+    pixels = 255 - gray if inverted else gray
+    level = 255 - background if inverted else background
+    if level > 0:
+        pixels = np.clip((pixels - level) * (255 / (255 - level)), 0, 255)
+    box = garment_box(pixels)
+    at_scale = gray.shape == (IMAGE_SIZE, IMAGE_SIZE) and (
+        box is None or max(box[0].stop - box[0].start, box[1].stop - box[1].start) >= IMAGE_SIZE - 2
+    )
+    if at_scale:  # a 28x28 light-background image: only negated
+        return pixels.astype(np.float32), Preprocessing(inverted=inverted, trimmed=False, resized=False)
+    trimmed = box is not None and pixels[box].shape != pixels.shape
+    garment = pixels[box] if box is not None else pixels
+    height, width = garment.shape
+    scale = IMAGE_SIZE / max(height, width)
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    small = Image.fromarray(np.round(garment).astype(np.uint8)).resize(size, Image.Resampling.LANCZOS)
+    canvas = np.zeros((IMAGE_SIZE, IMAGE_SIZE), np.float32)
+    top, left = (IMAGE_SIZE - size[1]) // 2, (IMAGE_SIZE - size[0]) // 2
+    canvas[top : top + size[1], left : left + size[0]] = np.asarray(small, np.float32)
+    return canvas, Preprocessing(inverted=inverted, trimmed=trimmed, resized=True)
+
+
+def batch_to_dataset_form(images: np.ndarray) -> tuple[np.ndarray, list[Preprocessing]]:
+    """`to_dataset_form` over (N, 28, 28); images already in the dataset's form (the usual case) are
+    found in one vectorised pass and not copied."""
+    convert = np.flatnonzero(border_medians(images) > DATASET_BACKGROUND_MAX)
+    applied = [UNCHANGED] * len(images)
+    if not len(convert):
+        return images, applied
+    images = images.copy()
+    for index in convert:
+        images[index], applied[index] = to_dataset_form(images[index])
+    return images, applied
 
 
 def to_model_input(pixels: np.ndarray) -> np.ndarray:
@@ -63,8 +143,21 @@ def contains_bool(value: object) -> bool:
     return isinstance(value, list) and any(contains_bool(v) for v in value)
 
 
-def pixels_from_image_bytes(data: bytes, max_pixels: int = MAX_IMAGE_PIXELS) -> np.ndarray:
-    """Decode a PNG/JPEG of any size or colour into a (1, 28, 28) grayscale uint8 array.
+def grayscale(image: Image.Image) -> Image.Image:
+    """As the camera held it (EXIF orientation), transparency on white (a cutout is a garment on a
+    light background, like the dataset's photos), then 8-bit grayscale."""
+    image = ImageOps.exif_transpose(image)
+    if image.mode in {"RGBA", "LA", "PA"} or (image.mode == "P" and "transparency" in image.info):
+        image = image.convert("RGBA")
+        image = Image.alpha_composite(Image.new("RGBA", image.size, "white"), image)
+    return image.convert("L")
+
+
+def decode_image(
+    data: bytes, max_pixels: int = MAX_IMAGE_PIXELS, convert: bool = True
+) -> tuple[np.ndarray, Preprocessing]:
+    """Decode a PNG/JPEG of any size or colour into (28, 28) uint8 pixels in the dataset's form, and
+    what that took. `convert=False`: the whole frame squeezed to 28x28, as this server did before.
 
     The cost of decoding grows with pixels, not bytes (a 40 KB PNG can hold 40 million), so the size
     in the header is checked against `max_pixels` before anything is decoded. JPEGs are decoded at
@@ -77,10 +170,15 @@ def pixels_from_image_bytes(data: bytes, max_pixels: int = MAX_IMAGE_PIXELS) -> 
             if image.format not in {"PNG", "JPEG"}:
                 raise InvalidInput(f"unsupported image format {image.format}; send PNG or JPEG")
             check_budget(image, max_pixels)
-            gray = image.convert("L")
-            if gray.size != (IMAGE_SIZE, IMAGE_SIZE):
-                gray = gray.resize((IMAGE_SIZE, IMAGE_SIZE), Image.Resampling.BILINEAR, reducing_gap=3.0)
-            return np.asarray(gray, dtype=np.uint8)[np.newaxis]
+            gray = grayscale(image)
+            if not convert:
+                if gray.size != (IMAGE_SIZE, IMAGE_SIZE):
+                    gray = gray.resize((IMAGE_SIZE, IMAGE_SIZE), Image.Resampling.BILINEAR, reducing_gap=3.0)
+                return np.asarray(gray, dtype=np.uint8), UNCHANGED
+            if gray.width * gray.height > 4 * JPEG_DRAFT_SIZE**2:  # the garment needs no more than this
+                gray.thumbnail((2 * JPEG_DRAFT_SIZE, 2 * JPEG_DRAFT_SIZE), Image.Resampling.BOX)
+            pixels, applied = to_dataset_form(np.asarray(gray, dtype=np.uint8))
+            return np.round(pixels).astype(np.uint8), applied
     except InvalidInput:
         raise
     except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as exc:
@@ -116,6 +214,6 @@ def decoded_pixels(data: bytes, max_pixels: int = MAX_IMAGE_PIXELS) -> int:
 
 
 def load_image_file(path: str) -> np.ndarray:
-    """Read an image file from disk as (28, 28) uint8, the dataset's representation."""
+    """Read an image file from disk as (28, 28) uint8 in the dataset's form, as the server would."""
     with open(path, "rb") as handle:
-        return pixels_from_image_bytes(handle.read())[0]
+        return decode_image(handle.read())[0]

@@ -42,14 +42,15 @@ def predict(model: ServedModel, batch: np.ndarray) -> tuple[np.ndarray, list[str
 
 def classify(name: str, version: int | None) -> Response:
     model = find_model(name, version)
-    probabilities, ids = predict(model, to_model_input(read_pixels()))
+    pixels, applied = read_pixels()
+    probabilities, ids = predict(model, to_model_input(pixels))
     class_ids = probabilities.argmax(axis=1)
     answer = PredictionResponse(
         model={"name": model.name, "version": model.version},
         result=probabilities,  # type: ignore[typeddict-item]  # orjson writes the array as lists
         predictions=[
-            Prediction(id=i, label=model.class_names[c], class_id=int(c), confidence=float(p[c]))
-            for i, c, p in zip(ids, class_ids, probabilities, strict=True)
+            Prediction(id=i, label=model.class_names[c], class_id=int(c), confidence=float(p[c]), preprocessing=a)
+            for i, c, p, a in zip(ids, class_ids, probabilities, applied, strict=True)
         ],
     )
     return json_response(answer)

@@ -27,7 +27,7 @@ from pydantic import (
 )
 from typing_extensions import TypedDict  # pydantic needs it on Python < 3.12
 
-from serving.preprocessing import IMAGE_SIZE, ImageTooLarge, InvalidInput, pixels_from_nested
+from serving.preprocessing import IMAGE_SIZE, ImageTooLarge, InvalidInput, Preprocessing, pixels_from_nested
 
 BATCH_LIMIT = "at most MLOPS_SERVE_MAX_BATCH images (default 1024); more: 413"
 
@@ -203,6 +203,9 @@ class Prediction(TypedDict):
     label: str
     class_id: int
     confidence: float
+    preprocessing: Annotated[
+        Preprocessing, Field(description="what turned the input into the dataset's form (all false: nothing)")
+    ]
 
 
 class PredictionResponse(TypedDict):

@@ -25,6 +25,11 @@ class ServingSettings(BaseSettings):
     prediction_log_dir: Path | None = Field(default=None, description="JSON Lines prediction log; unset: off")
     prediction_log_max_bytes: int = Field(default=10 * 1024 * 1024, ge=1024, description="rotate files at this size")
     prediction_log_inputs: bool = Field(default=False, description="also store each input (784 bytes, base64)")
+    preprocess: bool = Field(
+        default=True,
+        description="convert every image to the dataset's form (negate light backgrounds, trim, scale, centre); "
+        "false: squeeze the whole frame to 28x28",
+    )
     max_batch: int = Field(default=1024, ge=1, description="images (JSON) or files (multipart) per request")
     header_timeout: int = Field(
         default=5, gt=0, description="seconds to receive a request's headers (and keep-alive idle time)"

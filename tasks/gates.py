@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 from mlflow import MlflowClient
 from prefect import get_run_logger, task
@@ -11,6 +11,15 @@ from prefect.cache_policies import NO_CACHE
 
 from tasks.evaluate import Evaluation
 from tasks.params import GateThresholds, ModelRef
+
+
+@dataclass(frozen=True)
+class ChampionScore:
+    """The champion re-scored on this run's test split and engineered hold-out."""
+
+    ref: ModelRef
+    accuracy: float
+    slice_accuracy: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -31,8 +40,11 @@ def check_gates(
     thresholds: GateThresholds,
     champion_accuracy: float | None = None,
     champion_label: str = "champion",
+    slice_accuracy: dict[str, float] | None = None,
+    champion_slices: dict[str, float] | None = None,
 ) -> list[GateResult]:
-    """Every gate is evaluated (no short-circuit) so a reviewer sees all verdicts at once."""
+    """Every gate is evaluated (no short-circuit) so a reviewer sees all verdicts at once: the plain
+    ones, then one per slice of the engineered hold-out (its floor and no regression vs the champion)."""
     worst_name, worst_recall = candidate.worst_class_recall
     results = [
         GateResult(
@@ -64,7 +76,21 @@ def check_gates(
                 f"test set (tolerance {thresholds.max_regression:.4f})",
             )
         )
+    for name, accuracy in (slice_accuracy or {}).items():
+        results.append(slice_gate(name, accuracy, thresholds, (champion_slices or {}).get(name), champion_label))
     return results
+
+
+def slice_gate(
+    name: str, accuracy: float, thresholds: GateThresholds, champion: float | None, champion_label: str
+) -> GateResult:
+    floor = thresholds.min_slice_accuracy.get(name)
+    passed = floor is None or accuracy >= floor
+    detail = f"{name} accuracy {accuracy:.4f} vs minimum " + ("none" if floor is None else f"{floor:.4f}")
+    if champion is not None:
+        passed &= accuracy >= champion - thresholds.max_slice_regression
+        detail += f"; {champion_label} {champion:.4f} (tolerance {thresholds.max_slice_regression:.4f})"
+    return GateResult(f"slice.{name}", passed, accuracy, floor, detail)
 
 
 def failed_gates(results: list[GateResult]) -> list[GateResult]:
@@ -93,17 +119,21 @@ def gates_task(
     run_id: str,
     evaluation: Evaluation,
     thresholds: GateThresholds,
-    champion: tuple[ModelRef, float] | None = None,
+    champion: ChampionScore | None = None,
+    slice_accuracy: dict[str, float] | None = None,
 ) -> list[GateResult]:
     """Record every verdict in MLflow and as a Prefect artifact; raise GateFailed (the run is marked
     `candidate_status=rejected`) when any gate fails, so nothing is registered."""
-    champion_label = f"champion v{champion[0].version}" if champion else "champion"
-    results = check_gates(evaluation, thresholds, champion[1] if champion else None, champion_label)
+    champion_label = f"champion v{champion.ref.version}" if champion else "champion"
+    results = check_gates(
+        evaluation, thresholds, champion.accuracy if champion else None, champion_label, slice_accuracy,
+        champion.slice_accuracy if champion else None,
+    )  # fmt: skip
     client = MlflowClient()
     for key, value in gate_tags(results).items():
         client.set_tag(run_id, key, value[:5000])
     for result in results:
-        if result.value is not None:
+        if result.value is not None and not result.name.startswith("slice."):  # those are slice.<name>.accuracy
             client.log_metric(run_id, f"gate_{result.name}_value", result.value)
     client.log_dict(run_id, as_records(results), "evaluation/gates.json")  # type: ignore[arg-type]  # any JSON
     create_markdown_artifact(key="quality-gates", markdown=gates_markdown(results), description="gate verdicts")

@@ -15,7 +15,8 @@ from prefect.cache_policies import NO_CACHE
 from serving.preprocessing import to_model_input
 from tasks.dataset import Dataset
 from tasks.evaluate import Evaluation, evaluate_model
-from tasks.gates import GateResult, as_records
+from tasks.gates import ChampionScore, GateResult, as_records
+from tasks.holdout import Slices, evaluate_slices, slice_accuracies
 from tasks.params import ModelRef, TrainParams, Trigger
 
 CHALLENGER = "challenger"
@@ -128,17 +129,20 @@ def promote_version(ref: ModelRef, tags: dict[str, str], record_previous: bool =
 
 
 @task(name="evaluate-champion", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[2, 10])
-def champion_accuracy_task(name: str, dataset: Dataset) -> tuple[ModelRef, float] | None:
-    """The champion re-evaluated on this run's test set, so the regression gate compares like with like."""
+def champion_score_task(name: str, dataset: Dataset, slices: Slices) -> ChampionScore | None:
+    """The champion re-evaluated on this run's test set and hold-out, so the regression gates compare
+    like with like."""
     version = champion_version(name)
     logger = get_run_logger()
     if version is None:
         logger.info("no champion for model '%s' yet", name)
         return None
     ref = ModelRef(name, int(version.version))
-    accuracy = evaluate_model(load_model_version(ref), dataset.x_test, dataset.y_test, dataset.class_names).accuracy
+    model = load_model_version(ref)
+    accuracy = evaluate_model(model, dataset.x_test, dataset.y_test, dataset.class_names).accuracy
+    on_slices = slice_accuracies(evaluate_slices(model, slices, dataset.class_names))
     logger.info("champion v%s scores %.4f on this test set", ref.version, accuracy)
-    return ref, accuracy
+    return ChampionScore(ref, accuracy, on_slices)
 
 
 @task(name="register-model", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[2, 10])

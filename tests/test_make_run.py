@@ -61,8 +61,9 @@ def test_make_run_starts_a_stopped_engine_and_reaches_the_container_stage(docker
         "MLOPS_DEPLOY_NAME": name,
     }
     args = (
-        "--data.train-limit 2000 --data.test-limit 500 --train.epochs 1 --thresholds.min-accuracy 0.3 "
-        "--thresholds.min-class-recall 0 --thresholds.max-regression 0.5 --container.no-deploy "
+        "--data.train-limit 2000 --data.test-limit 500 --data.holdout-size 100 --train.epochs 1 --container.no-deploy "
+        "--thresholds "
+        '\'{"min_accuracy": 0.3, "min_class_recall": 0, "max_regression": 0.5, "min_slice_accuracy": {}}\' '
         "--container.parity-images 50 --container.load-requests 200"
     )
     try:

@@ -11,14 +11,17 @@ from flows.pipeline import train_and_deploy
 from tasks.docker_engine import free_port
 from tasks.params import ContainerParams, DataSpec, GateThresholds, TrainParams
 from tasks.registry import CHALLENGER, CHAMPION, card_of
+from tasks.slices import SLICES
 
 pytestmark = pytest.mark.slow
-LENIENT = GateThresholds(min_accuracy=0.5, min_class_recall=0.0, max_regression=0.05)
+LENIENT = GateThresholds(
+    min_accuracy=0.5, min_class_recall=0.0, max_regression=0.05, min_slice_accuracy={}, max_slice_regression=1.0
+)
 
 
 def _params(fashion_dir, thresholds: GateThresholds = LENIENT) -> dict:
     return {
-        "data": DataSpec(path=fashion_dir, train_limit=2000, test_limit=500),
+        "data": DataSpec(path=fashion_dir, train_limit=2000, test_limit=500, holdout_size=100),
         "train": TrainParams(epochs=2, batch_size=64),
         "thresholds": thresholds,
         "container": ContainerParams(enabled=False),  # the registry half only; test_container.py does the rest
@@ -37,13 +40,16 @@ def test_registry_lifecycle(prefect_harness, mlflow_store, fashion_dir, capfd, c
     assert v1.tags["gates"] == "pass" and v1.tags["data.digest"] == first["data_digest"]
     assert set(v1.tags) == {"gates", "test_accuracy", "data.digest", "git_commit", "trigger", "run_id"}
     card = card_of(v1)  # the rest of what is known, one JSON artifact of the run
-    assert card["train"]["epochs"] == 2 and card["trigger"]["kind"] == "manual" and len(card["gates"]) == 3
+    assert card["train"]["epochs"] == 2 and card["trigger"]["kind"] == "manual"
     assert card["data"]["class_names"][0] == "T-shirt/top" and "epochs=2" in v1.description
     run = client.get_run(first["run_id"])
     assert run.info.status == "FINISHED" and run.data.tags["candidate_status"] == "registered as clothes v1"
     assert run.data.metrics["test_accuracy"] == pytest.approx(first["test_accuracy"])
     assert first["test_accuracy"] >= 0.5
     assert len(client.get_metric_history(first["run_id"], "val_loss")) == 2
+    assert set(first["slice_accuracy"]) == set(SLICES) and len(card["gates"]) == 3 + len(SLICES)
+    assert run.data.metrics["slice.catalogue.accuracy"] == pytest.approx(first["slice_accuracy"]["catalogue"])
+    assert client.download_artifacts(first["run_id"], "evaluation/slice_recall.json")
     plots = {a.path for a in client.list_artifacts(first["run_id"], "plots")}
     assert plots == {"plots/confusion_matrix.png", "plots/training_curves.png"}
     assert (mlflow_store / "mlflow.db").is_file() and (mlflow_store / "artifacts").is_dir()

@@ -78,6 +78,24 @@ def test_any_size_and_colour_is_converted(client):
     assert answer.status_code == 200 and len(answer.json["predictions"]) == 1
 
 
+def test_a_product_photo_is_read_as_the_dataset_image_it_came_from(app, client):
+    pixels = example_pixels(7)
+    photo = np.asarray(Image.fromarray(255 - pixels).resize((320, 320), Image.Resampling.BICUBIC).convert("RGB"))
+    as_photo = client.post("/models/clothes/v1", data=png_bytes(photo, "RGB", "JPEG"), content_type="image/jpeg")
+    (prediction,) = as_photo.json["predictions"]
+    assert prediction["preprocessing"] == {"inverted": True, "trimmed": True, "resized": True}
+    as_dataset = client.post("/models/clothes/v1", json={"image": pixels.tolist()}).json["predictions"][0]
+    assert as_dataset["preprocessing"] == {"inverted": False, "trimmed": False, "resized": False}
+    assert prediction["class_id"] == as_dataset["class_id"]
+    original = app.extensions["serving_settings"]
+    app.extensions["serving_settings"] = original.model_copy(update={"preprocess": False})  # as it was before
+    try:
+        squeezed = client.post("/models/clothes/v1", data=png_bytes(photo, "RGB", "JPEG"), content_type="image/jpeg")
+    finally:
+        app.extensions["serving_settings"] = original
+    assert squeezed.json["predictions"][0]["preprocessing"] == {"inverted": False, "trimmed": False, "resized": False}
+
+
 def test_channel_axis_is_accepted(client):
     pixels = example_pixels()[..., np.newaxis].tolist()
     assert client.post("/models/clothes/v1", json={"image": pixels}).status_code == 200

@@ -58,8 +58,10 @@ def test_search_on_dask_picks_the_best_and_hands_it_to_the_gates(
                         batch_norm=[False, True], learning_rate=[2e-3], batch_size=[128])  # fmt: skip
     runner = dask_runner(workers=2)
     summary = tune.with_options(task_runner=runner)(
-        space=space, data=DataSpec(train_limit=2000, test_limit=500), budget=3, epochs=1, final_epochs=1,
-        thresholds=GateThresholds(min_accuracy=0.3, min_class_recall=0, max_regression=0.5),
+        space=space, data=DataSpec(train_limit=2000, test_limit=500, holdout_size=100), budget=3, epochs=1,
+        final_epochs=1,
+        thresholds=GateThresholds(min_accuracy=0.3, min_class_recall=0, max_regression=0.5, min_slice_accuracy={},
+                                  max_slice_regression=1.0),
         container=ContainerParams(enabled=False),
     )  # fmt: skip
 
