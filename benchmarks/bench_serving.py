@@ -21,6 +21,7 @@ from pathlib import Path
 
 from serving.client import wait_until_ready
 from tasks.docker_engine import free_port
+from tasks.load import post
 
 REPO = Path(__file__).resolve().parents[1]
 UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 60e3}
@@ -56,7 +57,9 @@ def run_wrk(url: str, body_file: Path, connections: int, seconds: int, threads: 
     )
     command = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(script), url]
     out = subprocess.run(command, capture_output=True, text=True, timeout=seconds + 60, check=True).stdout
-    percentiles = dict(re.findall(r"^\s+(\d+)%\s+(\S+)$", out, re.MULTILINE))
+    percentiles = dict(re.findall(r"^\s+(\d+)%\s+(\S+)\s*$", out, re.MULTILINE))  # "1.14s " has a trailing space
+    if "99" not in percentiles:
+        raise RuntimeError(f"no latency distribution in wrk's output for {url}:\n{out}")
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     socket_errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
     return LoadResult(
@@ -114,7 +117,8 @@ def main() -> None:
     try:
         url = f"http://127.0.0.1:{port}/models/clothes/v1"
         wait_until_ready(url, 120, lambda: reference.poll() is None, path="")  # no health route: the model page
-        run_wrk(url, single, args.connections, 2, args.wrk_threads)  # warm-up
+        post(url, single.read_bytes(), timeout=120)  # warm-up: the first predict() builds TF's graph
+        run_wrk(url, single, args.connections, 2, args.wrk_threads)
         baseline = run_wrk(url, single, args.connections, args.seconds, args.wrk_threads)
     finally:
         stop(reference)
