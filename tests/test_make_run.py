@@ -60,6 +60,8 @@ def test_make_run_starts_a_stopped_engine_and_reaches_the_container_stage(docker
         "MLOPS_IMAGE_NAME": name,
         "MLOPS_DEPLOY_NAME": name,
     }
+    for leftover in ("PREFECT_API_URL", "MLFLOW_TRACKING_URI", "MLOPS_TRACKING_URI"):  # set by earlier tests
+        env.pop(leftover, None)
     args = (
         "--data.train-limit 2000 --data.test-limit 500 --data.holdout-size 100 --train.epochs 1 --container.no-deploy "
         "--thresholds "

@@ -25,7 +25,8 @@ def start(tmp_path: Path, fashion_dir: Path, epochs: int) -> tuple[subprocess.Po
         env.pop(leftover, None)
     log = tmp_path / f"pipeline-{time.monotonic_ns()}.log"
     command = [str(Path(sys.executable).parent / "clothes-pipeline"), "--data.train-limit", "3000",
-               "--data.test-limit", "500", "--train.epochs", str(epochs), "--container.no-enabled"]  # fmt: skip
+               "--data.test-limit", "500", "--data.holdout-size", "50", "--train.epochs", str(epochs),
+               "--container.no-enabled"]  # fmt: skip
     process = subprocess.Popen(command, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT, cwd=REPO)
     return process, log
 
