@@ -56,15 +56,18 @@ def garment_box(pixels: np.ndarray) -> tuple[slice, slice] | None:
 
 def to_dataset_form(gray: np.ndarray) -> tuple[np.ndarray, Preprocessing]:
     """Fashion-MNIST's own conversion of product photos (Xiao et al. 2017), applied to any grayscale
-    image (H, W) of 0-255: a light background (estimated from the border) is negated, so the garment
-    is bright on black; the background level becomes 0; the image is trimmed to the garment and its
-    longest edge scaled to 28 (the dataset's garments span the whole 28 pixels: no margin), centred on
-    a 28x28 canvas. A 28x28 image with a dark border is already in that form and comes back as it is."""
+    image (H, W) of 0-255: a light background (estimated from the border), or a dark one with a still
+    darker garment, is negated, so the garment is bright on black; the background level becomes 0;
+    the image is trimmed to the garment and its longest edge scaled to 28 (the dataset's garments span
+    the whole 28 pixels: no margin), centred on a 28x28 canvas. A 28x28 image with a dark border is
+    already in that form and comes back as it is."""
     gray = np.asarray(gray, dtype=np.float32)
     background = float(border_medians(gray[np.newaxis])[0])
     if gray.shape == (IMAGE_SIZE, IMAGE_SIZE) and background <= DATASET_BACKGROUND_MAX:
         return gray, UNCHANGED
-    inverted = background > 127
+    # Light backgrounds are negated, as the dataset's photos were; on a dark one, only a darker garment.
+    darker = np.count_nonzero(gray < background - GARMENT_LEVEL) > np.count_nonzero(gray > background + GARMENT_LEVEL)
+    inverted = bool(background > 127 or darker)  # a plain bool: it goes into the JSON answer
     pixels = 255 - gray if inverted else gray
     level = 255 - background if inverted else background
     if level > 0:
@@ -75,7 +78,7 @@ def to_dataset_form(gray: np.ndarray) -> tuple[np.ndarray, Preprocessing]:
     )
     if at_scale:  # a 28x28 light-background image: only negated
         return pixels.astype(np.float32), Preprocessing(inverted=inverted, trimmed=False, resized=False)
-    trimmed = box is not None and pixels[box].shape != pixels.shape
+    trimmed = bool(box is not None and pixels[box].shape != pixels.shape)
     garment = pixels[box] if box is not None else pixels
     height, width = garment.shape
     scale = IMAGE_SIZE / max(height, width)

@@ -44,6 +44,7 @@ def _expected(width: int, height: int, value: int = 215) -> np.ndarray:
     [
         ("dark garment on white", _photo(), True, (14, 28)),
         ("bright garment on black", _photo(background=0, garment=215), False, (14, 28)),
+        ("dark garment on dark grey", _photo(background=100, garment=16), True, (14, 28)),
         ("off-centre on a wide frame", _photo((400, 300), (10, 150, 70, 270)), True, (14, 28)),
         ("wide garment", _photo((300, 300), (20, 100, 260, 160)), True, (28, 7)),
         ("RGB photo", _photo(mode="RGB"), True, (14, 28)),
