@@ -41,7 +41,10 @@ class ImageTooLarge(InvalidInput):
 def border_medians(images: np.ndarray) -> np.ndarray:
     """The median of each image's outermost ring of pixels: its background. (N, H, W) -> (N,)."""
     ring = np.concatenate([images[:, 0, :], images[:, -1, :], images[:, 1:-1, 0], images[:, 1:-1, -1]], axis=1)
-    return np.median(ring, axis=1)
+    # np.median's own overhead is ~40 us per call, on every JSON request; a ring always holds an even
+    # number of pixels (2W + 2H - 4), so its median is the mean of the two middle ones after a sort.
+    middle = ring.shape[1] // 2
+    return np.sort(ring, axis=1)[:, middle - 1 : middle + 1].mean(axis=1)
 
 
 def garment_box(pixels: np.ndarray) -> tuple[slice, slice] | None:
