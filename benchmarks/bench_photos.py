@@ -8,7 +8,6 @@ Last line: photos: dataset=<acc> catalogue=<acc> ... worst_gap=<points below the
 from __future__ import annotations
 
 import argparse
-import io
 import urllib.request
 
 import numpy as np
@@ -16,7 +15,7 @@ import orjson
 from PIL import Image
 
 from tasks.settings import Settings
-from tasks.slices import SLICES, slice_files
+from tasks.slices import SLICES, encode, slice_files
 from tasks.sources import load_fashion_mnist
 
 CONTENT_TYPES = {b"\xff\xd8": "image/jpeg", b"\x89P": "image/png"}
@@ -30,12 +29,7 @@ def classify(url: str, data: bytes) -> int:
 
 def dataset_files(x: np.ndarray, y: np.ndarray, size: int, seed: int) -> tuple[list[bytes], np.ndarray]:
     chosen = np.sort(np.random.default_rng(seed).choice(len(x), size=size, replace=False))
-    files = []
-    for index in chosen:
-        buffer = io.BytesIO()
-        Image.fromarray(x[index]).save(buffer, "PNG")
-        files.append(buffer.getvalue())
-    return files, y[chosen]
+    return [encode(Image.fromarray(x[index]), "PNG") for index in chosen], y[chosen]
 
 
 def main() -> None:

@@ -6,16 +6,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import numpy as np
 from mlflow import MlflowClient
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from tasks.dataset import Dataset
 from tasks.evaluate import Evaluation, compute_metrics, predict_probabilities
-from tasks.slices import build_slices
-
-Slices = dict[str, tuple[np.ndarray, np.ndarray]]
+from tasks.slices import Slices, build_slices
 
 
 def evaluate_slices(model, slices: Slices, class_names: Sequence[str]) -> dict[str, Evaluation]:

@@ -16,8 +16,9 @@ from serving.preprocessing import to_model_input
 from tasks.dataset import Dataset
 from tasks.evaluate import Evaluation, evaluate_model
 from tasks.gates import ChampionScore, GateResult, as_records
-from tasks.holdout import Slices, evaluate_slices, slice_accuracies
+from tasks.holdout import evaluate_slices, slice_accuracies
 from tasks.params import ModelRef, TrainParams, Trigger
+from tasks.slices import Slices
 
 CHALLENGER = "challenger"
 CHAMPION = "champion"

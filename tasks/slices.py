@@ -22,9 +22,10 @@ from serving.preprocessing import decode_image
 PHOTO_SLICES = ("catalogue", "cutout", "small_offcentre", "jpeg30")
 ROBUSTNESS_SLICES = ("lighting", "rotation_shift", "noise")
 SLICES = PHOTO_SLICES + ROBUSTNESS_SLICES
+Slices = dict[str, tuple[np.ndarray, np.ndarray]]  # name -> (pixels (N, 28, 28) uint8, labels)
 
 
-def _encode(image: Image.Image, kind: str, **options) -> bytes:
+def encode(image: Image.Image, kind: str, **options) -> bytes:
     buffer = io.BytesIO()
     image.save(buffer, kind, **options)
     return buffer.getvalue()
@@ -36,11 +37,11 @@ def _on_white(pixels: np.ndarray, size: int) -> Image.Image:
 
 
 def catalogue(pixels: np.ndarray, rng: np.random.Generator) -> bytes:
-    return _encode(_on_white(pixels, 320).convert("RGB"), "JPEG", quality=85)
+    return encode(_on_white(pixels, 320).convert("RGB"), "JPEG", quality=85)
 
 
 def jpeg30(pixels: np.ndarray, rng: np.random.Generator) -> bytes:
-    return _encode(_on_white(pixels, 320).convert("RGB"), "JPEG", quality=30)
+    return encode(_on_white(pixels, 320).convert("RGB"), "JPEG", quality=30)
 
 
 def cutout(pixels: np.ndarray, rng: np.random.Generator) -> bytes:
@@ -49,7 +50,7 @@ def cutout(pixels: np.ndarray, rng: np.random.Generator) -> bytes:
     alpha = big.point(lambda value: min(255, value * 4))
     colour = Image.merge("RGB", [big.point(lambda value: 255 - value)] * 3)
     colour.putalpha(alpha)
-    return _encode(colour, "PNG")
+    return encode(colour, "PNG")
 
 
 def small_offcentre(pixels: np.ndarray, rng: np.random.Generator) -> bytes:
@@ -58,23 +59,23 @@ def small_offcentre(pixels: np.ndarray, rng: np.random.Generator) -> bytes:
     garment = _on_white(pixels, side)
     left, top = int(rng.integers(0, 400 - side)), int(rng.integers(0, 300 - side))
     frame.paste(garment, (left, top))
-    return _encode(frame.filter(ImageFilter.GaussianBlur(1.0)).convert("RGB"), "JPEG", quality=85)
+    return encode(frame.filter(ImageFilter.GaussianBlur(1.0)).convert("RGB"), "JPEG", quality=85)
 
 
 def lighting(pixels: np.ndarray, rng: np.random.Generator) -> bytes:
     contrast, brightness = rng.uniform(0.6, 1.0), rng.uniform(0, 40)
-    return _encode(Image.fromarray(np.clip(pixels * contrast + brightness, 0, 255).astype(np.uint8)), "PNG")
+    return encode(Image.fromarray(np.clip(pixels * contrast + brightness, 0, 255).astype(np.uint8)), "PNG")
 
 
 def rotation_shift(pixels: np.ndarray, rng: np.random.Generator) -> bytes:
     angle, dx, dy = rng.uniform(-10, 10), int(rng.integers(-2, 3)), int(rng.integers(-2, 3))
     moved = Image.fromarray(pixels).rotate(angle, Image.Resampling.BILINEAR, translate=(dx, dy))
-    return _encode(moved, "PNG")
+    return encode(moved, "PNG")
 
 
 def noise(pixels: np.ndarray, rng: np.random.Generator) -> bytes:
     noisy = np.clip(pixels + rng.normal(0, 12, pixels.shape), 0, 255).astype(np.uint8)
-    return _encode(Image.fromarray(noisy), "PNG")
+    return encode(Image.fromarray(noisy), "PNG")
 
 
 MAKERS: dict[str, Callable[[np.ndarray, np.random.Generator], bytes]] = {
@@ -90,10 +91,8 @@ def slice_files(name: str, x: np.ndarray, y: np.ndarray, size: int, seed: int) -
     return [MAKERS[name](x[i], rng) for i in chosen], y[chosen]
 
 
-def build_slices(
-    x: np.ndarray, y: np.ndarray, size: int = 1000, seed: int = 0
-) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """name -> (pixels (N, 28, 28) uint8 as the server reads the files, labels)."""
+def build_slices(x: np.ndarray, y: np.ndarray, size: int = 1000, seed: int = 0) -> Slices:
+    """Every slice as the server reads its files."""
     slices = {}
     for name in SLICES:
         files, labels = slice_files(name, x, y, size, seed)

@@ -3,8 +3,6 @@ dataset's own form left bit-identical, and the engineered hold-out made the same
 
 from __future__ import annotations
 
-import io
-
 import numpy as np
 import pytest
 from PIL import Image
@@ -13,15 +11,9 @@ from serving.preprocessing import UNCHANGED, batch_to_dataset_form, decode_image
 from tasks.evaluate import compute_metrics
 from tasks.gates import check_gates, failed_gates
 from tasks.params import GateThresholds
-from tasks.slices import SLICES, slice_files
+from tasks.slices import SLICES, encode, slice_files
 
 CLASSES = [str(i) for i in range(10)]
-
-
-def _encode(image: Image.Image, kind: str = "PNG", **options) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, kind, **options)
-    return buffer.getvalue()
 
 
 def _photo(size=(200, 160), box=(70, 20, 130, 140), background=255, garment=40, mode="L") -> Image.Image:
@@ -51,7 +43,7 @@ def _expected(width: int, height: int, value: int = 215) -> np.ndarray:
     ],
 )
 def test_a_garment_is_trimmed_scaled_and_centred_on_black(name, image, inverted, shape):
-    pixels, applied = decode_image(_encode(image))
+    pixels, applied = decode_image(encode(image, "PNG"))
     assert applied == {"inverted": inverted, "trimmed": True, "resized": True}, name
     width, height = shape
     assert np.abs(pixels.astype(int) - _expected(width, height)).mean() < 8, name
@@ -61,7 +53,7 @@ def test_a_garment_is_trimmed_scaled_and_centred_on_black(name, image, inverted,
 def test_a_transparent_cutout_is_put_on_white_first():
     cutout = Image.new("RGBA", (224, 224), (0, 0, 0, 0))
     cutout.paste((30, 60, 90, 255), (82, 12, 142, 212))  # coloured garment, transparent around it
-    pixels, applied = decode_image(_encode(cutout))
+    pixels, applied = decode_image(encode(cutout, "PNG"))
     assert applied == {"inverted": True, "trimmed": True, "resized": True}
     assert np.abs(pixels.astype(int) - _expected(8, 28, value=200)).mean() < 12
 
@@ -71,8 +63,8 @@ def test_exif_orientation_is_applied_before_anything_else():
     stored = upright.transpose(Image.Transpose.ROTATE_90)  # as a phone stores a rotated shot
     exif = Image.Exif()
     exif[0x0112] = 6  # "rotate 90 CW to display"
-    pixels, _ = decode_image(_encode(stored.convert("RGB"), "JPEG", quality=95, exif=exif.tobytes()))
-    expected, _ = decode_image(_encode(upright.convert("RGB"), "JPEG", quality=95))
+    pixels, _ = decode_image(encode(stored.convert("RGB"), "JPEG", quality=95, exif=exif.tobytes()))
+    expected, _ = decode_image(encode(upright.convert("RGB"), "JPEG", quality=95))
     assert np.abs(pixels.astype(int) - expected.astype(int)).mean() < 4
     assert pixels[:, 14].max() > 200 and pixels[3, 14] < 30  # wide: empty rows above and below
 
@@ -80,7 +72,7 @@ def test_exif_orientation_is_applied_before_anything_else():
 def test_dataset_form_is_left_bit_identical(small_dataset):
     images = small_dataset.x_test[:200]
     for image in images:
-        pixels, applied = decode_image(_encode(Image.fromarray(image)))
+        pixels, applied = decode_image(encode(Image.fromarray(image), "PNG"))
         assert applied == UNCHANGED and np.array_equal(pixels, image)
     as_json = images.astype(np.float32)
     converted, applied = batch_to_dataset_form(as_json)
@@ -95,9 +87,9 @@ def test_a_negated_dataset_image_is_negated_back(small_dataset):
 
 
 def test_blank_and_unsupported_inputs_stay_safe():
-    pixels, applied = decode_image(_encode(Image.new("L", (300, 200), 255)))  # nothing but background
+    pixels, applied = decode_image(encode(Image.new("L", (300, 200), 255), "PNG"))  # nothing but background
     assert pixels.shape == (28, 28) and pixels.max() == 0 and applied["inverted"]
-    flat, _ = decode_image(_encode(Image.new("L", (300, 200), 255)), convert=False)
+    flat, _ = decode_image(encode(Image.new("L", (300, 200), 255), "PNG"), convert=False)
     assert flat.min() == 255  # the old behaviour on request: the frame squeezed, nothing else
 
 
