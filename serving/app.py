@@ -1,5 +1,6 @@
 """Flask app factory: the course's REST contract (`serving.routes`), a TensorFlow-Serving-compatible
-API (`serving.tf_serving`), health and metrics, with every error answered as JSON."""
+API (`serving.tf_serving`), the Open Inference Protocol v2 (`serving.oip`), health and metrics, with
+every error answered as JSON."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from serving import metrics
 from serving.feedback import LabelledIds, PredictionIds, RateLimit, load_key
 from serving.http import ApiError, json_response
 from serving.model_store import ModelStore
+from serving.oip import oip
 from serving.prediction_log import PredictionLog
 from serving.preprocessing import ImageTooLarge, InvalidInput
 from serving.routes import api
@@ -52,6 +54,7 @@ def create_app(
     app.url_map.converters["model"] = ModelNameConverter
     app.register_blueprint(api)
     app.register_blueprint(tf_serving)
+    app.register_blueprint(oip)
 
     @app.before_request
     def start_timer() -> None:
@@ -60,8 +63,8 @@ def create_app(
     @app.after_request
     def record(response: Response) -> Response:
         endpoint = request.url_rule.rule if request.url_rule else "unmatched"
-        metrics.REQUESTS.labels(endpoint, request.method, str(response.status_code)).inc()
-        metrics.LATENCY.labels(endpoint).observe(time.perf_counter() - g.get("started", time.perf_counter()))
+        metrics.requests(endpoint, request.method, response.status_code).inc()
+        metrics.latency(endpoint).observe(time.perf_counter() - g.get("started", time.perf_counter()))
         return response
 
     @app.errorhandler(ApiError)

@@ -7,7 +7,7 @@ from typing import Any
 
 from pydantic import TypeAdapter
 
-from serving import schemas
+from serving import oip_schemas, schemas
 
 REF = "#/components/schemas/{model}"
 # name -> the type whose JSON Schema the document carries under that name
@@ -19,6 +19,11 @@ COMPONENTS: dict[str, Any] = {
     "FeedbackAccepted": TypeAdapter(schemas.FeedbackAccepted),
     "TFServingResponse": TypeAdapter(schemas.TFServingResponse),
     "ErrorResponse": TypeAdapter(schemas.ErrorResponse),
+    "InferenceRequest": TypeAdapter(oip_schemas.InferenceRequest),
+    "InferenceResponse": TypeAdapter(oip_schemas.InferenceResponse),
+    "ModelMetadata": TypeAdapter(oip_schemas.ModelMetadata),
+    "ServerMetadata": TypeAdapter(oip_schemas.ServerMetadata),
+    "ReadyResponse": TypeAdapter(oip_schemas.ReadyResponse),
 }
 ERRORS = {
     400: "malformed input",
@@ -86,6 +91,7 @@ def openapi_document(listing: list[dict], class_names: list[str], max_batch: int
             "application/json": {"schema": _ref("ClassifyRequest")},
             "image/png": binary,
             "image/jpeg": binary,
+            "application/octet-stream": {**binary, "description": "N x 784 bytes: 28x28 uint8 pixels, row-major"},
             "multipart/form-data": {
                 "schema": {"type": "object", "required": ["file"],
                            "properties": {"file": {"type": "string", "format": "binary"}}},
@@ -102,6 +108,7 @@ def openapi_document(listing: list[dict], class_names: list[str], max_batch: int
     }
     status = {"summary": "TF Serving status", "responses": {**_ok({"type": "object"}), **_errors(404)}}
     plain = {"responses": _ok({"type": "object"})}
+    oip_paths = open_inference_protocol(name, version)
     return {
         "openapi": "3.1.0",
         "info": {"title": "Clothes classifier", "version": "1.0.0"},
@@ -128,6 +135,45 @@ def openapi_document(listing: list[dict], class_names: list[str], max_batch: int
             "/health/live": {"get": plain},
             "/health/ready": {"get": {"responses": {**_ok({"type": "object"}), "503": {"description": "warming up"}}}},
             "/metrics": {"get": {"responses": {"200": {"description": "Prometheus text format"}}}},
+            **oip_paths,
         },
         "components": {"schemas": components},
     }
+
+
+def open_inference_protocol(name: dict, version: dict) -> dict:
+    """The Open Inference Protocol v2 paths; binary tensors are the JSON header, then the raw tensors."""
+    header = {"name": "Inference-Header-Content-Length", "in": "header", "required": False,
+              "description": "binary tensor data extension: the JSON header's length; raw tensors follow",
+              "schema": {"type": "integer", "minimum": 1}}  # fmt: skip
+    binary = {"schema": {"type": "string", "format": "binary"}}
+
+    def json_or_binary(schema: str) -> dict:
+        return {"application/json": {"schema": _ref(schema)}, "application/octet-stream": binary}
+
+    infer = {
+        "summary": "Open Inference Protocol v2 inference: input 'image' (UINT8 or FP32 pixels 0-255)",
+        "parameters": [header],
+        "requestBody": _body(json_or_binary("InferenceRequest")),
+        "responses": {
+            "200": {
+                "description": "outputs as JSON data, or (binary_data) raw after the JSON header",
+                "content": json_or_binary("InferenceResponse"),
+            },
+            **_errors(400, 404, 408, 413, 415),
+        },
+    }  # fmt: skip
+    metadata = {"summary": "Open Inference Protocol v2 model metadata",
+                "responses": {**_ok(_ref("ModelMetadata")), **_errors(404)}}  # fmt: skip
+    ready = {"responses": {**_ok(_ref("ReadyResponse")), **_errors(404), "503": {"description": "warming up"}}}
+    paths: dict[str, dict] = {"/v2": {"get": {"responses": _ok(_ref("ServerMetadata"))}},
+             "/v2/health/live": {"get": {"responses": _ok({"type": "object"})}},
+             "/v2/health/ready": {"get": ready}}  # fmt: skip
+    for prefix, parameters in (
+        ("/v2/models/{name}", [name]),
+        ("/v2/models/{name}/versions/{version}", [name, version]),
+    ):
+        paths[prefix] = {"parameters": parameters, "get": metadata}
+        paths[f"{prefix}/ready"] = {"parameters": parameters, "get": ready}
+        paths[f"{prefix}/infer"] = {"parameters": parameters, "post": infer}
+    return paths

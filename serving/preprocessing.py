@@ -111,6 +111,20 @@ def to_model_input(pixels: np.ndarray) -> np.ndarray:
     return (np.asarray(pixels, dtype=np.float32) / np.float32(255.0))[..., np.newaxis]
 
 
+def _uint8_images(images: list) -> np.ndarray | None:
+    """(N, 28, 28) when every image is 28 lists of 28 integers in 0..255, the usual body, through
+    `bytes()` at half the cost of numpy's generic conversion (which must discover type and shape);
+    None for anything else, which numpy then converts or rejects with the precise message."""
+    rows = [row for image in images if type(image) is list and len(image) == IMAGE_SIZE for row in image]
+    if len(rows) != IMAGE_SIZE * len(images) or set(map(type, rows)) != {list} or set(map(len, rows)) != {IMAGE_SIZE}:
+        return None
+    try:
+        data = b"".join(map(bytes, rows))  # TypeError: floats, strings, nesting; ValueError: outside 0..255
+    except (TypeError, ValueError):
+        return None
+    return np.frombuffer(data, np.uint8).reshape(len(images), IMAGE_SIZE, IMAGE_SIZE)
+
+
 def pixels_from_nested(value: object, *, batch: bool, max_value: float = 255.0) -> np.ndarray:
     """Validate a JSON image (28x28) or batch (N x 28 x 28) of numbers in 0..max_value; return (N, 28, 28)
     float32. Strict, because a wrong shape or NaN must be the client's 400, not a model error."""
@@ -118,6 +132,9 @@ def pixels_from_nested(value: object, *, batch: bool, max_value: float = 255.0) 
         raise InvalidInput("image must be a nested list of numbers")
     if batch and not value:
         raise InvalidInput("images must hold at least one image")
+    integers = _uint8_images(value if batch else [value]) if max_value >= 255 else None  # 0..255 is in range
+    if integers is not None:
+        return integers.astype(np.float32)
     try:
         array = np.asarray(value)
     except (ValueError, TypeError, OverflowError, RecursionError) as exc:

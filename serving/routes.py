@@ -30,9 +30,9 @@ def prediction_log() -> PredictionLog | None:
 def predict(model: ServedModel, batch: np.ndarray) -> tuple[np.ndarray, list[str]]:
     """Probabilities plus one id per image, the handle for feedback on that prediction."""
     probabilities = model.predict(batch)
-    labels = np.asarray(model.class_names)[probabilities.argmax(axis=1)]
-    for label, count in zip(*np.unique(labels, return_counts=True), strict=True):
-        metrics.PREDICTIONS.labels(model.name, str(model.version), str(label)).inc(int(count))
+    counts = np.bincount(probabilities.argmax(axis=1), minlength=len(model.class_names))
+    for class_id in np.flatnonzero(counts):
+        metrics.predictions(model.name, model.version, model.class_names[class_id]).inc(int(counts[class_id]))
     ids = current_app.extensions["prediction_ids"].issue(model.name, model.version, len(batch))
     log = prediction_log()
     if log is not None:

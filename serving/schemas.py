@@ -58,9 +58,11 @@ def _batch_schema(maximum: float, named: bool = False) -> list[dict]:
 
 
 def check_batch_size(items: object, max_batch: int | None) -> None:
-    """The per-request image limit (MLOPS_SERVE_MAX_BATCH) for JSON batches and multipart files alike."""
-    if isinstance(items, list) and max_batch is not None and len(items) > max_batch:
-        raise ImageTooLarge(f"at most {max_batch} images per request, got {len(items)}")
+    """The per-request image limit (MLOPS_SERVE_MAX_BATCH) for every input form: a list (JSON batch,
+    multipart files) or a count (binary tensors)."""
+    count = len(items) if isinstance(items, list) else items
+    if isinstance(count, int) and max_batch is not None and count > max_batch:
+        raise ImageTooLarge(f"at most {max_batch} images per request, got {count}")
 
 
 def _one_image(value: Any) -> np.ndarray:

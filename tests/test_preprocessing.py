@@ -112,3 +112,17 @@ def test_a_model_that_passes_on_the_dataset_but_fails_a_slice_is_rejected():
     assert "catalogue accuracy 0.4000 vs minimum 0.8600" in failed[0].detail
     regressed = check_gates(good, thresholds, 0.99, "champion v2", {"cutout": 0.90}, {"cutout": 0.95})
     assert [r.name for r in failed_gates(regressed)] == ["slice.cutout"]
+
+
+def test_integer_pixels_take_the_fast_conversion_with_the_same_result():
+    from serving.preprocessing import InvalidInput, pixels_from_nested
+
+    images = np.random.default_rng(3).integers(0, 256, (5, 28, 28))
+    for value, batch in ((images.tolist(), True), (images[0].tolist(), False)):
+        pixels = pixels_from_nested(value, batch=batch)
+        assert pixels.dtype == np.float32 and np.array_equal(pixels, np.asarray(value, np.float32).reshape(-1, 28, 28))
+    mixed = images.tolist()
+    mixed[2][3][4] = 7.5  # one float: the general path, same values
+    assert pixels_from_nested(mixed, batch=True)[2, 3, 4] == 7.5
+    with pytest.raises(InvalidInput, match="between 0 and 1"):  # TF Serving's 0-1 inputs are range-checked
+        pixels_from_nested(images.tolist(), batch=True, max_value=1.0)

@@ -85,3 +85,43 @@ def test_load_burst_sends_exactly_what_it_is_asked_and_counts_failures(server):
     assert ok["load_requests"] == 60 and ok["load_errors"] == 0 and ok["p99_ms"] >= ok["p50_ms"] > 0
     wrong = load_burst(f"{server}/models/clothes/v9", body, requests=10, concurrency=2)
     assert wrong["load_requests"] == 10 and wrong["load_errors"] == 10
+
+
+@pytest.mark.parametrize("binary", [True, False], ids=["binary", "json"])
+def test_tritonclient_speaks_the_open_inference_protocol(server, small_dataset, binary):
+    """NVIDIA's own client (geventhttpclient underneath) against the real server: metadata, both
+    datatypes, JSON and binary tensors in and out, and its error reporting."""
+    import tritonclient.http as triton
+    from tritonclient.utils import InferenceServerException
+
+    x, y = small_dataset.x_test[:64], small_dataset.y_test[:64]
+    client = triton.InferenceServerClient(server.removeprefix("http://"))
+    assert client.is_server_live() and client.is_server_ready() and client.is_model_ready("clothes", "2")
+    assert client.get_model_metadata("clothes")["inputs"][0] == {"name": "image", "datatype": "UINT8",
+                                                                 "shape": [-1, 28, 28]}  # fmt: skip
+    expected = np.argmax(orjson.loads(load_json(f"{server}/models/clothes/v2", {"images": x.tolist()}))["result"], 1)
+    for datatype, data in (("UINT8", x), ("FP32", x.astype(np.float32))):
+        tensor = triton.InferInput("image", list(data.shape), datatype)
+        tensor.set_data_from_numpy(data, binary_data=binary)
+        outputs = [triton.InferRequestedOutput(n, binary_data=binary) for n in ("probabilities", "class_id", "label")]
+        result = client.infer("clothes", [tensor], model_version="2", outputs=outputs, request_id="batch-1")
+        assert result.get_response()["id"] == "batch-1"
+        assert result.as_numpy("probabilities").shape == (64, 10)
+        assert (result.as_numpy("class_id") == expected).all()
+        labels = [label.decode() if binary else label for label in result.as_numpy("label")]
+        assert labels == [FASHION_MNIST_CLASSES[c] for c in expected]
+        assert (expected == y).mean() > 0.6
+    wrong = triton.InferInput("image", [1, 27, 28], "UINT8")
+    wrong.set_data_from_numpy(np.zeros((1, 27, 28), np.uint8), binary_data=binary)
+    with pytest.raises(InferenceServerException, match=r"has shape \[N, 28, 28\]") as error:
+        client.infer("clothes", [wrong])
+    assert error.value.status() == "400"
+    with pytest.raises(InferenceServerException, match="unknown model 'shoes'"):
+        client.get_model_metadata("shoes")
+
+
+def load_json(url: str, payload: dict) -> bytes:
+    import urllib.request
+
+    request = urllib.request.Request(url, orjson.dumps(payload), {"Content-Type": "application/json"})
+    return urllib.request.urlopen(request, timeout=10).read()
