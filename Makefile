@@ -11,7 +11,7 @@ STAMP := $(VENV)/.installed
 ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: install run test lint format mlflow-ui bench-serving bench-photos bench-container bench-reliability docker-up docker-down serve rollback tune up down status screenshots clean
+.PHONY: install run test lint format mlflow-ui bench-serving bench-training bench-photos bench-container bench-reliability docker-up docker-down serve rollback tune up down status screenshots clean
 
 install: $(STAMP)
 
@@ -66,6 +66,9 @@ serve: install
 # Needs wrk (apt-get install wrk); bounded: a few 10 s runs against 127.0.0.1.
 bench-serving: install
 	$(BIN)/python benchmarks/bench_serving.py
+
+bench-training: install
+	$(BIN)/python benchmarks/bench_training.py
 
 # Hostile clients and faults against the real server on 127.0.0.1 (bounded; the full-disk probe mounts a tmpfs: root).
 bench-reliability: install

@@ -1,14 +1,23 @@
-"""Serving benchmark: the course's reference server vs this server under gunicorn, same model, same load.
+"""Serving benchmark: this server against its peers on the same model, same machine, same load.
 
-Load comes from wrk (Debian package `wrk`) on 127.0.0.1 at a fixed concurrency for a fixed time, so
-every run is bounded. The last line is machine-readable:
-serving: single=<req/s> p99_ms=<ms> baseline=<req/s> ratio=<x> batch_images_per_s=<n>
+Peers: the course's seed server (Flask's development server, `model.predict()` per request) and
+`mlflow models serve` (2 workers) on the same registered model version. Ours runs as in production
+(gunicorn, 2 workers), without and with the prediction log. Loads: one image as JSON; batches of
+`--batch` images as JSON (the course's route), as Open Inference Protocol binary tensors and as raw
+application/octet-stream pixels. Images are Fashion-MNIST test images with background noise 1-40
+added, so every pixel is a 1-3 digit number (the dataset's own zeros make JSON unrealistically cheap)
+and every image stays in the dataset's form.
+
+Load comes from wrk (Debian package `wrk`) on 127.0.0.1 at a fixed concurrency for a fixed time; every
+(server, load) pair is measured once per round, rounds alternate, the median round counts. The last
+line is machine-readable:
+serving: single=<req/s> p99_ms=<ms> seed=<req/s> mlflow=<req/s> batch_json_images_per_s=<n>
+batch_binary_images_per_s=<n>
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import re
 import shutil
@@ -19,12 +28,21 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+import orjson
+
 from serving.client import wait_until_ready
+from serving.oip import HEADER_LENGTH
 from tasks.docker_engine import free_port
-from tasks.load import post
 
 REPO = Path(__file__).resolve().parents[1]
 UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 60e3}
+WRK_SCRIPT = """wrk.method = "POST"
+{headers}
+local f = io.open("{body}", "rb")
+wrk.body = f:read("*all")
+f:close()
+"""
 
 
 @dataclass
@@ -36,12 +54,21 @@ class LoadResult:
     errors: int
 
 
-def stop(process: subprocess.Popen) -> None:
-    process.send_signal(signal.SIGTERM)
-    try:
-        process.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        process.kill()
+@dataclass
+class Load:
+    """One request, repeated: its body, content type and extra headers; `images` per request."""
+
+    body: Path
+    content_type: str
+    images: int = 1
+    headers: dict[str, str] | None = None
+
+    def script(self) -> Path:
+        headers = {"Content-Type": self.content_type, **(self.headers or {})}
+        lines = "\n".join(f'wrk.headers["{k}"] = "{v}"' for k, v in headers.items())
+        path = self.body.with_suffix(".lua")
+        path.write_text(WRK_SCRIPT.format(headers=lines, body=self.body))
+        return path
 
 
 def _ms(text: str) -> float:
@@ -49,13 +76,8 @@ def _ms(text: str) -> float:
     return float(value) * UNITS[unit]
 
 
-def run_wrk(url: str, body_file: Path, connections: int, seconds: int, threads: int) -> LoadResult:
-    script = body_file.with_suffix(".lua")
-    script.write_text(
-        'wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n'
-        f'local f = io.open("{body_file}", "rb")\nwrk.body = f:read("*all")\nf:close()\n'
-    )
-    command = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(script), url]
+def run_wrk(url: str, load: Load, connections: int, seconds: int) -> LoadResult:
+    command = ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(load.script()), url]
     out = subprocess.run(command, capture_output=True, text=True, timeout=seconds + 60, check=True).stdout
     percentiles = dict(re.findall(r"^\s+(\d+)%\s+(\S+)\s*$", out, re.MULTILINE))  # "1.14s " has a trailing space
     if "99" not in percentiles:
@@ -72,10 +94,14 @@ def run_wrk(url: str, body_file: Path, connections: int, seconds: int, threads: 
     )
 
 
-def prepare_model(workdir: Path, data_dir: Path | None) -> tuple[Path, Path, list]:
-    """A LeNet-5 trained briefly on real data, saved as .keras (baseline) and exported (our server)."""
+def prepare_model(workdir: Path, data_dir: Path | None) -> tuple[Path, Path, str, np.ndarray]:
+    """A LeNet-5 trained briefly on real data: saved as .keras (seed server), exported (ours) and
+    registered in a throwaway MLflow store (`mlflow models serve`). Returns the store's URI too."""
+    import mlflow
+
     from tasks.export import build_metadata, export_model
     from tasks.params import TrainParams
+    from tasks.registry import log_candidate_model, register_candidate
     from tasks.settings import Settings
     from tasks.sources import load_fashion_mnist
     from tasks.train import train_model
@@ -86,15 +112,66 @@ def prepare_model(workdir: Path, data_dir: Path | None) -> tuple[Path, Path, lis
     model.save(keras_file)
     model_root = workdir / "models"
     export_model(model, model_root, build_metadata(model, "clothes", 1, dataset.class_names, None, {}))
-    return keras_file, model_root, dataset.x_test
+    tracking_uri = f"sqlite:///{workdir / 'mlflow.db'}"
+    mlflow.set_tracking_uri(tracking_uri)
+    experiment = mlflow.create_experiment("bench-serving", artifact_location=(workdir / "artifacts").as_uri())
+    with mlflow.start_run(experiment_id=experiment):
+        register_candidate(log_candidate_model(model, dataset.x_test[:5]), "clothes", {})
+    noise = np.random.default_rng(0).integers(1, 41, dataset.x_test.shape)
+    images = np.clip(dataset.x_test.astype(np.int64) + noise, 0, 255).astype(np.uint8)
+    return keras_file, model_root, tracking_uri, images
+
+
+def write_loads(workdir: Path, images: np.ndarray, batch: int) -> dict[str, Load]:
+    def write(name: str, data: bytes) -> Path:
+        (path := workdir / name).write_bytes(data)
+        return path
+
+    one, many = images[:1], images[:batch]
+    oip_header = orjson.dumps({
+        "inputs": [{"name": "image", "datatype": "UINT8", "shape": list(many.shape),
+                    "parameters": {"binary_data_size": many.nbytes}}],
+        "parameters": {"binary_data_output": True},
+    })  # fmt: skip
+    json, octet = "application/json", "application/octet-stream"
+    oip_length = str(len(oip_header))
+    mlflow_inputs = {"inputs": (one[..., None] / 255.0).tolist()}  # the model's own input: (N, 28, 28, 1) in 0-1
+    return {
+        "single": Load(write("single.json", orjson.dumps({"image": one[0].tolist()})), json),
+        "mlflow": Load(write("mlflow.json", orjson.dumps(mlflow_inputs)), json),
+        "json": Load(write("batch.json", orjson.dumps({"images": many.tolist()})), json, batch),
+        "binary": Load(write("batch.oip", oip_header + many.tobytes()), octet, batch, {HEADER_LENGTH: oip_length}),
+        "octet": Load(write("batch.bin", many.tobytes()), octet, batch),
+    }
+
+
+def predictions_served(base_url: str) -> float:
+    """Predictions the server counted (Prometheus), to compare with what its log holds."""
+    import urllib.request
+
+    text = urllib.request.urlopen(f"{base_url}/metrics", timeout=10).read().decode()
+    return sum(float(v) for v in re.findall(r"^clothes_predictions_total\{[^}]*\} (\S+)$", text, re.MULTILINE))
+
+
+def start(command: list[str], env: dict[str, str], ready_url: str, path: str = "/health/ready") -> subprocess.Popen:
+    process = subprocess.Popen(command, env=env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_until_ready(ready_url, 180, lambda: process.poll() is None, path=path)
+    return process
+
+
+def stop(process: subprocess.Popen) -> None:
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        process.kill()
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=int, default=5, help="load duration per measurement")
-    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds per server variant")
+    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds")
     parser.add_argument("--connections", type=int, default=8)
-    parser.add_argument("--wrk-threads", type=int, default=1)
     parser.add_argument("--batch", type=int, default=256)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--data-dir", type=Path, default=os.environ.get("MLOPS_DATA_DIR"))
@@ -103,86 +180,73 @@ def main() -> None:
         sys.exit("benchmarks/bench_serving.py needs wrk: apt-get install wrk")
 
     workdir = Path(tempfile.mkdtemp(prefix="clothes-bench-"))
-    keras_file, model_root, x_test = prepare_model(workdir, args.data_dir)
-    single, batch = workdir / "single.json", workdir / "batch.json"
-    single.write_text(json.dumps({"image": x_test[0].tolist()}))
-    batch.write_text(json.dumps({"images": x_test[: args.batch].tolist()}))
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
-
-    port = free_port()
-    reference = subprocess.Popen(
-        [sys.executable, str(REPO / "benchmarks" / "reference_server.py"), "--model", str(keras_file),
-         "--port", str(port)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
+    keras_file, model_root, tracking_uri, images = prepare_model(workdir, args.data_dir)
+    loads = write_loads(workdir, images, args.batch)
+    # `mlflow models serve` execs `uvicorn` from PATH: this interpreter's environment first.
+    path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "MLFLOW_TRACKING_URI": tracking_uri, "PATH": path}
+    ours = {"MLOPS_SERVE_HOST": "127.0.0.1", "MLOPS_SERVE_WORKERS": str(args.workers),
+            "MLOPS_SERVE_MODEL_ROOT": str(model_root)}  # fmt: skip
+    servers: dict[str, subprocess.Popen] = {}
+    urls: dict[str, str] = {}
     try:
-        url = f"http://127.0.0.1:{port}/models/clothes/v1"
-        wait_until_ready(url, 120, lambda: reference.poll() is None, path="")  # no health route: the model page
-        post(url, single.read_bytes(), timeout=120)  # warm-up: the first predict() builds TF's graph
-        run_wrk(url, single, args.connections, 2, args.wrk_threads)
-        baseline = run_wrk(url, single, args.connections, args.seconds, args.wrk_threads)
-    finally:
-        stop(reference)
-
-    def start_ours(workers: int, extra_env: dict[str, str]) -> tuple[subprocess.Popen, str]:
         port = free_port()
-        server_env = {**env, "MLOPS_SERVE_HOST": "127.0.0.1", "MLOPS_SERVE_PORT": str(port),
-                      "MLOPS_SERVE_WORKERS": str(workers), "MLOPS_SERVE_MODEL_ROOT": str(model_root),
-                      **extra_env}  # fmt: skip
-        server = subprocess.Popen(
-            [sys.executable, "-m", "serving"], env=server_env, cwd=REPO, stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+        seed = [sys.executable, "benchmarks/reference_server.py", "--model", str(keras_file), "--port", str(port)]
+        servers["seed"] = start(seed, env, f"http://127.0.0.1:{port}", "/models/clothes/v1")
+        urls["seed"] = f"http://127.0.0.1:{port}/models/clothes/v1"
+        port = free_port()
+        servers["mlflow"] = start(
+            [sys.executable, "-m", "mlflow", "models", "serve", "-m", "models:/clothes/1", "--env-manager", "local",
+             "--workers", "2", "--host", "127.0.0.1", "--port", str(port)], env, f"http://127.0.0.1:{port}", "/ping",
         )  # fmt: skip
-        wait_until_ready(f"http://127.0.0.1:{port}", 120, lambda: server.poll() is None)
-        return server, f"http://127.0.0.1:{port}/models/clothes/v1"
+        urls["mlflow"] = f"http://127.0.0.1:{port}/invocations"
+        for name, extra in (("ours", {}), ("ours+log", {"MLOPS_SERVE_PREDICTION_LOG_DIR": str(workdir / "log")})):
+            port = free_port()
+            server_env = {**env, **ours, **extra, "MLOPS_SERVE_PORT": str(port)}
+            servers[name] = start([sys.executable, "-m", "serving"], server_env, f"http://127.0.0.1:{port}")
+            urls[name] = f"http://127.0.0.1:{port}"
 
-    def median(results: list[LoadResult]) -> LoadResult:
-        return sorted(results, key=lambda r: r.requests_per_s)[len(results) // 2]
+        def url(server: str, load: str) -> str:
+            if load == "binary":
+                return f"{urls[server]}/v2/models/clothes/versions/1/infer"
+            return urls[server] if server in ("seed", "mlflow") else f"{urls[server]}/models/clothes/v1"
 
-    def measure(servers: dict[str, tuple[str, Path]], workers: int) -> dict[str, LoadResult]:
-        """Servers up side by side (idle costs nothing), measured alternately `--rounds` times so drift in
-        the machine's speed hits all alike; the median round counts."""
-        started = {name: start_ours(workers, extra) for name, (_body, extra) in servers.items()}
-        results: dict[str, list[LoadResult]] = {name: [] for name in servers}
-        try:
-            for _server, url in started.values():
-                run_wrk(url, single, args.connections, 2, args.wrk_threads)
-            for _ in range(args.rounds):
-                for name, (body, _extra) in servers.items():
-                    results[name].append(run_wrk(started[name][1], body, args.connections, args.seconds,
-                                                 args.wrk_threads))  # fmt: skip
-        finally:
-            for server, _url in started.values():
-                stop(server)
-        return {name: median(r) for name, r in results.items()}
+        pairs = [("seed", "single"), ("mlflow", "mlflow"), ("ours", "single"), ("ours+log", "single"),
+                 ("ours", "json"), ("ours+log", "json"), ("ours", "binary"), ("ours+log", "binary"),
+                 ("ours", "octet")]  # fmt: skip
+        for server, load in pairs:  # warm-up: TF builds its graph on the first predict()
+            run_wrk(url(server, load), loads[load], 2, 2)
+        results: dict[tuple[str, str], list[LoadResult]] = {pair: [] for pair in pairs}
+        for _ in range(args.rounds):
+            for server, load in pairs:
+                results[server, load].append(run_wrk(url(server, load), loads[load], args.connections, args.seconds))
+        served = predictions_served(urls["ours+log"])
+    finally:
+        for process in servers.values():
+            stop(process)  # the prediction log flushes on the way out
+        logged = sum(len(orjson.loads(line).get("ids", [])) for f in (workdir / "log").glob("*.jsonl")
+                     for line in f.read_bytes().splitlines() if line.strip())  # fmt: skip
+        shutil.rmtree(workdir, ignore_errors=True)
 
-    main = measure({"single": (single, {}), "batch": (batch, {})}, args.workers)
-    ours, batched = main["single"], main["batch"]
-    # The prediction log's cost, per request: one worker each, so connection balance cannot blur it.
-    log_env = {"MLOPS_SERVE_PREDICTION_LOG_DIR": str(workdir / "prediction-log")}
-    cost = measure({"plain": (single, {}), "logged": (single, log_env), "plain_batch": (batch, {}),
-                    "logged_batch": (batch, log_env)}, 1)  # fmt: skip
-    shutil.rmtree(workdir, ignore_errors=True)
-
-    print(f"{'server':<34}{'req/s':>10}{'p50 ms':>10}{'p99 ms':>10}{'requests':>10}{'errors':>8}")
-    for name, result in (("reference (model.predict)", baseline), ("gunicorn + LiteRT", ours),
-                         (f"gunicorn + LiteRT, batch {args.batch}", batched),
-                         ("1 worker", cost["plain"]), ("1 worker + prediction log", cost["logged"]),
-                         (f"1 worker, batch {args.batch}", cost["plain_batch"]),
-                         (f"1 worker + log, batch {args.batch}", cost["logged_batch"])):  # fmt: skip
-        print(f"{name:<34}{result.requests_per_s:>10.1f}{result.p50_ms:>10.2f}{result.p99_ms:>10.2f}"
-              f"{result.requests:>10}{result.errors:>8}")  # fmt: skip
-    images_per_s = batched.requests_per_s * args.batch
-    print(f"concurrency {args.connections}, {args.seconds} s per run, median of {args.rounds} alternating rounds, "
-          f"{os.cpu_count()} cores, workers {args.workers}")  # fmt: skip
-    errors = sum(r.errors for r in (baseline, ours, batched, *cost.values()))
+    median = {pair: sorted(r, key=lambda r: r.requests_per_s)[len(r) // 2] for pair, r in results.items()}
+    print(f"{'server':<10}{'load':<34}{'req/s':>9}{'images/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'errors':>8}")
+    titles = {"single": "1 image, JSON", "mlflow": "1 image, MLflow JSON inputs", "json": f"{args.batch} images, JSON",
+              "binary": f"{args.batch} images, OIP binary", "octet": f"{args.batch} images, octet-stream"}  # fmt: skip
+    for (server, load), r in median.items():
+        print(f"{server:<10}{titles[load]:<34}{r.requests_per_s:>9.1f}{r.requests_per_s * loads[load].images:>10.0f}"
+              f"{r.p50_ms:>9.2f}{r.p99_ms:>9.2f}{r.errors:>8}")  # fmt: skip
+    print(f"wrk -t1 -c{args.connections}, {args.seconds} s per run, median of {args.rounds} alternating rounds, "
+          f"{os.cpu_count()} cores, {args.workers} workers")  # fmt: skip
+    errors = sum(r.errors for rounds in results.values() for r in rounds)
     if errors:
         print(f"WARNING: {errors} failed requests", file=sys.stderr)
-    single_cost = 100 * (1 - cost["logged"].requests_per_s / cost["plain"].requests_per_s)
-    batch_cost = 100 * (1 - cost["logged_batch"].requests_per_s / cost["plain_batch"].requests_per_s)
-    print(f"prediction log cost: single {single_cost:.1f}% batch {batch_cost:.1f}% throughput (1 worker)")  # fmt: skip
+    print(f"prediction log: {logged} of the {served:.0f} predictions served with it on are in the log")
+    single = median["ours", "single"]
     print(
-        f"serving: single={ours.requests_per_s:.0f} p99_ms={ours.p99_ms:.1f} baseline={baseline.requests_per_s:.0f} "
-        f"ratio={ours.requests_per_s / baseline.requests_per_s:.1f} batch_images_per_s={images_per_s:.0f}"
+        f"serving: single={single.requests_per_s:.0f} p99_ms={single.p99_ms:.1f} "
+        f"seed={median['seed', 'single'].requests_per_s:.0f} mlflow={median['mlflow', 'mlflow'].requests_per_s:.0f} "
+        f"batch_json_images_per_s={median['ours', 'json'].requests_per_s * args.batch:.0f} "
+        f"batch_binary_images_per_s={median['ours', 'binary'].requests_per_s * args.batch:.0f}"
     )
 
 

@@ -94,7 +94,7 @@ def infer(name: str, version: int | None = None) -> Response:
     if unknown:
         raise InvalidInput(f"unknown outputs {unknown}; this model has {list(OUTPUTS)}")
     pixels, _applied = dataset_form(input_pixels(body.inputs, binary, settings().max_batch))
-    probabilities, _ids = predict(model, to_model_input(pixels))
+    probabilities, _ids = predict(model, to_model_input(pixels), answer_ids=False)
     binary_all = (body.parameters or {}).get("binary_data_output") is True
     return encode(model, body.id, requested, binary_all, probabilities)
 

@@ -54,5 +54,5 @@ def tfs_predict(name: str, version: int | None) -> Response:
         raise ApiError(415, "TensorFlow Serving requests are application/json")
     body = validate(TFServingRequest, read_json(numbers_only=True), max_batch=settings().max_batch)
     batch = body.inputs if isinstance(body, TFServingInputs) else body.instances
-    probabilities, _ids = predict(model, batch[..., np.newaxis])
+    probabilities, _ids = predict(model, batch[..., np.newaxis], answer_ids=False)
     return json_response(TFServingResponse(predictions=probabilities))  # type: ignore[typeddict-item]

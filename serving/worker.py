@@ -11,6 +11,11 @@ costs a socket, not a thread) plus two bounds that gevent alone lacks:
   a trickling body gets 408, an oversized one (declared or chunked) 413, both as JSON.
 
 Only then is the request dispatched, so the app never blocks on a client's network.
+
+And one fairness rule gevent lacks: after each request, a connection waits until every other ready
+connection has had its turn. Without it, a keep-alive client whose next request is already in the
+socket is served again straight away while the others wait (measured at c=8 on 2 workers: p99 55-95 ms
+with it missing, 12-22 ms with it).
 """
 
 from __future__ import annotations
@@ -49,7 +54,15 @@ class BufferingGeventWorker(GeventWorker):
         pool = gevent.get_hub().threadpool
         pool.maxsize = 1
         self.wsgi.extensions["offload"] = lambda function, *args: pool.apply(function, args)
+        self.open_connections = 0
         super().run()
+
+    def handle(self, listener, client, addr):
+        self.open_connections += 1
+        try:
+            super().handle(listener, client, addr)
+        finally:
+            self.open_connections -= 1
 
     def handle_request(self, listener_name, req, sock, addr):
         settings = self.serving_settings
@@ -68,7 +81,11 @@ class BufferingGeventWorker(GeventWorker):
             if len(data) > limit:
                 _reply_and_close(sock, "413 Payload Too Large", f"request body over {limit} bytes")
             req.body = Body(io.BytesIO(data))
-        return super().handle_request(listener_name, req, sock, addr)
+        try:
+            return super().handle_request(listener_name, req, sock, addr)
+        finally:
+            if self.open_connections > 1:
+                gevent.idle()  # the other connections' turn (fairness, see the module's docstring)
 
 
 def _read_at_most(body: Body, limit: int) -> bytes:

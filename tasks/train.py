@@ -32,7 +32,7 @@ class TrainResult:
 
 def build_lenet5(
     num_classes: int = 10,
-    learning_rate: float = 1e-3,
+    learning_rate: Any = 1e-3,
     weight_decay: float = 0.0,
     architecture: Architecture | None = None,
 ):  # -> keras.Model
@@ -91,6 +91,22 @@ def augmented_batches(x: np.ndarray, y: np.ndarray, batch_size: int, seed: int):
     )
 
 
+def learning_rate_schedule(params: TrainParams, steps_per_epoch: int) -> Any:
+    """`cosine`: one epoch of warm-up from a tenth of the rate, then cosine decay to 0 at the last epoch,
+    so the whole budget is used and no epochs go to waiting for a plateau; `plateau`: a constant rate
+    that ReduceLROnPlateau cuts."""
+    import keras
+
+    if params.schedule == "plateau":
+        return params.learning_rate
+    return keras.optimizers.schedules.CosineDecay(
+        params.learning_rate / 10,
+        decay_steps=max(1, steps_per_epoch * (params.epochs - 1)),
+        warmup_target=params.learning_rate,
+        warmup_steps=steps_per_epoch,
+    )
+
+
 def train_model(dataset: Dataset, params: TrainParams, extra_callbacks: Sequence = ()) -> TrainResult:
     """Fit on a stratified train/validation split; the test split is never seen here. `extra_callbacks`:
     Keras callbacks such as `run_callbacks`."""
@@ -101,13 +117,18 @@ def train_model(dataset: Dataset, params: TrainParams, extra_callbacks: Sequence
     x_train, y_train = to_model_input(dataset.x_train[train_idx]), dataset.y_train[train_idx]
     x_val, y_val = to_model_input(dataset.x_train[val_idx]), dataset.y_train[val_idx]
 
-    model = build_lenet5(len(dataset.class_names), params.learning_rate, params.weight_decay, params.architecture)
+    steps_per_epoch = -(-len(x_train) // params.batch_size)
+    learning_rate = learning_rate_schedule(params, steps_per_epoch)
+    model = build_lenet5(len(dataset.class_names), learning_rate, params.weight_decay, params.architecture)
     callbacks: list[keras.callbacks.Callback] = [
-        keras.callbacks.ReduceLROnPlateau(
-            monitor="val_loss", factor=params.lr_factor, patience=params.lr_patience, min_lr=1e-5
-        ),
         keras.callbacks.EarlyStopping(monitor="val_loss", patience=params.patience, restore_best_weights=True),
     ]
+    if params.schedule == "plateau":
+        callbacks.append(
+            keras.callbacks.ReduceLROnPlateau(
+                monitor="val_loss", factor=params.lr_factor, patience=params.lr_patience, min_lr=1e-5
+            )
+        )
     callbacks.extend(extra_callbacks)
     if params.augment:
         batches = {"x": augmented_batches(x_train, y_train, params.batch_size, params.seed), "shuffle": False}

@@ -7,7 +7,7 @@ from serving.preprocessing import to_model_input
 from tasks.evaluate import compute_metrics
 from tasks.gates import check_gates, failed_gates, gate_tags
 from tasks.params import Architecture, GateThresholds, TrainParams
-from tasks.train import augmented_batches, build_lenet5, epoch_line
+from tasks.train import augmented_batches, build_lenet5, epoch_line, learning_rate_schedule
 
 
 def test_lenet5_has_the_course_architecture():
@@ -101,3 +101,14 @@ def test_epoch_line_bounds_the_time_left_by_the_epochs_not_yet_run():
     assert line.startswith("epoch 3/30 loss 0.4100 acc 0.8500 val_loss 0.3900 val_acc 0.8600")
     assert line.endswith("15.0 s/epoch, at most 6 min 45 s left")
     assert "█" * 2 + "░" * 18 in epoch_line(2, 30, logs, elapsed=45.0, bar=True)
+
+
+def test_cosine_schedule_warms_up_for_an_epoch_then_decays_to_zero_at_the_last():
+    params = TrainParams(learning_rate=4e-3, epochs=10)
+    schedule = learning_rate_schedule(params, steps_per_epoch=100)
+    rates = [float(schedule(step)) for step in (0, 50, 100, 550, 1000)]
+    assert rates[0] == pytest.approx(4e-4) and rates[1] == pytest.approx(2.2e-3)  # warm-up, linear
+    assert rates[2] == pytest.approx(4e-3)  # the peak after one epoch
+    assert rates[3] == pytest.approx(2e-3, rel=1e-3)  # half-way through the decay
+    assert rates[4] == pytest.approx(0.0, abs=1e-9)  # the end of the last epoch
+    assert learning_rate_schedule(TrainParams(schedule="plateau", learning_rate=2e-3), 100) == 2e-3

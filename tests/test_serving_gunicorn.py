@@ -23,9 +23,15 @@ EXAMPLES = sorted((Path(__file__).resolve().parents[1] / "examples" / "images").
 
 
 @pytest.fixture(scope="module")
-def server(model_root, tmp_path_factory):
+def server_tmp(tmp_path_factory) -> Path:
+    """The server's TMPDIR: its per-start Prometheus directory (one file per worker) lives there."""
+    return tmp_path_factory.mktemp("server-tmp")
+
+
+@pytest.fixture(scope="module")
+def server(model_root, server_tmp):
     port = free_port()
-    temp = tmp_path_factory.mktemp("server-tmp")
+    temp = server_tmp
     env = {**os.environ, "MLOPS_SERVE_HOST": "127.0.0.1", "MLOPS_SERVE_PORT": str(port), "MLOPS_SERVE_WORKERS": "2",
            "TMPDIR": str(temp)}  # fmt: skip
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)
@@ -125,3 +131,37 @@ def load_json(url: str, payload: dict) -> bytes:
 
     request = urllib.request.Request(url, orjson.dumps(payload), {"Content-Type": "application/json"})
     return urllib.request.urlopen(request, timeout=10).read()
+
+
+def requests_per_worker(metrics_dir: Path) -> dict[str, float]:
+    """Requests each worker counted, read from its own multiprocess file with prometheus_client."""
+    import shutil
+    import tempfile
+
+    from prometheus_client import CollectorRegistry
+    from prometheus_client.multiprocess import MultiProcessCollector
+
+    counts = {}
+    for path in metrics_dir.glob("counter_*.db"):
+        with tempfile.TemporaryDirectory() as alone:
+            shutil.copy(path, alone)
+            registry = CollectorRegistry()
+            MultiProcessCollector(registry, path=alone)
+            counts[path.stem] = registry.get_sample_value(
+                "clothes_http_requests_total", {"endpoint": "/models/<name>/v<int:version>", "method": "POST",
+                                                "status": "200"}) or 0.0  # fmt: skip
+    return counts
+
+
+def test_both_workers_answer_under_keep_alive_load(server, server_tmp):
+    """Eight keep-alive connections, as wrk or a client pool opens them: each worker takes its share
+    and every connection is served in turn (a function test; the benchmark measures the figures)."""
+    (metrics_dir,) = server_tmp.glob("clothes-prometheus-*")
+    before = requests_per_worker(metrics_dir)
+    body = orjson.dumps({"image": np.zeros((28, 28), np.uint8).tolist()})
+    result = load_burst(f"{server}/models/clothes/v1", body, requests=800, concurrency=8)
+    assert result["load_errors"] == 0
+    counted = {pid: n - before.get(pid, 0.0) for pid, n in requests_per_worker(metrics_dir).items()}
+    served = {pid: n for pid, n in counted.items() if n}  # the master has a file too, with nothing served
+    assert sum(served.values()) == 800 and len(served) == 2, served
+    assert min(served.values()) >= 80, f"one worker served almost everything: {served}"
