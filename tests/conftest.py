@@ -86,8 +86,7 @@ def trained_model(fashion_dir: Path):
     from tasks.train import train_model
 
     dataset = load_fashion_mnist(fashion_dir)
-    params = TrainParams(epochs=3, batch_size=128, learning_rate=3e-3, validation_fraction=0.05)
-    return train_model(dataset, params).model
+    return train_model(dataset, TrainParams(epochs=3, validation_fraction=0.05)).model
 
 
 @pytest.fixture(scope="session")
