@@ -2,8 +2,6 @@
 
 from typing import Any
 
-__version__ = "0.1.0"  # the package's version (pyproject reads it); servers report it
-
 
 def create_app(*args: Any, **kwargs: Any) -> Any:
     """`serving.create_app(model_root)`; imported lazily so the pipeline can use the preprocessing

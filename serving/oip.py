@@ -12,7 +12,6 @@ from __future__ import annotations
 import numpy as np
 from flask import Blueprint, Response, request
 
-from serving import __version__
 from serving.http import ApiError, find_model, json_response, settings, store
 from serving.inputs import dataset_form, parse_json, read_body
 from serving.model_store import ServedModel
@@ -30,6 +29,7 @@ from serving.oip_schemas import (
 from serving.preprocessing import IMAGE_SIZE, InvalidInput, contains_bool, to_model_input
 from serving.routes import predict
 from serving.schemas import check_batch_size, validate
+from serving.version import __version__
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
 INPUT_TYPES: dict[str, np.dtype] = {"UINT8": np.dtype(np.uint8), "FP32": np.dtype("<f4")}

@@ -58,8 +58,7 @@ def _batch_schema(maximum: float, named: bool = False) -> list[dict]:
 
 
 def check_batch_size(items: object, max_batch: int | None) -> None:
-    """The per-request image limit (MLOPS_SERVE_MAX_BATCH) for every input form: a list (JSON batch,
-    multipart files) or a count (binary tensors)."""
+    """The per-request image limit (MLOPS_SERVE_MAX_BATCH): a list's length or a count of images."""
     count = len(items) if isinstance(items, list) else items
     if isinstance(count, int) and max_batch is not None and count > max_batch:
         raise ImageTooLarge(f"at most {max_batch} images per request, got {count}")

@@ -104,11 +104,11 @@ def test_epoch_line_bounds_the_time_left_by_the_epochs_not_yet_run():
 
 
 def test_cosine_schedule_warms_up_for_an_epoch_then_decays_to_zero_at_the_last():
-    params = TrainParams(learning_rate=4e-3, epochs=10)
+    params = TrainParams(schedule="cosine", learning_rate=4e-3, epochs=10)
     schedule = learning_rate_schedule(params, steps_per_epoch=100)
     rates = [float(schedule(step)) for step in (0, 50, 100, 550, 1000)]
     assert rates[0] == pytest.approx(4e-4) and rates[1] == pytest.approx(2.2e-3)  # warm-up, linear
     assert rates[2] == pytest.approx(4e-3)  # the peak after one epoch
     assert rates[3] == pytest.approx(2e-3, rel=1e-3)  # half-way through the decay
     assert rates[4] == pytest.approx(0.0, abs=1e-9)  # the end of the last epoch
-    assert learning_rate_schedule(TrainParams(schedule="plateau", learning_rate=2e-3), 100) == 2e-3
+    assert learning_rate_schedule(TrainParams(learning_rate=2e-3), 100) == 2e-3  # plateau: a constant
