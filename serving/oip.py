@@ -25,6 +25,7 @@ from serving.oip_schemas import (
     RequestOutput,
     ResponseOutput,
     ServerMetadata,
+    TensorMetadata,
 )
 from serving.preprocessing import IMAGE_SIZE, InvalidInput, contains_bool, to_model_input
 from serving.routes import predict
@@ -33,7 +34,6 @@ from serving.version import __version__
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
 INPUT_TYPES: dict[str, np.dtype] = {"UINT8": np.dtype(np.uint8), "FP32": np.dtype("<f4")}
-OUTPUT_TYPES = {"probabilities": "FP32", "class_id": "INT64", "label": "BYTES"}
 IMAGE_SHAPES = ((IMAGE_SIZE, IMAGE_SIZE), (IMAGE_SIZE, IMAGE_SIZE, 1), (IMAGE_SIZE * IMAGE_SIZE,))
 
 oip = Blueprint("oip", __name__, url_prefix="/v2")
@@ -58,17 +58,14 @@ def ready() -> Response:
 @oip.get("/models/<model:name>/versions/<int:version>")
 def model_metadata(name: str, version: int | None = None) -> Response:
     model = find_model(name, version)
-    image = {"name": INPUT, "datatype": "UINT8", "shape": [-1, IMAGE_SIZE, IMAGE_SIZE]}
-    classes = len(model.class_names)
-    outputs = [{"name": "probabilities", "datatype": "FP32", "shape": [-1, classes]}]
-    outputs += [{"name": name, "datatype": OUTPUT_TYPES[name], "shape": [-1]} for name in ("class_id", "label")]
+    shapes = {"probabilities": [-1, len(model.class_names)], "class_id": [-1], "label": [-1]}
     return json_response(
         ModelMetadata(
             name=model.name,
             versions=[str(v) for v in sorted(store().models[model.name])],
             platform="tflite",
-            inputs=[image],  # type: ignore[list-item]
-            outputs=outputs,  # type: ignore[typeddict-item]
+            inputs=[TensorMetadata(name=INPUT, datatype="UINT8", shape=[-1, IMAGE_SIZE, IMAGE_SIZE])],
+            outputs=[TensorMetadata(name=o, datatype=OUTPUTS[o], shape=shapes[o]) for o in OUTPUTS],
         )
     )
 
@@ -89,8 +86,8 @@ def infer(name: str, version: int | None = None) -> Response:
     body: InferenceRequest = validate(InferenceRequest, parse_json(header))
     if (b"true" in header or b"false" in header) and any(contains_bool(i.data) for i in body.inputs):
         raise InvalidInput("tensor data must be numbers, not booleans")
-    requested = body.outputs or [RequestOutput(name=name) for name in OUTPUTS]
-    unknown = [o.name for o in requested if o.name not in OUTPUT_TYPES]
+    requested = body.outputs or [RequestOutput(name=output) for output in OUTPUTS]
+    unknown = [o.name for o in requested if o.name not in OUTPUTS]
     if unknown:
         raise InvalidInput(f"unknown outputs {unknown}; this model has {list(OUTPUTS)}")
     pixels, _applied = dataset_form(input_pixels(body.inputs, binary, settings().max_batch))
@@ -189,7 +186,7 @@ def encode(
     chunks: list[bytes] = []
     for output in requested:
         shape = list(probabilities.shape) if output.name == "probabilities" else [len(labels)]
-        entry = ResponseOutput(name=output.name, shape=shape, datatype=OUTPUT_TYPES[output.name])
+        entry = ResponseOutput(name=output.name, shape=shape, datatype=OUTPUTS[output.name])
         if (output.parameters or {}).get("binary_data", binary_all) is True:
             raw = bytes_tensor(labels) if output.name == "label" else arrays[output.name].tobytes()
             entry["parameters"] = {"binary_data_size": len(raw)}

@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, Stri
 from typing_extensions import TypedDict  # pydantic needs it on Python < 3.12
 
 INPUT = "image"
-OUTPUTS = ("probabilities", "class_id", "label")
+OUTPUTS = {"probabilities": "FP32", "class_id": "INT64", "label": "BYTES"}  # name -> datatype
 INPUT_DATATYPES = ("UINT8", "FP32")
 
 # The protocol's parameter values are scalars.

@@ -120,15 +120,16 @@ def train_model(dataset: Dataset, params: TrainParams, extra_callbacks: Sequence
     steps_per_epoch = -(-len(x_train) // params.batch_size)
     learning_rate = learning_rate_schedule(params, steps_per_epoch)
     model = build_lenet5(len(dataset.class_names), learning_rate, params.weight_decay, params.architecture)
-    callbacks: list[keras.callbacks.Callback] = [
-        keras.callbacks.EarlyStopping(monitor="val_loss", patience=params.patience, restore_best_weights=True),
-    ]
+    callbacks: list[keras.callbacks.Callback] = []
     if params.schedule == "plateau":
         callbacks.append(
             keras.callbacks.ReduceLROnPlateau(
                 monitor="val_loss", factor=params.lr_factor, patience=params.lr_patience, min_lr=1e-5
             )
         )
+    callbacks.append(
+        keras.callbacks.EarlyStopping(monitor="val_loss", patience=params.patience, restore_best_weights=True)
+    )
     callbacks.extend(extra_callbacks)
     if params.augment:
         batches = {"x": augmented_batches(x_train, y_train, params.batch_size, params.seed), "shuffle": False}
