@@ -34,6 +34,8 @@ import orjson
 from serving.client import wait_until_ready
 from serving.oip import HEADER_LENGTH
 from tasks.docker_engine import free_port
+from tasks.drift import predictions_of
+from tasks.monitoring import read_records
 
 REPO = Path(__file__).resolve().parents[1]
 UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 60e3}
@@ -224,8 +226,7 @@ def main() -> None:
     finally:
         for process in servers.values():
             stop(process)  # the prediction log flushes on the way out
-        logged = sum(len(orjson.loads(line).get("ids", [])) for f in (workdir / "log").glob("*.jsonl")
-                     for line in f.read_bytes().splitlines() if line.strip())  # fmt: skip
+        logged = len(predictions_of(read_records(workdir / "log", since=0)))  # read as the drift monitor reads it
         shutil.rmtree(workdir, ignore_errors=True)
 
     median = {pair: sorted(r, key=lambda r: r.requests_per_s)[len(r) // 2] for pair, r in results.items()}

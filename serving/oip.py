@@ -27,7 +27,7 @@ from serving.oip_schemas import (
     ServerMetadata,
     TensorMetadata,
 )
-from serving.preprocessing import IMAGE_SIZE, InvalidInput, contains_bool, to_model_input
+from serving.preprocessing import IMAGE_SIZE, InvalidInput, contains_bool, to_model_input, uint8_rows
 from serving.routes import predict
 from serving.schemas import check_batch_size, validate
 from serving.version import __version__
@@ -144,7 +144,7 @@ def json_values(data: object, dtype: np.dtype, size: int) -> np.ndarray:
     """The tensor's `data`, flat or nested, as `size` values of `dtype`."""
     if not isinstance(data, list):
         raise InvalidInput(f"input '{INPUT}' needs 'data' (a list of numbers) or parameters.binary_data_size")
-    values = flat_uint8(data)
+    values = uint8_rows([data])  # a flat list of 0..255 integers, the usual case
     if values is None:
         try:
             values = np.asarray(data)
@@ -160,15 +160,6 @@ def json_values(data: object, dtype: np.dtype, size: int) -> np.ndarray:
         if not integral or values.min() < 0 or values.max() > 255:
             raise InvalidInput(f"input '{INPUT}' is UINT8: integers 0-255")
     return values.astype(dtype, copy=False)
-
-
-def flat_uint8(data: list) -> np.ndarray | None:
-    """A flat list of integers 0..255, the usual case, through `bytes()`: 3x faster than numpy's
-    conversion; None for anything else."""
-    try:
-        return np.frombuffer(bytes(data), np.uint8)
-    except (TypeError, ValueError):
-        return None
 
 
 def encode(

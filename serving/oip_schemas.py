@@ -13,7 +13,6 @@ from typing_extensions import TypedDict  # pydantic needs it on Python < 3.12
 
 INPUT = "image"
 OUTPUTS = {"probabilities": "FP32", "class_id": "INT64", "label": "BYTES"}  # name -> datatype
-INPUT_DATATYPES = ("UINT8", "FP32")
 
 # The protocol's parameter values are scalars.
 Parameters = dict[str, StrictBool | StrictInt | StrictFloat | StrictStr]

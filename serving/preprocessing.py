@@ -111,18 +111,24 @@ def to_model_input(pixels: np.ndarray) -> np.ndarray:
     return (np.asarray(pixels, dtype=np.float32) / np.float32(255.0))[..., np.newaxis]
 
 
+def uint8_rows(rows: list[list]) -> np.ndarray | None:
+    """The values of `rows` (lists, checked by the caller: `bytes(5)` is five zeros) as one flat uint8
+    array when all are integers in 0..255, the usual JSON body, through `bytes()` at half the cost of
+    numpy's generic conversion (which must discover type and shape); None for anything else, which
+    numpy then converts or rejects with the precise message."""
+    try:
+        return np.frombuffer(b"".join(map(bytes, rows)), np.uint8)  # TypeError: floats, strings, nesting
+    except (TypeError, ValueError):  # ValueError: outside 0..255
+        return None
+
+
 def _uint8_images(images: list) -> np.ndarray | None:
-    """(N, 28, 28) when every image is 28 lists of 28 integers in 0..255, the usual body, through
-    `bytes()` at half the cost of numpy's generic conversion (which must discover type and shape);
-    None for anything else, which numpy then converts or rejects with the precise message."""
+    """(N, 28, 28) when every image is 28 lists of 28 integers in 0..255; else None."""
     rows = [row for image in images if type(image) is list and len(image) == IMAGE_SIZE for row in image]
     if len(rows) != IMAGE_SIZE * len(images) or set(map(type, rows)) != {list} or set(map(len, rows)) != {IMAGE_SIZE}:
         return None
-    try:
-        data = b"".join(map(bytes, rows))  # TypeError: floats, strings, nesting; ValueError: outside 0..255
-    except (TypeError, ValueError):
-        return None
-    return np.frombuffer(data, np.uint8).reshape(len(images), IMAGE_SIZE, IMAGE_SIZE)
+    values = uint8_rows(rows)
+    return None if values is None else values.reshape(len(images), IMAGE_SIZE, IMAGE_SIZE)
 
 
 def pixels_from_nested(value: object, *, batch: bool, max_value: float = 255.0) -> np.ndarray:
