@@ -11,7 +11,7 @@ STAMP := $(VENV)/.installed
 ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: install run test lint format mlflow-ui bench-serving bench-training bench-photos bench-container bench-reliability docker-up docker-down serve rollback tune up down status screenshots clean
+.PHONY: install run test lint format mlflow-ui bench-serving bench-training bench-photos bench-container bench-reliability bench-swarm docker-up docker-down swarm-up serve rollback tune up down status screenshots clean
 
 install: $(STAMP)
 
@@ -78,6 +78,10 @@ bench-reliability: install
 bench-photos: install
 	$(BIN)/python benchmarks/bench_photos.py $(ARGS)
 
+# Needs a swarm manager (`make swarm-up`) and wrk: 1 vs 2 replicas, failures during a rollout and a kill.
+bench-swarm: install
+	$(BIN)/python benchmarks/bench_swarm.py
+
 # Needs a Docker engine: `make docker-up`.
 bench-container: install
 	$(BIN)/python benchmarks/bench_container.py
@@ -88,6 +92,10 @@ docker-up:
 
 docker-down:
 	scripts/docker-engine.sh down
+
+# The engine as a single-node swarm manager, for MLOPS_DEPLOY_TARGET=swarm (replicated serving).
+swarm-up:
+	scripts/docker-engine.sh swarm
 
 # Put the previous champion back into production.
 rollback: install

@@ -30,6 +30,7 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_serving import prepare_model, stop
+from wrk import Load, parse_report, wrk_command
 
 from serving.client import wait_until_ready
 from tasks.docker_engine import free_port
@@ -228,22 +229,18 @@ def image_bombs(model_root: Path, seconds: float) -> dict:
     body, content_type = multipart([worst] * (settings.max_request_pixels // settings.max_image_pixels))
     workdir = Path(tempfile.mkdtemp(prefix="clothes-bombs-"))
     (workdir / "body").write_bytes(body)
-    script = workdir / "bomb.lua"
-    script.write_text(
-        f'wrk.method = "POST"\nwrk.headers["Content-Type"] = "{content_type}"\n'
-        f'local f = io.open("{workdir / "body"}", "rb")\nwrk.body = f:read("*all")\nf:close()\n'
-    )
+    bomb = Load(workdir / "body", content_type)
     with server(model_root) as (port, _process):
         # The attackers are wrk in its own process: 8 connections sending the costliest request back to back.
         attackers = subprocess.Popen(
-            ["wrk", "-t1", "-c8", f"-d{seconds:g}s", "-s", str(script), f"http://127.0.0.1:{port}/models/clothes/v1"],
-            stdout=subprocess.PIPE, text=True,
+            wrk_command(f"http://127.0.0.1:{port}/models/clothes/v1", bomb, 8, seconds), stdout=subprocess.PIPE,
+            text=True,
         )  # fmt: skip
         time.sleep(0.5)
         latencies, failures = probe_latencies(url(port), IMAGE, seconds - 1)
         out, _ = attackers.communicate(timeout=seconds + 30)
     shutil.rmtree(workdir, ignore_errors=True)
-    sent = [int(next(line.split()[0] for line in out.splitlines() if "requests in" in line))]
+    sent = [parse_report(out).requests]
     result = {"cpu_ms": min(cpu) * 1000, "p99_ms": p99_ms(latencies), "failures": failures}
     print(
         f"image bombs: costliest admissible image ({len(worst) / 1e6:.1f} MB RGBA PNG, "

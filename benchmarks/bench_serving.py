@@ -25,11 +25,11 @@ import signal
 import subprocess
 import sys
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import orjson
+from wrk import Load, LoadResult, run_wrk
 
 from serving.client import wait_until_ready
 from serving.oip import HEADER_LENGTH
@@ -38,62 +38,6 @@ from tasks.drift import predictions_of
 from tasks.monitoring import read_records
 
 REPO = Path(__file__).resolve().parents[1]
-UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 60e3}
-WRK_SCRIPT = """wrk.method = "POST"
-{headers}
-local f = io.open("{body}", "rb")
-wrk.body = f:read("*all")
-f:close()
-"""
-
-
-@dataclass
-class LoadResult:
-    requests_per_s: float
-    p50_ms: float
-    p99_ms: float
-    requests: int
-    errors: int
-
-
-@dataclass
-class Load:
-    """One request, repeated: its body, content type and extra headers; `images` per request."""
-
-    body: Path
-    content_type: str
-    images: int = 1
-    headers: dict[str, str] | None = None
-
-    def script(self) -> Path:
-        headers = {"Content-Type": self.content_type, **(self.headers or {})}
-        lines = "\n".join(f'wrk.headers["{k}"] = "{v}"' for k, v in headers.items())
-        path = self.body.with_suffix(".lua")
-        path.write_text(WRK_SCRIPT.format(headers=lines, body=self.body))
-        return path
-
-
-def _ms(text: str) -> float:
-    value, unit = re.fullmatch(r"([\d.]+)(us|ms|s|m)", text).groups()
-    return float(value) * UNITS[unit]
-
-
-def run_wrk(url: str, load: Load, connections: int, seconds: int) -> LoadResult:
-    command = ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(load.script()), url]
-    out = subprocess.run(command, capture_output=True, text=True, timeout=seconds + 60, check=True).stdout
-    percentiles = dict(re.findall(r"^\s+(\d+)%\s+(\S+)\s*$", out, re.MULTILINE))  # "1.14s " has a trailing space
-    if "99" not in percentiles:
-        raise RuntimeError(f"no latency distribution in wrk's output for {url}:\n{out}")
-    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    socket_errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
-    return LoadResult(
-        requests_per_s=float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),
-        p50_ms=_ms(percentiles["50"]),
-        p99_ms=_ms(percentiles["99"]),
-        requests=int(re.search(r"(\d+) requests in", out).group(1)),
-        errors=(int(errors.group(1)) if errors else 0)
-        + (sum(map(int, socket_errors.groups())) if socket_errors else 0),
-    )
 
 
 def prepare_model(workdir: Path, data_dir: Path | None) -> tuple[Path, Path, str, np.ndarray]:

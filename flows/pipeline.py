@@ -22,6 +22,8 @@ from tasks.export import export_task
 from tasks.gates import gates_task
 from tasks.holdout import evaluate_slices_task, holdout_task
 from tasks.image import build_image_task
+from tasks.kubernetes import ARTIFACT as KUBERNETES_ARTIFACT
+from tasks.kubernetes import kubernetes_manifests_task
 from tasks.monitoring import reference_task
 from tasks.params import ContainerParams, DataSpec, GateThresholds, ModelRef, TrainParams, Trigger
 from tasks.promote import promote_task
@@ -110,7 +112,8 @@ def release_stage(
     dataset: Dataset,
     probabilities: np.ndarray,
 ) -> dict:
-    """Build -> smoke test -> deploy -> promote. Any failure leaves `champion` and production as they were."""
+    """Build -> smoke test -> deploy -> promote -> Kubernetes manifests of the promoted image. Any failure
+    before promotion leaves `champion` and production as they were."""
     logger = get_run_logger()
     if params.enabled is False:
         return {"container_stage": "disabled (container.enabled=false)", "image": None, "promoted": False}
@@ -130,9 +133,11 @@ def release_stage(
             logger.error("promotion failed: redeploying champion v%s", previous.version)
             deploy_task(released_image(previous, settings), ModelRef(ref.name, int(previous.version)), settings)
         raise
+    kubernetes_manifests_task(image.tag, ref, run_id, settings)
     production = container and f"http://{settings.deploy_host}:{settings.deploy_port}"
     return {"container_stage": "ran", "image": image.tag, "image_size_mb": image.size_mb, "smoke": asdict(report),
-            "promoted": True, "production": production}  # fmt: skip
+            "promoted": True, "production": production, "deploy_target": container and settings.deploy_target,
+            "kubernetes_manifests": KUBERNETES_ARTIFACT}  # fmt: skip
 
 
 def summary_markdown(summary: dict, settings: Settings) -> str:

@@ -22,6 +22,7 @@ from ops.screenshots import ScreenshotError, take_screenshots
 from tasks.deploy import production_containers
 from tasks.docker_engine import docker_client
 from tasks.settings import PROJECT_DIR, Settings
+from tasks.swarm import production_service, swarm_manager
 
 WORK_POOL = "clothes-process"
 
@@ -192,17 +193,29 @@ def down(stack: Stack, serving: bool = False) -> None:
             os.killpg(pid, signal.SIGKILL)
         stack.pid_file(name).unlink(missing_ok=True)
         print(f"{name}: stopped (pid {pid})")
-    settings = Settings()
+    leave_or_stop_production(Settings(), stop=serving)
+
+
+def leave_or_stop_production(settings: Settings, stop: bool) -> None:
+    """The production container (docker target) or service (swarm target): named as left running, or
+    stopped with `stop`."""
     client = docker_client()
-    for container in production_containers(client, settings.deploy_name) if client else []:
-        where = f"http://{settings.deploy_host}:{settings.deploy_port}"
-        if serving:
-            container.stop(timeout=30)
-            container.remove()
-            print(f"production container {container.name}: stopped ({where}); the next train-and-deploy deploys again")
+    if client is None:
+        return
+    where = f"http://{settings.deploy_host}:{settings.deploy_port}"
+    running = [
+        (f"production container {c.name}", lambda c=c: (c.stop(timeout=30), c.remove()))
+        for c in production_containers(client, settings.deploy_name)
+    ]
+    service = production_service(client, settings.deploy_name) if swarm_manager(client) else None
+    if service is not None:
+        running.append((f"production service {service.name}", service.remove))
+    for what, stop_it in running:
+        if stop:
+            stop_it()
+            print(f"{what}: stopped ({where}); the next train-and-deploy deploys again")
         else:
-            print(f"left running: production container {container.name} on {where}; "
-                  "`clothes-stack down --serving` stops it too")  # fmt: skip
+            print(f"left running: {what} on {where}; `clothes-stack down --serving` stops it too")
 
 
 def status(stack: Stack) -> bool:
@@ -233,7 +246,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--prefect-port", type=int, default=4200)
     parser.add_argument("--mlflow-port", type=int, default=5000)
-    parser.add_argument("--serving", action="store_true", help="down: stop the production container too")
+    parser.add_argument("--serving", action="store_true", help="down: stop the production container or service too")
     parser.add_argument("--out", type=Path, default=PROJECT_DIR / "docs" / "screenshots", help="screenshots: where")
     args = parser.parse_args(argv)
     stack = Stack(args.state_dir, args.prefect_port, args.mlflow_port)

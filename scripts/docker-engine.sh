@@ -9,6 +9,9 @@
 #                                   one message saying what to run, and exit status 1
 #   scripts/docker-engine.sh down   stop dockerd, only if `up` started it
 #   scripts/docker-engine.sh base   (re)build the local base image
+#   scripts/docker-engine.sh swarm  `up`, then make this engine a single-node swarm manager on
+#                                   ${SWARM_ADDR:-127.0.0.1} (the `swarm` deploy target); it prints how
+#                                   more nodes join (advertise a routable address for that)
 #
 # Air-gapped users: run `up` once on a machine that reaches Debian's mirror, or `docker load` a base.
 set -euo pipefail
@@ -91,10 +94,17 @@ ensure() {
   exit 1
 }
 
+init_swarm() {
+  if [ "$(docker info --format '{{.Swarm.LocalNodeState}}')" = active ]; then log "swarm already active"; return; fi
+  log "initialising a single-node swarm on ${SWARM_ADDR:-127.0.0.1}"
+  docker swarm init --advertise-addr "${SWARM_ADDR:-127.0.0.1}" >&2
+}
+
 case "${1:-}" in
   up) mkdir -p "$STATE_DIR"; install_packages; start_daemon; ensure_base ;;
   ensure) ensure ;;
   down) stop_daemon ;;
   base) mkdir -p "$STATE_DIR"; build_base ;;
-  *) echo "usage: $0 up|ensure|down|base" >&2; exit 2 ;;
+  swarm) mkdir -p "$STATE_DIR"; install_packages; start_daemon; ensure_base; init_swarm ;;
+  *) echo "usage: $0 up|ensure|down|base|swarm" >&2; exit 2 ;;
 esac

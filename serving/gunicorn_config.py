@@ -4,6 +4,7 @@ import os
 import shutil
 import tempfile
 
+from serving.listeners import gunicorn_binds
 from serving.settings import ServingSettings
 
 _settings = ServingSettings()
@@ -13,10 +14,7 @@ _own_metrics_dir = None
 if "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
     _own_metrics_dir = os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="clothes-prometheus-")
 
-bind = [f"{_settings.host}:{_settings.port}"]
-if _settings.private_port:  # blue/green: the deployer checks this instance's readiness here
-    bind.append(f"{_settings.host}:{_settings.private_port}")
-reuse_port = _settings.reuse_port
+bind = gunicorn_binds(_settings)  # made here: see serving.listeners
 workers = _settings.workers
 # gevent worker that reads each request whole before dispatch: slow clients cost a socket, not a thread.
 worker_class = "serving.worker.BufferingGeventWorker"
@@ -32,8 +30,12 @@ loglevel = "info"
 
 
 def post_worker_init(worker):
-    """Warm every model in this worker before it accepts requests; ready only after that."""
+    """Warm every model in this worker before it accepts requests (ready only after that), and start its
+    prediction log writer with gevent's locks."""
     worker.wsgi.extensions["model_store"].warm_up()
+    log = worker.wsgi.extensions.get("prediction_log")
+    if log is not None:
+        log.start_in_worker()
 
 
 def worker_exit(server, worker):

@@ -102,12 +102,8 @@ class PredictionLog:
 
     def _submit(self, item: _PendingPredictions | FeedbackLine, images: int) -> None:
         with self._lock:
-            if self._pid != os.getpid():  # first record in this (forked) worker: start its writer
-                self._pid = os.getpid()
-                self._pending, self._pending_images = [], 0
-                self._stop, self._wake = threading.Event(), threading.Event()
-                self._writer = threading.Thread(target=self._flush_loop, name="prediction-log", daemon=True)
-                self._writer.start()
+            if self._pid != os.getpid():  # first record in this (forked) process: start its writer
+                self._start_writer()
             if self.error is not None or self._pending_images + images > self.max_pending_images:
                 self._dropped += images
                 metrics.LOG_DROPPED.inc(images)
@@ -116,6 +112,21 @@ class PredictionLog:
             self._pending_images += images
             if self._pending_images * 4 >= self.max_pending_images:
                 self._wake.set()  # a burst: write now rather than wait for the timer
+
+    def _start_writer(self) -> None:
+        self._pid = os.getpid()
+        self._pending, self._pending_images = [], 0
+        self._stop, self._wake = threading.Event(), threading.Event()
+        self._writer = threading.Thread(target=self._flush_loop, name="prediction-log", daemon=True)
+        self._writer.start()
+
+    def start_in_worker(self) -> None:
+        """New locks and this process's writer; gunicorn calls it in each worker once gevent patched
+        `threading`. The locks made before (the app is preloaded in the master) are OS locks: a greenlet
+        starting the writer while holding one yields to the hub, the next greenlet blocks the whole
+        worker on that lock, and the worker hangs on its first concurrent requests."""
+        self._lock, self._write_lock = threading.Lock(), threading.Lock()
+        self._start_writer()
 
     def log_predictions(
         self, ids: list[str], model: str, version: int, probabilities: np.ndarray, batch: np.ndarray

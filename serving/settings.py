@@ -22,6 +22,9 @@ class ServingSettings(BaseSettings):
     max_body_bytes: int = Field(default=16 * 1024 * 1024, ge=1024, description="larger requests get 413")
     reuse_port: bool = Field(default=False, description="SO_REUSEPORT: old and new server share the port")
     private_port: int | None = Field(default=None, description="extra port only this instance binds")
+    health_socket: Path | None = Field(
+        default=None, description="Unix socket only this instance binds; the healthcheck asks there, never a twin"
+    )
     prediction_log_dir: Path | None = Field(default=None, description="JSON Lines prediction log; unset: off")
     prediction_log_max_bytes: int = Field(default=10 * 1024 * 1024, ge=1024, description="rotate files at this size")
     prediction_log_inputs: bool = Field(default=False, description="also store each input (784 bytes, base64)")

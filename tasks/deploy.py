@@ -1,4 +1,6 @@
-"""Blue/green deployment of a smoke-tested image as the production container on one host port."""
+"""Deploy a smoke-tested image to production: `docker` (one container, blue/green on one host port) or
+`swarm` (a replicated service, tasks.swarm). Either target retires what the other left running, once its
+own replacement is ready, so switching targets costs no downtime."""
 
 from __future__ import annotations
 
@@ -15,8 +17,8 @@ from prefect.cache_policies import NO_CACHE
 from tasks.docker_engine import HARDENING, LABEL, free_port, require_docker, wait_container_ready
 from tasks.params import ModelRef
 from tasks.settings import Settings
+from tasks.swarm import CONTAINER_LOG_DIR, deploy_service, remove_service, swarm_manager
 
-CONTAINER_LOG_DIR = "/var/log/clothes"
 SERVER_UID = 10001  # the image's non-root user
 Log = Callable[[str], None]
 
@@ -83,6 +85,8 @@ def deploy(
     for old in previous:
         old.stop(timeout=30)
         old.remove()
+    if swarm_manager(client) and remove_service(client, deploy_name):
+        log(f"removed the swarm service {deploy_name}")
     return container
 
 
@@ -96,14 +100,34 @@ def tag_champion(client, image: str, settings: Settings) -> None:
     client.images.get(image).tag(settings.image_name, "champion")
 
 
+def deploy_replicas(client, image: str, version: int, settings: Settings, log: Log) -> str:
+    """The `swarm` target: roll the service onto `image`, then retire the `docker` target's container."""
+    _enable_listener_migration()
+    name = deploy_service(
+        client, image, version, timeout=settings.deploy_timeout, log=log, deploy_name=settings.deploy_name,
+        host=settings.deploy_host, port=settings.deploy_port, replicas=settings.deploy_replicas,
+        cpus=settings.deploy_cpus, log_dir=prepare_log_dir(settings.prediction_log_dir),
+    )  # fmt: skip
+    for old in production_containers(client, settings.deploy_name):
+        log(f"retiring {old.name}: the service {name} serves the port now")
+        old.stop(timeout=30)
+        old.remove()
+    return name
+
+
 @task(name="deploy", task_run_name="deploy-{image_tag}", cache_policy=NO_CACHE)
 def deploy_task(image_tag: str, ref: ModelRef, settings: Settings) -> str:
+    """The container (docker) or service (swarm) now serving `image_tag`."""
     logger = get_run_logger()
-    container = deploy(
-        require_docker(), image_tag, ref.version, deploy_name=settings.deploy_name, host=settings.deploy_host,
-        port=settings.deploy_port, log_dir=settings.prediction_log_dir, ready_timeout=settings.ready_timeout,
-        log=logger.info,
-    )  # fmt: skip
-    logger.info("production: %s serving %s on http://%s:%d", container.name, image_tag, settings.deploy_host,
-                settings.deploy_port)  # fmt: skip
-    return container.name
+    client = require_docker()
+    if settings.deploy_target == "swarm":
+        name = deploy_replicas(client, image_tag, ref.version, settings, logger.info)
+    else:
+        name = deploy(
+            client, image_tag, ref.version, deploy_name=settings.deploy_name, host=settings.deploy_host,
+            port=settings.deploy_port, log_dir=settings.prediction_log_dir, ready_timeout=settings.ready_timeout,
+            log=logger.info,
+        ).name  # fmt: skip
+    logger.info("production (%s): %s serving %s on http://%s:%d", settings.deploy_target, name, image_tag,
+                settings.deploy_host, settings.deploy_port)  # fmt: skip
+    return name

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -78,7 +79,13 @@ class Settings(BaseSettings):
     base_image: str = "python:3.11-slim"
     wheelhouse_dir: Path = Field(default=Path("wheelhouse"), description="serving wheels for offline image builds")
     ready_timeout: float = Field(default=60, gt=0, description="seconds a container may take to become ready")
-    deploy_name: str = Field(default="clothes-serving", description="production container name prefix")
+    deploy_target: Literal["docker", "swarm"] = Field(
+        default="docker", description="docker: one container, blue/green; swarm: a replicated service"
+    )
+    deploy_replicas: int = Field(default=2, ge=1, description="swarm: serving replicas")
+    deploy_cpus: float = Field(default=1.0, gt=0, description="swarm: CPU limit per replica")
+    deploy_timeout: float = Field(default=300, gt=0, description="swarm: seconds a rollout may take")
+    deploy_name: str = Field(default="clothes-serving", description="production container / service name")
     deploy_host: str = "127.0.0.1"
     deploy_port: int = Field(default=8080, ge=1, le=65535)
     prediction_log_dir: Path = Field(default=Path("logs/predictions"), description="mounted into production")

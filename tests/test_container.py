@@ -6,9 +6,11 @@ import threading
 import time
 import urllib.request
 import uuid
+from pathlib import Path
 
 import orjson
 import pytest
+import yaml
 from mlflow import MlflowClient
 
 from flows.pipeline import train_and_deploy
@@ -95,6 +97,9 @@ def test_release_swap_and_rollback(release_env, docker_engine, fashion_dir):
     figures = client.get_run(v1.run_id).data.metrics
     assert figures["smoke_load_errors"] == 0 and figures["smoke_max_probability_diff"] <= 1e-4
     assert first["smoke"]["parity_images"] == 200 and first["smoke"]["load_requests"] == 500
+    assert first["deploy_target"] == "docker"
+    rendered = Path(client.download_artifacts(v1.run_id, first["kubernetes_manifests"])).read_text()
+    assert next(yaml.safe_load_all(rendered))["spec"]["template"]["spec"]["containers"][0]["image"] == first["image"]
     assert _served_version(port) == 1
     (production,) = production_containers(docker_engine, release_env["MLOPS_DEPLOY_NAME"])
     host = production.attrs["HostConfig"]

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import io
 import shutil
+import subprocess
+import sys
 import time
 import zlib
 from pathlib import Path
@@ -232,6 +234,30 @@ def test_prediction_log_bounds_its_queue(tmp_path):
         log.log_predictions(["a" * 32] * 4, "clothes", 1, np.full((4, 10), 0.1, np.float32), batch)
     assert log._pending_images <= 10 and log._dropped == 12
     log.close()
+
+
+GEVENT_WORKER = """
+import sys, numpy as np, gevent.monkey
+from serving.prediction_log import PredictionLog
+log = PredictionLog(sys.argv[1])  # as the preloaded app makes it: before gevent patches threading
+gevent.monkey.patch_all()
+import gevent
+log.start_in_worker()  # what gunicorn's post_worker_init does
+batch, probabilities = np.zeros((1, 28, 28), np.uint8), np.full((1, 10), 0.1, np.float32)
+first = [gevent.spawn(log.log_predictions, [str(i)], "clothes", 1, probabilities, batch) for i in range(3)]
+gevent.joinall(first, timeout=5)
+log.close()
+print(sum(g.successful() for g in first))
+"""
+
+
+def test_prediction_log_in_a_gevent_worker_takes_concurrent_first_records(tmp_path):
+    """Regression: locks made before gevent's patch hung a worker on its first concurrent predictions."""
+    result = subprocess.run(
+        [sys.executable, "-c", GEVENT_WORKER, str(tmp_path)], capture_output=True, text=True, timeout=60
+    )
+    assert result.stdout.strip() == "3", result.stderr[-2000:]
+    assert sum(len(path.read_bytes().splitlines()) for path in tmp_path.glob("*.jsonl")) == 3
 
 
 def test_compressed_garbage_png_is_a_400(client):

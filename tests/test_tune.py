@@ -1,8 +1,13 @@
-"""A tiny real search on a Dask LocalCluster with 2 worker processes, handed off to the gates."""
+"""A tiny real search on a real Dask cluster (`dask scheduler` + 2 `dask worker` processes, as on several
+machines), handed off to the gates."""
 
 from __future__ import annotations
 
 import inspect
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pytest
 from mlflow import MlflowClient
@@ -48,15 +53,44 @@ def test_search_space_comes_from_json_or_a_file_and_refuses_unknown_fields(tmp_p
         assert stopped.value.code != 0
 
 
-def test_search_on_dask_picks_the_best_and_hands_it_to_the_gates(
-    prefect_harness, mlflow_store, fashion_dir, monkeypatch
-):
-    from flows.tune import dask_runner, tune
+@pytest.fixture
+def dask_cluster(tmp_path, fashion_dir, mlflow_store, monkeypatch):
+    """The documented commands for a cluster: a scheduler and two single-thread workers, on 127.0.0.1.
+    The workers start after the test's stores are configured, so they write into the test's own."""
+    from distributed import Client
 
     monkeypatch.setenv("MLOPS_DATA_DIR", str(fashion_dir))
+    dask = str(Path(sys.executable).parent / "dask")
+    scheduler_file = tmp_path / "scheduler.json"
+    processes = [subprocess.Popen([dask, "scheduler", "--host", "127.0.0.1", "--port", "0", "--no-dashboard",
+                                   "--scheduler-file", str(scheduler_file)], stderr=subprocess.DEVNULL)]  # fmt: skip
+    try:
+        for name in ("w1", "w2"):
+            processes.append(subprocess.Popen(
+                [dask, "worker", "--scheduler-file", str(scheduler_file), "--name", name, "--nthreads", "1",
+                 "--no-dashboard", "--host", "127.0.0.1", "--local-directory", str(tmp_path / name)],
+                stderr=subprocess.DEVNULL,
+            ))  # fmt: skip
+        for _ in range(600):  # the scheduler writes its address once it listens
+            if scheduler_file.exists():
+                break
+            time.sleep(0.1)
+        with Client(scheduler_file=str(scheduler_file), timeout=60) as client:
+            client.wait_for_workers(2, timeout=60)
+            yield client
+    finally:
+        for process in reversed(processes):
+            process.terminate()
+        for process in processes:
+            process.wait(timeout=30)
+
+
+def test_search_on_a_dask_cluster_picks_the_best_and_hands_it_to_the_gates(prefect_harness, dask_cluster):
+    from flows.tune import dask_runner, tune
+
     space = SearchSpace(conv1_filters=[6, 16], conv2_filters=[16, 32], dense1=[120], dense2=[84], dropout=[0.0],
                         batch_norm=[False, True], learning_rate=[2e-3], batch_size=[128])  # fmt: skip
-    runner = dask_runner(workers=2)
+    runner = dask_runner(address=dask_cluster.scheduler.address)
     summary = tune.with_options(task_runner=runner)(
         space=space, data=DataSpec(train_limit=2000, test_limit=500, holdout_size=100), budget=3, epochs=1,
         final_epochs=1,
@@ -82,3 +116,5 @@ def test_search_on_dask_picks_the_best_and_hands_it_to_the_gates(
     for key in ("conv1_filters", "conv2_filters", "batch_norm", "pooling", "augment", "seed"):
         assert str(trained[key]) == best.data.params[key]
     assert trained["validation_fraction"] == 0.05  # the retrain trains on 95% of the split
+    executed = dask_cluster.run(lambda dask_worker: dask_worker.state.executed_count)
+    assert len(executed) == 2 and all(count > 0 for count in executed.values()), executed
