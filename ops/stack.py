@@ -2,7 +2,9 @@
 
 up: Prefect server (SQLite under the state directory), the `clothes-process` work pool, every
 deployment of prefect.yaml (`prefect deploy --all`), a process worker, and an MLflow tracking
-server/UI on the same store as `make run`. down: stops exactly the processes `up` started (pid files).
+server/UI on the same store as `make run`, serving the artifacts too (flows the worker runs log
+through it over HTTP, so workers on other machines need no shared directory). down: stops exactly
+the processes `up` started (pid files).
 """
 
 from __future__ import annotations
@@ -56,6 +58,8 @@ class Stack:
             "PREFECT_SERVER_LOGS_STREAM_OUT_ENABLED": "true",
             "PREFECT_SERVER_LOGS_STREAM_PUBLISHING_ENABLED": "true",
             "CLOTHES_PROJECT_DIR": str(PROJECT_DIR),
+            # Flows the worker runs log through the MLflow server, as workers on other machines do.
+            "MLOPS_TRACKING_URI": self.mlflow_url,
             "KERAS_HOME": os.environ.get("KERAS_HOME", str(state / "keras")),
             "MPLCONFIGDIR": os.environ.get("MPLCONFIGDIR", str(state / "matplotlib")),
             "TF_CPP_MIN_LOG_LEVEL": "2",
@@ -86,8 +90,9 @@ class Stack:
                     "1",
                     "--backend-store-uri",
                     settings.sqlite_store_uri,
-                    "--default-artifact-root",
-                    settings.artifact_location,
+                    "--serve-artifacts",  # clients upload and download artifacts through the server
+                    "--artifacts-destination",
+                    settings.artifacts_dir.as_uri(),
                 ],
                 f"{self.mlflow_url}/health",
             ),

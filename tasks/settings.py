@@ -115,8 +115,9 @@ class Settings(BaseSettings):
         return f"sqlite:///{(self.mlruns_dir / 'mlflow.db').resolve()}"
 
     @property
-    def artifact_location(self) -> str:
-        return (self.mlruns_dir / "artifacts").resolve().as_uri()
+    def artifacts_dir(self) -> Path:
+        """What the MLflow server serves (`--artifacts-destination`) and local clients use directly."""
+        return (self.mlruns_dir / "artifacts").resolve()
 
     def gate_thresholds(self) -> GateThresholds:
         return GateThresholds(

@@ -18,6 +18,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from serving.client import ClientError, wait_until_ready
+from tasks.artifacts import SCHEME
 from tasks.dataset import Dataset
 from tasks.run_owner import end_orphaned_runs, end_status, owner_tags
 from tasks.settings import PROJECT_DIR, Settings
@@ -60,9 +61,9 @@ def ensure_experiment(settings: Settings, name: str, artifact_subdir: str = "") 
     client = MlflowClient()
     experiment = client.get_experiment_by_name(name)
     if experiment is None:
-        # A remote server chooses its own artifact store; locally artifacts stay under mlruns/.
+        # Proxied: through a server over HTTP, else straight into <mlruns>/artifacts (tasks.artifacts).
         local = settings.resolved_tracking_uri().startswith(("sqlite:", "file:"))
-        location = f"{settings.artifact_location}/{artifact_subdir}".rstrip("/") if local else None
+        location = f"{SCHEME}:/{artifact_subdir}" if local else None
         return client.create_experiment(name, artifact_location=location, tags={EXPERIMENT_KIND: TRADITIONAL_ML})
     if experiment.tags.get(EXPERIMENT_KIND) != TRADITIONAL_ML:
         client.set_experiment_tag(experiment.experiment_id, EXPERIMENT_KIND, TRADITIONAL_ML)

@@ -13,6 +13,7 @@ import urllib.request
 import uuid
 from pathlib import Path
 
+import numpy as np
 import pytest
 from mlflow import MlflowClient
 from PIL import Image
@@ -20,6 +21,10 @@ from PIL import Image
 from ops.screenshots import take_screenshots
 from ops.stack import Stack, deploy, down, main, up
 from tasks.docker_engine import free_port
+from tasks.params import ModelRef
+from tasks.registry import load_model_version
+from tasks.settings import Settings
+from tasks.tracking import configure_mlflow
 
 pytestmark = pytest.mark.slow
 
@@ -87,6 +92,16 @@ def test_deployment_runs_on_the_worker_and_redeploy_keeps_one_schedule(stack, tm
     assert "challenger" in version.aliases and version.tags["trigger"] == "manual"
     card = json.loads(Path(mlflow_server.download_artifacts(version.run_id, "model_card.json")).read_text())
     assert card["train"]["epochs"] == 1
+    # The worker logged through the server (proxied artifacts), into the directory the server serves...
+    run = mlflow_server.get_run(version.run_id)
+    assert run.info.artifact_uri.startswith("mlflow-artifacts:/")
+    assert list((tmp_path / "mlruns" / "artifacts").rglob("model_card.json"))
+    # ...and a client on this machine that opens the SQLite store directly (`make run`) reads it all.
+    direct = Settings()
+    configure_mlflow(direct)
+    assert direct.resolved_tracking_uri().startswith("sqlite:")
+    model = load_model_version(ModelRef("clothes", 1))
+    assert model.predict(np.zeros((2, 28, 28, 1), np.float32), verbose=0).shape == (2, 10)
     assert os.path.isfile(os.path.join(os.environ["MLOPS_MODEL_ROOT"], "clothes", "1", "model.tflite"))
 
     # A run that fails its gates says which and by how much where the user watches it.
