@@ -65,6 +65,11 @@ class Stack:
             "TF_CPP_MIN_LOG_LEVEL": "2",
             # The UI needs no GenAI job runner (it starts half a dozen consumer processes).
             "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": os.environ.get("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false"),
+            **(
+                {"PREFECT_API_DATABASE_CONNECTION_URL": database}
+                if (database := Settings().prefect_database_url)
+                else {}
+            ),
         }
 
     def commands(self) -> dict[str, tuple[list[str], str | None]]:
@@ -89,7 +94,7 @@ class Stack:
                     "--workers",
                     "1",
                     "--backend-store-uri",
-                    settings.sqlite_store_uri,
+                    settings.backend_store_uri,
                     "--serve-artifacts",  # clients upload and download artifacts through the server
                     "--artifacts-destination",
                     settings.artifacts_dir.as_uri(),
@@ -174,6 +179,10 @@ def deploy(stack: Stack) -> None:
 
 def up(stack: Stack) -> None:
     stack.state_dir.mkdir(parents=True, exist_ok=True)
+    settings = Settings()
+    if settings.stack_db == "postgres":  # MLflow's and Prefect's databases, on a running cluster
+        print(f"postgres: databases {settings.postgres_prefix}mlflow and {settings.postgres_prefix}prefect", flush=True)
+        subprocess.run([str(PROJECT_DIR / "scripts" / "postgres.sh"), "up", settings.postgres_prefix], check=True)
     start(stack, "prefect-server")
     start(stack, "mlflow")
     deploy(stack)

@@ -69,6 +69,11 @@ class Settings(BaseSettings):
         default=20, gt=0, description="how long a remote MLflow may take to answer before a run fails"
     )
     mlflow_ui_url: str = Field(default="http://127.0.0.1:5000", description="where run summaries link to")
+    stack_db: Literal["sqlite", "postgres"] = Field(
+        default="sqlite", description="the store of MLflow and the stack's Prefect server"
+    )
+    postgres_prefix: str = Field(default="clothes_", description="postgres: databases <prefix>mlflow, <prefix>prefect")
+    postgres_socket_dir: Path = Field(default=Path("/var/run/postgresql"), description="postgres: its Unix socket")
     experiment_name: str = "clothes"
     model_name: str = "clothes"
     data_dir: Path | None = Field(default=None, description="directory with the four Fashion-MNIST IDX .gz files")
@@ -107,12 +112,26 @@ class Settings(BaseSettings):
             return self.tracking_uri
         if os.environ.get("MLFLOW_TRACKING_URI"):
             return os.environ["MLFLOW_TRACKING_URI"]
-        return self.sqlite_store_uri
+        return self.backend_store_uri
 
     @property
     def sqlite_store_uri(self) -> str:
-        """The embedded store `make run`, `make mlflow-ui` and `make up` share."""
         return f"sqlite:///{(self.mlruns_dir / 'mlflow.db').resolve()}"
+
+    @property
+    def backend_store_uri(self) -> str:
+        """The store `make run`, `make mlflow-ui` and `make up` share: SQLite, or PostgreSQL over its
+        Unix socket (peer authentication, no password) with MLOPS_STACK_DB=postgres."""
+        if self.stack_db == "postgres":
+            return f"postgresql:///{self.postgres_prefix}mlflow?host={self.postgres_socket_dir}"
+        return self.sqlite_store_uri
+
+    @property
+    def prefect_database_url(self) -> str | None:
+        """The stack's Prefect server database; None: Prefect's SQLite default."""
+        if self.stack_db == "postgres":
+            return f"postgresql+asyncpg:///{self.postgres_prefix}prefect?host={self.postgres_socket_dir}"
+        return None
 
     @property
     def artifacts_dir(self) -> Path:

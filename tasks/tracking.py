@@ -62,7 +62,7 @@ def ensure_experiment(settings: Settings, name: str, artifact_subdir: str = "") 
     experiment = client.get_experiment_by_name(name)
     if experiment is None:
         # Proxied: through a server over HTTP, else straight into <mlruns>/artifacts (tasks.artifacts).
-        local = settings.resolved_tracking_uri().startswith(("sqlite:", "file:"))
+        local = not settings.resolved_tracking_uri().startswith(("http://", "https://"))
         location = f"{SCHEME}:/{artifact_subdir}" if local else None
         return client.create_experiment(name, artifact_location=location, tags={EXPERIMENT_KIND: TRADITIONAL_ML})
     if experiment.tags.get(EXPERIMENT_KIND) != TRADITIONAL_ML:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -27,6 +28,7 @@ from tasks.settings import Settings
 from tasks.tracking import configure_mlflow
 
 pytestmark = pytest.mark.slow
+REPO = Path(__file__).resolve().parents[1]
 
 
 def _api(stack: Stack, path: str, body: dict | None = None):
@@ -136,6 +138,48 @@ def test_deployment_runs_on_the_worker_and_redeploy_keeps_one_schedule(stack, tm
     time.sleep(5)  # a few more scheduler loops: a duplicating schedule would add runs now
     after = _scheduled_start_times(stack, deployment["id"])
     assert after == before
+
+
+POSTGRES = REPO / "scripts" / "postgres.sh"
+
+
+@pytest.mark.skipif(
+    not shutil.which("pg_ctlcluster") or os.geteuid() != 0, reason="needs Debian's postgresql package and root"
+)
+def test_stack_on_postgres_keeps_mlflow_and_prefect_there(tmp_path, monkeypatch):
+    """MLOPS_STACK_DB=postgres: `up` starts the cluster and makes the databases; MLflow's runs and
+    Prefect's deployments land in them (read back with SQL), artifacts still go through the server."""
+    import psycopg2
+
+    prefix = f"clothes_test_{uuid.uuid4().hex[:8]}_"
+    for key, value in {"MLOPS_STACK_DB": "postgres", "MLOPS_POSTGRES_PREFIX": prefix,
+                       "MLOPS_MLRUNS_DIR": str(tmp_path / "mlruns")}.items():  # fmt: skip
+        monkeypatch.setenv(key, value)
+    stack = Stack(tmp_path / "stack", prefect_port=free_port(), mlflow_port=free_port())
+    try:
+        up(stack)
+        server = MlflowClient(tracking_uri=stack.mlflow_url)
+        experiment = server.create_experiment("on-postgres")
+        run = server.create_run(experiment)
+        server.log_metric(run.info.run_id, "accuracy", 0.9)
+        server.log_text(run.info.run_id, "hello", "notes/hello.txt")
+        server.set_terminated(run.info.run_id)
+        assert list((tmp_path / "mlruns" / "artifacts").rglob("hello.txt"))
+
+        def rows(database: str, query: str) -> list[tuple]:
+            connection = psycopg2.connect(dbname=prefix + database, host="/var/run/postgresql")
+            with contextlib.closing(connection), connection.cursor() as cursor:
+                cursor.execute(query)
+                return cursor.fetchall()
+
+        assert ("on-postgres",) in rows("mlflow", "SELECT name FROM experiments")
+        assert rows("mlflow", "SELECT key, value FROM metrics") == [("accuracy", 0.9)]
+        deployments = {name for (name,) in rows("prefect", "SELECT name FROM deployment")}
+        assert {"weekly", "rollback", "hourly", "search"} <= deployments
+        assert _api(stack, "/deployments/name/train-and-deploy/weekly")["work_pool_name"] == "clothes-process"
+    finally:
+        down(stack)
+        subprocess.run([str(POSTGRES), "drop", prefix], check=True)  # the cluster stays as it was found
 
 
 def test_status_of_a_stopped_stack_is_a_state_not_an_error(tmp_path, capsys):
