@@ -124,7 +124,9 @@ def wait_converged(service, image: str, replicas: int, timeout: float, before: d
             raise ContainerStageError(
                 f"swarm rolled the update of {service.name} to {image} back ({state}): {status.get('Message', '')}"
             )
-        if state in ("completed", "created") and len(running_tasks(service, image)) >= replicas:
+        # No new update after a few seconds: nothing to roll (the same image again, or only the replica count).
+        settled = state in ("completed", "created") or (state == "pending" and time.monotonic() - started > 3)
+        if settled and len(running_tasks(service, image)) >= replicas:
             return time.monotonic() - started
         if time.monotonic() - started > timeout:
             raise ContainerStageError(

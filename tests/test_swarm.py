@@ -161,6 +161,9 @@ def test_rolling_update_killed_replica_and_failed_update(swarm, images, settings
     # Only requests the killed replica held (accepted or in its queue) may fail: at most one per client.
     assert len(during_kill.failures) <= CLIENTS and during_kill.ok > 20, during_kill.failures
     wait_for_replicas(service, images["2"], 2)
+    started = time.monotonic()
+    deploy_replicas(swarm, images["2"], 2, settings, lines.append)  # what runs already: nothing to roll
+    assert time.monotonic() - started < 15
 
     failing = pytest.raises(ContainerStageError, match=r"rolled the update of .* back")
     with Traffic(settings.deploy_port) as during_failed_update, failing:
