@@ -156,6 +156,7 @@ def test_stack_on_postgres_keeps_mlflow_and_prefect_there(tmp_path, monkeypatch)
                        "MLOPS_MLRUNS_DIR": str(tmp_path / "mlruns")}.items():  # fmt: skip
         monkeypatch.setenv(key, value)
     stack = Stack(tmp_path / "stack", prefect_port=free_port(), mlflow_port=free_port())
+    was_online = "online" in subprocess.run(["pg_lsclusters", "-h"], capture_output=True, text=True).stdout
     try:
         up(stack)
         server = MlflowClient(tracking_uri=stack.mlflow_url)
@@ -179,7 +180,9 @@ def test_stack_on_postgres_keeps_mlflow_and_prefect_there(tmp_path, monkeypatch)
         assert _api(stack, "/deployments/name/train-and-deploy/weekly")["work_pool_name"] == "clothes-process"
     finally:
         down(stack)
-        subprocess.run([str(POSTGRES), "drop", prefix], check=True)  # the cluster stays as it was found
+        subprocess.run([str(POSTGRES), "drop", prefix], check=True)
+        if not was_online:  # leave the cluster as it was found
+            subprocess.run([str(POSTGRES), "down"], check=True)
 
 
 def test_status_of_a_stopped_stack_is_a_state_not_an_error(tmp_path, capsys):
