@@ -12,7 +12,7 @@ from flask import Flask, Response, g, request
 from werkzeug.exceptions import HTTPException
 
 from serving import metrics
-from serving.feedback import LabelledIds, PredictionIds, RateLimit, load_key
+from serving.feedback import LabelledIds, PredictionIds, RateLimit, load_key, secret_from_file
 from serving.http import ApiError, json_response
 from serving.model_store import ModelStore
 from serving.oip import oip
@@ -48,7 +48,8 @@ def create_app(
         app.extensions["prediction_log"] = PredictionLog(
             settings.prediction_log_dir, settings.prediction_log_max_bytes, settings.prediction_log_inputs
         )
-    app.extensions["prediction_ids"] = PredictionIds(load_key(settings.feedback_secret, settings.prediction_log_dir))
+    secret = secret_from_file(settings.feedback_secret_file) or settings.feedback_secret
+    app.extensions["prediction_ids"] = PredictionIds(load_key(secret, settings.prediction_log_dir))
     app.extensions["labelled_ids"] = LabelledIds()
     app.extensions["feedback_rate"] = RateLimit(settings.feedback_per_minute)
     app.url_map.converters["model"] = ModelNameConverter

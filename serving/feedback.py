@@ -19,6 +19,17 @@ from pathlib import Path
 KEY_FILE = ".prediction-id-key"
 
 
+def secret_from_file(path: Path | None) -> str | None:
+    """The key of a mounted secret file, so replicas on every node share it; configured but unreadable
+    or empty stops the server's start (ids would not verify across replicas)."""
+    if path is None:
+        return None
+    secret = Path(path).read_text().strip()
+    if not secret:
+        raise ValueError(f"the feedback secret file {path} is empty")
+    return secret
+
+
 def load_key(secret: str | None, key_dir: Path | None) -> bytes:
     """The configured secret; else a key kept beside the prediction log (so ids survive restarts and
     blue/green swaps that mount the same directory); else a random key for this server's life."""

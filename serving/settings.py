@@ -49,4 +49,7 @@ class ServingSettings(BaseSettings):
     feedback_secret: str | None = Field(
         default=None, description="HMAC key of prediction ids (shared by all workers/replicas); unset: random per start"
     )
+    feedback_secret_file: Path | None = Field(
+        default=None, description="file holding that key (a mounted Docker/Kubernetes secret); wins over the above"
+    )
     feedback_per_minute: int = Field(default=600, ge=1, description="feedback requests per minute per worker")

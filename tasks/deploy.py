@@ -14,12 +14,11 @@ from mlflow.entities.model_registry import ModelVersion
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from tasks.docker_engine import HARDENING, LABEL, free_port, require_docker, wait_container_ready
+from tasks.docker_engine import HARDENING, LABEL, SERVER_UID, free_port, require_docker, wait_container_ready
 from tasks.params import ModelRef
 from tasks.settings import Settings
 from tasks.swarm import CONTAINER_LOG_DIR, deploy_service, remove_service, swarm_manager
 
-SERVER_UID = 10001  # the image's non-root user
 Log = Callable[[str], None]
 
 

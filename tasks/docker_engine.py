@@ -9,6 +9,7 @@ from typing import Any
 from serving.client import ClientError, wait_until_ready
 
 LABEL = "io.clothes-mlops"
+SERVER_UID = 10001  # the serving image's non-root user
 # The server needs no privileges, no writable image and few processes; bounds keep a runaway worker from
 # taking the host down. /tmp holds gunicorn's heartbeat files and the Prometheus multiprocess directory.
 HARDENING: dict[str, Any] = {

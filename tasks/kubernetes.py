@@ -11,12 +11,12 @@ from prefect import task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
+from tasks.docker_engine import SERVER_UID
 from tasks.params import ModelRef
 from tasks.settings import Settings
 
 ARTIFACT = "kubernetes/clothes.yaml"
 PORT = 8080
-SERVER_UID = 10001  # the image's non-root user
 
 
 def _probe(path: str, period: int, failures: int) -> dict:

@@ -10,17 +10,27 @@ spreads clients over the nodes.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 from docker.errors import NotFound
-from docker.types import Healthcheck, Mount, Resources, RestartPolicy, RollbackConfig, UpdateConfig
+from docker.types import (
+    Healthcheck,
+    Mount,
+    Resources,
+    RestartPolicy,
+    RollbackConfig,
+    SecretReference,
+    UpdateConfig,
+)
 from docker.utils import parse_bytes
 
-from tasks.docker_engine import HARDENING, LABEL, ContainerStageError
+from tasks.docker_engine import HARDENING, LABEL, SERVER_UID, ContainerStageError
 
 CONTAINER_LOG_DIR = "/var/log/clothes"
+FEEDBACK_KEY_FILE = "feedback-key"
 Log = Callable[[str], None]
 ROLLED_BACK = ("rollback_completed", "rollback_paused", "paused")  # "paused": the update stopped
 SECOND = 1_000_000_000  # the API's durations are nanoseconds
@@ -39,8 +49,28 @@ def production_service(client, deploy_name: str):  # -> docker.models.services.S
         return None
 
 
+def feedback_key(client, deploy_name: str) -> SecretReference:
+    """The swarm secret holding the key of prediction ids, made once per deployment name: every replica on
+    every node verifies the ids any other issued, also across updates."""
+    name = f"{deploy_name}-feedback-key"
+    found = client.secrets.list(filters={"name": name})
+    secret = next((s for s in found if s.name == name), None) or client.secrets.create(
+        name=name, data=os.urandom(32).hex(), labels={f"{LABEL}.deployment": deploy_name}
+    )
+    return SecretReference(secret.id, name, filename=FEEDBACK_KEY_FILE, uid=str(SERVER_UID), gid="0", mode=0o400)
+
+
 def service_spec(
-    image: str, version: int, *, deploy_name: str, host: str, port: int, replicas: int, cpus: float, log_dir: Path
+    image: str,
+    version: int,
+    *,
+    deploy_name: str,
+    host: str,
+    port: int,
+    replicas: int,
+    cpus: float,
+    log_dir: Path,
+    feedback_secret: SecretReference | None = None,
 ) -> dict:
     """Keyword arguments of `services.create`/`Service.update`: the same hardening as the `docker` target's
     container, plus how swarm replaces and restarts tasks."""
@@ -57,7 +87,9 @@ def service_spec(
             f"MLOPS_SERVE_PORT={port}",
             "MLOPS_SERVE_REUSE_PORT=true",
             f"MLOPS_SERVE_PREDICTION_LOG_DIR={CONTAINER_LOG_DIR}",
+            *([f"MLOPS_SERVE_FEEDBACK_SECRET_FILE=/run/secrets/{FEEDBACK_KEY_FILE}"] if feedback_secret else []),
         ],
+        "secrets": [feedback_secret] if feedback_secret else [],
         "hostname": "{{.Task.Name}}",  # prediction log files are named after it: one set per task
         "networks": ["host"],
         "mounts": [
@@ -143,7 +175,7 @@ def deploy_service(client, image: str, version: int, *, timeout: float, log: Log
     new service that never got ready is removed; an update that hangs is put back on the previous spec."""
     if not swarm_manager(client):
         raise ContainerStageError("this Docker engine is not a swarm manager (`make swarm-up` makes it one)")
-    spec = service_spec(image, version, **spec_args)
+    spec = service_spec(image, version, feedback_secret=feedback_key(client, spec_args["deploy_name"]), **spec_args)
     service = production_service(client, spec["name"])
     if service is None:
         service = client.services.create(**spec)

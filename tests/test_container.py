@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.client
 import threading
 import time
 import urllib.request
@@ -78,7 +79,7 @@ class ClientLoop(threading.Thread):
                 with urllib.request.urlopen(request, timeout=10) as response:
                     self.versions.add(orjson.loads(response.read())["model"]["version"])
                     self.ok += 1
-            except OSError as exc:
+            except (OSError, http.client.HTTPException, ValueError) as exc:  # every way a request can fail
                 self.failures.append(repr(exc))
 
 

@@ -109,6 +109,23 @@ def test_prediction_ids_survive_a_restart_on_the_same_log_directory(model_root, 
     assert other.post("/models/clothes/v1/feedback", json={"id": answer["id"], "label": "Bag"}).status_code == 404
 
 
+def test_replicas_on_different_nodes_share_ids_through_a_secret_file(model_root, tmp_path, test_split):
+    """Each node has its own log directory; the mounted secret (swarm/Kubernetes) is what they share."""
+    (tmp_path / "key").write_text("b7" * 32 + "\n")
+    node_a, node_b = (
+        create_app(
+            model_root, ServingSettings(prediction_log_dir=tmp_path / node, feedback_secret_file=tmp_path / "key")
+        )
+        for node in ("a", "b")
+    )
+    answer = node_a.test_client().post("/models/clothes/v1", json={"image": test_split[0][0].tolist()})
+    body = {"id": answer.json["predictions"][0]["id"], "label": "Bag"}
+    assert node_b.test_client().post("/models/clothes/v1/feedback", json=body).status_code == 202
+    (tmp_path / "empty").write_text("")
+    with pytest.raises(ValueError, match="empty"):
+        create_app(model_root, ServingSettings(feedback_secret_file=tmp_path / "empty"))
+
+
 def test_feedback_token_and_rate_limit(model_root, tmp_path, test_split):
     settings = ServingSettings(prediction_log_dir=tmp_path, feedback_token="s3cret", feedback_per_minute=60)
     client = create_app(model_root, settings).test_client()

@@ -3,9 +3,11 @@ killed replica, swarm's own rollback of a failing image, and the rollback flow."
 
 from __future__ import annotations
 
+import http.client
 import shutil
 import threading
 import time
+import urllib.error
 import urllib.request
 import uuid
 from collections import Counter
@@ -79,6 +81,8 @@ def settings(swarm, tmp_path, monkeypatch) -> Settings:
     service = production_service(swarm, name)
     if service is not None:
         service.remove()
+    for secret in swarm.secrets.list(filters={"name": name}):
+        secret.remove()
     for container in swarm.containers.list(all=True, filters={"name": name}):
         container.remove(force=True)
 
@@ -105,7 +109,7 @@ class Traffic:
                 with self.lock:
                     self.ok += 1
                     self.versions[version] += 1
-            except OSError as exc:
+            except (OSError, http.client.HTTPException, ValueError) as exc:  # every way a request can fail
                 with self.lock:
                     self.failures.append(f"{time.strftime('%H:%M:%S')} {exc!r}")
 
@@ -125,6 +129,26 @@ class Traffic:
 def served_version(port: int) -> int:
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/models/clothes/latest", timeout=5) as response:
         return orjson.loads(response.read())["version"]
+
+
+def feedback_statuses(port: int, count: int) -> list[int]:
+    """Classify and label `count` times, each on a new connection (so both replicas issue and verify)."""
+    statuses = []
+    for _ in range(count):
+        answer = post(f"http://127.0.0.1:{port}/models/clothes/v2", {"image": [[0] * 28] * 28})
+        body = {"id": answer["predictions"][0]["id"], "label": "Bag"}
+        try:
+            post(f"http://127.0.0.1:{port}/models/clothes/v2/feedback", body)
+            statuses.append(202)
+        except urllib.error.HTTPError as exc:
+            statuses.append(exc.code)
+    return statuses
+
+
+def post(url: str, body: dict) -> dict:
+    request = urllib.request.Request(url, orjson.dumps(body), {"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return orjson.loads(response.read())
 
 
 def wait_for_replicas(service, image: str, replicas: int, timeout: float = 90) -> None:
@@ -152,6 +176,10 @@ def test_rolling_update_killed_replica_and_failed_update(swarm, images, settings
     assert during_update.failures == [] and during_update.ok > 50, during_update.failures[:3]
     assert set(during_update.versions) == {1, 2}
     assert served_version(settings.deploy_port) == 2
+    service.reload()
+    (secret,) = service.attrs["Spec"]["TaskTemplate"]["ContainerSpec"]["Secrets"]
+    assert secret["SecretName"] == f"{settings.deploy_name}-feedback-key" and secret["File"]["UID"] == "10001"
+    assert feedback_statuses(settings.deploy_port, 8) == [202] * 8  # ids from either replica, labelled at either
 
     victim = swarm.containers.get(running_tasks(service, images["2"])[0]["Status"]["ContainerStatus"]["ContainerID"])
     with Traffic(settings.deploy_port) as during_kill:
