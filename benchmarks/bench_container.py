@@ -18,7 +18,7 @@ from serving.client import wait_until_ready
 from tasks.dataset import FASHION_MNIST_CLASSES
 from tasks.docker_engine import free_port, require_docker
 from tasks.export import build_metadata, export_model
-from tasks.image import build_context, build_image, ensure_wheelhouse, serving_requirements
+from tasks.image import build_serving_image
 from tasks.settings import PROJECT_DIR
 from tasks.train import build_lenet5
 
@@ -36,13 +36,12 @@ def main() -> None:
     model_dir = export_model(
         model, workdir / "models", build_metadata(model, "clothes", 1, FASHION_MNIST_CLASSES, None, {})
     )
-    requirements = serving_requirements()
-    wheelhouse = ensure_wheelhouse(PROJECT_DIR / "wheelhouse", requirements, PROJECT_DIR / "constraints.txt")
 
     def build(nocache: bool) -> float:
-        with tempfile.TemporaryDirectory() as tmp:
-            context = build_context(Path(tmp), [model_dir], wheelhouse, requirements)
-            return build_image(client, context, TAG, args.base_image, {}, lambda _line: None, nocache=nocache)[1]
+        return build_serving_image(
+            client, [model_dir], TAG, wheelhouse_dir=PROJECT_DIR / "wheelhouse", base_image=args.base_image,
+            nocache=nocache,
+        )[1]  # fmt: skip
 
     cold = build(nocache=True)
     metadata = json.loads((model_dir / "metadata.json").read_text())

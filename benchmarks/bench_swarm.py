@@ -24,7 +24,7 @@ from wrk import Load, parse_report, run_wrk, wrk_command
 from tasks.dataset import FASHION_MNIST_CLASSES
 from tasks.docker_engine import free_port, require_docker
 from tasks.export import build_metadata, export_model
-from tasks.image import build_context, build_image, ensure_wheelhouse, serving_requirements
+from tasks.image import build_serving_image
 from tasks.settings import PROJECT_DIR
 from tasks.swarm import deploy_service, production_service, remove_service, running_tasks
 from tasks.train import build_lenet5
@@ -34,16 +34,16 @@ NAME = "clothes-bench-swarm"
 
 def build_images(client, workdir: Path) -> list[str]:
     model = build_lenet5()
-    requirements = serving_requirements()
-    wheelhouse = ensure_wheelhouse(PROJECT_DIR / "wheelhouse", requirements, PROJECT_DIR / "constraints.txt")
     tags = []
     for version in (1, 2):
         model_dir = export_model(
             model, workdir / "models", build_metadata(model, "clothes", version, FASHION_MNIST_CLASSES, None, {})
         )
-        context = build_context(workdir / f"context-{version}", [model_dir], wheelhouse, requirements)
-        build_image(client, context, f"{NAME}:{version}", "python:3.11-slim", {}, lambda _line: None)
-        tags.append(f"{NAME}:{version}")
+        tag = f"{NAME}:{version}"
+        build_serving_image(
+            client, [model_dir], tag, wheelhouse_dir=PROJECT_DIR / "wheelhouse", base_image="python:3.11-slim"
+        )
+        tags.append(tag)
     return tags
 
 

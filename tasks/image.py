@@ -108,6 +108,26 @@ def build_image(
     return image_id, time.perf_counter() - started
 
 
+def build_serving_image(
+    client,
+    model_dirs: list[Path],
+    tag: str,
+    *,
+    wheelhouse_dir: Path,
+    base_image: str,
+    labels: dict[str, str] | None = None,
+    log: Log = lambda _line: None,
+    nocache: bool = False,
+) -> tuple[str, float]:
+    """The whole recipe: the serving wheels (downloaded once), a throwaway minimal context, the build;
+    returns (image id, seconds)."""
+    requirements = serving_requirements()
+    wheelhouse = ensure_wheelhouse(wheelhouse_dir, requirements, PROJECT_DIR / "constraints.txt")
+    with tempfile.TemporaryDirectory(prefix="clothes-build-") as tmp:
+        context = build_context(Path(tmp), [Path(d) for d in model_dirs], wheelhouse, requirements)
+        return build_image(client, context, tag, base_image, labels or {}, log, nocache=nocache)
+
+
 @task(
     name="build-image",
     task_run_name="build-image-v{ref.version}",
@@ -118,13 +138,12 @@ def build_image(
 def build_image_task(ref: ModelRef, model_dir: Path, run_id: str, settings: Settings) -> ImageInfo:
     logger = get_run_logger()
     client = require_docker()
-    requirements = serving_requirements()
-    wheelhouse = ensure_wheelhouse(settings.wheelhouse_dir, requirements, PROJECT_DIR / "constraints.txt")
     tag = f"{settings.image_name}:{ref.version}"
     labels = {f"{LABEL}.model": ref.name, f"{LABEL}.version": str(ref.version), f"{LABEL}.mlflow-run-id": run_id}
-    with tempfile.TemporaryDirectory(prefix="clothes-build-") as tmp:
-        context = build_context(Path(tmp), [Path(model_dir)], wheelhouse, requirements)
-        image_id, seconds = build_image(client, context, tag, settings.base_image, labels, logger.info)
+    image_id, seconds = build_serving_image(
+        client, [model_dir], tag, wheelhouse_dir=settings.wheelhouse_dir, base_image=settings.base_image,
+        labels=labels, log=logger.info,
+    )  # fmt: skip
     size_mb = client.images.get(image_id).attrs["Size"] / 1e6
     logger.info("built %s (%s, %.0f MB) in %.1f s", tag, image_id[:19], size_mb, seconds)
     return ImageInfo(tag, image_id, size_mb, seconds)

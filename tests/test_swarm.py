@@ -18,9 +18,9 @@ from mlflow import MlflowClient
 
 from tasks.deploy import deploy, deploy_replicas, production_containers
 from tasks.docker_engine import LABEL, ContainerStageError, free_port
-from tasks.image import build_context, build_image, ensure_wheelhouse, serving_requirements
+from tasks.image import build_serving_image
 from tasks.registry import CHAMPION
-from tasks.settings import PROJECT_DIR, Settings
+from tasks.settings import Settings
 from tasks.swarm import production_service, running_tasks, swarm_manager
 from tasks.tracking import configure_mlflow
 
@@ -46,8 +46,7 @@ def images(swarm, model_root, tmp_path_factory):
     """Three images of one name: v1 and v2 serve those versions; `broken` holds a model that cannot load."""
     name = f"clothes-test-{uuid.uuid4().hex[:8]}"
     work = tmp_path_factory.mktemp("swarm-images")
-    requirements = serving_requirements()
-    wheelhouse = ensure_wheelhouse(Settings().wheelhouse_dir, requirements, PROJECT_DIR / "constraints.txt")
+    settings = Settings()
     broken = work / "broken" / "clothes" / "3"
     shutil.copytree(model_root / "clothes" / "2", broken)
     (broken / "model.tflite").write_bytes(b"this is not a TFLite model")
@@ -57,9 +56,10 @@ def images(swarm, model_root, tmp_path_factory):
         "2": model_root / "clothes" / "2",
         "broken": broken,
     }.items():
-        context = build_context(work / tag, [model_dir], wheelhouse, requirements)
-        build_image(swarm, context, f"{name}:{tag}", Settings().base_image, {}, lambda _line: None)
         tags[tag] = f"{name}:{tag}"
+        build_serving_image(
+            swarm, [model_dir], tags[tag], wheelhouse_dir=settings.wheelhouse_dir, base_image=settings.base_image
+        )
     yield tags
     for image in swarm.images.list(name=name):
         swarm.images.remove(image.id, force=True)
