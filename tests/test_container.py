@@ -2,14 +2,9 @@
 
 from __future__ import annotations
 
-import http.client
-import threading
-import time
-import urllib.request
 import uuid
 from pathlib import Path
 
-import orjson
 import pytest
 import yaml
 from mlflow import MlflowClient
@@ -21,6 +16,7 @@ from tasks.deploy import production_containers
 from tasks.docker_engine import LABEL, free_port
 from tasks.params import ContainerParams, DataSpec, GateThresholds, TrainParams
 from tasks.registry import CHAMPION
+from tests.traffic import Traffic, served_version
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 LENIENT = GateThresholds(
@@ -57,32 +53,6 @@ def _params(fashion_dir, seed: int = 1) -> dict:
     }
 
 
-def _served_version(port: str) -> int:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/models/clothes/latest", timeout=5) as response:
-        return orjson.loads(response.read())["version"]
-
-
-class ClientLoop(threading.Thread):
-    """Classifies continuously on the production port and records every failure and served version."""
-
-    def __init__(self, port: str) -> None:
-        super().__init__(daemon=True)
-        self.url = f"http://127.0.0.1:{port}/models/clothes/latest"
-        self.body = orjson.dumps({"image": [[0] * 28] * 28})
-        self.stop, self.ok, self.failures, self.versions = threading.Event(), 0, [], set()
-
-    def run(self) -> None:
-        deadline = time.monotonic() + 300
-        while not self.stop.is_set() and time.monotonic() < deadline:
-            request = urllib.request.Request(self.url, self.body, {"Content-Type": "application/json"})
-            try:
-                with urllib.request.urlopen(request, timeout=10) as response:
-                    self.versions.add(orjson.loads(response.read())["model"]["version"])
-                    self.ok += 1
-            except (OSError, http.client.HTTPException, ValueError) as exc:  # every way a request can fail
-                self.failures.append(repr(exc))
-
-
 def test_release_swap_and_rollback(release_env, docker_engine, fashion_dir):
     port = release_env["MLOPS_DEPLOY_PORT"]
 
@@ -101,7 +71,7 @@ def test_release_swap_and_rollback(release_env, docker_engine, fashion_dir):
     assert first["deploy_target"] == "docker"
     rendered = Path(client.download_artifacts(v1.run_id, first["kubernetes_manifests"])).read_text()
     assert next(yaml.safe_load_all(rendered))["spec"]["template"]["spec"]["containers"][0]["image"] == first["image"]
-    assert _served_version(port) == 1
+    assert served_version(port) == 1
     (production,) = production_containers(docker_engine, release_env["MLOPS_DEPLOY_NAME"])
     host = production.attrs["HostConfig"]
     assert host["Memory"] == 1 << 30 and host["PidsLimit"] == 256 and host["CapDrop"] == ["ALL"]
@@ -111,17 +81,12 @@ def test_release_swap_and_rollback(release_env, docker_engine, fashion_dir):
     assert image.attrs["Config"]["User"] == "clothes"
     assert not docker_engine.containers.list(all=True, filters={"label": f"{LABEL}.role=qa"})
 
-    loop = ClientLoop(port)
-    loop.start()
-    time.sleep(0.5)
-    second = train_and_deploy(**_params(fashion_dir, seed=2))
-    time.sleep(0.5)
-    loop.stop.set()
-    loop.join()
+    with Traffic(port) as loop:
+        second = train_and_deploy(**_params(fashion_dir, seed=2))
     assert second["promoted"] and second["model_version"] == "2"
     assert loop.failures == [] and loop.ok > 50, loop.failures[:3]
-    assert loop.versions == {1, 2}
-    assert _served_version(port) == 2
+    assert set(loop.versions) == {1, 2}
+    assert served_version(port) == 2
     assert [
         c.labels[f"{LABEL}.version"] for c in production_containers(docker_engine, release_env["MLOPS_DEPLOY_NAME"])
     ] == ["2"]
@@ -130,7 +95,7 @@ def test_release_swap_and_rollback(release_env, docker_engine, fashion_dir):
     result = rollback()
     assert result["to_version"] == "1" and result["from_version"] == "2"
     assert str(client.get_model_version_by_alias("clothes", CHAMPION).version) == "1"
-    assert _served_version(port) == 1
+    assert served_version(port) == 1
     assert docker_engine.images.get(f"{release_env['MLOPS_IMAGE_NAME']}:champion").id == image.id
 
 
@@ -146,7 +111,7 @@ def test_broken_image_fails_the_smoke_test_and_changes_nothing(release_env, dock
     client = MlflowClient()
     assert str(client.get_model_version_by_alias("clothes", CHAMPION).version) == "1"
     assert production_containers(docker_engine, release_env["MLOPS_DEPLOY_NAME"]) == production
-    assert _served_version(port) == 1
+    assert served_version(port) == 1
     assert not docker_engine.containers.list(all=True, filters={"label": f"{LABEL}.role=qa"})
     assert not [
         c

@@ -3,14 +3,11 @@ killed replica, swarm's own rollback of a failing image, and the rollback flow."
 
 from __future__ import annotations
 
-import http.client
 import shutil
-import threading
 import time
 import urllib.error
 import urllib.request
 import uuid
-from collections import Counter
 
 import orjson
 import pytest
@@ -23,6 +20,7 @@ from tasks.registry import CHAMPION
 from tasks.settings import Settings
 from tasks.swarm import production_service, running_tasks, swarm_manager
 from tasks.tracking import configure_mlflow
+from tests.traffic import Traffic, served_version
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 CLIENTS = 4
@@ -87,50 +85,6 @@ def settings(swarm, tmp_path, monkeypatch) -> Settings:
         container.remove(force=True)
 
 
-class Traffic:
-    """CLIENTS threads classifying on the production port, a new connection per request (as most
-    clients do); records every failure and the served versions."""
-
-    def __init__(self, port: int) -> None:
-        self.url = f"http://127.0.0.1:{port}/models/clothes/latest"
-        self.body = orjson.dumps({"image": [[0] * 28] * 28})
-        self.stop = threading.Event()
-        self.ok, self.failures, self.versions = 0, [], Counter()
-        self.lock = threading.Lock()
-        self.threads = [threading.Thread(target=self.run, daemon=True) for _ in range(CLIENTS)]
-
-    def run(self) -> None:
-        deadline = time.monotonic() + 240
-        while not self.stop.is_set() and time.monotonic() < deadline:
-            request = urllib.request.Request(self.url, self.body, {"Content-Type": "application/json"})
-            try:
-                with urllib.request.urlopen(request, timeout=10) as response:
-                    version = orjson.loads(response.read())["model"]["version"]
-                with self.lock:
-                    self.ok += 1
-                    self.versions[version] += 1
-            except (OSError, http.client.HTTPException, ValueError) as exc:  # every way a request can fail
-                with self.lock:
-                    self.failures.append(f"{time.strftime('%H:%M:%S')} {exc!r}")
-
-    def __enter__(self) -> Traffic:
-        for thread in self.threads:
-            thread.start()
-        time.sleep(0.5)
-        return self
-
-    def __exit__(self, *exc_info) -> None:
-        time.sleep(0.5)
-        self.stop.set()
-        for thread in self.threads:
-            thread.join()
-
-
-def served_version(port: int) -> int:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/models/clothes/latest", timeout=5) as response:
-        return orjson.loads(response.read())["version"]
-
-
 def feedback_statuses(port: int, count: int) -> list[int]:
     """Classify and label `count` times, each on a new connection (so both replicas issue and verify)."""
     statuses = []
@@ -171,7 +125,7 @@ def test_rolling_update_killed_replica_and_failed_update(swarm, images, settings
     update = service.attrs["Spec"]["UpdateConfig"]
     assert update["Order"] == "start-first" and update["FailureAction"] == "rollback"
 
-    with Traffic(settings.deploy_port) as during_update:
+    with Traffic(settings.deploy_port, CLIENTS) as during_update:
         deploy_replicas(swarm, images["2"], 2, settings, lines.append)
     assert during_update.failures == [] and during_update.ok > 50, during_update.failures[:3]
     assert set(during_update.versions) == {1, 2}
@@ -182,7 +136,7 @@ def test_rolling_update_killed_replica_and_failed_update(swarm, images, settings
     assert feedback_statuses(settings.deploy_port, 8) == [202] * 8  # ids from either replica, labelled at either
 
     victim = swarm.containers.get(running_tasks(service, images["2"])[0]["Status"]["ContainerStatus"]["ContainerID"])
-    with Traffic(settings.deploy_port) as during_kill:
+    with Traffic(settings.deploy_port, CLIENTS) as during_kill:
         time.sleep(1)
         victim.kill()
         time.sleep(2)
@@ -194,7 +148,7 @@ def test_rolling_update_killed_replica_and_failed_update(swarm, images, settings
     assert time.monotonic() - started < 15
 
     failing = pytest.raises(ContainerStageError, match=r"rolled the update of .* back")
-    with Traffic(settings.deploy_port) as during_failed_update, failing:
+    with Traffic(settings.deploy_port, CLIENTS) as during_failed_update, failing:
         deploy_replicas(swarm, images["broken"], 3, settings, lines.append)
     assert during_failed_update.failures == [] and set(during_failed_update.versions) == {2}
     service.reload()
@@ -222,7 +176,7 @@ def test_switching_targets_and_the_rollback_flow(swarm, images, settings, mlflow
     client.set_model_version_tag("clothes", "2", "previous_champion", "1")
     client.set_registered_model_alias("clothes", CHAMPION, "2")
 
-    with Traffic(settings.deploy_port) as during_switch:
+    with Traffic(settings.deploy_port, CLIENTS) as during_switch:
         deploy_replicas(swarm, images["2"], 2, settings, print)
     assert during_switch.failures == [] and set(during_switch.versions) == {1, 2}
     assert production_containers(swarm, settings.deploy_name) == []
@@ -234,7 +188,7 @@ def test_switching_targets_and_the_rollback_flow(swarm, images, settings, mlflow
     assert served_version(settings.deploy_port) == 1
     assert str(client.get_model_version_by_alias("clothes", CHAMPION).version) == "1"
 
-    with Traffic(settings.deploy_port) as back_to_docker:
+    with Traffic(settings.deploy_port, CLIENTS) as back_to_docker:
         deploy(
             swarm, images["2"], 2, deploy_name=settings.deploy_name, host=settings.deploy_host,
             port=settings.deploy_port, log_dir=settings.prediction_log_dir, ready_timeout=60, log=print,
