@@ -17,12 +17,12 @@ import subprocess
 import sys
 import time
 import urllib.request
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from ops.screenshots import ScreenshotError, take_screenshots
 from tasks.deploy import production_containers
-from tasks.docker_engine import docker_client
+from tasks.docker_engine import docker_client, retire
 from tasks.settings import PROJECT_DIR, Settings
 from tasks.swarm import production_service, swarm_manager
 
@@ -35,6 +35,8 @@ class Stack:
     prefect_port: int = 4200
     mlflow_port: int = 5000
     host: str = "127.0.0.1"
+    # Built once: the stores, the database and the production deployment the stack works with.
+    settings: Settings = field(default_factory=Settings, compare=False)
 
     @property
     def prefect_api(self) -> str:
@@ -67,14 +69,14 @@ class Stack:
             "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": os.environ.get("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false"),
             **(
                 {"PREFECT_API_DATABASE_CONNECTION_URL": database}
-                if (database := Settings().prefect_database_url)
+                if (database := self.settings.prefect_database_url)
                 else {}
             ),
         }
 
     def commands(self) -> dict[str, tuple[list[str], str | None]]:
         """name -> (command, health URL); the worker has no URL, its pid tells."""
-        settings = Settings()  # the store `make run` writes
+        settings = self.settings  # the store `make run` writes
         python = sys.executable
         return {
             "prefect-server": (
@@ -179,7 +181,7 @@ def deploy(stack: Stack) -> None:
 
 def up(stack: Stack) -> None:
     stack.state_dir.mkdir(parents=True, exist_ok=True)
-    settings = Settings()
+    settings = stack.settings
     if settings.stack_db == "postgres":  # MLflow's and Prefect's databases, on a running cluster
         print(f"postgres: databases {settings.postgres_prefix}mlflow and {settings.postgres_prefix}prefect", flush=True)
         subprocess.run([str(PROJECT_DIR / "scripts" / "postgres.sh"), "up", settings.postgres_prefix], check=True)
@@ -207,7 +209,7 @@ def down(stack: Stack, serving: bool = False) -> None:
             os.killpg(pid, signal.SIGKILL)
         stack.pid_file(name).unlink(missing_ok=True)
         print(f"{name}: stopped (pid {pid})")
-    leave_or_stop_production(Settings(), stop=serving)
+    leave_or_stop_production(stack.settings, stop=serving)
 
 
 def leave_or_stop_production(settings: Settings, stop: bool) -> None:
@@ -218,7 +220,7 @@ def leave_or_stop_production(settings: Settings, stop: bool) -> None:
         return
     where = f"http://{settings.deploy_host}:{settings.deploy_port}"
     running = [
-        (f"production container {c.name}", lambda c=c: (c.stop(timeout=30), c.remove()))
+        (f"production container {c.name}", lambda c=c: retire([c]))
         for c in production_containers(client, settings.deploy_name)
     ]
     service = production_service(client, settings.deploy_name) if swarm_manager(client) else None
@@ -272,10 +274,9 @@ def main(argv: list[str] | None = None) -> int:
     elif args.action == "down":
         down(stack, serving=args.serving)
     elif args.action == "screenshots":
-        settings = Settings()
         try:
-            paths = take_screenshots(stack.mlflow_url, stack.prefect_api, args.out, settings.experiment_name,
-                                     settings.model_name)  # fmt: skip
+            paths = take_screenshots(stack.mlflow_url, stack.prefect_api, args.out, stack.settings.experiment_name,
+                                     stack.settings.model_name)  # fmt: skip
         except ScreenshotError as exc:
             print(f"screenshots: {exc}", file=sys.stderr)
             return 1

@@ -26,9 +26,14 @@ def local_path(artifact_uri: str, settings: Settings) -> str:
     return str(settings.artifacts_dir / urlparse(artifact_uri).path.lstrip("/"))
 
 
+def tracking_server(tracking_uri: str) -> bool:
+    """An MLflow server over HTTP (artifacts proxied), not a store this process opens itself."""
+    return tracking_uri.startswith(("http://", "https://"))
+
+
 def proxied_or_local(artifact_uri: str, tracking_uri: str | None = None, registry_uri: str | None = None):
     """MLflow's own proxied repository with an HTTP tracking server; else the local directory."""
     tracking = tracking_uri or get_tracking_uri()
-    if tracking.startswith(("http://", "https://")):
+    if tracking_server(tracking):
         return MlflowArtifactsRepository(artifact_uri, tracking_uri=tracking, registry_uri=registry_uri)
     return LocalArtifactRepository(local_path(artifact_uri, Settings()), tracking_uri=tracking_uri)

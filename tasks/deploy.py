@@ -14,10 +14,19 @@ from mlflow.entities.model_registry import ModelVersion
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from tasks.docker_engine import HARDENING, LABEL, SERVER_UID, free_port, require_docker, wait_container_ready
+from tasks.docker_engine import (
+    CONTAINER_LOG_DIR,
+    HARDENING,
+    LABEL,
+    SERVER_UID,
+    free_port,
+    require_docker,
+    retire,
+    wait_container_ready,
+)
 from tasks.params import ModelRef
 from tasks.settings import Settings
-from tasks.swarm import CONTAINER_LOG_DIR, deploy_service, remove_service, swarm_manager
+from tasks.swarm import deploy_service, remove_service, swarm_manager
 
 Log = Callable[[str], None]
 
@@ -81,9 +90,7 @@ def deploy(
         container.remove(force=True)
         raise
     log(f"{container.name} ready in {seconds:.2f} s on {host}:{port}; retiring {[c.name for c in previous]}")
-    for old in previous:
-        old.stop(timeout=30)
-        old.remove()
+    retire(previous)
     if swarm_manager(client) and remove_service(client, deploy_name):
         log(f"removed the swarm service {deploy_name}")
     return container
@@ -107,10 +114,10 @@ def deploy_replicas(client, image: str, version: int, settings: Settings, log: L
         host=settings.deploy_host, port=settings.deploy_port, replicas=settings.deploy_replicas,
         cpus=settings.deploy_cpus, log_dir=prepare_log_dir(settings.prediction_log_dir),
     )  # fmt: skip
-    for old in production_containers(client, settings.deploy_name):
-        log(f"retiring {old.name}: the service {name} serves the port now")
-        old.stop(timeout=30)
-        old.remove()
+    previous = production_containers(client, settings.deploy_name)
+    if previous:
+        log(f"retiring {[c.name for c in previous]}: the service {name} serves the port now")
+    retire(previous)
     return name
 
 

@@ -10,6 +10,7 @@ from serving.client import ClientError, wait_until_ready
 
 LABEL = "io.clothes-mlops"
 SERVER_UID = 10001  # the serving image's non-root user
+CONTAINER_LOG_DIR = "/var/log/clothes"  # where a production server writes its prediction log
 # The server needs no privileges, no writable image and few processes; bounds keep a runaway worker from
 # taking the host down. /tmp holds gunicorn's heartbeat files and the Prometheus multiprocess directory.
 HARDENING: dict[str, Any] = {
@@ -44,6 +45,13 @@ def require_docker():  # -> docker.DockerClient
     if client is None:
         raise ContainerStageError("no Docker engine answers (scripts/docker-engine.sh up starts one)")
     return client
+
+
+def retire(containers: list) -> None:
+    """Stop (gunicorn finishes its in-flight requests within the grace period) and remove."""
+    for container in containers:
+        container.stop(timeout=30)
+        container.remove()
 
 
 def free_port() -> int:

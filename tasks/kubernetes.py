@@ -11,7 +11,7 @@ from prefect import task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
-from tasks.docker_engine import SERVER_UID
+from tasks.docker_engine import CONTAINER_LOG_DIR, SERVER_UID
 from tasks.params import ModelRef
 from tasks.settings import Settings
 
@@ -32,7 +32,7 @@ def manifests(image: str, ref: ModelRef, settings: Settings, max_replicas: int =
         "name": "server",
         "image": image,
         "ports": [{"name": "http", "containerPort": PORT}],
-        "env": [{"name": "MLOPS_SERVE_PREDICTION_LOG_DIR", "value": "/var/log/clothes"}],
+        "env": [{"name": "MLOPS_SERVE_PREDICTION_LOG_DIR", "value": CONTAINER_LOG_DIR}],
         # Startup covers loading and warming every model; then readiness gates traffic and liveness restarts.
         "startupProbe": _probe("/health/ready", 2, 30),
         "readinessProbe": _probe("/health/ready", 5, 2),
@@ -50,7 +50,7 @@ def manifests(image: str, ref: ModelRef, settings: Settings, max_replicas: int =
         },
         "volumeMounts": [
             {"name": "tmp", "mountPath": "/tmp"},
-            {"name": "prediction-log", "mountPath": "/var/log/clothes"},
+            {"name": "prediction-log", "mountPath": CONTAINER_LOG_DIR},
         ],
     }
     deployment = {

@@ -27,9 +27,8 @@ from docker.types import (
 )
 from docker.utils import parse_bytes
 
-from tasks.docker_engine import HARDENING, LABEL, SERVER_UID, ContainerStageError
+from tasks.docker_engine import CONTAINER_LOG_DIR, HARDENING, LABEL, SERVER_UID, ContainerStageError
 
-CONTAINER_LOG_DIR = "/var/log/clothes"
 FEEDBACK_KEY_FILE = "feedback-key"
 Log = Callable[[str], None]
 ROLLED_BACK = ("rollback_completed", "rollback_paused", "paused")  # "paused": the update stopped
@@ -176,25 +175,23 @@ def deploy_service(client, image: str, version: int, *, timeout: float, log: Log
     if not swarm_manager(client):
         raise ContainerStageError("this Docker engine is not a swarm manager (`make swarm-up` makes it one)")
     spec = service_spec(image, version, feedback_secret=feedback_key(client, spec_args["deploy_name"]), **spec_args)
+    replicas = spec_args["replicas"]
     service = production_service(client, spec["name"])
     if service is None:
         service = client.services.create(**spec)
         try:
-            seconds = wait_converged(service, image, spec["mode"]["Replicated"]["Replicas"], timeout)
+            seconds = wait_converged(service, image, replicas, timeout)
         except ContainerStageError:
             service.remove()
             raise
-        log(
-            f"service {service.name} created: {spec['mode']['Replicated']['Replicas']} replicas of {image} "
-            f"in {seconds:.1f} s"
-        )
+        log(f"service {service.name} created: {replicas} replicas of {image} in {seconds:.1f} s")
         return service.name
     before = service.attrs["Spec"]
     previous = before["TaskTemplate"]["ContainerSpec"]["Image"]
     status = service.attrs.get("UpdateStatus")
     service.update(**spec)
     try:
-        seconds = wait_converged(service, image, spec["mode"]["Replicated"]["Replicas"], timeout, status)
+        seconds = wait_converged(service, image, replicas, timeout, status)
     except ContainerStageError as exc:
         if "rolled the update" not in str(exc):  # timed out: swarm has not given up yet, so put it back
             service.reload()

@@ -18,7 +18,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from serving.client import ClientError, wait_until_ready
-from tasks.artifacts import SCHEME
+from tasks.artifacts import SCHEME, tracking_server
 from tasks.dataset import Dataset
 from tasks.run_owner import end_orphaned_runs, end_status, owner_tags
 from tasks.settings import PROJECT_DIR, Settings
@@ -33,7 +33,7 @@ class TrackingUnavailable(RuntimeError):
 def check_tracking_server(uri: str, timeout: float = 20) -> None:
     """Fail in seconds, naming the URI, when a remote MLflow does not answer: MLflow's own client
     retries with backoff for minutes before it gives up, long after training has been paid for."""
-    if not uri.startswith(("http://", "https://")):
+    if not tracking_server(uri):
         return
     try:
         wait_until_ready(uri, timeout, path="/health")
@@ -62,8 +62,7 @@ def ensure_experiment(settings: Settings, name: str, artifact_subdir: str = "") 
     experiment = client.get_experiment_by_name(name)
     if experiment is None:
         # Proxied: through a server over HTTP, else straight into <mlruns>/artifacts (tasks.artifacts).
-        local = not settings.resolved_tracking_uri().startswith(("http://", "https://"))
-        location = f"{SCHEME}:/{artifact_subdir}" if local else None
+        location = None if tracking_server(settings.resolved_tracking_uri()) else f"{SCHEME}:/{artifact_subdir}"
         return client.create_experiment(name, artifact_location=location, tags={EXPERIMENT_KIND: TRADITIONAL_ML})
     if experiment.tags.get(EXPERIMENT_KIND) != TRADITIONAL_ML:
         client.set_experiment_tag(experiment.experiment_id, EXPERIMENT_KIND, TRADITIONAL_ML)
