@@ -66,16 +66,18 @@ class TrainParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     architecture: Architecture = Field(default_factory=Architecture)
-    epochs: int = Field(default=40, ge=1, le=500, description="upper bound; early stopping usually ends sooner")
-    batch_size: int = Field(default=128, ge=1, le=8192)
-    learning_rate: float = Field(default=2e-3, gt=0, le=1, description="the peak, with the cosine schedule")
+    # Large batches on a cosine schedule train in half the time of batch 128 + plateau at the same test
+    # accuracy; relighting keeps the lighting slice above its floor (benchmarks/bench_training.py).
+    epochs: int = Field(
+        default=15, ge=1, le=500, description="the cosine schedule's length; early stopping may end sooner"
+    )
+    batch_size: int = Field(default=512, ge=1, le=8192)
+    learning_rate: float = Field(default=1.5e-2, gt=0, le=1, description="the peak, with the cosine schedule")
     seed: int = Field(default=42, description="weights, shuffling and augmentation")
     split_seed: int = Field(default=42, description="train/validation split; fixed so trials compare on one split")
     patience: int = Field(default=4, ge=1, description="early stopping patience on validation loss")
-    # cosine + batch 512 + lr 1e-2 + 16 epochs trains 2.5x faster to 0.905 but fails the lighting slice
-    # (benchmarks/bench_training.py), so it is not the default.
     schedule: Literal["cosine", "plateau"] = Field(
-        default="plateau",
+        default="cosine",
         description="cosine: warm up for one epoch, then decay to 0 over `epochs`; "
         "plateau: cut by lr_factor after lr_patience epochs without val-loss progress",
     )
@@ -84,6 +86,9 @@ class TrainParams(BaseModel):
     weight_decay: float = Field(default=0.0, ge=0, description="AdamW decoupled weight decay; 0 means Adam")
     validation_fraction: float = Field(default=0.1, gt=0, lt=1)
     augment: bool = Field(default=False, description="random shifts of up to 2 px and left-right flips in training")
+    relight: float = Field(
+        default=0.2, ge=0, le=1, description="share of training images given random contrast and brightness"
+    )
 
     def flat(self) -> dict[str, object]:
         """One level, as MLflow shows parameters: architecture fields without a prefix."""
@@ -168,6 +173,9 @@ class SearchSpace(BaseModel):
     learning_rate: list[float] = Field(default=[1e-3, 2e-3])
     batch_size: list[int] = Field(default=[64, 128])
     augment: list[bool] = Field(default=[False, True])
+    # The trials keep the schedule the README's tuning table was measured with.
+    schedule: list[Literal["cosine", "plateau"]] = Field(default=["plateau"])
+    relight: list[float] = Field(default=[0.0])
     lr_patience: list[int] = Field(default=[2], description="the wider variants need a calmer schedule than LeNet-5")
     patience: list[int] = Field(default=[6], description="early stopping; leave room for two learning-rate drops")
 

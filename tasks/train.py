@@ -91,6 +91,22 @@ def augmented_batches(x: np.ndarray, y: np.ndarray, batch_size: int, seed: int):
     )
 
 
+def relit(pixels: np.ndarray, share: float, seed: int) -> np.ndarray:
+    """A copy of 0-255 images in which a random `share` has lower contrast (x0.6-1) and a lifted black
+    level (+0-40): the dataset's studio lighting never varies, and a model trained only on it in few large
+    steps loses ~7 points on dimmer or hazier shots (the hold-out's lighting slice). Drawn once, not per
+    epoch, so training keeps Keras' in-memory input path (a per-epoch tf.data map cost ~30% more time)."""
+    if not share:
+        return pixels
+    rng = np.random.default_rng(seed)
+    chosen = rng.random(len(pixels)) < share
+    contrast = rng.uniform(0.6, 1.0, chosen.sum())[:, None, None]
+    brightness = rng.uniform(0, 40, chosen.sum())[:, None, None]
+    out = pixels.copy()
+    out[chosen] = np.clip(np.rint(pixels[chosen] * contrast + brightness), 0, 255)
+    return out
+
+
 def learning_rate_schedule(params: TrainParams, steps_per_epoch: int) -> Any:
     """`cosine`: one epoch of warm-up from a tenth of the rate, then cosine decay to 0 at the last epoch,
     so the whole budget is used and no epochs go to waiting for a plateau; `plateau`: a constant rate
@@ -114,7 +130,8 @@ def train_model(dataset: Dataset, params: TrainParams, extra_callbacks: Sequence
 
     keras.utils.set_random_seed(params.seed)
     train_idx, val_idx = stratified_split(dataset.y_train, params.validation_fraction, params.split_seed)
-    x_train, y_train = to_model_input(dataset.x_train[train_idx]), dataset.y_train[train_idx]
+    x_train = to_model_input(relit(dataset.x_train[train_idx], params.relight, params.seed))
+    y_train = dataset.y_train[train_idx]
     x_val, y_val = to_model_input(dataset.x_train[val_idx]), dataset.y_train[val_idx]
 
     steps_per_epoch = -(-len(x_train) // params.batch_size)

@@ -63,7 +63,8 @@ def test_make_run_starts_a_stopped_engine_and_reaches_the_container_stage(docker
     for leftover in ("PREFECT_API_URL", "MLFLOW_TRACKING_URI", "MLOPS_TRACKING_URI"):  # set by earlier tests
         env.pop(leftover, None)
     args = (
-        "--data.train-limit 2000 --data.test-limit 500 --data.holdout-size 100 --train.epochs 1 --container.no-deploy "
+        "--data.train-limit 2000 --data.test-limit 500 --data.holdout-size 100 --train.epochs 1 --train.batch-size 64 "
+        "--container.no-deploy "
         "--thresholds "
         '\'{"min_accuracy": 0.3, "min_class_recall": 0, "max_regression": 0.5, "min_slice_accuracy": {}}\' '
         "--container.parity-images 50 --container.load-requests 200"

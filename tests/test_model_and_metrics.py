@@ -7,7 +7,7 @@ from serving.preprocessing import to_model_input
 from tasks.evaluate import compute_metrics
 from tasks.gates import check_gates, failed_gates, gate_tags
 from tasks.params import Architecture, GateThresholds, TrainParams
-from tasks.train import augmented_batches, build_lenet5, epoch_line, learning_rate_schedule
+from tasks.train import augmented_batches, build_lenet5, epoch_line, learning_rate_schedule, relit
 
 
 def test_lenet5_has_the_course_architecture():
@@ -111,4 +111,21 @@ def test_cosine_schedule_warms_up_for_an_epoch_then_decays_to_zero_at_the_last()
     assert rates[2] == pytest.approx(4e-3)  # the peak after one epoch
     assert rates[3] == pytest.approx(2e-3, rel=1e-3)  # half-way through the decay
     assert rates[4] == pytest.approx(0.0, abs=1e-9)  # the end of the last epoch
-    assert learning_rate_schedule(TrainParams(learning_rate=2e-3), 100) == 2e-3  # plateau: a constant
+    assert learning_rate_schedule(TrainParams(schedule="plateau", learning_rate=2e-3), 100) == 2e-3  # a constant
+
+
+def test_relighting_dims_and_lifts_the_chosen_share_and_leaves_the_rest():
+    rng = np.random.default_rng(0)
+    pixels = rng.integers(0, 256, (2000, 28, 28), dtype=np.uint8)
+    pixels[:, 0, 0] = 0  # a black pixel in every image
+    out = relit(pixels, 0.2, seed=1)
+    assert out.dtype == np.uint8 and out.shape == pixels.shape
+    changed = (out != pixels).any(axis=(1, 2))
+    assert 0.17 < changed.mean() < 0.23
+    assert (out[~changed] == pixels[~changed]).all()
+    black = out[changed, 0, 0].astype(int)  # brightness: black lifted by 0-40 levels
+    assert black.max() <= 40 and black.mean() > 10
+    spread = out[changed].std(axis=(1, 2)) / pixels[changed].std(axis=(1, 2))
+    assert spread.min() > 0.55 and spread.max() < 1.01  # contrast: 0.6-1.0
+    assert (relit(pixels, 0.2, seed=1) == out).all()  # seeded
+    assert relit(pixels, 0.0, seed=1) is pixels

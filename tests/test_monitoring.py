@@ -203,7 +203,7 @@ def test_monitor_flow_records_verdicts_and_triggers_retraining(
     monkeypatch.setenv("MLOPS_FEEDBACK_DATA_DIR", str(tmp_path / "feedback"))
     summary = train_and_deploy(
         data=DataSpec(path=fashion_dir, train_limit=3000, test_limit=1000, holdout_size=100),
-        train=TrainParams(epochs=2),
+        train=TrainParams(epochs=2, batch_size=64),  # small data: small batches
         thresholds=GateThresholds(
             min_accuracy=0.5, min_class_recall=0, max_regression=0.5, min_slice_accuracy={}, max_slice_regression=1.0
         ),
@@ -263,7 +263,7 @@ def test_monitor_flow_records_verdicts_and_triggers_retraining(
     # The retraining run, as the deployment would start it, says what triggered it.
     retrained = train_and_deploy(
         data=DataSpec(path=fashion_dir, train_limit=1000, test_limit=500, extra_path=extra, holdout_size=100),
-        train=TrainParams(epochs=1),
+        train=TrainParams(epochs=1, batch_size=64),
         thresholds=GateThresholds(
             min_accuracy=0.3, min_class_recall=0, max_regression=0.5, min_slice_accuracy={}, max_slice_regression=1.0
         ),

@@ -79,7 +79,7 @@ def test_deployment_runs_on_the_worker_and_redeploy_keeps_one_schedule(stack, tm
 
     params = {
         "data": '{"train_limit": 2000, "test_limit": 500, "holdout_size": 50}',
-        "train": '{"epochs": 1, "learning_rate": 0.001}',
+        "train": '{"epochs": 1, "batch_size": 64, "learning_rate": 0.001}',
         "thresholds": '{"min_accuracy": 0.3, "min_class_recall": 0, "max_regression": 0.5, "min_slice_accuracy": {}}',
         "container": '{"enabled": false}',
     }
