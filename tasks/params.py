@@ -69,7 +69,10 @@ class TrainParams(BaseModel):
     # Large batches on a cosine schedule train in half the time of batch 128 + plateau at the same test
     # accuracy; relighting keeps the lighting slice above its floor (benchmarks/bench_training.py).
     epochs: int = Field(
-        default=15, ge=1, le=500, description="the cosine schedule's length; early stopping may end sooner"
+        default=15,
+        ge=1,
+        le=500,
+        description="the cosine schedule's length, or plateau's most; early stopping may end sooner",
     )
     batch_size: int = Field(default=512, ge=1, le=8192)
     learning_rate: float = Field(default=1.5e-2, gt=0, le=1, description="the peak, with the cosine schedule")

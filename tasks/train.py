@@ -94,7 +94,7 @@ def augmented_batches(x: np.ndarray, y: np.ndarray, batch_size: int, seed: int):
 def relit(pixels: np.ndarray, share: float, seed: int) -> np.ndarray:
     """A copy of 0-255 images in which a random `share` has lower contrast (x0.6-1) and a lifted black
     level (+0-40): the dataset's studio lighting never varies, and a model trained only on it in few large
-    steps loses ~7 points on dimmer or hazier shots (the hold-out's lighting slice). Drawn once, not per
+    steps loses 6-7 points on dimmer or hazier shots (the hold-out's lighting slice). Drawn once, not per
     epoch, so training keeps Keras' in-memory input path (a per-epoch tf.data map cost ~30% more time)."""
     if not share:
         return pixels
