@@ -23,6 +23,9 @@ PHOTO_SLICES = ("catalogue", "cutout", "small_offcentre", "jpeg30")
 ROBUSTNESS_SLICES = ("lighting", "rotation_shift", "noise")
 SLICES = PHOTO_SLICES + ROBUSTNESS_SLICES
 Slices = dict[str, tuple[np.ndarray, np.ndarray]]  # name -> (pixels (N, 28, 28) uint8, labels)
+# The lighting slice's ranges, which training's relighting (tasks.train.relit) also draws from.
+LIGHTING_CONTRAST = (0.6, 1.0)
+LIGHTING_BRIGHTNESS = (0.0, 40.0)
 
 
 def encode(image: Image.Image, kind: str, **options) -> bytes:
@@ -63,7 +66,7 @@ def small_offcentre(pixels: np.ndarray, rng: np.random.Generator) -> bytes:
 
 
 def lighting(pixels: np.ndarray, rng: np.random.Generator) -> bytes:
-    contrast, brightness = rng.uniform(0.6, 1.0), rng.uniform(0, 40)
+    contrast, brightness = rng.uniform(*LIGHTING_CONTRAST), rng.uniform(*LIGHTING_BRIGHTNESS)
     return encode(Image.fromarray(np.clip(pixels * contrast + brightness, 0, 255).astype(np.uint8)), "PNG")
 
 

@@ -20,6 +20,7 @@ from serving.preprocessing import to_model_input
 from tasks.dataset import Dataset, stratified_split
 from tasks.evaluate import plot_training_curves
 from tasks.params import Architecture, TrainParams
+from tasks.slices import LIGHTING_BRIGHTNESS, LIGHTING_CONTRAST
 
 
 @dataclass
@@ -100,8 +101,9 @@ def relit(pixels: np.ndarray, share: float, seed: int) -> np.ndarray:
         return pixels
     rng = np.random.default_rng(seed)
     chosen = rng.random(len(pixels)) < share
-    contrast = rng.uniform(0.6, 1.0, chosen.sum())[:, None, None]
-    brightness = rng.uniform(0, 40, chosen.sum())[:, None, None]
+    count = int(chosen.sum())
+    contrast = rng.uniform(*LIGHTING_CONTRAST, count)[:, None, None]
+    brightness = rng.uniform(*LIGHTING_BRIGHTNESS, count)[:, None, None]
     out = pixels.copy()
     out[chosen] = np.clip(np.rint(pixels[chosen] * contrast + brightness), 0, 255)
     return out
