@@ -15,12 +15,12 @@ import time
 from pathlib import Path
 
 from serving.client import wait_until_ready
-from tasks.dataset import FASHION_MNIST_CLASSES
-from tasks.docker_engine import free_port, require_docker
-from tasks.export import build_metadata, export_model
-from tasks.image import build_serving_image
+from tasks.data.dataset import FASHION_MNIST_CLASSES
+from tasks.release.docker_engine import free_port, require_docker
+from tasks.release.export import build_metadata, export_model
+from tasks.release.image import build_serving_image
 from tasks.settings import PROJECT_DIR
-from tasks.train import build_lenet5
+from tasks.training.train import build_lenet5
 
 TAG = "clothes-bench:latest"
 

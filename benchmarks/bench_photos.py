@@ -1,5 +1,5 @@
 """Real-photo accuracy of a running server: the test split sent as files the way shops and phones make
-them (the engineered hold-out's slices, `tasks.slices`) next to the dataset's own 28x28 PNGs, each file
+them (the engineered hold-out's slices, `tasks.evaluation.slices`) next to the dataset's own 28x28 PNGs, each file
 one HTTP request to `--url`, as users send them. Loopback only; bounded by `--images` per kind.
 
 Last line: photos: dataset=<acc> catalogue=<acc> ... worst_gap=<points below the dataset's own>
@@ -14,9 +14,9 @@ import numpy as np
 import orjson
 from PIL import Image
 
+from tasks.data.sources import load_fashion_mnist
+from tasks.evaluation.slices import SLICES, encode, slice_files
 from tasks.settings import Settings
-from tasks.slices import SLICES, encode, slice_files
-from tasks.sources import load_fashion_mnist
 
 CONTENT_TYPES = {b"\xff\xd8": "image/jpeg", b"\x89P": "image/png"}
 

@@ -33,8 +33,8 @@ from bench_serving import prepare_model, stop
 from wrk import Load, parse_report, wrk_command
 
 from serving.client import wait_until_ready
-from tasks.docker_engine import free_port
-from tasks.load import probe_latencies
+from tasks.release.docker_engine import free_port
+from tasks.release.load_generator import probe_latencies
 
 IMAGE = orjson.dumps({"image": np.random.default_rng(0).integers(0, 256, (28, 28)).tolist()})
 

@@ -33,9 +33,9 @@ from wrk import Load, LoadResult, run_wrk
 
 from serving.client import wait_until_ready
 from serving.oip import HEADER_LENGTH
-from tasks.docker_engine import free_port
-from tasks.drift import predictions_of
-from tasks.monitoring import read_records
+from tasks.monitoring.drift import predictions_of
+from tasks.monitoring.monitor import read_records
+from tasks.release.docker_engine import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -45,12 +45,12 @@ def prepare_model(workdir: Path, data_dir: Path | None) -> tuple[Path, Path, str
     registered in a throwaway MLflow store (`mlflow models serve`). Returns the store's URI too."""
     import mlflow
 
-    from tasks.export import build_metadata, export_model
+    from tasks.data.sources import load_fashion_mnist
     from tasks.params import TrainParams
-    from tasks.registry import log_candidate_model, register_candidate
+    from tasks.registry.policy import log_candidate_model, register_candidate
+    from tasks.release.export import build_metadata, export_model
     from tasks.settings import Settings
-    from tasks.sources import load_fashion_mnist
-    from tasks.train import train_model
+    from tasks.training.train import train_model
 
     dataset = load_fashion_mnist(Settings().fashion_mnist_dir(data_dir)).subset(10_000, 1_000)
     model = train_model(dataset, TrainParams(epochs=1)).model

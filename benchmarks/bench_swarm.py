@@ -2,7 +2,7 @@
 new version rolls out and while a replica is killed.
 
 Needs a swarm manager (`make swarm-up`) and wrk. Exports an untrained LeNet-5 (same cost per request as
-a trained one) as v1 and v2 images, deploys them with the pipeline's own `tasks.swarm`, loads the port
+a trained one) as v1 and v2 images, deploys them with the pipeline's own `tasks.release.targets.swarm`, loads the port
 on 127.0.0.1 with wrk (c=8, keep-alive) and removes everything afterwards. Configurations: 1 replica
 limited to both cores, 1 replica at the default limit of 1 core, 2 replicas of 1 core each (the
 default). Last line:
@@ -21,13 +21,13 @@ from pathlib import Path
 import orjson
 from wrk import Load, parse_report, run_wrk, wrk_command
 
-from tasks.dataset import FASHION_MNIST_CLASSES
-from tasks.docker_engine import free_port, require_docker
-from tasks.export import build_metadata, export_model
-from tasks.image import build_serving_image
+from tasks.data.dataset import FASHION_MNIST_CLASSES
+from tasks.release.docker_engine import free_port, require_docker
+from tasks.release.export import build_metadata, export_model
+from tasks.release.image import build_serving_image
+from tasks.release.targets.swarm import deploy_service, production_service, remove_service, running_tasks
 from tasks.settings import PROJECT_DIR
-from tasks.swarm import deploy_service, production_service, remove_service, running_tasks
-from tasks.train import build_lenet5
+from tasks.training.train import build_lenet5
 
 NAME = "clothes-bench-swarm"
 

@@ -1,6 +1,6 @@
 """Training benchmark: the default training settings against the previous ones, side by side in one
 run on the full Fashion-MNIST training split, each judged as the pipeline's gates judge a model: test
-accuracy and the engineered hold-out's slices (tasks/slices.py) against their floors.
+accuracy and the engineered hold-out's slices (tasks/evaluation/slices.py) against their floors.
 
 Default: `TrainParams()` (cosine schedule, batch 512, peak 1.5e-2, 15 epochs, a fifth of the images
 relit). Previous: batch 128, Adam at 2e-3 cut by ReduceLROnPlateau, early stopping, at most 40 epochs,
@@ -18,12 +18,12 @@ import time
 from pathlib import Path
 
 from serving.preprocessing import to_model_input
-from tasks.holdout import evaluate_slices, slice_accuracies
+from tasks.data.sources import load_fashion_mnist
+from tasks.evaluation.holdout import evaluate_slices, slice_accuracies
+from tasks.evaluation.slices import build_slices
 from tasks.params import SLICE_FLOORS, TrainParams
 from tasks.settings import Settings
-from tasks.slices import build_slices
-from tasks.sources import load_fashion_mnist
-from tasks.train import train_model
+from tasks.training.train import train_model
 
 PREVIOUS = TrainParams(schedule="plateau", batch_size=128, learning_rate=2e-3, epochs=40, relight=0.0)
 

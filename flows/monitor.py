@@ -8,11 +8,11 @@ from datetime import datetime
 from pathlib import Path
 
 from prefect import flow
-from prefect.artifacts import create_markdown_artifact
+from prefect.artifacts import create_table_artifact
 
 from flows.cli import console_script, flow_app
-from tasks.drift import DriftReport
 from tasks.monitoring import (
+    DriftReport,
     champion_task,
     detect_drift_task,
     read_window_task,
@@ -60,19 +60,22 @@ def monitor_drift(
     triggered = None
     if report.drifted and retrain:
         triggered = retrain_task(records, report, window, run_id, settings, thresholds)
-    create_markdown_artifact(key="drift-check", markdown=check_markdown(ref, report, window, triggered))
+    create_table_artifact(
+        [{"metric": key, "value": float(f"{value:.4g}")} for key, value in sorted(report.metrics.items())],
+        key="drift-check", description=check_description(ref, report, window, triggered),
+    )  # fmt: skip
     return {**report.as_dict(), "model": ref.name, "version": str(ref.version), "mlflow_run_id": run_id,
             "retraining": triggered}  # fmt: skip
 
 
-def check_markdown(ref: ModelRef, report: DriftReport, window: tuple[datetime, datetime], triggered: str | None) -> str:
-    rows = "\n".join(f"| {k} | {v:.4g} |" for k, v in sorted(report.metrics.items()))
-    reasons = "\n".join(f"- {r}" for r in report.reasons) or "- none"
+def check_description(
+    ref: ModelRef, report: DriftReport, window: tuple[datetime, datetime], triggered: str | None
+) -> str:
+    reasons = "; ".join(report.reasons) or "none"
     return (
-        f"## Drift check for {ref}: {verdict(report)}\n\n"
-        f"Window {window[0]:%Y-%m-%d %H:%M} to {window[1]:%H:%M} UTC: {report.n_predictions} predictions, "
-        f"{report.n_feedback} feedback records.\n\n**Reasons**\n{reasons}\n\n"
-        f"Retraining: {triggered or 'not started'}\n\n| metric | value |\n|---|---|\n{rows}\n"
+        f"Drift check for {ref}: {verdict(report)}. Window {window[0]:%Y-%m-%d %H:%M} to {window[1]:%H:%M} UTC: "
+        f"{report.n_predictions} predictions, {report.n_feedback} feedback records. Reasons: {reasons}. "
+        f"Retraining: {triggered or 'not started'}."
     )
 
 

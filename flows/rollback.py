@@ -9,12 +9,10 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from flows.cli import console_script, flow_app
-from tasks.deploy import deploy_task, released_image, tag_champion
-from tasks.docker_engine import ContainerStageError, require_docker
 from tasks.params import ModelRef
-from tasks.registry import champion_version, promote_version
+from tasks.registry import champion_version, configure_mlflow, promote_version
+from tasks.release import ContainerStageError, deploy_task, released_image, require_docker, tag_champion
 from tasks.settings import Settings
-from tasks.tracking import configure_mlflow
 
 
 @task(name="find-rollback-target", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[2, 10])

@@ -11,16 +11,16 @@ import mlflow
 from cyclopts import Parameter
 from cyclopts.types import ExistingJsonPath
 from prefect import flow, get_run_logger, runtime
-from prefect.artifacts import create_markdown_artifact
+from prefect.artifacts import create_table_artifact
 from prefect_dask import DaskTaskRunner
 from pydantic import Field
 
 from flows.cli import console_script, flow_app, run_and_report
 from flows.pipeline import train_and_deploy
 from tasks.params import ContainerParams, DataSpec, GateThresholds, SearchSpace, TrainParams, Trigger
+from tasks.registry import configure_mlflow, tracked_run
 from tasks.settings import Settings
-from tasks.tracking import configure_mlflow, tracked_run
-from tasks.tuning import sample_trials, trial_task
+from tasks.training import sample_trials, trial_task
 
 
 def dask_runner(address: str | None = None, workers: int | None = None) -> DaskTaskRunner:
@@ -103,16 +103,12 @@ def record_search(results: list[dict], seconds: float) -> None:
     )
     mlflow.log_dict(results, "tune/trials.json")  # type: ignore[arg-type]  # any JSON value
     mlflow.set_tag("best_trial_run_id", best["run_id"])
-    rows = "\n".join(
-        f"| {r['index']} | {r['best_val_accuracy']:.4f} | {r['epochs_run']} | {r['trial_seconds']:.0f} | "
-        f"{describe(TrainParams.model_validate(r['params']))} |"
+    rows = [
+        {"trial": r["index"], "val acc": round(r["best_val_accuracy"], 4), "epochs": r["epochs_run"],
+         "s": round(r["trial_seconds"]), "parameters": describe(TrainParams.model_validate(r["params"]))}
         for r in results
-    )
-    create_markdown_artifact(
-        key="tune",
-        markdown=f"## Search: {len(results)} trials in {seconds:.0f} s\n\n"
-        f"| trial | val acc | epochs | s | parameters |\n|---|---|---|---|---|\n{rows}\n",
-    )
+    ]  # fmt: skip
+    create_table_artifact(rows, key="tune", description=f"Search: {len(results)} trials in {seconds:.0f} s")
     get_run_logger().info(
         "best trial %d: val accuracy %.4f (%s)", best["index"], best["best_val_accuracy"], best["params"]
     )

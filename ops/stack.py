@@ -21,10 +21,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ops.screenshots import ScreenshotError, take_screenshots
-from tasks.deploy import production_containers
-from tasks.docker_engine import docker_client, retire
+from tasks.release.docker_engine import docker_client, retire
+from tasks.release.targets.docker import production_containers
+from tasks.release.targets.swarm import production_service, swarm_manager
 from tasks.settings import PROJECT_DIR, Settings
-from tasks.swarm import production_service, swarm_manager
 
 WORK_POOL = "clothes-process"
 

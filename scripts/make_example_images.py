@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from tasks.data.sources import load_fashion_mnist
+from tasks.evaluation.slices import MAKERS
 from tasks.settings import Settings
-from tasks.slices import MAKERS
-from tasks.sources import load_fashion_mnist
 
 PHOTO_KINDS = {"catalogue": "jpg", "cutout": "png", "small_offcentre": "jpg"}
 

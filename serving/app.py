@@ -8,15 +8,13 @@ import logging
 import time
 from pathlib import Path
 
-from flask import Flask, Response, g, request
+from flask import Response, g, request
 from werkzeug.exceptions import HTTPException
 
 from serving import metrics
-from serving.feedback import LabelledIds, PredictionIds, RateLimit, load_key, secret_from_file
+from serving.data_plane import DataPlane, ServingApp
 from serving.http import ApiError, json_response
-from serving.model_store import ModelStore
 from serving.oip import oip
-from serving.prediction_log import PredictionLog
 from serving.preprocessing import ImageTooLarge, InvalidInput
 from serving.routes import api
 from serving.settings import ServingSettings
@@ -30,28 +28,18 @@ def create_app(
     settings: ServingSettings | None = None,
     *,
     warm_up: bool = True,
-) -> Flask:
+) -> ServingApp:
     """`warm_up=False` defers the first prediction (gunicorn does it per worker after fork)."""
     settings = settings or ServingSettings()
     if model_root is not None:
         settings = settings.model_copy(update={"model_root": Path(model_root)})
-    model_store = ModelStore.discover(settings.model_root)
+    plane = DataPlane.build(settings)
     if warm_up:
-        model_store.warm_up()
+        plane.models.warm_up()
 
-    app = Flask(__name__)
+    app = ServingApp(__name__, plane)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.config["MAX_FORM_PARTS"] = settings.max_batch + 8  # files, plus room for a few plain fields
-    app.extensions["model_store"] = model_store
-    app.extensions["serving_settings"] = settings
-    if settings.prediction_log_dir is not None:
-        app.extensions["prediction_log"] = PredictionLog(
-            settings.prediction_log_dir, settings.prediction_log_max_bytes, settings.prediction_log_inputs
-        )
-    secret = secret_from_file(settings.feedback_secret_file) or settings.feedback_secret
-    app.extensions["prediction_ids"] = PredictionIds(load_key(secret, settings.prediction_log_dir))
-    app.extensions["labelled_ids"] = LabelledIds()
-    app.extensions["feedback_rate"] = RateLimit(settings.feedback_per_minute)
     app.url_map.converters["model"] = ModelNameConverter
     app.register_blueprint(api)
     app.register_blueprint(tf_serving)

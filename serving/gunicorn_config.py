@@ -1,4 +1,5 @@
-"""gunicorn settings, read from the same MLOPS_SERVE_* environment as the app."""
+"""gunicorn settings, read from the same MLOPS_SERVE_* environment as the app. Importing this file binds
+nothing: the listening sockets are made in the master's `on_starting` hook (see serving.listeners)."""
 
 import os
 import shutil
@@ -14,7 +15,6 @@ _own_metrics_dir = None
 if "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
     _own_metrics_dir = os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="clothes-prometheus-")
 
-bind = gunicorn_binds(_settings)  # made here: see serving.listeners
 workers = _settings.workers
 # gevent worker that reads each request whole before dispatch: slow clients cost a socket, not a thread.
 worker_class = "serving.worker.BufferingGeventWorker"
@@ -29,20 +29,24 @@ errorlog = "-"
 loglevel = "info"
 
 
+def on_starting(server):
+    """The listening sockets, made once in the master right before gunicorn creates its listeners from
+    `bind`: a module that binds when imported fails any import while the port is taken."""
+    server.cfg.set("bind", gunicorn_binds(_settings))
+
+
 def post_worker_init(worker):
     """Warm every model in this worker before it accepts requests (ready only after that), and start its
     prediction log writer with gevent's locks."""
-    worker.wsgi.extensions["model_store"].warm_up()
-    log = worker.wsgi.extensions.get("prediction_log")
-    if log is not None:
-        log.start_in_worker()
+    worker.wsgi.plane.models.warm_up()
+    if worker.wsgi.plane.log is not None:
+        worker.wsgi.plane.log.start_in_worker()
 
 
 def worker_exit(server, worker):
     """Flush the prediction log before the worker goes."""
-    log = worker.wsgi.extensions.get("prediction_log")
-    if log is not None:
-        log.close()
+    if worker.wsgi.plane.log is not None:
+        worker.wsgi.plane.log.close()
 
 
 def child_exit(server, worker):

@@ -3,15 +3,15 @@ or multipart file uploads; image work runs off the event loop (`offload`)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any
 
 import numpy as np
 import orjson
-from flask import current_app, request
+from flask import request
 from werkzeug.formparser import parse_form_data
 
-from serving.http import ApiError, settings
+from serving.data_plane import data_plane
+from serving.http import ApiError
 from serving.preprocessing import (
     IMAGE_SIZE,
     UNCHANGED,
@@ -26,7 +26,6 @@ from serving.preprocessing import (
 from serving.schemas import ClassifyRequest, OneImage, check_batch_size, validate
 from serving.settings import ServingSettings
 
-T = TypeVar("T")
 IMAGE_TYPES = {"image/png", "image/jpeg"}
 PIXEL_FIELDS = ("image", "images", "instances", "inputs")
 IMAGE_BYTES = IMAGE_SIZE * IMAGE_SIZE
@@ -36,8 +35,9 @@ def read_body() -> bytes:
     """The body; Werkzeug cuts a body of unknown length (chunked) at the limit without a word, so
     reaching the limit counts as over it."""
     body = request.get_data(cache=False)
-    if request.content_length is None and len(body) >= settings().max_body_bytes:
-        raise ApiError(413, f"request body over {settings().max_body_bytes} bytes")
+    limit = data_plane().settings.max_body_bytes
+    if request.content_length is None and len(body) >= limit:
+        raise ApiError(413, f"request body over {limit} bytes")
     return body
 
 
@@ -62,20 +62,21 @@ def parse_json(body: bytes) -> Any:
 def read_pixels() -> tuple[np.ndarray, list[Preprocessing]]:
     """(N, 28, 28) float32 pixels 0-255 in the dataset's form from JSON, a raw PNG/JPEG body or
     multipart `file` uploads, and what the conversion did to each image."""
-    mimetype = request.mimetype
+    mimetype, plane = request.mimetype, data_plane()
+    settings = plane.settings
     if mimetype == "application/json":
-        body = validate(ClassifyRequest, read_json(numbers_only=True), max_batch=settings().max_batch)
+        body = validate(ClassifyRequest, read_json(numbers_only=True), max_batch=settings.max_batch)
         return dataset_form(body.image if isinstance(body, OneImage) else body.images)  # both (N, 28, 28)
     if mimetype == "application/octet-stream":
-        return dataset_form(raw_pixels(read_body(), settings().max_batch))
+        return dataset_form(raw_pixels(read_body(), settings.max_batch))
     if mimetype in IMAGE_TYPES:
-        return offload(decode_files, [read_body()], settings())
+        return plane.run(decode_files, [read_body()], settings)
     if mimetype == "multipart/form-data":
-        files = offload(multipart_files, request.environ, settings())
+        files = plane.run(multipart_files, request.environ, settings)
         if not files:
             raise ApiError(400, "multipart upload needs one or more 'file' fields")
-        check_batch_size(files, settings().max_batch)
-        return offload(decode_files, files, settings())
+        check_batch_size(files, settings.max_batch)
+        return plane.run(decode_files, files, settings)
     raise ApiError(
         415,
         f"unsupported content type '{mimetype or 'none'}'; send application/json, image/png, "
@@ -85,7 +86,7 @@ def read_pixels() -> tuple[np.ndarray, list[Preprocessing]]:
 
 def dataset_form(pixels: np.ndarray) -> tuple[np.ndarray, list[Preprocessing]]:
     """Pixel arrays in the dataset's form, unless the server is set to take them as they come."""
-    return batch_to_dataset_form(pixels) if settings().preprocess else (pixels, [UNCHANGED] * len(pixels))
+    return batch_to_dataset_form(pixels) if data_plane().settings.preprocess else (pixels, [UNCHANGED] * len(pixels))
 
 
 def raw_pixels(body: bytes, max_batch: int) -> np.ndarray:
@@ -99,15 +100,6 @@ def raw_pixels(body: bytes, max_batch: int) -> np.ndarray:
     count = len(body) // IMAGE_BYTES
     check_batch_size(count, max_batch)
     return np.frombuffer(body, np.uint8).reshape(count, IMAGE_SIZE, IMAGE_SIZE).astype(np.float32)
-
-
-def offload(function: Callable[..., T], *args: Any) -> T:
-    """Run CPU-heavy work (multipart parsing, image decoding) where it does not stall other requests.
-    The gevent worker installs its hub's thread pool here, one native thread per worker: large uploads
-    queue behind each other while the event loop keeps answering everything else (Pillow decodes with
-    the GIL released; Python code gives it up every few ms). Elsewhere (threads, tests) a plain call."""
-    run = current_app.extensions.get("offload")
-    return run(function, *args) if run else function(*args)
 
 
 def multipart_files(environ: dict, settings: ServingSettings) -> list[bytes]:

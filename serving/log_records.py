@@ -1,5 +1,5 @@
 """The prediction log's record types, shared by the server that writes them and the monitor that
-reads them (`tasks.monitoring`): one JSON object per line, told apart by `type`."""
+reads them (`tasks.monitoring.monitor`): one JSON object per line, told apart by `type`."""
 
 from __future__ import annotations
 

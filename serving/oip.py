@@ -12,7 +12,8 @@ from __future__ import annotations
 import numpy as np
 from flask import Blueprint, Response, request
 
-from serving.http import ApiError, find_model, json_response, settings, store
+from serving.data_plane import data_plane
+from serving.http import ApiError, json_response
 from serving.inputs import dataset_form, parse_json, read_body
 from serving.model_store import ServedModel
 from serving.oip_schemas import (
@@ -28,7 +29,6 @@ from serving.oip_schemas import (
     TensorMetadata,
 )
 from serving.preprocessing import IMAGE_SIZE, InvalidInput, contains_bool, to_model_input, uint8_rows
-from serving.routes import predict
 from serving.schemas import check_batch_size, validate
 from serving.version import __version__
 
@@ -51,18 +51,20 @@ def live() -> Response:
 
 @oip.get("/health/ready")
 def ready() -> Response:
-    return json_response({"ready": store().ready}, 200 if store().ready else 503)
+    ready = data_plane().models.ready
+    return json_response({"ready": ready}, 200 if ready else 503)
 
 
 @oip.get("/models/<model:name>")
 @oip.get("/models/<model:name>/versions/<int:version>")
 def model_metadata(name: str, version: int | None = None) -> Response:
-    model = find_model(name, version)
+    plane = data_plane()
+    model = plane.find(name, version)
     shapes = {"probabilities": [-1, len(model.class_names)], "class_id": [-1], "label": [-1]}
     return json_response(
         ModelMetadata(
             name=model.name,
-            versions=[str(v) for v in sorted(store().models[model.name])],
+            versions=[str(v) for v in sorted(plane.models.models[model.name])],
             platform="tflite",
             inputs=[TensorMetadata(name=INPUT, datatype="UINT8", shape=[-1, IMAGE_SIZE, IMAGE_SIZE])],
             outputs=[TensorMetadata(name=o, datatype=OUTPUTS[o], shape=shapes[o]) for o in OUTPUTS],
@@ -74,14 +76,16 @@ def model_metadata(name: str, version: int | None = None) -> Response:
 @oip.get("/models/<model:name>/versions/<int:version>/ready")
 def model_ready(name: str, version: int | None = None) -> Response:
     """Loaded models are warmed up before the server takes traffic, so a found model is ready."""
-    model = find_model(name, version)
-    return json_response({"name": model.name, "ready": store().ready}, 200 if store().ready else 503)
+    plane = data_plane()
+    model = plane.find(name, version)
+    return json_response({"name": model.name, "ready": plane.models.ready}, 200 if plane.models.ready else 503)
 
 
 @oip.post("/models/<model:name>/infer")
 @oip.post("/models/<model:name>/versions/<int:version>/infer")
 def infer(name: str, version: int | None = None) -> Response:
-    model = find_model(name, version)
+    plane = data_plane()
+    model = plane.find(name, version)
     header, binary = split_body(read_body(), request.headers.get(HEADER_LENGTH), request.mimetype)
     body: InferenceRequest = validate(InferenceRequest, parse_json(header))
     if (b"true" in header or b"false" in header) and any(contains_bool(i.data) for i in body.inputs):
@@ -90,8 +94,8 @@ def infer(name: str, version: int | None = None) -> Response:
     unknown = [o.name for o in requested if o.name not in OUTPUTS]
     if unknown:
         raise InvalidInput(f"unknown outputs {unknown}; this model has {list(OUTPUTS)}")
-    pixels, _applied = dataset_form(input_pixels(body.inputs, binary, settings().max_batch))
-    probabilities, _ids = predict(model, to_model_input(pixels), answer_ids=False)
+    pixels, _applied = dataset_form(input_pixels(body.inputs, binary, plane.settings.max_batch))
+    probabilities, _ids = plane.predict(model, to_model_input(pixels), answer_ids=False)
     binary_all = (body.parameters or {}).get("binary_data_output") is True
     return encode(model, body.id, requested, binary_all, probabilities)
 

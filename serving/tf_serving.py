@@ -7,10 +7,10 @@ import numpy as np
 from flask import Blueprint, Response, request
 from werkzeug.routing import BaseConverter
 
-from serving.http import ApiError, find_model, json_response, settings, store
+from serving.data_plane import data_plane
+from serving.http import ApiError, json_response
 from serving.inputs import read_json
 from serving.model_store import ServedModel
-from serving.routes import predict
 from serving.schemas import TFServingInputs, TFServingRequest, TFServingResponse, validate
 
 tf_serving = Blueprint("tf_serving", __name__)
@@ -29,13 +29,14 @@ def status(model: ServedModel) -> dict:
 
 @tf_serving.get("/v1/models/<model:name>")
 def model_status(name: str) -> Response:
-    find_model(name, None)
-    return json_response({"model_version_status": [status(m) for m in store().models[name].values()]})
+    plane = data_plane()
+    plane.find(name, None)
+    return json_response({"model_version_status": [status(m) for m in plane.models.models[name].values()]})
 
 
 @tf_serving.get("/v1/models/<model:name>/versions/<int:version>")
 def version_status(name: str, version: int) -> Response:
-    return json_response({"model_version_status": [status(find_model(name, version))]})
+    return json_response({"model_version_status": [status(data_plane().find(name, version))]})
 
 
 @tf_serving.post("/v1/models/<model:name>:predict")
@@ -49,10 +50,11 @@ def predict_version(name: str, version: int) -> Response:
 
 
 def tfs_predict(name: str, version: int | None) -> Response:
-    model = find_model(name, version)
+    plane = data_plane()
+    model = plane.find(name, version)
     if request.mimetype != "application/json":
         raise ApiError(415, "TensorFlow Serving requests are application/json")
-    body = validate(TFServingRequest, read_json(numbers_only=True), max_batch=settings().max_batch)
+    body = validate(TFServingRequest, read_json(numbers_only=True), max_batch=plane.settings.max_batch)
     batch = body.inputs if isinstance(body, TFServingInputs) else body.instances
-    probabilities, _ids = predict(model, batch[..., np.newaxis], answer_ids=False)
+    probabilities, _ids = plane.predict(model, batch[..., np.newaxis], answer_ids=False)
     return json_response(TFServingResponse(predictions=probabilities))  # type: ignore[typeddict-item]

@@ -28,6 +28,7 @@ import orjson
 from gunicorn.http.body import Body
 from gunicorn.workers.ggevent import GeventWorker
 
+from serving.data_plane import DataPlane
 from serving.settings import ServingSettings
 
 READ_CHUNK = 1024 * 1024
@@ -49,11 +50,12 @@ def _reply_and_close(sock, status: str, message: str) -> None:
 class BufferingGeventWorker(GeventWorker):
     def run(self) -> None:
         # The app's own settings: the limits enforced here are the ones it documents.
-        self.serving_settings: ServingSettings = self.wsgi.extensions["serving_settings"]
-        # Image decoding runs in one native thread per worker (serving.app.offload), off the event loop.
+        plane: DataPlane = self.wsgi.plane
+        self.serving_settings: ServingSettings = plane.settings
+        # Image decoding runs in one native thread per worker (DataPlane.run), off the event loop.
         pool = gevent.get_hub().threadpool
         pool.maxsize = 1
-        self.wsgi.extensions["offload"] = lambda function, *args: pool.apply(function, args)
+        plane.offload = lambda function, *args: pool.apply(function, args)
         self.open_connections = 0
         super().run()
 

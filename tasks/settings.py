@@ -103,10 +103,6 @@ class Settings(BaseSettings):
     feedback_data_dir: Path = Field(default=Path("data/feedback"), description="labelled samples for retraining")
     retrain_deployment: str = Field(default="train-and-deploy/weekly", description="started when drift is found")
 
-    min_accuracy: float = Field(default=0.88, ge=0, le=1)
-    min_class_recall: float = Field(default=0.60, ge=0, le=1)
-    max_regression: float = Field(default=0.005, ge=0, le=1, description="tolerated accuracy drop vs champion")
-
     def resolved_tracking_uri(self) -> str:
         if self.tracking_uri:
             return self.tracking_uri
@@ -139,11 +135,8 @@ class Settings(BaseSettings):
         return (self.mlruns_dir / "artifacts").resolve()
 
     def gate_thresholds(self) -> GateThresholds:
-        return GateThresholds(
-            min_accuracy=self.min_accuracy,
-            min_class_recall=self.min_class_recall,
-            max_regression=self.max_regression,
-        )
+        """The gate policy as the environment sets it (`tasks.params.GateThresholds` holds its defaults)."""
+        return GateThresholds()
 
     def fashion_mnist_dir(self, explicit: Path | None = None) -> Path | None:
         """Where Fashion-MNIST is, in order: `explicit`, MLOPS_DATA_DIR, a `shared/data/fashion-mnist`

@@ -11,17 +11,15 @@ from mlflow import MlflowClient
 
 from flows.pipeline import train_and_deploy
 from flows.rollback import rollback
-from tasks import export as export_module
-from tasks.deploy import production_containers
-from tasks.docker_engine import LABEL, free_port
-from tasks.params import ContainerParams, DataSpec, GateThresholds, TrainParams
-from tasks.registry import CHAMPION
+from tasks.params import ContainerParams, DataSpec, TrainParams
+from tasks.registry.policy import CHAMPION
+from tasks.release import export as export_module
+from tasks.release.docker_engine import LABEL, free_port
+from tasks.release.targets.docker import production_containers
+from tests.conftest import LENIENT
 from tests.traffic import Traffic, served_version
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
-LENIENT = GateThresholds(
-    min_accuracy=0.5, min_class_recall=0.0, max_regression=0.2, min_slice_accuracy={}, max_slice_regression=1.0
-)
 
 
 @pytest.fixture

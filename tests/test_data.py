@@ -7,11 +7,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tasks.data import load_dataset
-from tasks.dataset import FASHION_MNIST_CLASSES, Dataset, stratified_split
-from tasks.params import DataSpec
-from tasks.settings import IDX_FILES, Settings
-from tasks.sources import (
+from tasks.data.dataset import FASHION_MNIST_CLASSES, Dataset, stratified_split
+from tasks.data.loader import load_dataset
+from tasks.data.sources import (
     DataNotFound,
     DataValidationError,
     load_fashion_mnist,
@@ -19,7 +17,9 @@ from tasks.sources import (
     load_image_folder,
     read_idx,
 )
-from tasks.validation import validate_data
+from tasks.data.validation import validate_data
+from tasks.params import DataSpec
+from tasks.settings import IDX_FILES, Settings
 
 
 def write_idx(path: Path, array: np.ndarray) -> Path:

@@ -8,10 +8,10 @@ import pytest
 from serving.model_store import ModelStore
 from serving.preprocessing import to_model_input
 from serving.runtime import TFLiteModel
-from tasks import export as export_module
-from tasks.dataset import FASHION_MNIST_CLASSES
-from tasks.export import build_metadata, export_model
-from tasks.sources import load_fashion_mnist
+from tasks.data.dataset import FASHION_MNIST_CLASSES
+from tasks.data.sources import load_fashion_mnist
+from tasks.release import export as export_module
+from tasks.release.export import build_metadata, export_model
 
 
 def test_export_writes_tf_serving_layout_and_metadata(model_root):

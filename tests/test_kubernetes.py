@@ -8,8 +8,8 @@ import pytest
 import yaml
 
 from serving import create_app
-from tasks.kubernetes import manifests, manifests_yaml
 from tasks.params import ModelRef
+from tasks.release.kubernetes import manifests, manifests_yaml
 from tasks.settings import Settings
 
 IMAGE = "registry.example.com/clothes-serving:7"

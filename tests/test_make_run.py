@@ -12,11 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO
+from tests.conftest import REPO, require, require_root
 
 STAMP = ".venv/.installed"  # `make -o` it: the suite's own venv counts as installed
 ENGINE_STATE = Path(os.environ.get("DOCKER_ENGINE_STATE_DIR", "/tmp/clothes-docker-engine"))
-root_only = pytest.mark.skipif(os.geteuid() != 0, reason="starting an engine (or dropping to nobody) needs root")
 
 
 def _make_run(args: str, env: dict[str, str], user: str | None = None) -> subprocess.CompletedProcess:
@@ -31,8 +30,8 @@ def _summary(stdout: str) -> dict:
     return json.JSONDecoder().raw_decode(stdout, stdout.index("\n{\n") + 1)[0]
 
 
-@root_only
 def test_without_a_startable_engine_make_run_stops_before_training_and_says_what_to_run(tmp_path):
+    require_root()  # to drop to nobody
     env = {**os.environ, "DOCKER_HOST": f"unix://{tmp_path}/no-engine.sock", "HOME": str(tmp_path)}
     result = _make_run("--train.epochs 1", env, user="65534")  # nobody: may not start dockerd
     assert result.returncode != 0
@@ -42,12 +41,13 @@ def test_without_a_startable_engine_make_run_stops_before_training_and_says_what
 
 @pytest.mark.docker
 @pytest.mark.slow
-@root_only
 def test_make_run_starts_a_stopped_engine_and_reaches_the_container_stage(docker_engine, tmp_path):
+    require_root()  # to start dockerd
     if not (ENGINE_STATE / "started-by-us").is_file():
-        pytest.skip("the engine was not started by scripts/docker-engine.sh: not ours to stop")
-    if docker_engine.containers.list():
-        pytest.skip("containers are running on the engine: stopping it would stop them")
+        require("engine-restart", "the Docker engine was not started by scripts/docker-engine.sh: not ours to stop")
+    running = [c.name for c in docker_engine.containers.list()]
+    if running:
+        require("engine-restart", f"containers run on the Docker engine ({', '.join(running)}): stopping it stops them")
     subprocess.run([REPO / "scripts" / "docker-engine.sh", "down"], check=True, capture_output=True, timeout=120)
     assert subprocess.run(["docker", "info"], capture_output=True).returncode != 0
 

@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 
 from serving.preprocessing import to_model_input
-from tasks.evaluate import compute_metrics
-from tasks.gates import check_gates, failed_gates, gate_tags
+from tasks.evaluation.gates import check_gates, failed_gates, gate_tags
+from tasks.evaluation.metrics import compute_metrics
 from tasks.params import Architecture, GateThresholds, TrainParams
-from tasks.train import augmented_batches, build_lenet5, epoch_line, learning_rate_schedule, relit
+from tasks.training.train import augmented_batches, build_lenet5, epoch_line, learning_rate_schedule, relit
 
 
 def test_lenet5_has_the_course_architecture():

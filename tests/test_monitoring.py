@@ -11,11 +11,13 @@ import pytest
 
 from serving import create_app
 from serving.settings import ServingSettings
-from tasks.drift import binned_psi, build_reference, detect_drift, psi
-from tasks.evaluate import predict_probabilities
-from tasks.monitoring import read_records
+from tasks.data.sources import load_fashion_mnist
+from tasks.evaluation.metrics import predict_probabilities
+from tasks.evaluation.reference import build_reference
+from tasks.monitoring.drift import binned_psi, detect_drift, psi
+from tasks.monitoring.monitor import read_records
 from tasks.params import MonitorThresholds
-from tasks.sources import load_fashion_mnist
+from tests.conftest import LENIENT
 
 THRESHOLDS = MonitorThresholds()
 
@@ -49,7 +51,7 @@ def serve(model_root, log_dir, images: np.ndarray, store_inputs: bool = False) -
     for start in range(0, len(images), 100):
         response = client.post("/models/clothes/v1", json={"images": images[start : start + 100].tolist()})
         answers.extend(response.json["predictions"])
-    app.extensions["prediction_log"].close()
+    app.plane.log.close()
     return answers, read_records(log_dir, since=0)
 
 
@@ -69,7 +71,7 @@ def test_log_rotates_by_size(model_root, tmp_path, test_split):
     client = app.test_client()
     for start in range(0, 200, 10):
         client.post("/models/clothes/v1", json={"images": test_split[0][start : start + 10].tolist()})
-    app.extensions["prediction_log"].close()
+    app.plane.log.close()
     assert len(list(tmp_path.glob("predictions-*.jsonl"))) > 3
     assert len(read_records(tmp_path, since=0)) == 200
 
@@ -93,7 +95,7 @@ def test_feedback_is_recorded_and_validated(model_root, tmp_path, test_split):
         assert response.status_code == 404 and "no prediction" in response.json["error"]
     assert client.post("/models/clothes/v2/feedback", json={"id": answer["id"], "label": "Bag"}).status_code == 404
     assert client.post("/models/clothes/v9/feedback", json={"id": answer["id"], "label": "Bag"}).status_code == 404
-    app.extensions["prediction_log"].close()
+    app.plane.log.close()
     feedback = [r for r in read_records(tmp_path, since=0) if r["type"] == "feedback"]
     assert [(r["id"], r["true_class_id"]) for r in feedback] == [(answer["id"], 9)]
     without_log = create_app(model_root).test_client()
@@ -178,7 +180,7 @@ def test_online_accuracy_from_feedback(model_root, tmp_path, test_split, referen
     wrong_labels = (y[5000:5300] + 1) % 10  # users report a different class every time
     for answer, label in zip(answers, wrong_labels, strict=True):
         client.post("/models/clothes/v1/feedback", json={"id": answer["id"], "class_id": int(label)})
-    app.extensions["prediction_log"].close()
+    app.plane.log.close()
     report = detect_drift(reference, read_records(tmp_path, since=0), THRESHOLDS)
     assert report.metrics["labelled"] == 300 and report.metrics["online_accuracy"] < 0.2
     assert any("online accuracy" in r for r in report.reasons)
@@ -197,26 +199,24 @@ def test_monitor_flow_records_verdicts_and_triggers_retraining(
 
     from flows import monitor as monitor_module
     from flows.pipeline import train_and_deploy
-    from tasks.params import ContainerParams, DataSpec, GateThresholds, TrainParams, Trigger
+    from tasks.params import ContainerParams, DataSpec, TrainParams, Trigger
 
     monkeypatch.setenv("MLOPS_MODEL_ROOT", str(tmp_path / "models"))
     monkeypatch.setenv("MLOPS_FEEDBACK_DATA_DIR", str(tmp_path / "feedback"))
     summary = train_and_deploy(
         data=DataSpec(path=fashion_dir, train_limit=3000, test_limit=1000, holdout_size=100),
         train=TrainParams(epochs=2, batch_size=64),  # small data: small batches
-        thresholds=GateThresholds(
-            min_accuracy=0.5, min_class_recall=0, max_regression=0.5, min_slice_accuracy={}, max_slice_regression=1.0
-        ),
+        thresholds=LENIENT,
         container=ContainerParams(enabled=False),
     )
     client = MlflowClient()
     client.set_registered_model_alias("clothes", "champion", summary["model_version"])
     triggered = []
-    from tasks import monitoring as monitoring_tasks
+    from tasks.monitoring import monitor as monitoring_tasks
 
     monkeypatch.setattr(
         monitoring_tasks, "run_deployment",
-        lambda name, parameters, timeout, tags: triggered.append((name, parameters, tags))
+        lambda name, parameters, timeout, tags, idempotency_key: triggered.append((name, parameters, tags))
         or types.SimpleNamespace(id="run-1"),
     )  # fmt: skip
 
@@ -232,7 +232,7 @@ def test_monitor_flow_records_verdicts_and_triggers_retraining(
         feedback = list(zip(answers, y[5000:5600], strict=True))[:40] if log_dir == drifted_logs else []
         for answer, label in feedback:
             web.post(f"/models/clothes/v{serve_version}/feedback", json={"id": answer["id"], "class_id": int(label)})
-        app.extensions["prediction_log"].close()
+        app.plane.log.close()
 
     calm = monitor_module.monitor_drift(window_minutes=30, log_dir=normal_logs)
     assert not calm["drifted"] and calm["retraining"] is None and calm["n_predictions"] == 600
@@ -254,7 +254,7 @@ def test_monitor_flow_records_verdicts_and_triggers_retraining(
     ]
 
     # The collected samples are real training data for the next run.
-    from tasks.data import load_dataset
+    from tasks.data.loader import load_dataset
     from tasks.settings import Settings
 
     grown = load_dataset(DataSpec(path=fashion_dir, train_limit=100, test_limit=10, extra_path=extra), Settings())
@@ -264,9 +264,7 @@ def test_monitor_flow_records_verdicts_and_triggers_retraining(
     retrained = train_and_deploy(
         data=DataSpec(path=fashion_dir, train_limit=1000, test_limit=500, extra_path=extra, holdout_size=100),
         train=TrainParams(epochs=1, batch_size=64),
-        thresholds=GateThresholds(
-            min_accuracy=0.3, min_class_recall=0, max_regression=0.5, min_slice_accuracy={}, max_slice_regression=1.0
-        ),
+        thresholds=LENIENT,
         container=ContainerParams(enabled=False),
         trigger=Trigger.model_validate(triggered[0][1]["trigger"]),
     )

@@ -8,15 +8,13 @@ import pytest
 from mlflow import MlflowClient
 
 from flows.pipeline import train_and_deploy
-from tasks.docker_engine import free_port
+from tasks.evaluation.slices import SLICES
 from tasks.params import ContainerParams, DataSpec, GateThresholds, TrainParams
-from tasks.registry import CHALLENGER, CHAMPION, card_of
-from tasks.slices import SLICES
+from tasks.registry.policy import CHALLENGER, CHAMPION, card_of
+from tasks.release.docker_engine import free_port
+from tests.conftest import LENIENT
 
 pytestmark = pytest.mark.slow
-LENIENT = GateThresholds(
-    min_accuracy=0.5, min_class_recall=0.0, max_regression=0.05, min_slice_accuracy={}, max_slice_regression=1.0
-)
 
 
 def _params(fashion_dir, thresholds: GateThresholds = LENIENT) -> dict:
@@ -77,8 +75,8 @@ def test_registry_lifecycle(prefect_harness, mlflow_store, fashion_dir, capfd, c
 
 
 def test_logging_the_data_leaves_the_pipeline_run_running(mlflow_store, small_dataset):
+    from tasks.registry.tracking import configure_mlflow, log_dataset, tracked_run
     from tasks.settings import Settings
-    from tasks.tracking import configure_mlflow, log_dataset, tracked_run
 
     experiment_id = configure_mlflow(Settings())
     client = MlflowClient()
@@ -91,8 +89,8 @@ def test_logging_the_data_leaves_the_pipeline_run_running(mlflow_store, small_da
 
 
 def test_experiments_open_in_the_traditional_ml_view(mlflow_store):
+    from tasks.registry.tracking import configure_mlflow
     from tasks.settings import Settings
-    from tasks.tracking import configure_mlflow
 
     settings = Settings()
     created = configure_mlflow(settings)
@@ -105,9 +103,9 @@ def test_experiments_open_in_the_traditional_ml_view(mlflow_store):
 
 @pytest.mark.parametrize(("error", "status"), [(ValueError, "FAILED"), (KeyboardInterrupt, "KILLED")])
 def test_a_tracked_run_ends_with_what_ended_it(mlflow_store, error, status):
-    from tasks.run_owner import PID
+    from tasks.registry.run_owner import PID
+    from tasks.registry.tracking import configure_mlflow, tracked_run
     from tasks.settings import Settings
-    from tasks.tracking import configure_mlflow, tracked_run
 
     experiment_id = configure_mlflow(Settings())
     with pytest.raises(error), tracked_run(experiment_id, "doomed", {"purpose": "test"}) as run_id:
@@ -138,7 +136,7 @@ def test_data_loading_is_cached_on_content_and_parameters(prefect_harness, fashi
 
     from prefect import flow
 
-    from tasks.data import load_data_task
+    from tasks.data.loader import load_data_task
     from tasks.settings import Settings
 
     data_dir = tmp_path / "data"

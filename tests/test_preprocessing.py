@@ -8,10 +8,10 @@ import pytest
 from PIL import Image
 
 from serving.preprocessing import UNCHANGED, batch_to_dataset_form, decode_image, to_dataset_form
-from tasks.evaluate import compute_metrics
-from tasks.gates import check_gates, failed_gates
+from tasks.evaluation.gates import check_gates, failed_gates
+from tasks.evaluation.metrics import compute_metrics
+from tasks.evaluation.slices import SLICES, encode, slice_files
 from tasks.params import GateThresholds
-from tasks.slices import SLICES, encode, slice_files
 
 CLASSES = [str(i) for i in range(10)]
 

@@ -8,14 +8,12 @@ import numpy as np
 import orjson
 import pytest
 
-from serving import create_app
 from serving.oip import HEADER_LENGTH, bytes_tensor
-from serving.settings import ServingSettings
 
 
 @pytest.fixture(scope="module")
-def client(model_root):
-    return create_app(model_root, ServingSettings(max_batch=64)).test_client()
+def client(client_with):
+    return client_with(max_batch=64)
 
 
 @pytest.fixture(scope="module")
@@ -94,7 +92,8 @@ def test_oip_json_tensors_answer_like_the_course_route(client, images, datatype,
 def test_oip_nested_json_data(client, images):
     x, _ = images
     request = {"inputs": [{"name": "image", "datatype": "UINT8", "shape": [2, 28, 28], "data": x[:2].tolist()}]}
-    assert client.post("/v2/models/clothes/infer", json=request).status_code == 200
+    outputs = {o["name"]: o for o in client.post("/v2/models/clothes/infer", json=request).json["outputs"]}
+    assert outputs["class_id"]["data"] == [p["class_id"] for p in course_answer(client, x[:2])["predictions"]]
 
 
 @pytest.mark.parametrize("datatype", ["UINT8", "FP32"])
@@ -168,7 +167,12 @@ def test_oip_errors_are_4xx_json(client, request_body, status, message):
 def test_oip_binary_errors(client):
     tensor = {"name": "image", "datatype": "UINT8", "shape": [1, 28, 28], "parameters": {"binary_data_size": 784}}
     body, headers = binary_request(b"\x00" * 700, {"inputs": [tensor]})
-    assert oip_error(client, body, headers)[0] == 400  # fewer bytes than declared
+    assert oip_error(client, body, headers) == (
+        400,
+        "input 'image' of shape [1, 28, 28] is 784 bytes of UINT8: "
+        "binary_data_size is 784 and 700 bytes follow the header "
+        "(and no 'data' beside it)",
+    )  # fewer bytes than declared
     body, headers = binary_request(b"\x00" * 784, {"inputs": [{**tensor, "parameters": {"binary_data_size": 700}}]})
     assert "binary_data_size is 700" in oip_error(client, body, headers)[1]
     assert "within the body" in oip_error(client, b"{}", {HEADER_LENGTH: "99"})[1]

@@ -10,9 +10,6 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from serving import create_app
-from serving.settings import ServingSettings
-
 PATHS = [
     "/models", "/models/clothes/v1", "/models/clothes/v2", "/models/clothes/latest", "/models/clothes/v0",
     "/models/other/v1", "/v1/models/clothes", "/v1/models/clothes:predict", "/v1/models/clothes/versions/1:predict",
@@ -59,10 +56,9 @@ header_lengths = st.none() | st.integers(-5, 3000).map(str) | st.text(printable,
 
 
 @pytest.fixture(scope="module")
-def client(model_root, tmp_path_factory):
+def client(client_with, tmp_path_factory):
     """Prediction log on, so the feedback route is fuzzed too."""
-    settings = ServingSettings(prediction_log_dir=tmp_path_factory.mktemp("prediction-log"))
-    return create_app(model_root, settings).test_client()
+    return client_with(prediction_log_dir=tmp_path_factory.mktemp("prediction-log"))
 
 
 @settings(max_examples=3000, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

@@ -14,9 +14,9 @@ import orjson
 import pytest
 
 from serving.client import ClientError, classify, main, wait_until_ready
-from tasks.dataset import FASHION_MNIST_CLASSES
-from tasks.docker_engine import free_port
-from tasks.load import load_burst
+from tasks.data.dataset import FASHION_MNIST_CLASSES
+from tasks.release.docker_engine import free_port
+from tasks.release.load_generator import load_burst
 
 pytestmark = pytest.mark.slow
 EXAMPLES = sorted((Path(__file__).resolve().parents[1] / "examples" / "images").glob("*.png"))
@@ -78,11 +78,15 @@ def test_library_and_errors_over_http(server):
 def test_metrics_aggregate_across_workers(server):
     import urllib.request
 
-    for _ in range(20):
+    def predicted_by_v2() -> float:
+        text = urllib.request.urlopen(f"{server}/metrics", timeout=5).read().decode()
+        counts = re.findall(r'clothes_predictions_total\{label="[^"]+",model="clothes",version="2"\} (\S+)', text)
+        return sum(float(c) for c in counts)
+
+    before = predicted_by_v2()
+    for _ in range(20):  # new connections: both workers answer some of them
         classify(EXAMPLES[1], url=f"{server}/models/clothes/v2")
-    text = urllib.request.urlopen(f"{server}/metrics", timeout=5).read().decode()
-    counts = re.findall(r'clothes_predictions_total\{label="[^"]+",model="clothes",version="2"\} (\S+)', text)
-    assert sum(float(c) for c in counts) >= 20
+    assert predicted_by_v2() - before == 20
 
 
 def test_load_burst_sends_exactly_what_it_is_asked_and_counts_failures(server):

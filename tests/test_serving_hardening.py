@@ -37,29 +37,24 @@ def jpeg(width: int, height: int) -> bytes:
     return buffer.getvalue()
 
 
-@pytest.fixture(scope="module")
-def client(model_root):
-    return create_app(model_root).test_client()
-
-
 # --- image budget ------------------------------------------------------------------------------------
 
 
 def test_pixel_bombs_are_refused_from_the_header_before_decoding(client):
     bomb = png(6300, 6300)  # ~40 KB of file, 40 million pixels
     assert len(bomb) < 100_000
-    started = time.process_time()
+    started = time.thread_time()  # this thread's own CPU time: the app runs in it, nothing else counts
     response = client.post("/models/clothes/v1", data=bomb, content_type="image/png")
-    assert time.process_time() - started < 0.05
+    assert time.thread_time() - started < 0.05  # decoding 40 million pixels would take seconds
     assert response.status_code == 413 and "6300x6300" in response.json["error"]
 
 
 def test_large_jpeg_photos_decode_at_reduced_scale_within_budget(client):
     photo = jpeg(4000, 3000)  # 12 MP: over the per-image budget at full scale, fine with DCT scaling
-    started = time.process_time()
+    started = time.thread_time()
     response = client.post("/models/clothes/v1", data=photo, content_type="image/jpeg")
     assert response.status_code == 200, response.json
-    assert time.process_time() - started < 0.05
+    assert time.thread_time() - started < 0.25  # a full-scale decode of 12 MP costs several times more
 
 
 def test_request_pixel_budget_and_file_count(model_root):
@@ -97,7 +92,7 @@ def test_booleans_and_numeric_strings_are_not_pixels(client, pixels):
     response = client.post("/models/clothes/v1", json={"image": pixels})
     assert response.status_code == 400 and response.json["error"]
     tfs = client.post("/v1/models/clothes:predict", json={"instances": [pixels]})
-    assert tfs.status_code == 400
+    assert tfs.status_code == 400 and tfs.json["error"] == response.json["error"] != ""
 
 
 def test_chunked_body_over_the_limit_is_413(model_root):
@@ -221,10 +216,10 @@ def test_readiness_reports_a_degraded_log_but_stays_ready(model_root, tmp_path):
     app = create_app(model_root, ServingSettings(prediction_log_dir=tmp_path))
     client = app.test_client()
     assert client.get("/health/ready").json["prediction_log"] == "ok"
-    app.extensions["prediction_log"].error = "OSError: [Errno 28] No space left on device"
+    app.plane.log.error = "OSError: [Errno 28] No space left on device"
     ready = client.get("/health/ready")
     assert ready.status_code == 200 and ready.json["prediction_log"].startswith("degraded")
-    app.extensions["prediction_log"].close()
+    app.plane.log.close()
 
 
 def test_prediction_log_bounds_its_queue(tmp_path):
@@ -263,4 +258,7 @@ def test_prediction_log_in_a_gevent_worker_takes_concurrent_first_records(tmp_pa
 def test_compressed_garbage_png_is_a_400(client):
     header = b"\x89PNG\r\n\x1a\n"
     body = header + zlib.compress(b"x" * 1000)
-    assert client.post("/models/clothes/v1", data=body, content_type="image/png").status_code == 400
+    answer = client.post("/models/clothes/v1", data=body, content_type="image/png")
+    assert answer.status_code == 400 and answer.json == {
+        "error": "could not decode the image; send a valid PNG or JPEG"
+    }

@@ -16,8 +16,8 @@ import orjson
 import pytest
 
 from serving.client import wait_until_ready
-from tasks.docker_engine import free_port
-from tasks.load import probe_latencies
+from tasks.release.docker_engine import free_port
+from tasks.release.load_generator import probe_latencies
 
 pytestmark = [pytest.mark.slow, pytest.mark.reliability]
 IMAGE = orjson.dumps({"image": [[0] * 28] * 28})
@@ -82,8 +82,8 @@ def test_slow_clients_neither_starve_normal_requests_nor_stay_forever(server):
     latencies, failures = probe_latencies(f"http://127.0.0.1:{port}/models/clothes/v1", IMAGE, 6)
     for thread in threads:
         thread.join(20)
-    assert failures == 0 and len(latencies) > 50
-    assert sorted(latencies)[int(len(latencies) * 0.99)] < 0.25
+    # A starved request would wait for a slow client's 2 s header timeout; speed is bench-reliability's job.
+    assert failures == 0 and len(latencies) > 50 and max(latencies) < 2
     closed = [r for r in results if r[0] == "closed"]
     assert len(closed) == 32, results  # every slow connection was cut off, none held to the end
     assert all(r[1] < 6 for r in closed)  # header timeout 2 s, body timeout 3 s (plus scheduling)

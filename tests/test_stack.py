@@ -21,11 +21,12 @@ from PIL import Image
 
 from ops.screenshots import take_screenshots
 from ops.stack import Stack, deploy, down, main, up
-from tasks.docker_engine import free_port
 from tasks.params import ModelRef
-from tasks.registry import load_model_version
+from tasks.registry.policy import load_model_version
+from tasks.registry.tracking import configure_mlflow
+from tasks.release.docker_engine import free_port
 from tasks.settings import Settings
-from tasks.tracking import configure_mlflow
+from tests.conftest import require, require_root
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[1]
@@ -106,6 +107,12 @@ def test_deployment_runs_on_the_worker_and_redeploy_keeps_one_schedule(stack, tm
     assert model.predict(np.zeros((2, 28, 28, 1), np.float32), verbose=0).shape == (2, 10)
     assert os.path.isfile(os.path.join(os.environ["MLOPS_MODEL_ROOT"], "clothes", "1", "model.tflite"))
 
+    # A misspelt parameter is refused before anything trains: no new version, production untouched.
+    typo = _run_deployment(stack, {**params, "container": '{"deploi": false}'})
+    said = " ".join((typo.stdout + typo.stderr).split())
+    assert typo.returncode != 0 and "deploi" in said, said[-3000:]
+    assert len(mlflow_server.search_model_versions("name='clothes'")) == 1
+
     # A run that fails its gates says which and by how much where the user watches it.
     rejected = _run_deployment(stack, {**params, "thresholds": '{"min_accuracy": 0.99, "min_class_recall": 0, '
                                                               '"max_regression": 0.5}'})  # fmt: skip
@@ -121,7 +128,9 @@ def test_deployment_runs_on_the_worker_and_redeploy_keeps_one_schedule(stack, tm
     })  # fmt: skip
     assert scheduled and all(run["parameters"]["trigger"] == {"kind": "schedule"} for run in scheduled)
 
-    if shutil.which("chromium"):  # what `make screenshots` takes, of this stack
+    if not shutil.which("chromium"):
+        require("chromium", "no chromium for the screenshots `make screenshots` takes (`apt-get install chromium`)")
+    else:  # what `make screenshots` takes, of this stack
         shots = take_screenshots(stack.mlflow_url, stack.prefect_api, tmp_path / "shots", "clothes", "clothes")
         assert [p.name for p in shots] == ["mlflow-experiment.png", "mlflow-registry.png", "prefect-flow-run.png"]
         for shot in shots:
@@ -144,12 +153,12 @@ def test_deployment_runs_on_the_worker_and_redeploy_keeps_one_schedule(stack, tm
 POSTGRES = REPO / "scripts" / "postgres.sh"
 
 
-@pytest.mark.skipif(
-    not shutil.which("pg_ctlcluster") or os.geteuid() != 0, reason="needs Debian's postgresql package and root"
-)
 def test_stack_on_postgres_keeps_mlflow_and_prefect_there(tmp_path, monkeypatch):
     """MLOPS_STACK_DB=postgres: `up` starts the cluster and makes the databases; MLflow's runs and
     Prefect's deployments land in them (read back with SQL), artifacts still go through the server."""
+    if not shutil.which("pg_ctlcluster"):
+        require("postgres", "Debian's postgresql package is not installed (`apt-get install postgresql`)")
+    require_root()  # to start the cluster
     import psycopg2
 
     prefix = f"clothes_test_{uuid.uuid4().hex[:8]}_"
@@ -195,7 +204,7 @@ def test_status_of_a_stopped_stack_is_a_state_not_an_error(tmp_path, capsys):
 def test_down_names_the_production_container_it_leaves_and_stops_it_on_request(
     docker_engine, tmp_path, monkeypatch, capsys
 ):
-    from tasks.docker_engine import LABEL
+    from tasks.release.docker_engine import LABEL
 
     name = f"clothes-test-{uuid.uuid4().hex[:8]}"
     monkeypatch.setenv("MLOPS_DEPLOY_NAME", name)

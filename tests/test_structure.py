@@ -1,4 +1,5 @@
-"""The code's shape: layers that only import downwards, no import cycle, settings as the ground floor."""
+"""The code's shape: layers that only import downwards, stages in lifecycle order, no import cycle,
+settings and parameters as the ground floor, flows that compose stages rather than reach into files."""
 
 from __future__ import annotations
 
@@ -12,31 +13,48 @@ PACKAGES = ("serving", "tasks", "flows", "ops")
 # What each layer may import from the project (serving is the image: nothing of the pipeline).
 ALLOWED = {"serving": {"serving"}, "tasks": {"serving", "tasks"}, "flows": {"serving", "tasks", "flows"},
            "ops": {"tasks", "ops"}}  # fmt: skip
-GROUND_FLOOR = {"tasks.params": set(), "tasks.settings": {"tasks.params"}}
+# `artifact_store` is an MLflow plugin, loaded while `import mlflow` runs: outside the stages that import mlflow.
+GROUND_FLOOR = {"tasks.params": set(), "tasks.settings": {"tasks.params"}, "tasks.artifact_store": {"tasks.settings"}}
+# The lifecycle: a stage may import the ground floor and the stages before it, never one after it.
+STAGES = ("data", "evaluation", "registry", "training", "release", "monitoring")
+MAX_PIPELINE_IMPORTS = 8
 
 
-MODULES = {f"{p.parent.name}.{p.stem}" for package in PACKAGES for p in (REPO / package).glob("*.py")}
+def module_name(path: Path) -> str:
+    return ".".join(path.relative_to(REPO).with_suffix("").parts).removesuffix(".__init__")
+
+
+SOURCES = {module_name(p): p for package in PACKAGES for p in sorted((REPO / package).rglob("*.py"))}
 
 
 def project_imports() -> dict[str, set[str]]:
     """module -> project modules it imports, at any depth of its code (lazy imports count too)."""
     graph: dict[str, set[str]] = {}
-    for package in PACKAGES:
-        for path in sorted((REPO / package).glob("*.py")):
-            module = f"{package}.{path.stem}".removesuffix(".__init__")
-            imported = set()
-            for node in ast.walk(ast.parse(path.read_text(), str(path))):
-                names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
-                if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-                    # `from serving import metrics` imports the submodule serving.metrics
-                    names = [f"{node.module}.{a.name}" if f"{node.module}.{a.name}" in MODULES else node.module
-                             for a in node.names]  # fmt: skip
-                imported |= {n for n in names if n.split(".")[0] in PACKAGES}
-            graph[module] = imported
+    for module, path in SOURCES.items():
+        imported = set()
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                # `from serving import metrics` imports the submodule serving.metrics
+                names = [f"{node.module}.{a.name}" if f"{node.module}.{a.name}" in SOURCES else node.module
+                         for a in node.names]  # fmt: skip
+            imported |= {n for n in names if n.split(".")[0] in PACKAGES}
+        graph[module] = imported
     return graph
 
 
 GRAPH = project_imports()
+
+
+def stage_of(module: str) -> str | None:
+    parts = module.split(".")
+    return parts[1] if parts[0] == "tasks" and len(parts) > 1 and parts[1] in STAGES else None
+
+
+def test_every_stage_is_a_package_and_nothing_else_sits_in_tasks():
+    loose = {m for m in SOURCES if m.startswith("tasks.") and m.count(".") == 1 and stage_of(m) is None}
+    assert loose == set(GROUND_FLOOR), "a module of tasks/ belongs to a stage package"
+    assert {m for m in SOURCES if m.count(".") == 1 and stage_of(m)} == {f"tasks.{s}" for s in STAGES}
 
 
 def test_no_import_cycle():
@@ -63,6 +81,25 @@ def test_layers_import_only_downwards(module):
         assert GRAPH[module] <= GROUND_FLOOR[module]
 
 
-@pytest.mark.parametrize("path", sorted(p for d in ("tasks", "serving") for p in (REPO / d).glob("*.py")), ids=str)
-def test_modules_stay_small(path):
-    assert len(path.read_text().splitlines()) <= 250, "split it by job"
+@pytest.mark.parametrize("module", sorted(m for m in GRAPH if stage_of(m)))
+def test_stages_import_only_earlier_stages(module):
+    own = STAGES.index(stage_of(module))  # type: ignore[arg-type]
+    later = {m for m in GRAPH[module] if stage_of(m) and STAGES.index(stage_of(m)) > own}  # type: ignore[arg-type]
+    assert not later, f"{module} reaches forward into {sorted(later)}; stage order: {' < '.join(STAGES)}"
+
+
+@pytest.mark.parametrize("module", sorted(m for m in GRAPH if m.startswith("flows.")))
+def test_flows_import_stages_not_their_files(module):
+    files = {m for m in GRAPH[module] if stage_of(m) and m.count(".") > 1}
+    assert not files, f"{module} imports stage internals {sorted(files)}: import from the stage package"
+
+
+def test_the_pipeline_reads_as_a_short_list_of_stages():
+    assert len(GRAPH["flows.pipeline"]) <= MAX_PIPELINE_IMPORTS, sorted(GRAPH["flows.pipeline"])
+
+
+@pytest.mark.parametrize("path", sorted(SOURCES.values()), ids=str)
+def test_every_module_says_what_its_job_is(path):
+    tree = ast.parse(path.read_text())
+    if tree.body:  # empty __init__ files have nothing to say
+        assert ast.get_docstring(tree), f"{path}: a module docstring saying its one job"

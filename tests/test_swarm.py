@@ -13,13 +13,15 @@ import orjson
 import pytest
 from mlflow import MlflowClient
 
-from tasks.deploy import deploy, deploy_replicas, production_containers
-from tasks.docker_engine import LABEL, ContainerStageError, free_port
-from tasks.image import build_serving_image
-from tasks.registry import CHAMPION
+from tasks.registry.policy import CHAMPION
+from tasks.registry.tracking import configure_mlflow
+from tasks.release.deploy import deploy, deploy_replicas
+from tasks.release.docker_engine import LABEL, ContainerStageError, free_port
+from tasks.release.image import build_serving_image
+from tasks.release.targets.docker import production_containers
+from tasks.release.targets.swarm import production_service, running_tasks, swarm_manager
 from tasks.settings import Settings
-from tasks.swarm import production_service, running_tasks, swarm_manager
-from tasks.tracking import configure_mlflow
+from tests.conftest import require
 from tests.traffic import Traffic, served_version
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
@@ -33,7 +35,7 @@ def swarm(docker_engine):
     if state == "inactive":
         docker_engine.swarm.init(advertise_addr="127.0.0.1", listen_addr="127.0.0.1:2377")
     elif not swarm_manager(docker_engine):
-        pytest.skip(f"this engine is a swarm node ({state}) but not a manager")
+        require("swarm", f"this engine is a swarm node ({state}) but not a manager: services cannot be made here")
     yield docker_engine
     if state == "inactive":
         docker_engine.swarm.leave(force=True)

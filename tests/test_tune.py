@@ -12,9 +12,10 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
-from tasks.params import ContainerParams, DataSpec, GateThresholds, SearchSpace
-from tasks.registry import card_of
-from tasks.tuning import sample_trials
+from tasks.params import ContainerParams, DataSpec, SearchSpace
+from tasks.registry.policy import card_of
+from tasks.training.tuning import sample_trials
+from tests.conftest import LENIENT
 
 pytestmark = pytest.mark.slow
 
@@ -94,8 +95,7 @@ def test_search_on_a_dask_cluster_picks_the_best_and_hands_it_to_the_gates(prefe
     summary = tune.with_options(task_runner=runner)(
         space=space, data=DataSpec(train_limit=2000, test_limit=500, holdout_size=100), budget=3, epochs=1,
         final_epochs=1,
-        thresholds=GateThresholds(min_accuracy=0.3, min_class_recall=0, max_regression=0.5, min_slice_accuracy={},
-                                  max_slice_regression=1.0),
+        thresholds=LENIENT,
         container=ContainerParams(enabled=False),
     )  # fmt: skip
 

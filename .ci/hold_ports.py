@@ -1,0 +1,15 @@
+"""Listen on the given loopback ports until killed, answering nothing: CI's stand-in for what users have
+running while they run the tests (production on 8080, the stack's Prefect and MLflow servers)."""
+
+import signal
+import socket
+import sys
+
+held = []
+for port in map(int, sys.argv[1:]):
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", port))
+    sock.listen()
+    held.append(sock)
+print(f"== holding 127.0.0.1 ports {sys.argv[1:]}", flush=True)
+signal.sigwait({signal.SIGTERM, signal.SIGINT})

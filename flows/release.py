@@ -1,0 +1,83 @@
+"""`release`: the subflow that takes a registered version to production. Export -> build -> smoke test
+(QA container) -> deploy -> promote -> Kubernetes manifests of the promoted image. Any failure before
+promotion leaves `champion` and production as they were."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+from prefect import flow, get_run_logger
+
+from tasks.params import ContainerParams, ModelRef
+from tasks.registry import champion_version_task
+from tasks.release import (
+    KUBERNETES_ARTIFACT,
+    build_image_task,
+    deploy_task,
+    docker_client,
+    export_task,
+    kubernetes_manifests_task,
+    promote_task,
+    released_image,
+    smoke_test_task,
+)
+from tasks.settings import Settings
+
+
+@dataclass(frozen=True)
+class ParityCheck:
+    """What the smoke test compares the container's answers with: images and the pipeline's own
+    probabilities for them, and the parameter count the container must report."""
+
+    images: np.ndarray
+    expected: np.ndarray
+    parameters: int
+
+
+@dataclass(frozen=True)
+class Release:
+    """What the release did; `stage` says whether it ran, was disabled or was skipped (and why)."""
+
+    stage: str
+    export_dir: Path
+    image: str | None = None
+    image_size_mb: float | None = None
+    smoke: dict[str, float] | None = None
+    promoted: bool = False
+    production: str | None = None
+    deploy_target: str | None = None
+    kubernetes_manifests: str | None = None
+
+    def as_dict(self) -> dict:
+        return {"container_stage": self.stage, **{k: v for k, v in asdict(self).items() if k != "stage"}}
+
+
+@flow(name="release", validate_parameters=False)  # numpy arrays and the settings object pass as they are
+def release(ref: ModelRef, run_id: str, parity: ParityCheck, params: ContainerParams, settings: Settings) -> Release:
+    logger = get_run_logger()
+    export_dir = export_task(ref, settings.model_root)
+    if params.enabled is False:
+        return Release("disabled (container.enabled=false)", export_dir)
+    if params.enabled is None and docker_client() is None:
+        skipped = "skipped: no Docker engine answers (`make docker-up` starts one)"
+        logger.warning("container stage %s; %s stays challenger", skipped, ref)
+        return Release(skipped, export_dir)
+    image = build_image_task(ref, export_dir, run_id, settings)
+    report = smoke_test_task(image, ref, parity.parameters, parity.images, parity.expected, params, settings)
+    previous = champion_version_task(ref.name)
+    container = deploy_task(image.tag, ref, settings) if params.deploy else None
+    try:
+        promote_task(ref, run_id, image, report, settings)
+    except Exception:
+        if container and previous is not None:  # put production back on the champion the registry names
+            logger.error("promotion failed: redeploying champion v%s", previous.version)
+            deploy_task(released_image(previous, settings), ModelRef(ref.name, int(previous.version)), settings)
+        raise
+    kubernetes_manifests_task(image.tag, ref, run_id, settings)
+    return Release(
+        "ran", export_dir, image.tag, image.size_mb, asdict(report), promoted=True,
+        production=container and f"http://{settings.deploy_host}:{settings.deploy_port}",
+        deploy_target=container and settings.deploy_target, kubernetes_manifests=KUBERNETES_ARTIFACT,
+    )  # fmt: skip

@@ -1,0 +1,104 @@
+"""The one data plane every protocol adapter delegates to (as in KServe and MLServer): the served models,
+prediction ids, the prediction log, feedback and the settings, built once by the app factory. The
+adapters (`serving.routes` for the course's contract, `serving.tf_serving`, `serving.oip`) only
+translate their wire format to these calls and back, and import none of each other."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar, cast
+
+import numpy as np
+from flask import Flask, current_app
+
+from serving import metrics
+from serving.feedback import LabelledIds, PredictionIds, RateLimit, load_key, secret_from_file
+from serving.http import ApiError
+from serving.model_store import ModelStore, ServedModel
+from serving.prediction_log import PredictionLog
+from serving.settings import ServingSettings
+
+T = TypeVar("T")
+NO_FEEDBACK = "this server does not log predictions (MLOPS_SERVE_PREDICTION_LOG_DIR), so it takes no feedback"
+
+
+@dataclass
+class DataPlane:
+    settings: ServingSettings
+    models: ModelStore
+    ids: PredictionIds
+    labelled: LabelledIds
+    feedback_rate: RateLimit
+    log: PredictionLog | None = None
+    # Where CPU-heavy request work runs; the gevent worker installs its thread pool (`serving.worker`).
+    offload: Callable[..., Any] | None = None
+
+    @classmethod
+    def build(cls, settings: ServingSettings) -> DataPlane:
+        log = None
+        if settings.prediction_log_dir is not None:
+            log = PredictionLog(settings.prediction_log_dir, settings.prediction_log_max_bytes,
+                                settings.prediction_log_inputs)  # fmt: skip
+        secret = secret_from_file(settings.feedback_secret_file) or settings.feedback_secret
+        return cls(
+            settings=settings, models=ModelStore.discover(settings.model_root),
+            ids=PredictionIds(load_key(secret, settings.prediction_log_dir)), labelled=LabelledIds(),
+            feedback_rate=RateLimit(settings.feedback_per_minute), log=log,
+        )  # fmt: skip
+
+    def find(self, name: str, version: int | None) -> ServedModel:
+        """`version` None: the highest; unknown models and versions are a 404 naming what there is."""
+        model = self.models.get(name, version)
+        if model is None:
+            if name not in self.models.models:
+                raise ApiError(404, f"unknown model '{name}'")
+            versions = sorted(self.models.models[name])
+            raise ApiError(404, f"model '{name}' has no version {version}; versions: {versions}")
+        return model
+
+    def predict(
+        self, model: ServedModel, batch: np.ndarray, *, answer_ids: bool = True
+    ) -> tuple[np.ndarray, list[str]]:
+        """Probabilities plus one id per image, the handle for feedback on that prediction: issued when the
+        answer carries them or the prediction log records them (an HMAC each, a fifth of a batch's cost)."""
+        probabilities = model.predict(batch)
+        counts = np.bincount(probabilities.argmax(axis=1), minlength=len(model.class_names))
+        for class_id in np.flatnonzero(counts):
+            metrics.predictions(model.name, model.version, model.class_names[class_id]).inc(int(counts[class_id]))
+        ids: list[str] = []
+        if answer_ids or self.log is not None:
+            ids = self.ids.issue(model.name, model.version, len(batch))
+        if self.log is not None:
+            self.log.log_predictions(ids, model.name, model.version, probabilities, batch)
+        return probabilities, ids
+
+    def record_feedback(self, model: ServedModel, prediction_id: str, class_id: int) -> None:
+        """The true label of a prediction this server issued; the first label stands."""
+        if self.log is None:
+            raise ApiError(404, NO_FEEDBACK)
+        if not self.ids.verify(prediction_id, model.name, model.version):
+            made_by = f"{model.name} v{model.version}"
+            raise ApiError(404, f"no prediction with id '{prediction_id}' was made by {made_by} here")
+        if not self.labelled.claim(prediction_id):
+            raise ApiError(409, f"prediction '{prediction_id}' is already labelled; the first label stands")
+        self.log.log_feedback(prediction_id, model.name, model.version, class_id)
+
+    def run(self, function: Callable[..., T], *args: Any) -> T:
+        """Run CPU-heavy work (multipart parsing, image decoding) where it does not stall other requests:
+        one native thread per gevent worker, so large uploads queue behind each other while the event loop
+        keeps answering everything else. Elsewhere (threads, tests) a plain call."""
+        return self.offload(function, *args) if self.offload else function(*args)
+
+
+class ServingApp(Flask):
+    """The Flask app with its data plane as a typed attribute (no string-keyed `extensions`)."""
+
+    def __init__(self, import_name: str, plane: DataPlane) -> None:
+        super().__init__(import_name)
+        self.plane = plane
+
+
+def data_plane() -> DataPlane:
+    """The data plane of the app handling the current request."""
+    return cast(ServingApp, current_app).plane

@@ -1,0 +1,55 @@
+"""The engineered hold-out as a pipeline stage: build the slices (`tasks.evaluation.slices`) from this run's test
+split, score a model on each, and record it in MLflow (`slice.<name>.accuracy`, and per-class recall
+per slice as a table) for the gates."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from mlflow import MlflowClient
+from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+
+from tasks.data.dataset import Dataset
+from tasks.evaluation.metrics import Evaluation, compute_metrics, predict_probabilities
+from tasks.evaluation.slices import Slices, build_slices
+
+
+def evaluate_slices(model, slices: Slices, class_names: Sequence[str]) -> dict[str, Evaluation]:
+    return {
+        name: compute_metrics(labels, predict_probabilities(model, pixels).argmax(axis=1), class_names)
+        for name, (pixels, labels) in slices.items()
+    }
+
+
+def slice_accuracies(evaluations: dict[str, Evaluation]) -> dict[str, float]:
+    return {name: evaluation.accuracy for name, evaluation in evaluations.items()}
+
+
+def recall_table(evaluations: dict[str, Evaluation]) -> dict[str, list]:
+    """Columns for `mlflow.log_table`: one row per slice and class."""
+    rows = [(name, cls, values["recall"], int(values["support"]))
+            for name, evaluation in evaluations.items() for cls, values in evaluation.per_class.items()]  # fmt: skip
+    return {column: [row[i] for row in rows] for i, column in enumerate(("slice", "class", "recall", "support"))}
+
+
+@task(name="engineered-holdout", cache_policy=NO_CACHE)
+def holdout_task(dataset: Dataset, size: int, seed: int) -> Slices:
+    """Made from this run's test split, so candidate and champion are judged on the same images."""
+    slices = build_slices(dataset.x_test, dataset.y_test, size, seed)
+    get_run_logger().info(
+        "engineered hold-out: %d slices of %d images", len(slices), len(next(iter(slices.values()))[1])
+    )
+    return slices
+
+
+@task(name="evaluate-slices", cache_policy=NO_CACHE)
+def evaluate_slices_task(model, slices: Slices, class_names: Sequence[str], run_id: str) -> dict[str, float]:
+    evaluations = evaluate_slices(model, slices, class_names)
+    accuracies = slice_accuracies(evaluations)
+    client = MlflowClient()
+    for name, accuracy in accuracies.items():
+        client.log_metric(run_id, f"slice.{name}.accuracy", accuracy)
+    client.log_table(run_id, recall_table(evaluations), "evaluation/slice_recall.json")
+    get_run_logger().info("slice accuracy: %s", ", ".join(f"{k} {v:.4f}" for k, v in accuracies.items()))
+    return accuracies

@@ -1,0 +1,168 @@
+"""The monitor's stages: read a window of the prediction log, judge it against the champion's
+reference (`tasks.monitoring.drift`), record the verdict in MLflow, and start retraining with the labelled
+inputs feedback collected."""
+
+from __future__ import annotations
+
+import base64
+import tempfile
+import time
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, cast
+
+import mlflow
+import numpy as np
+import orjson
+from mlflow import MlflowClient
+from PIL import Image
+from prefect import get_run_logger, runtime, task
+from prefect.cache_policies import NO_CACHE
+from prefect.client.schemas.objects import FlowRun
+from prefect.deployments import run_deployment
+
+from serving.log_records import Record, expand
+from tasks.evaluation.reference import REFERENCE_ARTIFACT
+from tasks.monitoring.drift import DriftReport, detect_drift, first_labels, plot_distributions
+from tasks.params import ModelRef, MonitorThresholds, Trigger
+from tasks.registry.policy import champion_version
+from tasks.registry.tracking import configure_mlflow, ensure_experiment, tracked_run
+from tasks.settings import Settings, mlflow_ui_link
+
+RETRIES: dict[str, Any] = {"retries": 2, "retry_delay_seconds": [2, 10], "cache_policy": NO_CACHE}
+
+
+def read_records(log_dir: Path, since: float, until: float | None = None) -> list[Record]:
+    """Every record in the window from every worker's (rotated) files; torn last lines are skipped."""
+    until = until or time.time()
+    records: list[Record] = []
+    for path in sorted(Path(log_dir).glob("predictions-*.jsonl")):
+        if path.stat().st_mtime < since:
+            continue
+        with path.open("rb") as handle:
+            for line in handle:
+                try:
+                    record = orjson.loads(line)
+                except orjson.JSONDecodeError:
+                    continue
+                if isinstance(record, dict) and since <= record.get("time", 0) <= until:
+                    records.extend(expand(record))  # type: ignore[arg-type]
+    return records
+
+
+def labelled_samples(records: Iterable[Record], max_samples: int = 1000) -> list[tuple[str, np.ndarray, int]]:
+    """(id, 28x28 uint8 pixels, true class) for feedback on a logged prediction that stored its input:
+    the first label per id, at most `max_samples` per window, so a flood of feedback cannot outweigh
+    the training set."""
+    records = list(records)
+    pixels = {r["id"]: r["pixels"] for r in records if r["type"] == "prediction" and "pixels" in r}
+    samples = [
+        (record_id, np.frombuffer(base64.b64decode(pixels[record_id]), np.uint8).reshape(28, 28), class_id)
+        for record_id, class_id in first_labels(records).items()
+        if record_id in pixels
+    ]
+    return samples[:max_samples]
+
+
+def save_labelled_samples(records: list[Record], root: Path, max_samples: int) -> Path | None:
+    """Feedback with stored inputs becomes training data: root/<class_id>/<prediction id>.png."""
+    samples = labelled_samples(records, max_samples)
+    if not samples:
+        return None
+    for record_id, pixels, class_id in samples:
+        (root / str(class_id)).mkdir(parents=True, exist_ok=True)
+        Image.fromarray(pixels).save(root / str(class_id) / f"{record_id}.png")
+    return root
+
+
+@task(name="find-champion", **RETRIES)
+def champion_task(name: str, settings: Settings) -> tuple[ModelRef, dict]:
+    """The served champion and the reference its training run saved."""
+    configure_mlflow(settings)
+    champion = champion_version(name)
+    if champion is None:
+        raise RuntimeError(f"model '{name}' has no champion: nothing is served, nothing to monitor")
+    reference = mlflow.artifacts.load_dict(f"runs:/{champion.run_id}/{REFERENCE_ARTIFACT}")
+    return ModelRef(name, int(champion.version)), reference
+
+
+@task(name="read-prediction-log", **RETRIES)
+def read_window_task(log_dir: Path, ref: ModelRef, since: float, until: float) -> list[Record]:
+    return [
+        r
+        for r in read_records(log_dir, since, until)
+        if r["type"] != "log_gap" and r["model"] == ref.name and r["version"] == ref.version
+    ]
+
+
+@task(name="detect-drift", cache_policy=NO_CACHE)
+def detect_drift_task(reference: dict, records: list[Record], thresholds: MonitorThresholds) -> DriftReport:
+    report = detect_drift(reference, records, thresholds)
+    get_run_logger().info("window verdict: %s", verdict(report))
+    return report
+
+
+@task(name="start-retraining", **RETRIES)
+def retrain_task(
+    records: list[Record], report: DriftReport, window: tuple[datetime, datetime], check_run_id: str,
+    settings: Settings, thresholds: MonitorThresholds,
+) -> str:  # fmt: skip
+    """The retraining deployment, with the window's labelled inputs added to its training split and a
+    `drift` trigger naming the window, the signals and the drift check's MLflow run (which in turn
+    names the retraining flow run). Safe to retry: the samples go to a directory named after the check,
+    and the flow run is created with the check as its idempotency key, so a retry after a partial success
+    finds the same run instead of starting a second retrain."""
+    extra = save_labelled_samples(records, settings.feedback_data_dir.resolve() / check_run_id,
+                                  thresholds.max_feedback_samples)  # fmt: skip
+    check = MlflowClient().get_run(check_run_id)
+    trigger = Trigger(
+        kind="drift",
+        window=f"{window[0].isoformat(timespec='seconds')}/{window[1].isoformat(timespec='seconds')}",
+        signals=report.reasons,
+        monitoring_run=mlflow_ui_link(
+            settings.mlflow_ui_url, f"experiments/{check.info.experiment_id}/runs/{check_run_id}"
+        ),
+        source_run=str(runtime.flow_run.id or ""),
+    )
+    parameters: dict[str, Any] = {"trigger": trigger.model_dump()}
+    if extra:
+        parameters["data"] = {"extra_path": str(extra)}
+    flow_run = cast(FlowRun, run_deployment(
+        settings.retrain_deployment, parameters=parameters, timeout=0, tags=["trigger:drift"],
+        idempotency_key=f"retrain-after-drift-check-{check_run_id}",
+    ))  # fmt: skip
+    triggered = f"{settings.retrain_deployment} flow run {flow_run.id}"
+    MlflowClient().set_tag(check_run_id, "retraining", triggered)
+    get_run_logger().warning("drift (%s): started %s", "; ".join(report.reasons), triggered)
+    return triggered
+
+
+@task(name="record-drift-check", **RETRIES)
+def record_check_task(
+    ref: ModelRef, window: tuple[datetime, datetime], report: DriftReport, reference: dict, records: list[Record],
+    thresholds: MonitorThresholds, settings: Settings,
+) -> str:  # fmt: skip
+    """One run per check in the `<experiment>-monitoring` experiment, so each signal plots over time.
+    MLflow was configured (and its server checked) by `champion_task`."""
+    experiment_id = ensure_experiment(settings, f"{settings.experiment_name}-monitoring", "monitoring")
+    minutes = round((window[1] - window[0]).total_seconds() / 60)
+    with tracked_run(experiment_id, f"{ref.name}-v{ref.version}-{window[1]:%Y%m%dT%H%M}") as run_id:
+        mlflow.log_params({"model": ref.name, "version": ref.version, "window_minutes": minutes,
+                           **thresholds.model_dump()})  # fmt: skip
+        mlflow.log_metrics({"n_predictions": report.n_predictions, "n_feedback": report.n_feedback, **report.metrics})
+        mlflow.set_tags({"drift": str(report.drifted).lower(), "enough_data": str(report.enough_data).lower(),
+                         "verdict": verdict(report), "reasons": "; ".join(report.reasons)[:5000]})  # fmt: skip
+        if report.enough_data:
+            with tempfile.TemporaryDirectory() as tmp:
+                mlflow.log_artifact(str(plot_distributions(reference, records, Path(tmp) / "drift.png")), "plots")
+    return run_id
+
+
+def verdict(report: DriftReport) -> str:
+    return "DRIFT" if report.drifted else ("not enough traffic" if not report.enough_data else "no drift")
+
+
+def window_until(minutes: int, now: float | None = None) -> tuple[datetime, datetime]:
+    until = time.time() if now is None else now
+    return datetime.fromtimestamp(until - minutes * 60, UTC), datetime.fromtimestamp(until, UTC)

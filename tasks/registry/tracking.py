@@ -1,0 +1,127 @@
+"""MLflow bookkeeping: where runs are stored, how a run starts and ends, what a run records about its data.
+
+`tracked_run` is the one place an MLflow run is started and ended, for the pipeline, the search and
+each of its trials, and the drift checks.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import mlflow
+from mlflow import MlflowClient
+from mlflow.data.numpy_dataset import from_numpy
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from serving.client import ClientError, wait_until_ready
+from tasks.artifact_store import SCHEME, tracking_server
+from tasks.data.dataset import Dataset
+from tasks.registry.run_owner import end_orphaned_runs, end_status, owner_tags
+from tasks.settings import PROJECT_DIR, Settings
+
+EXPERIMENT_KIND, TRADITIONAL_ML = "mlflow.experimentKind", "custom_model_development"
+
+
+class TrackingUnavailable(RuntimeError):
+    """The MLflow tracking server does not answer; nothing was trained or recorded."""
+
+
+def check_tracking_server(uri: str, timeout: float = 20) -> None:
+    """Fail in seconds, naming the URI, when a remote MLflow does not answer: MLflow's own client
+    retries with backoff for minutes before it gives up, long after training has been paid for."""
+    if not tracking_server(uri):
+        return
+    try:
+        wait_until_ready(uri, timeout, path="/health")
+    except ClientError as exc:
+        raise TrackingUnavailable(
+            f"MLflow tracking server {uri} does not answer ({exc}); start it (`make up`) or point "
+            "MLOPS_TRACKING_URI at a running one"
+        ) from exc
+
+
+def configure_mlflow(settings: Settings, experiment_name: str | None = None, artifact_subdir: str = "") -> str:
+    """Point MLflow at the configured store and return the experiment id, creating it on first use."""
+    uri = settings.resolved_tracking_uri()
+    if uri.startswith("sqlite:"):
+        settings.mlruns_dir.mkdir(parents=True, exist_ok=True)
+    check_tracking_server(uri, settings.tracking_preflight_seconds)
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    return ensure_experiment(settings, experiment_name or settings.experiment_name, artifact_subdir)
+
+
+def ensure_experiment(settings: Settings, name: str, artifact_subdir: str = "") -> str:
+    """The experiment's id, created on first use; tagged as traditional ML so MLflow 3's UI opens it
+    on its runs rather than its GenAI (traces) view."""
+    client = MlflowClient()
+    experiment = client.get_experiment_by_name(name)
+    if experiment is None:
+        # Proxied: through a server over HTTP, else straight into <mlruns>/artifacts (tasks.artifact_store).
+        location = None if tracking_server(settings.resolved_tracking_uri()) else f"{SCHEME}:/{artifact_subdir}"
+        return client.create_experiment(name, artifact_location=location, tags={EXPERIMENT_KIND: TRADITIONAL_ML})
+    if experiment.tags.get(EXPERIMENT_KIND) != TRADITIONAL_ML:
+        client.set_experiment_tag(experiment.experiment_id, EXPERIMENT_KIND, TRADITIONAL_ML)
+    return experiment.experiment_id
+
+
+def git_commit() -> str:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, cwd=PROJECT_DIR
+        )  # fmt: skip
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return out.stdout.strip() if out.returncode == 0 else "unknown"
+
+
+@contextmanager
+def tracked_run(
+    experiment_id: str, run_name: str, tags: dict[str, str] | None = None, parent_run_id: str | None = None
+) -> Iterator[str]:
+    """Start a run owned by this process (`tasks.registry.run_owner`) and yield its id; it is this thread's
+    active run meanwhile, so MLflow's fluent calls (`log_input`, `log_model`) land in it. It ends
+    FINISHED, FAILED on an error, or KILLED when the process was stopped (Ctrl-C, SIGTERM, a
+    cancelled deployment). A killed process's runs are ended by the next pipeline run."""
+    run = mlflow.start_run(
+        experiment_id=experiment_id, run_name=run_name, parent_run_id=parent_run_id,
+        tags={**owner_tags(), **(tags or {})},
+    )  # fmt: skip
+    try:
+        yield run.info.run_id
+    except BaseException as exc:
+        mlflow.end_run(end_status(exc))
+        raise
+    mlflow.end_run("FINISHED")
+
+
+def log_dataset(dataset: Dataset, counts: dict[str, dict[str, int]]) -> None:
+    """Record on the active run where the data came from, its content digest and class balance."""
+    for split, x, y in (("train", dataset.x_train, dataset.y_train), ("test", dataset.x_test, dataset.y_test)):
+        # Only the digest identifies the data; a one-image profile keeps the run small.
+        with warnings.catch_warnings():  # MLflow registers local paths twice and warns about it
+            warnings.simplefilter("ignore", UserWarning)
+            ds = from_numpy(
+                x[:1], targets=y[:1], source=dataset.source, name=f"fashion-mnist-{split}", digest=dataset.digest[:16]
+            )  # fmt: skip
+        mlflow.log_input(ds, context=split)
+    mlflow.log_params({"data.n_train": len(dataset.y_train), "data.n_test": len(dataset.y_test)})
+    mlflow.set_tags({"data.digest": dataset.digest, "data.source": f"{dataset.origin}:{dataset.source}"})
+    mlflow.log_dict(counts, "data/class_counts.json")
+
+
+@task(name="log-dataset", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[2, 10])
+def log_dataset_task(dataset: Dataset, counts: dict[str, dict[str, int]]) -> None:
+    log_dataset(dataset, counts)
+
+
+@task(name="prepare-tracking", cache_policy=NO_CACHE)  # no retries: the preflight already waits
+def prepare_tracking_task(settings: Settings) -> str:
+    """The experiment id, after runs left RUNNING by a killed pipeline on this host are ended."""
+    experiment_id = configure_mlflow(settings)
+    end_orphaned_runs([experiment_id])
+    return experiment_id

@@ -1,0 +1,70 @@
+"""Deploy a smoke-tested image to production on the configured target (`tasks.release.targets`): the
+target starts its own replacement, and once that is ready the other target's deployment is retired, so
+switching targets costs no downtime."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from mlflow.entities.model_registry import ModelVersion
+from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+
+from tasks.params import ModelRef
+from tasks.release.docker_engine import enable_listener_migration, prepare_log_dir, require_docker, retire
+from tasks.release.targets.docker import blue_green, production_containers
+from tasks.release.targets.swarm import deploy_service, remove_service, swarm_manager
+from tasks.settings import Settings
+
+Log = Callable[[str], None]
+
+
+def deploy(client, image: str, version: int, *, deploy_name: str, log: Log, **blue_green_args):
+    """The `docker` target: the blue/green container, then the `swarm` target's service retired."""
+    container = blue_green(client, image, version, deploy_name=deploy_name, log=log, **blue_green_args)
+    if swarm_manager(client) and remove_service(client, deploy_name):
+        log(f"removed the swarm service {deploy_name}")
+    return container
+
+
+def deploy_replicas(client, image: str, version: int, settings: Settings, log: Log) -> str:
+    """The `swarm` target: roll the service onto `image`, then retire the `docker` target's container."""
+    enable_listener_migration()
+    name = deploy_service(
+        client, image, version, timeout=settings.deploy_timeout, log=log, deploy_name=settings.deploy_name,
+        host=settings.deploy_host, port=settings.deploy_port, replicas=settings.deploy_replicas,
+        cpus=settings.deploy_cpus, log_dir=prepare_log_dir(settings.prediction_log_dir),
+    )  # fmt: skip
+    previous = production_containers(client, settings.deploy_name)
+    if previous:
+        log(f"retiring {[c.name for c in previous]}: the service {name} serves the port now")
+    retire(previous)
+    return name
+
+
+def released_image(version: ModelVersion, settings: Settings) -> str:
+    """The image a registered version was released as: the tag promotion recorded, else its build tag."""
+    return version.tags.get("image", f"{settings.image_name}:{version.version}")
+
+
+def tag_champion(client, image: str, settings: Settings) -> None:
+    """`<image name>:champion` always names the image production should be running."""
+    client.images.get(image).tag(settings.image_name, "champion")
+
+
+@task(name="deploy", task_run_name="deploy-{image_tag}", cache_policy=NO_CACHE)
+def deploy_task(image_tag: str, ref: ModelRef, settings: Settings) -> str:
+    """The container (docker) or service (swarm) now serving `image_tag`."""
+    logger = get_run_logger()
+    client = require_docker()
+    if settings.deploy_target == "swarm":
+        name = deploy_replicas(client, image_tag, ref.version, settings, logger.info)
+    else:
+        name = deploy(
+            client, image_tag, ref.version, deploy_name=settings.deploy_name, host=settings.deploy_host,
+            port=settings.deploy_port, log_dir=settings.prediction_log_dir, ready_timeout=settings.ready_timeout,
+            log=logger.info,
+        ).name  # fmt: skip
+    logger.info("production (%s): %s serving %s on http://%s:%d", settings.deploy_target, name, image_tag,
+                settings.deploy_host, settings.deploy_port)  # fmt: skip
+    return name

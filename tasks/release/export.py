@@ -1,0 +1,99 @@
+"""Export a registered model version into the serving layout, atomically.
+
+``<model_root>/<name>/<version>/`` gets the TensorFlow SavedModel (``saved_model.pb`` + ``variables/``,
+so TensorFlow Serving can serve the same directory), ``model.tflite`` (what our server runs) and
+``metadata.json``. Everything is written to a hidden temporary directory and renamed into place, so a
+server scanning the root never sees a half-written version.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+
+from mlflow import MlflowClient
+from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+
+from serving.model_store import METADATA_FILE, RUNTIME_FILE
+from tasks.params import ModelRef
+from tasks.registry.policy import card_of, load_model_version
+
+METRIC_KEYS = ("test_accuracy", "test_macro_f1", "test_macro_precision", "test_macro_recall")
+
+
+def convert_to_tflite(saved_model_dir: Path) -> bytes:
+    """From the SavedModel just written, so both files come from one traced graph."""
+    import tensorflow as tf
+
+    return tf.lite.TFLiteConverter.from_saved_model(str(saved_model_dir)).convert()
+
+
+def build_metadata(
+    model, name: str, version: int, class_names: Sequence[str], run_id: str | None, metrics: dict[str, float]
+) -> dict:
+    return {
+        "name": name,
+        "version": int(version),
+        "description": f"LeNet-5 clothes classifier ({len(class_names)} Fashion-MNIST classes)",
+        "class_names": list(class_names),
+        "input_shape": [28, 28],
+        "model_input_shape": [28, 28, 1],
+        "number_of_parameters": int(model.count_params()),
+        "mlflow_run_id": run_id,
+        "metrics": metrics,
+        "runtime": RUNTIME_FILE,
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+
+
+def export_model(model, model_root: Path, metadata: dict) -> Path:
+    """Write the version directory atomically; an existing export of the same version is replaced whole."""
+    parent = Path(model_root) / metadata["name"]
+    parent.mkdir(parents=True, exist_ok=True)
+    final = parent / str(metadata["version"])
+    staging = Path(tempfile.mkdtemp(prefix=f".tmp-{metadata['version']}-", dir=parent))
+    try:
+        model.export(str(staging / "saved_model"), format="tf_saved_model", verbose=False)
+        for item in (staging / "saved_model").iterdir():  # TF Serving wants saved_model.pb at the top
+            item.rename(staging / item.name)
+        (staging / "saved_model").rmdir()
+        (staging / RUNTIME_FILE).write_bytes(convert_to_tflite(staging))
+        (staging / METADATA_FILE).write_text(json.dumps(metadata, indent=2) + "\n")
+        os.chmod(staging, 0o755)
+        if final.exists():
+            retired = Path(tempfile.mkdtemp(prefix=f".old-{metadata['version']}-", dir=parent))
+            final.rename(retired / "version")
+            staging.rename(final)
+            shutil.rmtree(retired)
+        else:
+            staging.rename(final)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return final
+
+
+def export_registered_version(ref: ModelRef, model_root: Path) -> Path:
+    """Export exactly what the registry holds (not an in-memory model), so exports are reproducible."""
+    client = MlflowClient()
+    model_version = client.get_model_version(ref.name, str(ref.version))
+    model = load_model_version(ref)
+    run = client.get_run(model_version.run_id) if model_version.run_id else None
+    metrics = {k: run.data.metrics[k] for k in METRIC_KEYS if run and k in run.data.metrics}
+    # Versions registered before the model card carried their class names as a tag.
+    legacy = model_version.tags.get("class_names")
+    class_names = json.loads(legacy) if legacy else card_of(model_version)["data"]["class_names"]
+    metadata = build_metadata(model, ref.name, ref.version, class_names, model_version.run_id, metrics)
+    return export_model(model, model_root, metadata)
+
+
+@task(name="export-model", cache_policy=NO_CACHE)
+def export_task(ref: ModelRef, model_root: Path) -> Path:
+    path = export_registered_version(ref, model_root)
+    get_run_logger().info("exported %s to %s", ref, path)
+    return path

@@ -1,0 +1,12 @@
+"""Stage 4, training: LeNet-5 (and its variants) fitted with per-epoch metrics in MLflow, and the
+trials of the hyperparameter search."""
+
+from tasks.training.train import TrainResult, train_task
+from tasks.training.tuning import sample_trials, trial_task
+
+__all__ = [
+    "TrainResult",
+    "sample_trials",
+    "train_task",
+    "trial_task",
+]
