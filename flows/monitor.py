@@ -51,9 +51,9 @@ def monitor_drift(
     settings = Settings()
     thresholds = thresholds or MonitorThresholds()
     window = window_until(window_minutes)
-    ref, reference = champion_task(model_name or settings.model_name, settings)
+    ref, reference = champion_task(model_name or settings.tracking.model_name, settings)
     records = read_window_task(
-        log_dir or settings.prediction_log_dir, ref, window[0].timestamp(), window[1].timestamp()
+        log_dir or settings.monitor.prediction_log_dir, ref, window[0].timestamp(), window[1].timestamp()
     )
     report = detect_drift_task(reference, records, thresholds)
     run_id = record_check_task(ref, window, report, reference, records, thresholds, settings)

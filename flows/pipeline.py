@@ -61,8 +61,8 @@ def train_and_deploy(
     settings = Settings()
     data, train, container = data or DataSpec(), train or TrainParams(), container or ContainerParams()
     trigger = trigger or Trigger()
-    thresholds = thresholds or settings.gate_thresholds()
-    model_name = model_name or settings.model_name
+    thresholds = thresholds or settings.gates
+    model_name = model_name or settings.tracking.model_name
     commit = git_commit()
 
     experiment_id = prepare_tracking_task(settings)
@@ -130,8 +130,8 @@ class Summary:
     def publish(self, settings: Settings) -> None:
         """The run's Prefect artifacts: a table of what it did, and links to its MLflow run and version."""
         ref, release, champion = self.ref, self.release, self.champion
-        run = mlflow_ui_link(settings.mlflow_ui_url, f"experiments/{self.experiment_id}/runs/{self.run_id}")
-        version = mlflow_ui_link(settings.mlflow_ui_url, f"models/{ref.name}/versions/{ref.version}")
+        run = mlflow_ui_link(settings.tracking.mlflow_ui_url, f"experiments/{self.experiment_id}/runs/{self.run_id}")
+        version = mlflow_ui_link(settings.tracking.mlflow_ui_url, f"models/{ref.name}/versions/{ref.version}")
         rows = {
             "test accuracy": round(self.evaluation.accuracy, 4),
             "macro F1": round(self.evaluation.macro_f1, 4),
@@ -142,7 +142,7 @@ class Summary:
             "container stage": release.stage,
             "image": release.image or "none",
             "alias": "champion" if release.promoted else "challenger",
-            "MLflow run": f"{self.run_id} in {settings.resolved_tracking_uri()}",
+            "MLflow run": f"{self.run_id} in {settings.tracking.resolved_tracking_uri()}",
         }
         create_table_artifact([{"what": k, "value": v} for k, v in rows.items()], key="train-and-deploy-summary",
                               description=f"{ref}: {rows['alias']}")  # fmt: skip

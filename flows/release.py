@@ -57,7 +57,7 @@ class Release:
 @flow(name="release", validate_parameters=False)  # numpy arrays and the settings object pass as they are
 def release(ref: ModelRef, run_id: str, parity: ParityCheck, params: ContainerParams, settings: Settings) -> Release:
     logger = get_run_logger()
-    export_dir = export_task(ref, settings.model_root)
+    export_dir = export_task(ref, settings.release.model_root)
     if params.enabled is False:
         return Release("disabled (container.enabled=false)", export_dir)
     if params.enabled is None and docker_client() is None:
@@ -78,6 +78,6 @@ def release(ref: ModelRef, run_id: str, parity: ParityCheck, params: ContainerPa
     kubernetes_manifests_task(image.tag, ref, run_id, settings)
     return Release(
         "ran", export_dir, image.tag, image.size_mb, asdict(report), promoted=True,
-        production=container and f"http://{settings.deploy_host}:{settings.deploy_port}",
-        deploy_target=container and settings.deploy_target, kubernetes_manifests=KUBERNETES_ARTIFACT,
+        production=container and f"http://{settings.deploy.host}:{settings.deploy.port}",
+        deploy_target=container and settings.deploy.target, kubernetes_manifests=KUBERNETES_ARTIFACT,
     )  # fmt: skip

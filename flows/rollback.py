@@ -47,7 +47,7 @@ def rollback(model_name: str | None = None) -> dict:
         Unset: MLOPS_MODEL_NAME ('clothes').
     """
     settings = Settings()
-    current, target, image = rollback_target_task(model_name or settings.model_name, settings)
+    current, target, image = rollback_target_task(model_name or settings.tracking.model_name, settings)
     container = deploy_task(image, target, settings)
     restore_champion_task(current, target, image, settings)
     get_run_logger().info("rolled back %s from v%s to v%s (%s)", target.name, current.version, target.version, image)

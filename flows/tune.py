@@ -28,11 +28,11 @@ def dask_runner(address: str | None = None, workers: int | None = None) -> DaskT
     fork- or thread-friendly enough to share a process between trials). Unset arguments come from
     MLOPS_DASK_ADDRESS / MLOPS_DASK_WORKERS, read when the flow is loaded (the worker's environment)."""
     settings = Settings()
-    address = address or settings.dask_address
+    address = address or settings.search.address
     if address:
         return DaskTaskRunner(address=address)
     return DaskTaskRunner(
-        cluster_kwargs={"n_workers": workers or settings.dask_workers, "threads_per_worker": 1, "processes": True,
+        cluster_kwargs={"n_workers": workers or settings.search.workers, "threads_per_worker": 1, "processes": True,
                         "dashboard_address": None},
     )  # fmt: skip
 

@@ -69,7 +69,7 @@ class Stack:
             "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": os.environ.get("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false"),
             **(
                 {"PREFECT_API_DATABASE_CONNECTION_URL": database}
-                if (database := self.settings.prefect_database_url)
+                if (database := self.settings.tracking.prefect_database_url)
                 else {}
             ),
         }
@@ -96,10 +96,10 @@ class Stack:
                     "--workers",
                     "1",
                     "--backend-store-uri",
-                    settings.backend_store_uri,
+                    settings.tracking.backend_store_uri,
                     "--serve-artifacts",  # clients upload and download artifacts through the server
                     "--artifacts-destination",
-                    settings.artifacts_dir.as_uri(),
+                    settings.tracking.artifacts_dir.as_uri(),
                 ],
                 f"{self.mlflow_url}/health",
             ),
@@ -182,9 +182,10 @@ def deploy(stack: Stack) -> None:
 def up(stack: Stack) -> None:
     stack.state_dir.mkdir(parents=True, exist_ok=True)
     settings = stack.settings
-    if settings.stack_db == "postgres":  # MLflow's and Prefect's databases, on a running cluster
-        print(f"postgres: databases {settings.postgres_prefix}mlflow and {settings.postgres_prefix}prefect", flush=True)
-        subprocess.run([str(PROJECT_DIR / "scripts" / "postgres.sh"), "up", settings.postgres_prefix], check=True)
+    if settings.tracking.stack_db == "postgres":  # MLflow's and Prefect's databases, on a running cluster
+        prefix = settings.tracking.postgres_prefix
+        print(f"postgres: databases {prefix}mlflow and {prefix}prefect", flush=True)
+        subprocess.run([str(PROJECT_DIR / "scripts" / "postgres.sh"), "up", prefix], check=True)
     start(stack, "prefect-server")
     start(stack, "mlflow")
     deploy(stack)
@@ -218,12 +219,12 @@ def leave_or_stop_production(settings: Settings, stop: bool) -> None:
     client = docker_client()
     if client is None:
         return
-    where = f"http://{settings.deploy_host}:{settings.deploy_port}"
+    where = f"http://{settings.deploy.host}:{settings.deploy.port}"
     running = [
         (f"production container {c.name}", lambda c=c: retire([c]))
-        for c in production_containers(client, settings.deploy_name)
+        for c in production_containers(client, settings.deploy.name)
     ]
-    service = production_service(client, settings.deploy_name) if swarm_manager(client) else None
+    service = production_service(client, settings.deploy.name) if swarm_manager(client) else None
     if service is not None:
         running.append((f"production service {service.name}", service.remove))
     for what, stop_it in running:
@@ -275,8 +276,9 @@ def main(argv: list[str] | None = None) -> int:
         down(stack, serving=args.serving)
     elif args.action == "screenshots":
         try:
-            paths = take_screenshots(stack.mlflow_url, stack.prefect_api, args.out, stack.settings.experiment_name,
-                                     stack.settings.model_name)  # fmt: skip
+            tracking = stack.settings.tracking
+            paths = take_screenshots(stack.mlflow_url, stack.prefect_api, args.out, tracking.experiment_name,
+                                     tracking.model_name)  # fmt: skip
         except ScreenshotError as exc:
             print(f"screenshots: {exc}", file=sys.stderr)
             return 1

@@ -11,16 +11,16 @@ from pathlib import Path
 from flask import Response, g, request
 from werkzeug.exceptions import HTTPException
 
-from serving import metrics
+from serving import metrics, oip, routes, tf_serving
 from serving.data_plane import DataPlane, ServingApp
 from serving.http import ApiError, json_response
-from serving.oip import oip
 from serving.preprocessing import ImageTooLarge, InvalidInput
-from serving.routes import api
+from serving.route_table import Route
 from serving.settings import ServingSettings
-from serving.tf_serving import ModelNameConverter, tf_serving
 
 log = logging.getLogger(__name__)
+# Every route the server answers, in the order /openapi.json lists them.
+ROUTES: list[Route] = [*routes.ROUTES, *tf_serving.ROUTES, *oip.ROUTES]
 
 
 def create_app(
@@ -37,13 +37,9 @@ def create_app(
     if warm_up:
         plane.models.warm_up()
 
-    app = ServingApp(__name__, plane)
+    app = ServingApp(__name__, plane, ROUTES)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.config["MAX_FORM_PARTS"] = settings.max_batch + 8  # files, plus room for a few plain fields
-    app.url_map.converters["model"] = ModelNameConverter
-    app.register_blueprint(api)
-    app.register_blueprint(tf_serving)
-    app.register_blueprint(oip)
 
     @app.before_request
     def start_timer() -> None:

@@ -17,6 +17,7 @@ from serving.feedback import LabelledIds, PredictionIds, RateLimit, load_key, se
 from serving.http import ApiError
 from serving.model_store import ModelStore, ServedModel
 from serving.prediction_log import PredictionLog
+from serving.route_table import Route, register
 from serving.settings import ServingSettings
 
 T = TypeVar("T")
@@ -92,11 +93,13 @@ class DataPlane:
 
 
 class ServingApp(Flask):
-    """The Flask app with its data plane as a typed attribute (no string-keyed `extensions`)."""
+    """The Flask app with its data plane and its route table as typed attributes (no string-keyed
+    `extensions`)."""
 
-    def __init__(self, import_name: str, plane: DataPlane) -> None:
+    def __init__(self, import_name: str, plane: DataPlane, routes: list[Route]) -> None:
         super().__init__(import_name)
-        self.plane = plane
+        self.plane, self.routes = plane, routes
+        register(self, routes)
 
 
 def data_plane() -> DataPlane:

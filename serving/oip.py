@@ -10,7 +10,7 @@ input; the outputs are `probabilities` (FP32), `class_id` (INT64) and `label` (B
 from __future__ import annotations
 
 import numpy as np
-from flask import Blueprint, Response, request
+from flask import Response, request
 
 from serving.data_plane import data_plane
 from serving.http import ApiError, json_response
@@ -29,6 +29,7 @@ from serving.oip_schemas import (
     TensorMetadata,
 )
 from serving.preprocessing import IMAGE_SIZE, InvalidInput, contains_bool, to_model_input, uint8_rows
+from serving.route_table import Route
 from serving.schemas import check_batch_size, validate
 from serving.version import __version__
 
@@ -36,27 +37,20 @@ HEADER_LENGTH = "Inference-Header-Content-Length"
 INPUT_TYPES: dict[str, np.dtype] = {"UINT8": np.dtype(np.uint8), "FP32": np.dtype("<f4")}
 IMAGE_SHAPES = ((IMAGE_SIZE, IMAGE_SIZE), (IMAGE_SIZE, IMAGE_SIZE, 1), (IMAGE_SIZE * IMAGE_SIZE,))
 
-oip = Blueprint("oip", __name__, url_prefix="/v2")
 
-
-@oip.get("")
 def server_metadata() -> Response:
     return json_response(ServerMetadata(name="clothes-serving", version=__version__, extensions=["binary_tensor_data"]))
 
 
-@oip.get("/health/live")
 def live() -> Response:
     return json_response({"live": True})
 
 
-@oip.get("/health/ready")
 def ready() -> Response:
     ready = data_plane().models.ready
     return json_response({"ready": ready}, 200 if ready else 503)
 
 
-@oip.get("/models/<model:name>")
-@oip.get("/models/<model:name>/versions/<int:version>")
 def model_metadata(name: str, version: int | None = None) -> Response:
     plane = data_plane()
     model = plane.find(name, version)
@@ -72,8 +66,6 @@ def model_metadata(name: str, version: int | None = None) -> Response:
     )
 
 
-@oip.get("/models/<model:name>/ready")
-@oip.get("/models/<model:name>/versions/<int:version>/ready")
 def model_ready(name: str, version: int | None = None) -> Response:
     """Loaded models are warmed up before the server takes traffic, so a found model is ready."""
     plane = data_plane()
@@ -81,8 +73,6 @@ def model_ready(name: str, version: int | None = None) -> Response:
     return json_response({"name": model.name, "ready": plane.models.ready}, 200 if plane.models.ready else 503)
 
 
-@oip.post("/models/<model:name>/infer")
-@oip.post("/models/<model:name>/versions/<int:version>/infer")
 def infer(name: str, version: int | None = None) -> Response:
     plane = data_plane()
     model = plane.find(name, version)
@@ -205,3 +195,19 @@ def bytes_tensor(values: list[str]) -> bytes:
     """BYTES elements as the protocol sends them: each a 4-byte little-endian length, then the bytes."""
     encoded = [value.encode() for value in values]
     return b"".join(len(item).to_bytes(4, "little") + item for item in encoded)
+
+
+ROUTES = [
+    Route("/v2", "GET", server_metadata, "oip_server"),
+    Route("/v2/health/live", "GET", live, "live"),
+    Route("/v2/health/ready", "GET", ready, "oip_ready", (503,)),
+    *[
+        route
+        for prefix in ("/v2/models/<model:name>", "/v2/models/<model:name>/versions/<int:version>")
+        for route in (
+            Route(prefix, "GET", model_metadata, "oip_metadata", (404,)),
+            Route(f"{prefix}/ready", "GET", model_ready, "oip_ready", (404, 503)),
+            Route(f"{prefix}/infer", "POST", infer, "oip_infer", (400, 404, 415)),
+        )
+    ],
+]

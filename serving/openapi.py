@@ -8,6 +8,7 @@ from typing import Any
 from pydantic import TypeAdapter
 
 from serving import oip_schemas, schemas
+from serving.route_table import Route
 
 REF = "#/components/schemas/{model}"
 # name -> the type whose JSON Schema the document carries under that name
@@ -34,6 +35,7 @@ ERRORS = {
     413: "body, batch or image too large",
     415: "unsupported content type",
     429: "rate limited",
+    503: "warming up: not every model has answered its first prediction yet",
 }
 # A prediction's id is labelled on the route of the version that made it (the answer's `model.version`).
 FEEDBACK_LINK = {
@@ -74,106 +76,90 @@ def _body(content: dict) -> dict:
     return {"required": True, "content": content}
 
 
-def openapi_document(listing: list[dict], class_names: list[str], max_batch: int) -> dict:
-    """`listing`: the served models (their names become the `name` enum); `class_names`: every class a
+def openapi_document(routes: list[Route], listing: list[dict], class_names: list[str], max_batch: int) -> dict:
+    """`routes`: the server's route table (paths, path parameters and error statuses come from it);
+    `listing`: the served models (their names become the `name` enum); `class_names`: every class a
     served model knows (feedback labels); `max_batch`: images per request (described, answered 413)."""
     components = component_schemas()
     feedback = components["FeedbackRequest"]["properties"]
     feedback["label"]["enum"] = class_names
     feedback["class_id"]["maximum"] = max(len(class_names) - 1, 0)
-    name = {"name": "name", "in": "path", "required": True,
-            "schema": {"type": "string", "enum": [m["name"] for m in listing]}}  # fmt: skip
-    version = {"name": "version", "in": "path", "required": True, "schema": {"type": "integer", "minimum": 1}}
-    binary = {"schema": {"type": "string", "format": "binary"}}
-    classify = {
-        "summary": f"Classify 28x28 images (pixels 0-255) or PNG/JPEG files, at most {max_batch} per request",
-        "requestBody": _body({
-            "application/json": {"schema": _ref("ClassifyRequest")},
-            "image/png": binary,
-            "image/jpeg": binary,
-            "application/octet-stream": {**binary, "description": "N x 784 bytes: 28x28 uint8 pixels, row-major"},
-            "multipart/form-data": {
-                "schema": {"type": "object", "required": ["file"],
-                           "properties": {"file": {"type": "string", "format": "binary"}}},
-                "encoding": {"file": {"contentType": "image/png, image/jpeg"}},
-            },
-        }),
-        "responses": {**_ok(_ref("PredictionResponse"), links=FEEDBACK_LINK), **_errors(400, 404, 408, 413, 415)},
+    parameters = {
+        "name": {"name": "name", "in": "path", "required": True,
+                 "schema": {"type": "string", "enum": [m["name"] for m in listing]}},
+        "version": {"name": "version", "in": "path", "required": True, "schema": {"type": "integer", "minimum": 1}},
     }  # fmt: skip
-    info = {"summary": "Model metadata", "responses": {**_ok({"type": "object"}), **_errors(404)}}
-    tfs_predict = {
-        "summary": "TensorFlow Serving predict: instances are model inputs scaled to 0-1",
-        "requestBody": _body({"application/json": {"schema": _ref("TFServingRequest")}}),
-        "responses": {**_ok(_ref("TFServingResponse")), **_errors(400, 404, 413, 415)},
-    }
-    status = {"summary": "TF Serving status", "responses": {**_ok({"type": "object"}), **_errors(404)}}
-    plain = {"responses": _ok({"type": "object"})}
-    oip_paths = open_inference_protocol(name, version)
+    operations = operations_by_doc(max_batch)
+    paths: dict[str, dict] = {}
+    for route in routes:
+        operation = dict(operations[route.doc])
+        operation["responses"] = {**operation["responses"], **_errors(*route.statuses)}
+        path = paths.setdefault(route.path, {})
+        if route.variables:
+            path["parameters"] = [parameters[v] for v in route.variables]
+        path[route.method.lower()] = operation
     return {
         "openapi": "3.1.0",
         "info": {"title": "Clothes classifier", "version": "1.0.0"},
-        "paths": {
-            "/models": {"get": {"summary": "List served models and versions", **plain}},
-            "/models/{name}/v{version}": {"parameters": [name, version], "get": info, "post": classify},
-            "/models/{name}/latest": {"parameters": [name], "get": info, "post": classify},
-            "/models/{name}/v{version}/feedback": {
-                "parameters": [name, version],
-                "post": {
-                    "operationId": "feedback",
-                    "summary": "The true label of an earlier prediction, by the id its answer carried",
-                    "requestBody": _body({"application/json": {"schema": _ref("FeedbackRequest")}}),
-                    "responses": {
-                        **_ok(_ref("FeedbackAccepted"), "recorded", "202"),
-                        **_errors(400, 401, 404, 409, 415, 429),
-                    },
-                },
-            },
-            "/v1/models/{name}": {"parameters": [name], "get": status},
-            "/v1/models/{name}/versions/{version}": {"parameters": [name, version], "get": status},
-            "/v1/models/{name}:predict": {"parameters": [name], "post": tfs_predict},
-            "/v1/models/{name}/versions/{version}:predict": {"parameters": [name, version], "post": tfs_predict},
-            "/health/live": {"get": plain},
-            "/health/ready": {"get": {"responses": {**_ok({"type": "object"}), "503": {"description": "warming up"}}}},
-            "/metrics": {"get": {"responses": {"200": {"description": "Prometheus text format"}}}},
-            **oip_paths,
-        },
+        "paths": paths,
         "components": {"schemas": components},
     }
 
 
-def open_inference_protocol(name: dict, version: dict) -> dict:
-    """The Open Inference Protocol v2 paths; binary tensors are the JSON header, then the raw tensors."""
+def operations_by_doc(max_batch: int) -> dict[str, dict]:
+    """What each kind of operation takes and answers when it succeeds (`Route.doc` names one)."""
+    binary = {"schema": {"type": "string", "format": "binary"}}
+    plain = {"responses": _ok({"type": "object"})}
     header = {"name": "Inference-Header-Content-Length", "in": "header", "required": False,
               "description": "binary tensor data extension: the JSON header's length; raw tensors follow",
               "schema": {"type": "integer", "minimum": 1}}  # fmt: skip
-    binary = {"schema": {"type": "string", "format": "binary"}}
 
     def json_or_binary(schema: str) -> dict:
         return {"application/json": {"schema": _ref(schema)}, "application/octet-stream": binary}
 
-    infer = {
-        "summary": "Open Inference Protocol v2 inference: input 'image' (UINT8 or FP32 pixels 0-255)",
-        "parameters": [header],
-        "requestBody": _body(json_or_binary("InferenceRequest")),
-        "responses": {
-            "200": {
-                "description": "outputs as JSON data, or (binary_data) raw after the JSON header",
-                "content": json_or_binary("InferenceResponse"),
-            },
-            **_errors(400, 404, 408, 413, 415),
+    return {
+        "models": {"summary": "List served models and versions", **plain},
+        "info": {"summary": "Model metadata", **plain},
+        "classify": {
+            "summary": f"Classify 28x28 images (pixels 0-255) or PNG/JPEG files, at most {max_batch} per request",
+            "requestBody": _body({
+                "application/json": {"schema": _ref("ClassifyRequest")},
+                "image/png": binary,
+                "image/jpeg": binary,
+                "application/octet-stream": {**binary, "description": "N x 784 bytes: 28x28 uint8 pixels, row-major"},
+                "multipart/form-data": {
+                    "schema": {"type": "object", "required": ["file"],
+                               "properties": {"file": {"type": "string", "format": "binary"}}},
+                    "encoding": {"file": {"contentType": "image/png, image/jpeg"}},
+                },
+            }),
+            "responses": _ok(_ref("PredictionResponse"), links=FEEDBACK_LINK),
+        },
+        "feedback": {
+            "operationId": "feedback",
+            "summary": "The true label of an earlier prediction, by the id its answer carried",
+            "requestBody": _body({"application/json": {"schema": _ref("FeedbackRequest")}}),
+            "responses": _ok(_ref("FeedbackAccepted"), "recorded", "202"),
+        },
+        "live": plain,
+        "ready": {"responses": _ok({"type": "object"})},
+        "metrics": {"responses": {"200": {"description": "Prometheus text format"}}},
+        "openapi": {"summary": "This document", **plain},
+        "tfs_status": {"summary": "TF Serving status", **plain},
+        "tfs_predict": {
+            "summary": "TensorFlow Serving predict: instances are model inputs scaled to 0-1",
+            "requestBody": _body({"application/json": {"schema": _ref("TFServingRequest")}}),
+            "responses": _ok(_ref("TFServingResponse")),
+        },
+        "oip_server": {"responses": _ok(_ref("ServerMetadata"))},
+        "oip_ready": {"responses": _ok(_ref("ReadyResponse"))},
+        "oip_metadata": {"summary": "Open Inference Protocol v2 model metadata",
+                         "responses": _ok(_ref("ModelMetadata"))},
+        "oip_infer": {
+            "summary": "Open Inference Protocol v2 inference: input 'image' (UINT8 or FP32 pixels 0-255)",
+            "parameters": [header],
+            "requestBody": _body(json_or_binary("InferenceRequest")),
+            "responses": {"200": {"description": "outputs as JSON data, or (binary_data) raw after the JSON header",
+                                  "content": json_or_binary("InferenceResponse")}},
         },
     }  # fmt: skip
-    metadata = {"summary": "Open Inference Protocol v2 model metadata",
-                "responses": {**_ok(_ref("ModelMetadata")), **_errors(404)}}  # fmt: skip
-    ready = {"responses": {**_ok(_ref("ReadyResponse")), **_errors(404), "503": {"description": "warming up"}}}
-    paths: dict[str, dict] = {"/v2": {"get": {"responses": _ok(_ref("ServerMetadata"))}},
-             "/v2/health/live": {"get": {"responses": _ok({"type": "object"})}},
-             "/v2/health/ready": {"get": ready}}  # fmt: skip
-    for prefix, parameters in (
-        ("/v2/models/{name}", [name]),
-        ("/v2/models/{name}/versions/{version}", [name, version]),
-    ):
-        paths[prefix] = {"parameters": parameters, "get": metadata}
-        paths[f"{prefix}/ready"] = {"parameters": parameters, "get": ready}
-        paths[f"{prefix}/infer"] = {"parameters": parameters, "post": infer}
-    return paths

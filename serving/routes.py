@@ -4,9 +4,9 @@ per model and version, feedback on earlier predictions, health, metrics and the 
 from __future__ import annotations
 
 import hmac
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
-from flask import Blueprint, Response, request
+from flask import Response, current_app, request
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from serving import metrics
@@ -15,10 +15,12 @@ from serving.feedback import bearer_token
 from serving.http import ApiError, json_response
 from serving.inputs import read_json, read_pixels
 from serving.openapi import openapi_document
+from serving.route_table import Route
+
+if TYPE_CHECKING:
+    from serving.data_plane import ServingApp
 from serving.preprocessing import to_model_input
 from serving.schemas import FeedbackAccepted, FeedbackRequest, Prediction, PredictionResponse, validate
-
-api = Blueprint("api", __name__)
 
 
 def classify(name: str, version: int | None) -> Response:
@@ -38,32 +40,26 @@ def classify(name: str, version: int | None) -> Response:
     return json_response(answer)
 
 
-@api.get("/models")
 def list_models() -> Response:
     return json_response({"models": data_plane().models.listing()})
 
 
-@api.get("/models/<name>/v<int:version>")
 def model_info(name: str, version: int) -> Response:
     return json_response(data_plane().find(name, version).info())
 
 
-@api.get("/models/<name>/latest")
 def latest_info(name: str) -> Response:
     return json_response(data_plane().find(name, None).info())
 
 
-@api.post("/models/<name>/v<int:version>")
 def classify_version(name: str, version: int) -> Response:
     return classify(name, version)
 
 
-@api.post("/models/<name>/latest")
 def classify_latest(name: str) -> Response:
     return classify(name, None)
 
 
-@api.post("/models/<name>/v<int:version>/feedback")
 def feedback(name: str, version: int) -> Response:
     """The true label of an earlier prediction (by its id), so online accuracy can be measured and the
     labelled inputs can retrain the model: only ids this server issued, one label each."""
@@ -89,12 +85,10 @@ def feedback(name: str, version: int) -> Response:
     return json_response(FeedbackAccepted(status="recorded", id=body.id, class_id=class_id), 202)
 
 
-@api.get("/health/live")
 def live() -> Response:
     return json_response({"status": "alive"})
 
 
-@api.get("/health/ready")
 def ready() -> Response:
     """Ready when every model has at least one working version; a failing prediction log is reported
     (`prediction_log`) but does not take the server out of rotation: serving matters more."""
@@ -108,14 +102,27 @@ def ready() -> Response:
     return json_response(body)
 
 
-@api.get("/metrics")
 def prometheus_metrics() -> Response:
     return Response(metrics.render(), content_type=CONTENT_TYPE_LATEST)
 
 
-@api.get("/openapi.json")
 def openapi() -> Response:
     plane = data_plane()
     models = plane.models
     class_names = sorted({c for versions in models.models.values() for m in versions.values() for c in m.class_names})
-    return json_response(openapi_document(models.listing(), class_names, plane.settings.max_batch))
+    routes = cast("ServingApp", current_app).routes
+    return json_response(openapi_document(routes, models.listing(), class_names, plane.settings.max_batch))
+
+
+ROUTES = [
+    Route("/models", "GET", list_models, "models"),
+    Route("/models/<name>/v<int:version>", "GET", model_info, "info", (404,)),
+    Route("/models/<name>/v<int:version>", "POST", classify_version, "classify", (400, 404, 415)),
+    Route("/models/<name>/latest", "GET", latest_info, "info", (404,)),
+    Route("/models/<name>/latest", "POST", classify_latest, "classify", (400, 404, 415)),
+    Route("/models/<name>/v<int:version>/feedback", "POST", feedback, "feedback", (400, 401, 404, 409, 415, 429)),
+    Route("/health/live", "GET", live, "live"),
+    Route("/health/ready", "GET", ready, "ready", (503,)),
+    Route("/metrics", "GET", prometheus_metrics, "metrics"),
+    Route("/openapi.json", "GET", openapi, "openapi"),
+]

@@ -4,47 +4,34 @@ scaled to 0-1, with or without the channel axis), not 0-255 pixels."""
 from __future__ import annotations
 
 import numpy as np
-from flask import Blueprint, Response, request
-from werkzeug.routing import BaseConverter
+from flask import Response, request
 
 from serving.data_plane import data_plane
 from serving.http import ApiError, json_response
 from serving.inputs import read_json
 from serving.model_store import ServedModel
+from serving.route_table import Route
 from serving.schemas import TFServingInputs, TFServingRequest, TFServingResponse, validate
-
-tf_serving = Blueprint("tf_serving", __name__)
-
-
-class ModelNameConverter(BaseConverter):
-    """A model name never holds ':', so `/v1/models/clothes:predict` is never read as a model named
-    'clothes:predict' (whose GET would otherwise make 405 answers list GET as allowed)."""
-
-    regex = "[^/:]+"
 
 
 def status(model: ServedModel) -> dict:
     return {"version": str(model.version), "state": "AVAILABLE", "status": {"error_code": "OK", "error_message": ""}}
 
 
-@tf_serving.get("/v1/models/<model:name>")
 def model_status(name: str) -> Response:
     plane = data_plane()
     plane.find(name, None)
     return json_response({"model_version_status": [status(m) for m in plane.models.models[name].values()]})
 
 
-@tf_serving.get("/v1/models/<model:name>/versions/<int:version>")
 def version_status(name: str, version: int) -> Response:
     return json_response({"model_version_status": [status(data_plane().find(name, version))]})
 
 
-@tf_serving.post("/v1/models/<model:name>:predict")
 def predict_latest(name: str) -> Response:
     return tfs_predict(name, None)
 
 
-@tf_serving.post("/v1/models/<model:name>/versions/<int:version>:predict")
 def predict_version(name: str, version: int) -> Response:
     return tfs_predict(name, version)
 
@@ -58,3 +45,12 @@ def tfs_predict(name: str, version: int | None) -> Response:
     batch = body.inputs if isinstance(body, TFServingInputs) else body.instances
     probabilities, _ids = plane.predict(model, batch[..., np.newaxis], answer_ids=False)
     return json_response(TFServingResponse(predictions=probabilities))  # type: ignore[typeddict-item]
+
+
+ROUTES = [
+    Route("/v1/models/<model:name>", "GET", model_status, "tfs_status", (404,)),
+    Route("/v1/models/<model:name>/versions/<int:version>", "GET", version_status, "tfs_status", (404,)),
+    Route("/v1/models/<model:name>:predict", "POST", predict_latest, "tfs_predict", (400, 404, 415)),
+    Route("/v1/models/<model:name>/versions/<int:version>:predict", "POST", predict_version, "tfs_predict",
+          (400, 404, 415)),
+]  # fmt: skip

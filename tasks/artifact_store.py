@@ -26,7 +26,7 @@ SCHEME = "mlflow-artifacts"
 
 def local_path(artifact_uri: str, settings: Settings) -> str:
     """Where the server's `--artifacts-destination` (the settings' artifacts directory) keeps the URI."""
-    return str(settings.artifacts_dir / urlparse(artifact_uri).path.lstrip("/"))
+    return str(settings.tracking.artifacts_dir / urlparse(artifact_uri).path.lstrip("/"))
 
 
 def tracking_server(tracking_uri: str) -> bool:

@@ -55,13 +55,16 @@ def apply_runtime_defaults() -> None:
         os.environ.setdefault(key, value)
 
 
-class Settings(BaseSettings):
-    """Defaults work on a laptop with nothing running: MLflow in SQLite under ``mlruns/``.
-    Built once per flow run and passed down."""
+class Group(BaseSettings):
+    """A concern's settings, each field read from the environment variable its name gives (prefix MLOPS_)."""
 
     model_config = SettingsConfigDict(env_prefix="MLOPS_", extra="ignore")
 
-    mlruns_dir: Path = Path("mlruns")
+
+class TrackingSettings(Group):
+    """Where runs and versions are recorded: MLflow's store, the stack's databases, the UI runs link to."""
+
+    mlruns_dir: Path = Field(default=Path("mlruns"), description="local store: SQLite file and artifacts/")
     tracking_uri: str | None = Field(
         default=None, description="MLflow tracking URI; falls back to MLFLOW_TRACKING_URI, then SQLite"
     )
@@ -74,34 +77,8 @@ class Settings(BaseSettings):
     )
     postgres_prefix: str = Field(default="clothes_", description="postgres: databases <prefix>mlflow, <prefix>prefect")
     postgres_socket_dir: Path = Field(default=Path("/var/run/postgresql"), description="postgres: its Unix socket")
-    experiment_name: str = "clothes"
-    model_name: str = "clothes"
-    data_dir: Path | None = Field(default=None, description="directory with the four Fashion-MNIST IDX .gz files")
-    model_root: Path = Path("models")
-
-    # Container stage
-    image_name: str = "clothes-serving"
-    base_image: str = "python:3.11-slim"
-    wheelhouse_dir: Path = Field(default=Path("wheelhouse"), description="serving wheels for offline image builds")
-    ready_timeout: float = Field(default=60, gt=0, description="seconds a container may take to become ready")
-    deploy_target: Literal["docker", "swarm"] = Field(
-        default="docker", description="docker: one container, blue/green; swarm: a replicated service"
-    )
-    deploy_replicas: int = Field(default=2, ge=1, description="swarm: serving replicas")
-    deploy_cpus: float = Field(default=1.0, gt=0, description="swarm: CPU limit per replica")
-    deploy_timeout: float = Field(default=300, gt=0, description="swarm: seconds a rollout may take")
-    deploy_name: str = Field(default="clothes-serving", description="production container / service name")
-    deploy_host: str = "127.0.0.1"
-    deploy_port: int = Field(default=8080, ge=1, le=65535)
-    prediction_log_dir: Path = Field(default=Path("logs/predictions"), description="mounted into production")
-
-    # Hyperparameter search
-    dask_address: str | None = Field(default=None, description="existing Dask scheduler; unset: a LocalCluster")
-    dask_workers: int = Field(default=2, ge=1, description="LocalCluster worker processes (one thread each)")
-
-    # Monitoring
-    feedback_data_dir: Path = Field(default=Path("data/feedback"), description="labelled samples for retraining")
-    retrain_deployment: str = Field(default="train-and-deploy/weekly", description="started when drift is found")
+    experiment_name: str = Field(default="clothes", description="MLflow experiment of the training runs")
+    model_name: str = Field(default="clothes", description="registered model name")
 
     def resolved_tracking_uri(self) -> str:
         if self.tracking_uri:
@@ -134,9 +111,65 @@ class Settings(BaseSettings):
         """What the MLflow server serves (`--artifacts-destination`) and local clients use directly."""
         return (self.mlruns_dir / "artifacts").resolve()
 
-    def gate_thresholds(self) -> GateThresholds:
-        """The gate policy as the environment sets it (`tasks.params.GateThresholds` holds its defaults)."""
-        return GateThresholds()
+
+class ReleaseSettings(Group):
+    """Export, image build and smoke test."""
+
+    model_root: Path = Field(default=Path("models"), description="exports: <model root>/<name>/<version>/")
+    image_name: str = Field(default="clothes-serving", description="serving image, tagged <name>:<version>")
+    base_image: str = Field(default="python:3.11-slim", description="the serving image's base")
+    wheelhouse_dir: Path = Field(default=Path("wheelhouse"), description="serving wheels for offline image builds")
+    ready_timeout: float = Field(default=60, gt=0, description="seconds a container may take to become ready")
+
+
+class DeploySettings(Group):
+    """Production: where and how the promoted image runs (MLOPS_DEPLOY_*)."""
+
+    model_config = SettingsConfigDict(env_prefix="MLOPS_DEPLOY_", extra="ignore")
+
+    target: Literal["docker", "swarm"] = Field(
+        default="docker", description="docker: one container, blue/green; swarm: a replicated service"
+    )
+    replicas: int = Field(default=2, ge=1, description="swarm: serving replicas")
+    cpus: float = Field(default=1.0, gt=0, description="swarm: CPU limit per replica")
+    timeout: float = Field(default=300, gt=0, description="swarm: seconds a rollout may take")
+    name: str = Field(default="clothes-serving", description="production container / service name")
+    host: str = Field(default="127.0.0.1", description="the address production listens on")
+    port: int = Field(default=8080, ge=1, le=65535, description="the port production listens on")
+
+
+class MonitorSettings(Group):
+    """What production logs and the drift monitor reads, and what it starts on drift."""
+
+    prediction_log_dir: Path = Field(default=Path("logs/predictions"), description="mounted into production")
+    feedback_data_dir: Path = Field(default=Path("data/feedback"), description="labelled samples for retraining")
+    retrain_deployment: str = Field(default="train-and-deploy/weekly", description="started when drift is found")
+
+
+class SearchSettings(Group):
+    """Where the hyperparameter search's trials run (MLOPS_DASK_*)."""
+
+    model_config = SettingsConfigDict(env_prefix="MLOPS_DASK_", extra="ignore")
+
+    address: str | None = Field(default=None, description="existing Dask scheduler; unset: a LocalCluster")
+    workers: int = Field(default=2, ge=1, description="LocalCluster worker processes (one thread each)")
+
+
+class Settings(BaseSettings):
+    """The pipeline's settings, one group per concern; every field keeps its MLOPS_* environment name
+    (`settings.deploy.port` is MLOPS_DEPLOY_PORT, `settings.tracking.mlruns_dir` MLOPS_MLRUNS_DIR).
+    Defaults work on a laptop with nothing running: MLflow in SQLite under ``mlruns/``. Built once per
+    flow run and passed down."""
+
+    model_config = SettingsConfigDict(env_prefix="MLOPS_", extra="ignore")
+
+    data_dir: Path | None = Field(default=None, description="directory with the four Fashion-MNIST IDX .gz files")
+    tracking: TrackingSettings = Field(default_factory=TrackingSettings)
+    release: ReleaseSettings = Field(default_factory=ReleaseSettings)
+    deploy: DeploySettings = Field(default_factory=DeploySettings)
+    monitor: MonitorSettings = Field(default_factory=MonitorSettings)
+    search: SearchSettings = Field(default_factory=SearchSettings)
+    gates: GateThresholds = Field(default_factory=GateThresholds, description="the gate policy's defaults")
 
     def fashion_mnist_dir(self, explicit: Path | None = None) -> Path | None:
         """Where Fashion-MNIST is, in order: `explicit`, MLOPS_DATA_DIR, a `shared/data/fashion-mnist`

@@ -102,7 +102,7 @@ def test_deployment_runs_on_the_worker_and_redeploy_keeps_one_schedule(stack, tm
     # ...and a client on this machine that opens the SQLite store directly (`make run`) reads it all.
     direct = Settings()
     configure_mlflow(direct)
-    assert direct.resolved_tracking_uri().startswith("sqlite:")
+    assert direct.tracking.resolved_tracking_uri().startswith("sqlite:")
     model = load_model_version(ModelRef("clothes", 1))
     assert model.predict(np.zeros((2, 28, 28, 1), np.float32), verbose=0).shape == (2, 10)
     assert os.path.isfile(os.path.join(os.environ["MLOPS_MODEL_ROOT"], "clothes", "1", "model.tflite"))

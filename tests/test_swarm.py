@@ -58,7 +58,11 @@ def images(swarm, model_root, tmp_path_factory):
     }.items():
         tags[tag] = f"{name}:{tag}"
         build_serving_image(
-            swarm, [model_dir], tags[tag], wheelhouse_dir=settings.wheelhouse_dir, base_image=settings.base_image
+            swarm,
+            [model_dir],
+            tags[tag],
+            wheelhouse_dir=settings.release.wheelhouse_dir,
+            base_image=settings.release.base_image,
         )
     yield tags
     for image in swarm.images.list(name=name):
@@ -116,10 +120,10 @@ def wait_for_replicas(service, image: str, replicas: int, timeout: float = 90) -
 
 def test_rolling_update_killed_replica_and_failed_update(swarm, images, settings):
     lines: list[str] = []
-    assert deploy_replicas(swarm, images["1"], 1, settings, lines.append) == settings.deploy_name
-    service = production_service(swarm, settings.deploy_name)
+    assert deploy_replicas(swarm, images["1"], 1, settings, lines.append) == settings.deploy.name
+    service = production_service(swarm, settings.deploy.name)
     assert len(running_tasks(service, images["1"])) == 2
-    assert served_version(settings.deploy_port) == 1
+    assert served_version(settings.deploy.port) == 1
     template = service.attrs["Spec"]["TaskTemplate"]
     assert template["ContainerSpec"]["ReadOnly"] and template["ContainerSpec"]["CapabilityDrop"] == ["ALL"]
     assert template["Resources"]["Limits"] == {"MemoryBytes": 1 << 30, "NanoCPUs": 10**9, "Pids": 256}
@@ -127,18 +131,18 @@ def test_rolling_update_killed_replica_and_failed_update(swarm, images, settings
     update = service.attrs["Spec"]["UpdateConfig"]
     assert update["Order"] == "start-first" and update["FailureAction"] == "rollback"
 
-    with Traffic(settings.deploy_port, CLIENTS) as during_update:
+    with Traffic(settings.deploy.port, CLIENTS) as during_update:
         deploy_replicas(swarm, images["2"], 2, settings, lines.append)
     assert during_update.failures == [] and during_update.ok > 50, during_update.failures[:3]
     assert set(during_update.versions) == {1, 2}
-    assert served_version(settings.deploy_port) == 2
+    assert served_version(settings.deploy.port) == 2
     service.reload()
     (secret,) = service.attrs["Spec"]["TaskTemplate"]["ContainerSpec"]["Secrets"]
-    assert secret["SecretName"] == f"{settings.deploy_name}-feedback-key" and secret["File"]["UID"] == "10001"
-    assert feedback_statuses(settings.deploy_port, 8) == [202] * 8  # ids from either replica, labelled at either
+    assert secret["SecretName"] == f"{settings.deploy.name}-feedback-key" and secret["File"]["UID"] == "10001"
+    assert feedback_statuses(settings.deploy.port, 8) == [202] * 8  # ids from either replica, labelled at either
 
     victim = swarm.containers.get(running_tasks(service, images["2"])[0]["Status"]["ContainerStatus"]["ContainerID"])
-    with Traffic(settings.deploy_port, CLIENTS) as during_kill:
+    with Traffic(settings.deploy.port, CLIENTS) as during_kill:
         time.sleep(1)
         victim.kill()
         time.sleep(2)
@@ -150,13 +154,16 @@ def test_rolling_update_killed_replica_and_failed_update(swarm, images, settings
     assert time.monotonic() - started < 15
 
     failing = pytest.raises(ContainerStageError, match=r"rolled the update of .* back")
-    with Traffic(settings.deploy_port, CLIENTS) as during_failed_update, failing:
+    with Traffic(settings.deploy.port, CLIENTS) as during_failed_update, failing:
         deploy_replicas(swarm, images["broken"], 3, settings, lines.append)
     assert during_failed_update.failures == [] and set(during_failed_update.versions) == {2}
     service.reload()
     assert service.attrs["Spec"]["TaskTemplate"]["ContainerSpec"]["Image"] == images["2"]
     wait_for_replicas(service, images["2"], 2)
-    hosts = {p.stem.removeprefix("predictions-").rsplit("-", 1)[0] for p in settings.prediction_log_dir.glob("*.jsonl")}
+    hosts = {
+        p.stem.removeprefix("predictions-").rsplit("-", 1)[0]
+        for p in settings.monitor.prediction_log_dir.glob("*.jsonl")
+    }
     assert len(hosts) >= 4, f"each task writes its own prediction log files: {hosts}"
 
 
@@ -165,10 +172,10 @@ def test_switching_targets_and_the_rollback_flow(swarm, images, settings, mlflow
     from flows.rollback import rollback
 
     container = deploy(
-        swarm, images["1"], 1, deploy_name=settings.deploy_name, host=settings.deploy_host, port=settings.deploy_port,
-        log_dir=settings.prediction_log_dir, ready_timeout=60, log=print,
+        swarm, images["1"], 1, deploy_name=settings.deploy.name, host=settings.deploy.host, port=settings.deploy.port,
+        log_dir=settings.monitor.prediction_log_dir, ready_timeout=60, log=print,
     )  # fmt: skip
-    assert served_version(settings.deploy_port) == 1
+    assert served_version(settings.deploy.port) == 1
     configure_mlflow(Settings())  # the test's own store (mlflow_store)
     client = MlflowClient()
     client.create_registered_model("clothes")
@@ -178,23 +185,23 @@ def test_switching_targets_and_the_rollback_flow(swarm, images, settings, mlflow
     client.set_model_version_tag("clothes", "2", "previous_champion", "1")
     client.set_registered_model_alias("clothes", CHAMPION, "2")
 
-    with Traffic(settings.deploy_port, CLIENTS) as during_switch:
+    with Traffic(settings.deploy.port, CLIENTS) as during_switch:
         deploy_replicas(swarm, images["2"], 2, settings, print)
     assert during_switch.failures == [] and set(during_switch.versions) == {1, 2}
-    assert production_containers(swarm, settings.deploy_name) == []
+    assert production_containers(swarm, settings.deploy.name) == []
     assert not [c for c in swarm.containers.list(all=True) if c.id == container.id]
 
     monkeypatch.setenv("MLOPS_IMAGE_NAME", images["1"].split(":")[0])
     result = rollback()
-    assert result["to_version"] == "1" and result["container"] == settings.deploy_name
-    assert served_version(settings.deploy_port) == 1
+    assert result["to_version"] == "1" and result["container"] == settings.deploy.name
+    assert served_version(settings.deploy.port) == 1
     assert str(client.get_model_version_by_alias("clothes", CHAMPION).version) == "1"
 
-    with Traffic(settings.deploy_port, CLIENTS) as back_to_docker:
+    with Traffic(settings.deploy.port, CLIENTS) as back_to_docker:
         deploy(
-            swarm, images["2"], 2, deploy_name=settings.deploy_name, host=settings.deploy_host,
-            port=settings.deploy_port, log_dir=settings.prediction_log_dir, ready_timeout=60, log=print,
+            swarm, images["2"], 2, deploy_name=settings.deploy.name, host=settings.deploy.host,
+            port=settings.deploy.port, log_dir=settings.monitor.prediction_log_dir, ready_timeout=60, log=print,
         )  # fmt: skip
     assert back_to_docker.failures == [], back_to_docker.failures[:3]
-    assert production_service(swarm, settings.deploy_name) is None
-    assert served_version(settings.deploy_port) == 2
+    assert production_service(swarm, settings.deploy.name) is None
+    assert served_version(settings.deploy.port) == 2

@@ -113,7 +113,7 @@ def retrain_task(
     names the retraining flow run). Safe to retry: the samples go to a directory named after the check,
     and the flow run is created with the check as its idempotency key, so a retry after a partial success
     finds the same run instead of starting a second retrain."""
-    extra = save_labelled_samples(records, settings.feedback_data_dir.resolve() / check_run_id,
+    extra = save_labelled_samples(records, settings.monitor.feedback_data_dir.resolve() / check_run_id,
                                   thresholds.max_feedback_samples)  # fmt: skip
     check = MlflowClient().get_run(check_run_id)
     trigger = Trigger(
@@ -121,7 +121,7 @@ def retrain_task(
         window=f"{window[0].isoformat(timespec='seconds')}/{window[1].isoformat(timespec='seconds')}",
         signals=report.reasons,
         monitoring_run=mlflow_ui_link(
-            settings.mlflow_ui_url, f"experiments/{check.info.experiment_id}/runs/{check_run_id}"
+            settings.tracking.mlflow_ui_url, f"experiments/{check.info.experiment_id}/runs/{check_run_id}"
         ),
         source_run=str(runtime.flow_run.id or ""),
     )
@@ -129,10 +129,10 @@ def retrain_task(
     if extra:
         parameters["data"] = {"extra_path": str(extra)}
     flow_run = cast(FlowRun, run_deployment(
-        settings.retrain_deployment, parameters=parameters, timeout=0, tags=["trigger:drift"],
+        settings.monitor.retrain_deployment, parameters=parameters, timeout=0, tags=["trigger:drift"],
         idempotency_key=f"retrain-after-drift-check-{check_run_id}",
     ))  # fmt: skip
-    triggered = f"{settings.retrain_deployment} flow run {flow_run.id}"
+    triggered = f"{settings.monitor.retrain_deployment} flow run {flow_run.id}"
     MlflowClient().set_tag(check_run_id, "retraining", triggered)
     get_run_logger().warning("drift (%s): started %s", "; ".join(report.reasons), triggered)
     return triggered
@@ -145,7 +145,7 @@ def record_check_task(
 ) -> str:  # fmt: skip
     """One run per check in the `<experiment>-monitoring` experiment, so each signal plots over time.
     MLflow was configured (and its server checked) by `champion_task`."""
-    experiment_id = ensure_experiment(settings, f"{settings.experiment_name}-monitoring", "monitoring")
+    experiment_id = ensure_experiment(settings, f"{settings.tracking.experiment_name}-monitoring", "monitoring")
     minutes = round((window[1] - window[0]).total_seconds() / 60)
     with tracked_run(experiment_id, f"{ref.name}-v{ref.version}-{window[1]:%Y%m%dT%H%M}") as run_id:
         mlflow.log_params({"model": ref.name, "version": ref.version, "window_minutes": minutes,

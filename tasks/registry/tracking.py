@@ -46,13 +46,13 @@ def check_tracking_server(uri: str, timeout: float = 20) -> None:
 
 def configure_mlflow(settings: Settings, experiment_name: str | None = None, artifact_subdir: str = "") -> str:
     """Point MLflow at the configured store and return the experiment id, creating it on first use."""
-    uri = settings.resolved_tracking_uri()
+    uri = settings.tracking.resolved_tracking_uri()
     if uri.startswith("sqlite:"):
-        settings.mlruns_dir.mkdir(parents=True, exist_ok=True)
-    check_tracking_server(uri, settings.tracking_preflight_seconds)
+        settings.tracking.mlruns_dir.mkdir(parents=True, exist_ok=True)
+    check_tracking_server(uri, settings.tracking.tracking_preflight_seconds)
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
-    return ensure_experiment(settings, experiment_name or settings.experiment_name, artifact_subdir)
+    return ensure_experiment(settings, experiment_name or settings.tracking.experiment_name, artifact_subdir)
 
 
 def ensure_experiment(settings: Settings, name: str, artifact_subdir: str = "") -> str:
@@ -62,7 +62,9 @@ def ensure_experiment(settings: Settings, name: str, artifact_subdir: str = "") 
     experiment = client.get_experiment_by_name(name)
     if experiment is None:
         # Proxied: through a server over HTTP, else straight into <mlruns>/artifacts (tasks.artifact_store).
-        location = None if tracking_server(settings.resolved_tracking_uri()) else f"{SCHEME}:/{artifact_subdir}"
+        location = (
+            None if tracking_server(settings.tracking.resolved_tracking_uri()) else f"{SCHEME}:/{artifact_subdir}"
+        )
         return client.create_experiment(name, artifact_location=location, tags={EXPERIMENT_KIND: TRADITIONAL_ML})
     if experiment.tags.get(EXPERIMENT_KIND) != TRADITIONAL_ML:
         client.set_experiment_tag(experiment.experiment_id, EXPERIMENT_KIND, TRADITIONAL_ML)

@@ -31,11 +31,11 @@ def deploy_replicas(client, image: str, version: int, settings: Settings, log: L
     """The `swarm` target: roll the service onto `image`, then retire the `docker` target's container."""
     enable_listener_migration()
     name = deploy_service(
-        client, image, version, timeout=settings.deploy_timeout, log=log, deploy_name=settings.deploy_name,
-        host=settings.deploy_host, port=settings.deploy_port, replicas=settings.deploy_replicas,
-        cpus=settings.deploy_cpus, log_dir=prepare_log_dir(settings.prediction_log_dir),
+        client, image, version, timeout=settings.deploy.timeout, log=log, deploy_name=settings.deploy.name,
+        host=settings.deploy.host, port=settings.deploy.port, replicas=settings.deploy.replicas,
+        cpus=settings.deploy.cpus, log_dir=prepare_log_dir(settings.monitor.prediction_log_dir),
     )  # fmt: skip
-    previous = production_containers(client, settings.deploy_name)
+    previous = production_containers(client, settings.deploy.name)
     if previous:
         log(f"retiring {[c.name for c in previous]}: the service {name} serves the port now")
     retire(previous)
@@ -44,12 +44,12 @@ def deploy_replicas(client, image: str, version: int, settings: Settings, log: L
 
 def released_image(version: ModelVersion, settings: Settings) -> str:
     """The image a registered version was released as: the tag promotion recorded, else its build tag."""
-    return version.tags.get("image", f"{settings.image_name}:{version.version}")
+    return version.tags.get("image", f"{settings.release.image_name}:{version.version}")
 
 
 def tag_champion(client, image: str, settings: Settings) -> None:
     """`<image name>:champion` always names the image production should be running."""
-    client.images.get(image).tag(settings.image_name, "champion")
+    client.images.get(image).tag(settings.release.image_name, "champion")
 
 
 @task(name="deploy", task_run_name="deploy-{image_tag}", cache_policy=NO_CACHE)
@@ -57,14 +57,14 @@ def deploy_task(image_tag: str, ref: ModelRef, settings: Settings) -> str:
     """The container (docker) or service (swarm) now serving `image_tag`."""
     logger = get_run_logger()
     client = require_docker()
-    if settings.deploy_target == "swarm":
+    if settings.deploy.target == "swarm":
         name = deploy_replicas(client, image_tag, ref.version, settings, logger.info)
     else:
         name = deploy(
-            client, image_tag, ref.version, deploy_name=settings.deploy_name, host=settings.deploy_host,
-            port=settings.deploy_port, log_dir=settings.prediction_log_dir, ready_timeout=settings.ready_timeout,
-            log=logger.info,
+            client, image_tag, ref.version, deploy_name=settings.deploy.name, host=settings.deploy.host,
+            port=settings.deploy.port, log_dir=settings.monitor.prediction_log_dir,
+            ready_timeout=settings.release.ready_timeout, log=logger.info,
         ).name  # fmt: skip
-    logger.info("production (%s): %s serving %s on http://%s:%d", settings.deploy_target, name, image_tag,
-                settings.deploy_host, settings.deploy_port)  # fmt: skip
+    logger.info("production (%s): %s serving %s on http://%s:%d", settings.deploy.target, name, image_tag,
+                settings.deploy.host, settings.deploy.port)  # fmt: skip
     return name

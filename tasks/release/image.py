@@ -138,11 +138,11 @@ def build_serving_image(
 def build_image_task(ref: ModelRef, model_dir: Path, run_id: str, settings: Settings) -> ImageInfo:
     logger = get_run_logger()
     client = require_docker()
-    tag = f"{settings.image_name}:{ref.version}"
+    tag = f"{settings.release.image_name}:{ref.version}"
     labels = {f"{LABEL}.model": ref.name, f"{LABEL}.version": str(ref.version), f"{LABEL}.mlflow-run-id": run_id}
     image_id, seconds = build_serving_image(
-        client, [model_dir], tag, wheelhouse_dir=settings.wheelhouse_dir, base_image=settings.base_image,
-        labels=labels, log=logger.info,
+        client, [model_dir], tag, wheelhouse_dir=settings.release.wheelhouse_dir,
+        base_image=settings.release.base_image, labels=labels, log=logger.info,
     )  # fmt: skip
     size_mb = client.images.get(image_id).attrs["Size"] / 1e6
     logger.info("built %s (%s, %.0f MB) in %.1f s", tag, image_id[:19], size_mb, seconds)

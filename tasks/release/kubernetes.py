@@ -25,7 +25,7 @@ def _probe(path: str, period: int, failures: int) -> dict:
 
 def manifests(image: str, ref: ModelRef, settings: Settings, max_replicas: int = 10) -> list[dict]:
     """The objects, as the Kubernetes API takes them (apps/v1, v1, autoscaling/v2, policy/v1)."""
-    name = settings.deploy_name
+    name = settings.deploy.name
     labels = {"app.kubernetes.io/name": name, "app.kubernetes.io/component": "inference-server"}
     versioned = {**labels, "app.kubernetes.io/version": str(ref.version), "clothes-mlops/model": ref.name}
     container = {
@@ -39,7 +39,7 @@ def manifests(image: str, ref: ModelRef, settings: Settings, max_replicas: int =
         "livenessProbe": _probe("/health/live", 10, 3),
         "resources": {
             "requests": {"cpu": "500m", "memory": "256Mi"},
-            "limits": {"cpu": f"{int(settings.deploy_cpus * 1000)}m", "memory": "1Gi"},
+            "limits": {"cpu": f"{int(settings.deploy.cpus * 1000)}m", "memory": "1Gi"},
         },
         "securityContext": {
             "runAsNonRoot": True,
@@ -58,7 +58,7 @@ def manifests(image: str, ref: ModelRef, settings: Settings, max_replicas: int =
         "kind": "Deployment",
         "metadata": {"name": name, "labels": versioned},
         "spec": {
-            "replicas": settings.deploy_replicas,
+            "replicas": settings.deploy.replicas,
             "selector": {"matchLabels": labels},
             # As on swarm: a new pod must be ready before an old one goes.
             "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}},
@@ -89,8 +89,8 @@ def manifests(image: str, ref: ModelRef, settings: Settings, max_replicas: int =
         "metadata": {"name": name, "labels": labels},
         "spec": {
             "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": name},
-            "minReplicas": settings.deploy_replicas,
-            "maxReplicas": max(max_replicas, settings.deploy_replicas),
+            "minReplicas": settings.deploy.replicas,
+            "maxReplicas": max(max_replicas, settings.deploy.replicas),
             "metrics": [
                 {
                     "type": "Resource",

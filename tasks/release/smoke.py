@@ -124,9 +124,9 @@ def smoke_test_task(
     """A QA deployment of the candidate; the container is removed whatever happens."""
     logger = get_run_logger()
     client = require_docker()
-    container, base_url = start_qa_container(client, image.id, f"{settings.deploy_name}-qa-v{ref.version}", {})
+    container, base_url = start_qa_container(client, image.id, f"{settings.deploy.name}-qa-v{ref.version}", {})
     try:
-        ready = wait_container_ready(container, base_url, settings.ready_timeout)
+        ready = wait_container_ready(container, base_url, settings.release.ready_timeout)
         logger.info("QA container %s ready in %.2f s at %s", container.name, ready, base_url)
         report = smoke_test(
             base_url, ref, number_of_parameters, images, expected,

@@ -57,7 +57,7 @@ def trial_task(
 ) -> dict:
     """Train one candidate; its params, curves and validation metrics become a child run of the search."""
     _limit_tensorflow_threads(tf_threads)
-    mlflow.set_tracking_uri(settings.resolved_tracking_uri())
+    mlflow.set_tracking_uri(settings.tracking.resolved_tracking_uri())
     tags = {"trial": str(index)}
     with tracked_run(experiment_id, f"trial-{index}", tags, parent_run_id=parent_run_id) as run_id:
         mlflow.log_params({k: str(v) for k, v in params.flat().items()})
