@@ -102,6 +102,11 @@ class ServingApp(Flask):
         register(self, routes)
 
 
+def serving_app() -> ServingApp:
+    """The app handling the current request."""
+    return cast(ServingApp, current_app)
+
+
 def data_plane() -> DataPlane:
     """The data plane of the app handling the current request."""
-    return cast(ServingApp, current_app).plane
+    return serving_app().plane

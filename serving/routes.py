@@ -4,22 +4,19 @@ per model and version, feedback on earlier predictions, health, metrics and the 
 from __future__ import annotations
 
 import hmac
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any
 
-from flask import Response, current_app, request
+from flask import Response, request
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from serving import metrics
-from serving.data_plane import NO_FEEDBACK, data_plane
+from serving.data_plane import NO_FEEDBACK, data_plane, serving_app
 from serving.feedback import bearer_token
 from serving.http import ApiError, json_response
 from serving.inputs import read_json, read_pixels
 from serving.openapi import openapi_document
-from serving.route_table import Route
-
-if TYPE_CHECKING:
-    from serving.data_plane import ServingApp
 from serving.preprocessing import to_model_input
+from serving.route_table import Route
 from serving.schemas import FeedbackAccepted, FeedbackRequest, Prediction, PredictionResponse, validate
 
 
@@ -110,8 +107,9 @@ def openapi() -> Response:
     plane = data_plane()
     models = plane.models
     class_names = sorted({c for versions in models.models.values() for m in versions.values() for c in m.class_names})
-    routes = cast("ServingApp", current_app).routes
-    return json_response(openapi_document(routes, models.listing(), class_names, plane.settings.max_batch))
+    return json_response(
+        openapi_document(serving_app().routes, models.listing(), class_names, plane.settings.max_batch)
+    )
 
 
 ROUTES = [
