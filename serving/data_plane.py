@@ -39,8 +39,11 @@ class DataPlane:
     def build(cls, settings: ServingSettings) -> DataPlane:
         log = None
         if settings.prediction_log_dir is not None:
-            log = PredictionLog(settings.prediction_log_dir, settings.prediction_log_max_bytes,
-                                settings.prediction_log_inputs)  # fmt: skip
+            log = PredictionLog(
+                settings.prediction_log_dir, settings.prediction_log_max_bytes, settings.prediction_log_inputs,
+                max_total_bytes=settings.prediction_log_max_total_bytes,
+                max_age_seconds=settings.prediction_log_max_age_days * 86400,
+            )  # fmt: skip
         secret = secret_from_file(settings.feedback_secret_file) or settings.feedback_secret
         return cls(
             settings=settings, models=ModelStore.discover(settings.model_root),

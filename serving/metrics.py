@@ -44,6 +44,11 @@ def render() -> bytes:
 
 LOG_DROPPED = Counter("clothes_prediction_log_dropped_total", "Predictions not written to the prediction log")
 LOG_WRITE_ERRORS = Counter("clothes_prediction_log_write_errors_total", "Failed prediction-log writes")
+LOG_COMPRESSED = Counter("clothes_prediction_log_compressed_files_total", "Rotated prediction-log files gzipped")
+LOG_REMOVED_FILES = Counter(
+    "clothes_prediction_log_removed_files_total", "Rotated prediction-log files removed (size or age bound)"
+)
+LOG_REMOVED_BYTES = Counter("clothes_prediction_log_removed_bytes_total", "Bytes of prediction-log files removed")
 MODELS_FAILED = Gauge(
     "clothes_model_versions_failed", "Model versions that could not be loaded", ["model", "version"],
     multiprocess_mode="max",

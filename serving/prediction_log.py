@@ -4,7 +4,9 @@ A line holds one request: its images' ids, predicted classes, confidences and in
 columns (`serving.log_records` defines the record types; the monitor expands them per prediction).
 
 Each worker process writes its own file (no interleaving between processes) and rotates it by
-size: `predictions-<host>-<pid>.jsonl`, rotated to `predictions-<host>-<pid>-<time>.jsonl`.
+size: `predictions-<host>-<pid>.jsonl`, rotated to `predictions-<host>-<pid>-<time>.jsonl` and then
+compressed to `....jsonl.gz`; the directory's total size and the rotated files' age are bounded
+(`serving.log_retention`).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import orjson
 
 from serving import metrics
 from serving.log_records import FeedbackLine, LogGapLine, PredictionsLine
+from serving.log_retention import compress, enforce_bounds
 
 log = logging.getLogger(__name__)
 DARK_LEVEL = 0.1  # a pixel darker than 10% of full scale counts as background
@@ -72,6 +75,8 @@ class PredictionLog:
         directory: Path,
         max_bytes: int = 10 * 1024 * 1024,
         store_inputs: bool = False,
+        max_total_bytes: int = 2 * 1024**3,
+        max_age_seconds: float = 30 * 86400,
         flush_seconds: float = 0.2,
         max_pending_images: int = 8192,
         retry_seconds: float = 1.0,
@@ -79,6 +84,8 @@ class PredictionLog:
         self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)
         self.max_bytes = max_bytes
+        self.max_total_bytes = max_total_bytes
+        self.max_age_seconds = max_age_seconds
         self.store_inputs = store_inputs
         self.flush_seconds = flush_seconds
         self.max_pending_images = max_pending_images
@@ -171,13 +178,34 @@ class PredictionLog:
     def _write(self, lines: list[bytes]) -> None:
         if self._handle is None or self._handle.closed:
             self._handle = self.path.open("ab")
+        rotated = []
         for line in lines:
             self._handle.write(line)
             if self._handle.tell() >= self.max_bytes:
                 self._handle.close()
-                self.path.rename(self.path.with_name(f"{self.path.stem}-{time.time_ns()}.jsonl"))
+                rotated.append(self.path.rename(self.path.with_name(f"{self.path.stem}-{time.time_ns()}.jsonl")))
                 self._handle = self.path.open("ab")
         self._handle.flush()
+        if rotated:
+            self._retire(rotated)
+
+    def _retire(self, rotated: list[Path]) -> None:
+        """Compress what was just rotated, then keep the directory within its size and age bounds. The
+        records are written already: a failure here loses none, and removing old files still runs (on a
+        full disk it is what makes room)."""
+        for path in rotated:
+            try:
+                compress(path)
+                metrics.LOG_COMPRESSED.inc()
+            except OSError as exc:  # left uncompressed; still counted and removed by the bounds
+                log.warning("prediction log: could not compress %s (%s)", path.name, exc)
+        try:
+            removed = enforce_bounds(self.directory, self.max_total_bytes, self.max_age_seconds)
+        except OSError as exc:
+            log.warning("prediction log: could not apply its size and age bounds (%s)", exc)
+            return
+        metrics.LOG_REMOVED_FILES.inc(removed.files)
+        metrics.LOG_REMOVED_BYTES.inc(removed.bytes)
 
     def _fail(self, exc: OSError, lost: int) -> None:
         metrics.LOG_WRITE_ERRORS.inc()

@@ -27,6 +27,10 @@ class ServingSettings(BaseSettings):
     )
     prediction_log_dir: Path | None = Field(default=None, description="JSON Lines prediction log; unset: off")
     prediction_log_max_bytes: int = Field(default=10 * 1024 * 1024, ge=1024, description="rotate files at this size")
+    prediction_log_max_total_bytes: int = Field(
+        default=2 * 1024**3, ge=1024, description="all prediction-log files together; the oldest rotated go first"
+    )
+    prediction_log_max_age_days: float = Field(default=30, gt=0, description="rotated files older than this go")
     prediction_log_inputs: bool = Field(default=False, description="also store each input (784 bytes, base64)")
     preprocess: bool = Field(
         default=True,

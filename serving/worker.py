@@ -25,6 +25,7 @@ import io
 
 import gevent
 import orjson
+from gunicorn import util
 from gunicorn.http.body import Body
 from gunicorn.workers.ggevent import GeventWorker
 
@@ -33,6 +34,17 @@ from serving.settings import ServingSettings
 
 READ_CHUNK = 1024 * 1024
 RECV_SIZE = 64 * 1024  # gunicorn's default of 8 KiB costs ~4x the CPU on multi-megabyte bodies
+
+
+def write_json_error(sock, status_int: int, reason: str, mesg: str) -> None:
+    """gunicorn's own error answers (431 for oversized headers, 400 for a malformed request line, ...) as
+    JSON like every other answer of this server, instead of its HTML page."""
+    body = orjson.dumps({"error": mesg or reason})
+    head = (
+        f"HTTP/1.1 {status_int} {reason}\r\nConnection: close\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    )
+    util.write_nonblock(sock, head.encode("latin1") + body)
 
 
 def _reply_and_close(sock, status: str, message: str) -> None:
@@ -49,6 +61,7 @@ def _reply_and_close(sock, status: str, message: str) -> None:
 
 class BufferingGeventWorker(GeventWorker):
     def run(self) -> None:
+        util.write_error = write_json_error  # gunicorn looks it up at each error; this process only
         # The app's own settings: the limits enforced here are the ones it documents.
         plane: DataPlane = self.wsgi.plane
         self.serving_settings: ServingSettings = plane.settings

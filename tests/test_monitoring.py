@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import base64
+import gzip
+import re
+import time
 import types
 from pathlib import Path
 
@@ -10,6 +13,7 @@ import numpy as np
 import pytest
 
 from serving import create_app
+from serving.log_retention import Removed, compress, enforce_bounds
 from serving.settings import ServingSettings
 from tasks.data.sources import load_fashion_mnist
 from tasks.evaluation.metrics import predict_probabilities
@@ -72,8 +76,48 @@ def test_log_rotates_by_size(model_root, tmp_path, test_split):
     for start in range(0, 200, 10):
         client.post("/models/clothes/v1", json={"images": test_split[0][start : start + 10].tolist()})
     app.plane.log.close()
-    assert len(list(tmp_path.glob("predictions-*.jsonl"))) > 3
-    assert len(read_records(tmp_path, since=0)) == 200
+    assert len(list(tmp_path.glob("predictions-*.jsonl"))) == 1  # the file being written; the rest gzipped
+    assert len(list(tmp_path.glob("predictions-*.jsonl.gz"))) > 3
+    assert len(read_records(tmp_path, since=0)) == 200  # the monitor reads compressed files too
+
+
+def removed_files_metric(client) -> float:
+    text = client.get("/metrics").get_data(as_text=True)
+    return float(re.search(r"^clothes_prediction_log_removed_files_total (\S+)$", text, re.MULTILINE).group(1))
+
+
+def test_log_disk_is_bounded_and_the_oldest_files_go_first(model_root, tmp_path, test_split):
+    settings = ServingSettings(
+        prediction_log_dir=tmp_path, prediction_log_max_bytes=4096, prediction_log_max_total_bytes=12_000
+    )
+    app = create_app(model_root, settings)
+    client = app.test_client()
+    removed_before = removed_files_metric(client)
+    ids = []
+    for start in range(0, 600, 10):
+        answer = client.post("/models/clothes/v1", json={"images": test_split[0][start : start + 10].tolist()}).json
+        ids += [p["id"] for p in answer["predictions"]]
+        app.plane.log.flush()
+    app.plane.log.close()
+    files = list(tmp_path.glob("predictions-*"))
+    assert sum(f.stat().st_size for f in files) < 12_000 + 4096  # the bound, plus the file being written
+    kept = [r["id"] for r in read_records(tmp_path, since=0) if r["type"] == "prediction"]
+    assert 0 < len(kept) < len(ids) and kept == ids[-len(kept) :]  # what is left is the newest, unbroken
+    assert removed_files_metric(client) - removed_before >= 1
+
+
+def test_rotated_files_past_their_age_go_and_the_files_being_written_stay(tmp_path):
+    active, rotated = tmp_path / "predictions-host-7.jsonl", tmp_path / "predictions-host-7-1796000000000000000.jsonl"
+    for path in (active, rotated):
+        path.write_bytes(b'{"type": "log_gap", "time": 1, "dropped": 0}\n' * 50)
+    compressed = compress(rotated)
+    assert compressed.name.endswith(".jsonl.gz") and not rotated.exists()
+    assert gzip.decompress(compressed.read_bytes()) == active.read_bytes()
+    assert enforce_bounds(tmp_path, max_total_bytes=10**9, max_age_seconds=3600) == Removed()
+    later = time.time() + 7200
+    assert enforce_bounds(tmp_path, max_total_bytes=10**9, max_age_seconds=3600, now=later).files == 1
+    assert [p.name for p in tmp_path.iterdir()] == [active.name]
+    assert enforce_bounds(tmp_path, max_total_bytes=1, max_age_seconds=3600, now=later) == Removed()  # never active
 
 
 def test_feedback_is_recorded_and_validated(model_root, tmp_path, test_split):

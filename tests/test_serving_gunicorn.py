@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -73,6 +74,26 @@ def test_library_and_errors_over_http(server):
     assert prediction.label in FASHION_MNIST_CLASSES and len(prediction.probabilities) == 10
     with pytest.raises(ClientError, match="404: unknown model 'shoes'"):
         classify(EXAMPLES[0], url=f"{server}/models/shoes/v1")
+
+
+@pytest.mark.parametrize(
+    ("request_head", "status"),
+    [
+        (b"GET /health/live HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 9000 + b"\r\n\r\n", 431),  # header field
+        (b"GET /" + b"a" * 5000 + b" HTTP/1.1\r\nHost: x\r\n\r\n", 400),  # request line over 4094 bytes
+        (b"NOT A REQUEST\r\n\r\n", 400),
+    ],
+)
+def test_errors_the_http_server_itself_answers_are_json_too(server, request_head, status):
+    port = int(server.rsplit(":", 1)[1])
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(request_head)
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(f"HTTP/1.1 {status} ".encode()), head
+    assert b"Content-Type: application/json" in head and orjson.loads(body)["error"], answer[:300]
 
 
 def test_metrics_aggregate_across_workers(server):

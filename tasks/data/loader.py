@@ -10,10 +10,10 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from tasks.data.dataset import Dataset
-from tasks.params import DataSpec
-from tasks.settings import IDX_FILES, Settings
 from tasks.data.sources import IMAGE_SUFFIXES, add_labelled_samples, load_fashion_mnist, load_image_folder
 from tasks.data.validation import validate_data
+from tasks.params import DataSpec
+from tasks.settings import IDX_FILES, Settings
 
 
 def load_dataset(spec: DataSpec, settings: Settings) -> Dataset:

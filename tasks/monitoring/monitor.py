@@ -5,6 +5,7 @@ inputs feedback collected."""
 from __future__ import annotations
 
 import base64
+import gzip
 import tempfile
 import time
 from collections.abc import Iterable
@@ -34,20 +35,25 @@ RETRIES: dict[str, Any] = {"retries": 2, "retry_delay_seconds": [2, 10], "cache_
 
 
 def read_records(log_dir: Path, since: float, until: float | None = None) -> list[Record]:
-    """Every record in the window from every worker's (rotated) files; torn last lines are skipped."""
+    """Every record in the window from every worker's files, rotated and compressed ones included; torn
+    last lines are skipped, and so are files removed by the log's bounds while this reads."""
     until = until or time.time()
     records: list[Record] = []
-    for path in sorted(Path(log_dir).glob("predictions-*.jsonl")):
-        if path.stat().st_mtime < since:
+    for path in sorted([*Path(log_dir).glob("predictions-*.jsonl"), *Path(log_dir).glob("predictions-*.jsonl.gz")]):
+        try:
+            if path.stat().st_mtime < since:
+                continue
+            with gzip.open(path, "rb") if path.suffix == ".gz" else path.open("rb") as handle:
+                lines = list(handle)
+        except (FileNotFoundError, EOFError):
             continue
-        with path.open("rb") as handle:
-            for line in handle:
-                try:
-                    record = orjson.loads(line)
-                except orjson.JSONDecodeError:
-                    continue
-                if isinstance(record, dict) and since <= record.get("time", 0) <= until:
-                    records.extend(expand(record))  # type: ignore[arg-type]
+        for line in lines:
+            try:
+                record = orjson.loads(line)
+            except orjson.JSONDecodeError:
+                continue
+            if isinstance(record, dict) and since <= record.get("time", 0) <= until:
+                records.extend(expand(record))  # type: ignore[arg-type]
     return records
 
 
