@@ -17,6 +17,7 @@ from serving.http import ApiError, json_response
 from serving.preprocessing import ImageTooLarge, InvalidInput
 from serving.route_table import Route
 from serving.settings import ServingSettings
+from serving.ui import register_ui
 
 log = logging.getLogger(__name__)
 # Every route the server answers, in the order /openapi.json lists them.
@@ -38,6 +39,7 @@ def create_app(
         plane.models.warm_up()
 
     app = ServingApp(__name__, plane, ROUTES)
+    register_ui(app)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.config["MAX_FORM_PARTS"] = settings.max_batch + 8  # files, plus room for a few plain fields
 

@@ -92,7 +92,7 @@ def openapi_document(routes: list[Route], listing: list[dict], class_names: list
     operations = operations_by_doc(max_batch)
     paths: dict[str, dict] = {}
     for route in routes:
-        operation = dict(operations[route.doc])
+        operation = {"tags": [tag_of(route.path)], **operations[route.doc]}
         operation["responses"] = {**operation["responses"], **_errors(*route.statuses)}
         path = paths.setdefault(route.path, {})
         if route.variables:
@@ -104,6 +104,17 @@ def openapi_document(routes: list[Route], listing: list[dict], class_names: list
         "paths": paths,
         "components": {"schemas": components},
     }
+
+
+def tag_of(path: str) -> str:
+    """The protocol a path belongs to: Swagger UI groups the operations by it."""
+    if path.startswith("/v1/"):
+        return "TensorFlow Serving REST"
+    if path.startswith("/v2"):
+        return "Open Inference Protocol v2"
+    if path.startswith("/models"):
+        return "models (course API)"
+    return "operations"
 
 
 def operations_by_doc(max_batch: int) -> dict[str, dict]:
@@ -122,6 +133,8 @@ def operations_by_doc(max_batch: int) -> dict[str, dict]:
         "info": {"summary": "Model metadata", **plain},
         "classify": {
             "summary": f"Classify 28x28 images (pixels 0-255) or PNG/JPEG files, at most {max_batch} per request",
+            "parameters": [{"name": "input", "in": "query", "required": False, "schema": {"type": "boolean"},
+                            "description": "true: each prediction also carries the 28x28 pixels the model saw"}],
             "requestBody": _body({
                 "application/json": {"schema": _ref("ClassifyRequest")},
                 "image/png": binary,

@@ -6,6 +6,7 @@ from __future__ import annotations
 import hmac
 from typing import Any
 
+import numpy as np
 from flask import Response, request
 from prometheus_client import CONTENT_TYPE_LATEST
 
@@ -26,13 +27,17 @@ def classify(name: str, version: int | None) -> Response:
     pixels, applied = read_pixels()
     probabilities, ids = plane.predict(model, to_model_input(pixels))
     class_ids = probabilities.argmax(axis=1)
+    predictions = [
+        Prediction(id=i, label=model.class_names[c], class_id=int(c), confidence=float(p[c]), preprocessing=a)
+        for i, c, p, a in zip(ids, class_ids, probabilities, applied, strict=True)
+    ]
+    if request.args.get("input", "").lower() in ("1", "true"):  # what the model saw, e.g. for the upload page
+        for prediction, seen in zip(predictions, np.rint(pixels).astype(np.uint8), strict=True):
+            prediction["input"] = seen  # orjson writes the array as lists
     answer = PredictionResponse(
         model={"name": model.name, "version": model.version},
         result=probabilities,  # type: ignore[typeddict-item]  # orjson writes the array as lists
-        predictions=[
-            Prediction(id=i, label=model.class_names[c], class_id=int(c), confidence=float(p[c]), preprocessing=a)
-            for i, c, p, a in zip(ids, class_ids, probabilities, applied, strict=True)
-        ],
+        predictions=predictions,
     )
     return json_response(answer)
 

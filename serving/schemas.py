@@ -8,7 +8,7 @@ settings (images per request) are answered with 413 and described, not validated
 
 from __future__ import annotations
 
-from typing import Annotated, Any, ClassVar
+from typing import Annotated, Any, ClassVar, NotRequired
 
 import numpy as np
 from pydantic import (
@@ -206,6 +206,9 @@ class Prediction(TypedDict):
     confidence: float
     preprocessing: Annotated[
         Preprocessing, Field(description="what turned the input into the dataset's form (all false: nothing)")
+    ]
+    input: NotRequired[
+        Annotated[list[list[int]], Field(description="with ?input=true: the 28x28 pixels 0-255 the model saw")]
     ]
 
 

@@ -159,6 +159,43 @@ def client_with(model_root):
     return lambda **settings: create_app(model_root, ServingSettings(**settings)).test_client()
 
 
+@pytest.fixture(scope="module")
+def server_tmp(tmp_path_factory) -> Path:
+    """The server's TMPDIR: its per-start Prometheus directory (one file per worker) lives there."""
+    return tmp_path_factory.mktemp("server-tmp")
+
+
+@pytest.fixture(scope="module")
+def server(model_root, server_tmp):
+    """The production server (`python -m serving`: gunicorn, 2 workers) on a free loopback port."""
+    import signal
+    import subprocess
+    import sys
+
+    from serving.client import wait_until_ready
+    from tasks.release.docker_engine import free_port
+
+    port = free_port()
+    temp = server_tmp
+    env = {**os.environ, "MLOPS_SERVE_HOST": "127.0.0.1", "MLOPS_SERVE_PORT": str(port), "MLOPS_SERVE_WORKERS": "2",
+           "TMPDIR": str(temp)}  # fmt: skip
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "serving", "--model-root", str(model_root)], env=env,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_until_ready(base, timeout=60, is_alive=lambda: process.poll() is None)
+        yield base
+    finally:
+        process.send_signal(signal.SIGTERM)
+        output, _ = process.communicate(timeout=30)
+        assert process.returncode == 0, output
+        assert "Shutting down" in output or "Handling signal: term" in output
+        assert not list(temp.glob("clothes-prometheus-*")), "the metrics directory outlived the server"
+
+
 @pytest.fixture(scope="session")
 def docker_engine():
     """The local Docker engine (`make docker-up` starts one; CI's run starts it first)."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import urllib.request
 import uuid
 from pathlib import Path
 
@@ -78,6 +79,10 @@ def test_release_swap_and_rollback(release_env, docker_engine, fashion_dir):
     assert image.labels[f"{LABEL}.version"] == "1" and f"{release_env['MLOPS_IMAGE_NAME']}:champion" in image.tags
     assert image.attrs["Config"]["User"] == "clothes"
     assert not docker_engine.containers.list(all=True, filters={"label": f"{LABEL}.role=qa"})
+    # The browser pages work in the read-only, non-root image: the upload page and Swagger UI's own assets.
+    for path, marker in (("/", b"Clothes classifier"), ("/docs/", b"swagger-ui"), ("/docs/swagger-ui-bundle.js", b"")):
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as page:
+            assert page.status == 200 and marker in page.read()
 
     with Traffic(port) as loop:
         second = train_and_deploy(**_params(fashion_dir, seed=2))

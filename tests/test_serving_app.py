@@ -14,6 +14,7 @@ from PIL import Image
 
 from serving import create_app
 from serving.settings import ServingSettings
+from serving.ui import UI_ENDPOINTS
 
 IMAGES = sorted((Path(__file__).resolve().parents[1] / "examples" / "images").glob("*.png"))
 
@@ -189,7 +190,7 @@ def test_metrics_count_requests_and_predicted_classes(client):
 def test_openapi_document_lists_every_route(client, app):
     document = client.get("/openapi.json").json
     assert document["openapi"].startswith("3.")
-    served = {rule.rule for rule in app.url_map.iter_rules() if rule.endpoint != "static"}
+    served = {rule.rule for rule in app.url_map.iter_rules() if rule.endpoint not in UI_ENDPOINTS}
     documented = {p.replace("{", "<").replace("}", ">") for p in document["paths"]} | {"/openapi.json"}
     normalise = {r.replace("<int:version>", "<version>").replace("<model:name>", "<name>") for r in served}
     assert normalise == documented

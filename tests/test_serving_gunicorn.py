@@ -2,54 +2,20 @@
 
 from __future__ import annotations
 
-import os
 import re
-import signal
 import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import orjson
 import pytest
 
-from serving.client import ClientError, classify, main, wait_until_ready
+from serving.client import ClientError, classify, main
 from tasks.data.dataset import FASHION_MNIST_CLASSES
-from tasks.release.docker_engine import free_port
 from tasks.release.load_generator import load_burst
 
 pytestmark = pytest.mark.slow
 EXAMPLES = sorted((Path(__file__).resolve().parents[1] / "examples" / "images").glob("*.png"))
-
-
-@pytest.fixture(scope="module")
-def server_tmp(tmp_path_factory) -> Path:
-    """The server's TMPDIR: its per-start Prometheus directory (one file per worker) lives there."""
-    return tmp_path_factory.mktemp("server-tmp")
-
-
-@pytest.fixture(scope="module")
-def server(model_root, server_tmp):
-    port = free_port()
-    temp = server_tmp
-    env = {**os.environ, "MLOPS_SERVE_HOST": "127.0.0.1", "MLOPS_SERVE_PORT": str(port), "MLOPS_SERVE_WORKERS": "2",
-           "TMPDIR": str(temp)}  # fmt: skip
-    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
-    process = subprocess.Popen(
-        [sys.executable, "-m", "serving", "--model-root", str(model_root)], env=env,
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )  # fmt: skip
-    base = f"http://127.0.0.1:{port}"
-    try:
-        wait_until_ready(base, timeout=60, is_alive=lambda: process.poll() is None)
-        yield base
-    finally:
-        process.send_signal(signal.SIGTERM)
-        output, _ = process.communicate(timeout=30)
-        assert process.returncode == 0, output
-        assert "Shutting down" in output or "Handling signal: term" in output
-        assert not list(temp.glob("clothes-prometheus-*")), "the metrics directory outlived the server"
 
 
 def true_label(path: Path) -> str:
