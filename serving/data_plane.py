@@ -47,7 +47,8 @@ class DataPlane:
         secret = secret_from_file(settings.feedback_secret_file) or settings.feedback_secret
         return cls(
             settings=settings, models=ModelStore.discover(settings.model_root),
-            ids=PredictionIds(load_key(secret, settings.prediction_log_dir)), labelled=LabelledIds(),
+            ids=PredictionIds(load_key(secret, settings.prediction_log_dir)),
+            labelled=LabelledIds(settings.prediction_log_dir),
             feedback_rate=RateLimit(settings.feedback_per_minute), log=log,
         )  # fmt: skip
 

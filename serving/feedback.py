@@ -75,15 +75,34 @@ class PredictionIds:
 
 
 class LabelledIds:
-    """Ids this worker has taken a label for (bounded, oldest forgotten first): the first label wins.
-    Across workers the monitoring side keeps the first label per id as well."""
+    """Ids that have taken a label: the first label wins, whichever worker, container or replica the
+    second one reaches. A claim is an empty file made with O_CREAT|O_EXCL under the prediction-log
+    directory (`labelled/<first two hex digits>/<id>`), so every process that mounts the directory agrees
+    (gunicorn's workers, blue/green containers, a node's swarm replicas; replicas on several nodes agree
+    when the directory is shared storage). The log's age bound removes old claims with old log files.
+    If the directory cannot be written, claims fall back to this process's memory (bounded, oldest
+    forgotten first) and the monitor still keeps only the first label per id."""
 
-    def __init__(self, capacity: int = 200_000) -> None:
+    DIRECTORY = "labelled"
+
+    def __init__(self, log_dir: Path | None, capacity: int = 200_000) -> None:
+        self._root = None if log_dir is None else Path(log_dir) / self.DIRECTORY
         self._seen: OrderedDict[str, None] = OrderedDict()
         self._capacity = capacity
         self._lock = threading.Lock()
 
     def claim(self, record_id: str) -> bool:
+        """True for the first label of `record_id` (a verified id: hex digits only)."""
+        if self._root is not None:
+            shard = self._root / record_id[:2]
+            try:
+                shard.mkdir(parents=True, exist_ok=True)
+                os.close(os.open(shard / record_id, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
+                return True
+            except FileExistsError:
+                return False
+            except OSError:
+                pass  # the log disk fails: this process's memory, below
         with self._lock:
             if record_id in self._seen:
                 return False

@@ -52,6 +52,7 @@ def enforce_bounds(directory: Path, max_total_bytes: int, max_age_seconds: float
             stat = path.stat()
             files.append((stat.st_mtime, stat.st_size, path))
     total = sum(size for _, size, _ in files)
+    expire_claims(directory / "labelled", now - max_age_seconds)
     removed_files = removed_bytes = 0
     for mtime, size, path in sorted(files):  # oldest first
         if not ROTATED.match(path.name):
@@ -66,3 +67,11 @@ def enforce_bounds(directory: Path, max_total_bytes: int, max_age_seconds: float
             removed_files, removed_bytes = removed_files + 1, removed_bytes + size
         total -= size
     return Removed(removed_files, removed_bytes)
+
+
+def expire_claims(root: Path, before: float) -> None:
+    """Feedback claims (`serving.feedback.LabelledIds`) older than the oldest log worth keeping."""
+    for path in root.glob("*/*") if root.is_dir() else ():
+        with contextlib.suppress(FileNotFoundError):
+            if path.stat().st_mtime < before:
+                path.unlink()

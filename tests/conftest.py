@@ -178,7 +178,7 @@ def server(model_root, server_tmp):
     port = free_port()
     temp = server_tmp
     env = {**os.environ, "MLOPS_SERVE_HOST": "127.0.0.1", "MLOPS_SERVE_PORT": str(port), "MLOPS_SERVE_WORKERS": "2",
-           "TMPDIR": str(temp)}  # fmt: skip
+           "TMPDIR": str(temp), "MLOPS_SERVE_PREDICTION_LOG_DIR": str(temp / "predictions")}  # fmt: skip
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)
     process = subprocess.Popen(
         [sys.executable, "-m", "serving", "--model-root", str(model_root)], env=env,

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import orjson
 import pytest
+import requests
 
 from serving.client import ClientError, classify, main
 from tasks.data.dataset import FASHION_MNIST_CLASSES
@@ -60,6 +61,33 @@ def test_errors_the_http_server_itself_answers_are_json_too(server, request_head
     head, _, body = answer.partition(b"\r\n\r\n")
     assert head.startswith(f"HTTP/1.1 {status} ".encode()), head
     assert b"Content-Type: application/json" in head and orjson.loads(body)["error"], answer[:300]
+
+
+def test_the_first_label_wins_whichever_worker_the_next_one_reaches(server, server_tmp):
+    answer = requests.post(f"{server}/models/clothes/v1", json={"image": [[0] * 28] * 28}, timeout=10).json()
+    label = {"id": answer["predictions"][0]["id"], "class_id": 3}
+    (metrics_dir,) = server_tmp.glob("clothes-prometheus-*")
+    by_worker: dict[str, requests.Session] = {}  # a keep-alive connection held by each worker
+    sessions = []
+    for _ in range(50):
+        if len(by_worker) == 2:
+            break
+        before = requests_per_worker(metrics_dir)
+        session = requests.Session()
+        sessions.append(session)
+        assert session.post(f"{server}/models/clothes/v1", json={"image": [[0] * 28] * 28}, timeout=10).ok
+        (worker,) = [pid for pid, n in requests_per_worker(metrics_dir).items() if n > before.get(pid, 0.0)]
+        by_worker.setdefault(worker, session)
+    try:
+        assert len(by_worker) == 2, "no connection reached the second worker"
+        first, second = by_worker.values()
+        assert first.post(f"{server}/models/clothes/v1/feedback", json=label, timeout=10).status_code == 202
+        refused = second.post(f"{server}/models/clothes/v1/feedback", json=label, timeout=10)
+        assert refused.status_code == 409, refused.text
+        assert refused.json()["error"] == f"prediction '{label['id']}' is already labelled; the first label stands"
+    finally:
+        for session in sessions:
+            session.close()
 
 
 def test_metrics_aggregate_across_workers(server):
