@@ -11,7 +11,7 @@ STAMP := $(VENV)/.installed
 ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: install data run test test-fast lint format mlflow-ui bench-serving bench-training bench-photos bench-container bench-reliability bench-swarm docker-up docker-down swarm-up serve rollback tune up down status screenshots clean
+.PHONY: install data run test test-fast docs lint format mlflow-ui bench-serving bench-training bench-photos bench-container bench-reliability bench-swarm docker-up docker-down swarm-up serve rollback tune up down status screenshots clean
 
 install: $(STAMP)
 
@@ -50,6 +50,12 @@ test-fast: install data
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -m "not slow and not docker and not reliability" $(PYTEST_ARGS)
 
+# The docs site (MkDocs + Material) into site/, offline and --strict: a broken link or an unlisted page
+# fails. First the configuration page, regenerated from the code's Field descriptions.
+docs: install
+	$(BIN)/python -m ops.config_reference > docs/configuration.md
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
+
 lint: install
 	$(BIN)/ruff check .
 
@@ -76,7 +82,8 @@ screenshots: install
 status:
 	$(BIN)/clothes-stack status
 
-# Serve what `make run` exported (models/<name>/<version>/) on 127.0.0.1:8080.
+# Serve what `make run` exported (models/<name>/<version>/) on 127.0.0.1:8080, or the next free port
+# when production holds 8080 (it says so).
 serve: install
 	MLOPS_SERVE_HOST=127.0.0.1 $(BIN)/clothes-serve --model-root models
 
@@ -122,4 +129,4 @@ tune: install
 	$(BIN)/clothes-tune $(ARGS)
 
 clean:
-	rm -rf $(VENV) .prefect .keras .cache .pytest_cache .ruff_cache
+	rm -rf $(VENV) .prefect .keras .cache .pytest_cache .ruff_cache site

@@ -123,7 +123,6 @@ class Summary:
             "slice_accuracy": self.slice_accuracy,
             "data_digest": self.data_digest,
             "trigger": self.trigger,
-            "export_dir": str(self.release.export_dir),
             **self.release.as_dict(),
         }
 

@@ -51,7 +51,8 @@ class Release:
     kubernetes_manifests: str | None = None
 
     def as_dict(self) -> dict:
-        return {"container_stage": self.stage, **{k: v for k, v in asdict(self).items() if k != "stage"}}
+        fields = {k: v for k, v in asdict(self).items() if k != "stage"}
+        return {"container_stage": self.stage, **fields, "export_dir": str(self.export_dir)}
 
 
 @flow(name="release", validate_parameters=False)  # numpy arrays and the settings object pass as they are

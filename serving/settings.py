@@ -11,11 +11,13 @@ from serving.preprocessing import MAX_IMAGE_PIXELS
 
 
 class ServingSettings(BaseSettings):
+    """The inference server's own settings: the image carries nothing of the pipeline's."""
+
     model_config = SettingsConfigDict(env_prefix="MLOPS_SERVE_", extra="ignore")
 
     model_root: Path = Field(default=Path("models"), description="holds <name>/<version>/ model directories")
-    host: str = "0.0.0.0"
-    port: int = Field(default=8080, ge=1, le=65535)
+    host: str = Field(default="0.0.0.0", description="the address to listen on (`make serve`: 127.0.0.1)")
+    port: int = Field(default=8080, ge=1, le=65535, description="the port to listen on")
     workers: int = Field(default=2, ge=1, description="gunicorn worker processes")
     timeout: int = Field(default=30, ge=1, description="seconds before a stuck worker is restarted")
     graceful_timeout: int = Field(default=10, ge=1, description="seconds to finish requests on SIGTERM")

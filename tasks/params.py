@@ -56,7 +56,9 @@ class ModelRef:
 class DataSpec(Strict):
     """Where the training data comes from; `path` unset means the configured lookup (`tasks.settings`)."""
 
-    source: Literal["fashion-mnist", "image-folder"] = "fashion-mnist"
+    source: Literal["fashion-mnist", "image-folder"] = Field(
+        default="fashion-mnist", description="the official IDX files, or a folder of class/*.png|jpg photos"
+    )
     path: Path | None = Field(
         default=None,
         description="IDX directory or image-folder root; unset: MLOPS_DATA_DIR, ../shared/data/fashion-mnist, "
@@ -75,17 +77,19 @@ class DataSpec(Strict):
 class Architecture(Strict):
     """LeNet-5 and its variants; the defaults are the course's LeNet-5 exactly (44,426 parameters)."""
 
-    conv1_filters: int = Field(default=6, ge=1, le=256)
-    conv2_filters: int = Field(default=16, ge=1, le=256)
-    dense1: int = Field(default=120, ge=1, le=2048)
-    dense2: int = Field(default=84, ge=1, le=2048)
+    conv1_filters: int = Field(default=6, ge=1, le=256, description="filters of the first 5x5 convolution")
+    conv2_filters: int = Field(default=16, ge=1, le=256, description="filters of the second 5x5 convolution")
+    dense1: int = Field(default=120, ge=1, le=2048, description="units of the first dense layer")
+    dense2: int = Field(default=84, ge=1, le=2048, description="units of the second dense layer")
     dropout: float = Field(default=0.0, ge=0, lt=1, description="before each dense layer")
     batch_norm: bool = Field(default=False, description="after each convolution")
     pooling: Literal["avg", "max"] = Field(default="avg", description="LeNet-5 averages; max pooling often does better")
 
 
 class TrainParams(Strict):
-    architecture: Architecture = Field(default_factory=Architecture)
+    """How a model is trained: its architecture, schedule and the robustness added to the training data."""
+
+    architecture: Architecture = Field(default_factory=Architecture, description="LeNet-5's layer sizes and options")
     # Large batches on a cosine schedule train in half the time of batch 128 + plateau at the same test
     # accuracy; relighting keeps the lighting slice above its floor (benchmarks/bench_training.py).
     epochs: int = Field(
@@ -94,7 +98,7 @@ class TrainParams(Strict):
         le=500,
         description="the cosine schedule's length, or plateau's most; early stopping may end sooner",
     )
-    batch_size: int = Field(default=512, ge=1, le=8192)
+    batch_size: int = Field(default=512, ge=1, le=8192, description="images per training step")
     learning_rate: float = Field(default=1.5e-2, gt=0, le=1, description="the peak, with the cosine schedule")
     seed: int = Field(default=42, description="weights, shuffling and augmentation")
     split_seed: int = Field(default=42, description="train/validation split; fixed so trials compare on one split")
@@ -107,7 +111,9 @@ class TrainParams(Strict):
     lr_patience: int = Field(default=1, ge=1, description="epochs without val-loss progress before lowering lr")
     lr_factor: float = Field(default=0.3, gt=0, lt=1, description="learning-rate multiplier on a plateau")
     weight_decay: float = Field(default=0.0, ge=0, description="AdamW decoupled weight decay; 0 means Adam")
-    validation_fraction: float = Field(default=0.1, gt=0, lt=1)
+    validation_fraction: float = Field(
+        default=0.1, gt=0, lt=1, description="share of the training split held out for early stopping"
+    )
     augment: bool = Field(default=False, description="random shifts of up to 2 px and left-right flips in training")
     relight: float = Field(
         default=0.2, ge=0, le=1, description="share of training images given random contrast and brightness"
@@ -151,11 +157,15 @@ class GateThresholds(BaseSettings):
 
 
 class ContainerParams(Strict):
+    """The release: whether it runs, whether it deploys, and how hard its smoke test checks the image."""
+
     enabled: bool | None = Field(default=None, description="unset: run the stage when a Docker engine answers")
     deploy: bool = Field(default=True, description="start the production container after the smoke test")
-    parity_images: int = Field(default=200, ge=1, le=10_000)
-    load_requests: int = Field(default=2000, ge=0, le=100_000)
-    load_concurrency: int = Field(default=8, ge=1, le=64)
+    parity_images: int = Field(
+        default=200, ge=1, le=10_000, description="test images whose answers must match the pipeline's (top-1)"
+    )
+    load_requests: int = Field(default=2000, ge=0, le=100_000, description="requests of the smoke test's load burst")
+    load_concurrency: int = Field(default=8, ge=1, le=64, description="connections of the load burst")
 
 
 class Trigger(Strict):
@@ -163,7 +173,7 @@ class Trigger(Strict):
     the UI can tell a drift retrain from a weekly one. The weekly schedule sets `schedule`, the drift
     monitor `drift` with what it saw, the search `search`; anything else is `manual`."""
 
-    kind: Literal["manual", "schedule", "drift", "search"] = "manual"
+    kind: Literal["manual", "schedule", "drift", "search"] = Field(default="manual", description="what started it")
     window: str | None = Field(default=None, description="drift: the judged traffic window, ISO start/end")
     signals: list[str] = Field(default_factory=list, description="drift: the signals that crossed a threshold")
     monitoring_run: str | None = Field(default=None, description="drift: link to the drift check's MLflow run")
@@ -178,12 +188,12 @@ class Trigger(Strict):
 class MonitorThresholds(Strict):
     """PSI above 0.2 is the usual 'significant shift'; KS needs both a large statistic and a small p."""
 
-    class_psi: float = Field(default=0.2, gt=0)
-    input_psi: float = Field(default=0.2, gt=0)
-    ks_statistic: float = Field(default=0.1, gt=0, le=1)
-    ks_pvalue: float = Field(default=0.01, gt=0, lt=1)
-    confidence_drop: float = Field(default=0.05, gt=0, le=1)
-    min_online_accuracy: float = Field(default=0.8, ge=0, le=1)
+    class_psi: float = Field(default=0.2, gt=0, description="predicted-class distribution shift (PSI) that is drift")
+    input_psi: float = Field(default=0.2, gt=0, description="input-statistic shift (PSI over deciles) that is drift")
+    ks_statistic: float = Field(default=0.1, gt=0, le=1, description="KS statistic of an input statistic...")
+    ks_pvalue: float = Field(default=0.01, gt=0, lt=1, description="...with a p-value under this")
+    confidence_drop: float = Field(default=0.05, gt=0, le=1, description="mean confidence drop that is drift")
+    min_online_accuracy: float = Field(default=0.8, ge=0, le=1, description="accuracy on labelled feedback")
     min_feedback: int = Field(default=30, ge=1, description="labelled predictions needed to judge accuracy")
     min_records: int = Field(default=200, ge=1, description="predictions needed to judge a window at all")
     max_feedback_samples: int = Field(default=1000, ge=0, description="labelled inputs a retraining takes per window")
@@ -192,19 +202,19 @@ class MonitorThresholds(Strict):
 class SearchSpace(Strict):
     """Every combination is a candidate; `grid` tries them in order, `random` samples without repeats."""
 
-    conv1_filters: list[int] = Field(default=[6, 16, 32])
-    conv2_filters: list[int] = Field(default=[16, 32, 64])
-    dense1: list[int] = Field(default=[120, 256])
-    dense2: list[int] = Field(default=[84, 128])
-    dropout: list[float] = Field(default=[0.0, 0.25])
-    batch_norm: list[bool] = Field(default=[False, True])
-    pooling: list[Literal["avg", "max"]] = Field(default=["avg", "max"])
-    learning_rate: list[float] = Field(default=[1e-3, 2e-3])
-    batch_size: list[int] = Field(default=[64, 128])
-    augment: list[bool] = Field(default=[False, True])
+    conv1_filters: list[int] = Field(default=[6, 16, 32], description="first convolution's filter counts to try")
+    conv2_filters: list[int] = Field(default=[16, 32, 64], description="second convolution's filter counts")
+    dense1: list[int] = Field(default=[120, 256], description="first dense layer's sizes")
+    dense2: list[int] = Field(default=[84, 128], description="second dense layer's sizes")
+    dropout: list[float] = Field(default=[0.0, 0.25], description="dropout rates")
+    batch_norm: list[bool] = Field(default=[False, True], description="with and without batch normalisation")
+    pooling: list[Literal["avg", "max"]] = Field(default=["avg", "max"], description="average and max pooling")
+    learning_rate: list[float] = Field(default=[1e-3, 2e-3], description="peak learning rates")
+    batch_size: list[int] = Field(default=[64, 128], description="batch sizes")
+    augment: list[bool] = Field(default=[False, True], description="with and without shifts and flips")
     # The trials keep the schedule the README's tuning table was measured with.
-    schedule: list[Literal["cosine", "plateau"]] = Field(default=["plateau"])
-    relight: list[float] = Field(default=[0.0])
+    schedule: list[Literal["cosine", "plateau"]] = Field(default=["plateau"], description="learning-rate schedules")
+    relight: list[float] = Field(default=[0.0], description="relit shares of the training images")
     lr_patience: list[int] = Field(default=[2], description="the wider variants need a calmer schedule than LeNet-5")
     patience: list[int] = Field(default=[6], description="early stopping; leave room for two learning-rate drops")
 

@@ -164,11 +164,11 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="MLOPS_", extra="ignore")
 
     data_dir: Path | None = Field(default=None, description="directory with the four Fashion-MNIST IDX .gz files")
-    tracking: TrackingSettings = Field(default_factory=TrackingSettings)
-    release: ReleaseSettings = Field(default_factory=ReleaseSettings)
-    deploy: DeploySettings = Field(default_factory=DeploySettings)
-    monitor: MonitorSettings = Field(default_factory=MonitorSettings)
-    search: SearchSettings = Field(default_factory=SearchSettings)
+    tracking: TrackingSettings = Field(default_factory=TrackingSettings, description="MLflow and the stack's store")
+    release: ReleaseSettings = Field(default_factory=ReleaseSettings, description="export, image, smoke test")
+    deploy: DeploySettings = Field(default_factory=DeploySettings, description="production (MLOPS_DEPLOY_*)")
+    monitor: MonitorSettings = Field(default_factory=MonitorSettings, description="prediction log and retraining")
+    search: SearchSettings = Field(default_factory=SearchSettings, description="the search's Dask (MLOPS_DASK_*)")
     gates: GateThresholds = Field(default_factory=GateThresholds, description="the gate policy's defaults")
 
     def fashion_mnist_dir(self, explicit: Path | None = None) -> Path | None:

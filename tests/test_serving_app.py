@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -243,3 +244,13 @@ def test_the_documented_schemas_are_the_ones_the_server_applies(client, path, bo
         assert jsonschema.Draft202012Validator({**answer_schema, "components": document["components"]}).is_valid(
             response.json
         )
+
+
+def test_clothes_serve_moves_to_the_next_free_port_when_its_own_is_taken():
+    from serving.__main__ import first_free_port
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        port = taken.getsockname()[1]
+        assert first_free_port("127.0.0.1", port) not in (port, None)
+    assert first_free_port("127.0.0.1", port) == port

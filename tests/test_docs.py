@@ -1,0 +1,38 @@
+"""The docs cannot drift from the code: the configuration page is regenerated and compared, every setting
+and run parameter says what it is, the README stays a quickstart and its links resolve."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from ops.config_reference import RUN_PARAMETERS, render
+from serving.settings import ServingSettings
+from tasks.params import Architecture
+from tasks.settings import Settings
+from tests.conftest import REPO
+
+MODELS = (ServingSettings, Settings, *[type(getattr(Settings(), name)) for name in Settings.model_fields if name
+          not in ("data_dir",)], *RUN_PARAMETERS, Architecture)  # fmt: skip
+
+
+def test_the_configuration_page_is_what_the_code_says():
+    committed = (REPO / "docs" / "configuration.md").read_text()
+    assert committed == render(), "docs/configuration.md is stale: run `make docs`"
+
+
+@pytest.mark.parametrize("model", MODELS, ids=lambda m: m.__name__)
+def test_every_setting_and_parameter_says_what_it_is(model):
+    assert model.__doc__, f"{model.__name__} needs a docstring: its first paragraph heads its table"
+    missing = [name for name, field in model.model_fields.items() if not field.description]
+    assert not missing, f"{model.__name__}: fields without a description: {missing}"
+
+
+def test_the_readme_is_a_quickstart_whose_links_resolve():
+    readme = (REPO / "README.md").read_text()
+    assert len(readme.splitlines()) <= 200
+    for page in [REPO / "README.md", *sorted((REPO / "docs").glob("*.md")), REPO / "CONTRIBUTING.md"]:
+        for target in re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", page.read_text()):
+            if not target.startswith(("http://", "https://")):
+                assert (page.parent / target).exists(), f"{page.name} links to {target}, which is not there"
