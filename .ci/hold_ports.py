@@ -8,8 +8,12 @@ import sys
 held = []
 for port in map(int, sys.argv[1:]):
     sock = socket.socket()
-    sock.bind(("127.0.0.1", port))
+    try:
+        sock.bind(("127.0.0.1", port))
+    except OSError:  # something listens there already: held either way
+        print(f"== 127.0.0.1:{port} is held by another process already", flush=True)
+        continue
     sock.listen()
     held.append(sock)
-print(f"== holding 127.0.0.1 ports {sys.argv[1:]}", flush=True)
+print(f"== holding 127.0.0.1 ports {[s.getsockname()[1] for s in held]}", flush=True)
 signal.sigwait({signal.SIGTERM, signal.SIGINT})
