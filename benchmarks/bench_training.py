@@ -19,7 +19,7 @@ from pathlib import Path
 
 from serving.preprocessing import to_model_input
 from tasks.data.sources import load_fashion_mnist
-from tasks.evaluation.holdout import evaluate_slices, slice_accuracies
+from tasks.evaluation.holdout import accuracy_of, evaluate_slices
 from tasks.evaluation.slices import build_slices
 from tasks.params import SLICE_FLOORS, TrainParams
 from tasks.settings import Settings
@@ -33,7 +33,8 @@ def measure(name: str, dataset, slices, params: TrainParams) -> tuple[float, flo
     result = train_model(dataset, params)
     seconds = time.perf_counter() - started
     accuracy = float(result.model.evaluate(to_model_input(dataset.x_test), dataset.y_test, verbose=0)[1])
-    per_slice = slice_accuracies(evaluate_slices(result.model, slices, dataset.class_names))
+    scored = evaluate_slices(result.model, slices, dataset.class_names)
+    per_slice = accuracy_of({slice_name: hits for slice_name, (_, hits) in scored.items()})
     print(f"{name:<10} {result.epochs_run:>3} epochs {seconds:>7.1f} s  test accuracy {accuracy:.4f}  "
           f"batch {params.batch_size}, lr {params.learning_rate}, {params.schedule}, relight {params.relight}",
           flush=True)  # fmt: skip

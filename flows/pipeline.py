@@ -14,8 +14,10 @@ from flows.cli import console_script, flow_app
 from flows.release import ParityCheck, Release, release
 from tasks.data import load_data_task, validate_data_task
 from tasks.evaluation import (
+    TEST,
     ChampionScore,
     Evaluation,
+    accuracy_of,
     evaluate_slices_task,
     evaluate_task,
     gates_task,
@@ -78,15 +80,16 @@ def train_and_deploy(
         reference_task(probabilities, dataset, run_id)
         holdout = holdout_task(dataset, data.holdout_size, train.seed)
         on_slices = evaluate_slices_task(trained.model, holdout, dataset.class_names, run_id)
+        correct = {TEST: probabilities.argmax(axis=1) == dataset.y_test, **on_slices}
         champion = champion_score_task(model_name, dataset, holdout)
-        gates = gates_task(run_id, evaluation, thresholds, champion, on_slices)
+        gates = gates_task(run_id, evaluation, thresholds, correct, champion, accuracy_of(on_slices))
         card = model_card(run_id, commit, dataset, evaluation, gates, train, trigger)
         ref = register_task(run_id, trained.model, dataset, model_name, card)
     n = container.parity_images
     parity = ParityCheck(dataset.x_test[:n], probabilities[:n], int(trained.model.count_params()))
     released = release(ref, run_id, parity, container, settings)
 
-    summary = Summary(experiment_id, run_id, ref, evaluation, trained.epochs_run, champion, on_slices,
+    summary = Summary(experiment_id, run_id, ref, evaluation, trained.epochs_run, champion, accuracy_of(on_slices),
                       dataset.digest, trigger.kind, released)  # fmt: skip
     summary.publish(settings)
     get_run_logger().info("summary: %s", json.dumps(summary.as_dict(), default=str))

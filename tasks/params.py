@@ -146,13 +146,30 @@ class GateThresholds(BaseSettings):
 
     min_accuracy: float = Field(default=0.88, ge=0, le=1, description="minimum test accuracy")
     min_class_recall: float = Field(default=0.60, ge=0, le=1, description="minimum recall of the worst class")
-    max_regression: float = Field(default=0.005, ge=0, le=1, description="tolerated accuracy drop vs the champion")
+    false_rejection_rate: float = Field(
+        default=0.05,
+        gt=0,
+        lt=1,
+        description="the chance that an equally good candidate is rejected by the comparisons with the champion, "
+        "for all of them together (each is McNemar's exact test on the same images; Holm's correction)",
+    )
+    max_regression: float = Field(
+        default=0.005,
+        ge=0,
+        le=1,
+        description="test split: the candidate is rejected only when the paired test shows it worse than the "
+        "champion by more than this",
+    )
     min_slice_accuracy: dict[str, float] = Field(
         default_factory=lambda: dict(SLICE_FLOORS),
         description="engineered hold-out: minimum accuracy per slice (a slice left out has no floor)",
     )
     max_slice_regression: float = Field(
-        default=0.02, ge=0, le=1, description="tolerated accuracy drop per slice vs the champion (1,000 images each)"
+        default=0.02,
+        ge=0,
+        le=1,
+        description="each slice: the candidate is rejected only when the paired test shows it worse than the "
+        "champion by more than this (seeds of one recipe differ by 1-3 points on 1,000 images)",
     )
 
 

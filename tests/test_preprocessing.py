@@ -8,10 +8,10 @@ import pytest
 from PIL import Image
 
 from serving.preprocessing import UNCHANGED, batch_to_dataset_form, decode_image, to_dataset_form
-from tasks.evaluation.gates import check_gates, failed_gates
+from tasks.evaluation.gates import TEST, ChampionScore, check_gates, failed_gates
 from tasks.evaluation.metrics import compute_metrics
 from tasks.evaluation.slices import SLICES, encode, slice_files
-from tasks.params import GateThresholds
+from tasks.params import GateThresholds, ModelRef
 
 CLASSES = [str(i) for i in range(10)]
 
@@ -110,8 +110,13 @@ def test_a_model_that_passes_on_the_dataset_but_fails_a_slice_is_rejected():
     failed = failed_gates(check_gates(good, thresholds, slice_accuracy=slices))
     assert [r.name for r in failed] == ["slice.catalogue"]
     assert "catalogue accuracy 0.4000 vs minimum 0.8600" in failed[0].detail
-    regressed = check_gates(good, thresholds, 0.99, "champion v2", {"cutout": 0.90}, {"cutout": 0.95})
+    # The same test accuracy as the champion, but 50 of its 1,000 cutout images lost: rejected by the paired test.
+    champion_cutout = np.ones(1000, bool)
+    champion = ChampionScore(ModelRef("clothes", 2), {TEST: labels == labels, "cutout": champion_cutout})
+    candidate = {TEST: labels == labels, "cutout": np.r_[np.zeros(50, bool), np.ones(950, bool)]}
+    regressed = check_gates(good, thresholds, candidate, champion, {"cutout": 0.95})
     assert [r.name for r in failed_gates(regressed)] == ["slice.cutout"]
+    assert "-0.0500 vs champion v2 on the same images (0 won, 50 lost, margin 0.02): worse" in regressed[-1].detail
 
 
 def test_integer_pixels_take_the_fast_conversion_with_the_same_result():

@@ -1,14 +1,16 @@
 """Stage 2, evaluation: test-split metrics, the engineered hold-out (photo-style and robustness
 slices), the drift monitor's reference, and the quality gates a candidate must pass."""
 
-from tasks.evaluation.gates import ChampionScore, gates_task
-from tasks.evaluation.holdout import evaluate_slices_task, holdout_task
+from tasks.evaluation.gates import TEST, ChampionScore, gates_task
+from tasks.evaluation.holdout import accuracy_of, evaluate_slices_task, holdout_task
 from tasks.evaluation.metrics import Evaluation, evaluate_task, predict_task
 from tasks.evaluation.reference import reference_task
 
 __all__ = [
+    "TEST",
     "ChampionScore",
     "Evaluation",
+    "accuracy_of",
     "evaluate_slices_task",
     "evaluate_task",
     "gates_task",

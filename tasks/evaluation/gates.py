@@ -4,22 +4,34 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
+import numpy as np
 from mlflow import MlflowClient
 from prefect import get_run_logger, task
 from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NO_CACHE
+from scipy import stats
 
 from tasks.evaluation.metrics import Evaluation
 from tasks.params import GateThresholds, ModelRef
 
+TEST = "test"  # the comparison on the test split; the others are named after their hold-out slice
+
 
 @dataclass(frozen=True)
 class ChampionScore:
-    """The champion re-scored on this run's test split and engineered hold-out."""
+    """The champion re-scored on this run's test split and engineered hold-out, image by image: which
+    images it got right (`correct[TEST]`, `correct[<slice>]`), so the comparison with the candidate is paired."""
 
     ref: ModelRef
-    accuracy: float
-    slice_accuracy: dict[str, float] = field(default_factory=dict)
+    correct: dict[str, np.ndarray] = field(default_factory=dict)
+
+    @property
+    def accuracy(self) -> float:
+        return float(self.correct[TEST].mean())
+
+    @property
+    def slice_accuracy(self) -> dict[str, float]:
+        return {name: float(hits.mean()) for name, hits in self.correct.items() if name != TEST}
 
 
 @dataclass(frozen=True)
@@ -35,16 +47,53 @@ class GateFailed(RuntimeError):
     """A candidate failed at least one gate; the message lists every failing gate with its numbers."""
 
 
+@dataclass(frozen=True)
+class Paired:
+    """Candidate and champion on the same images: McNemar's exact test, one-sided, for non-inferiority.
+    Only the images one of them got right tell them apart; were the candidate worse by exactly `margin`
+    (the most the policy tolerates), how likely would it lose at least `lost` of those? Two models of the
+    same recipe with different seeds do differ a little on any slice, and a margin keeps that from
+    counting as a regression; a margin of 0 asks whether the candidate is worse at all."""
+
+    difference: float  # candidate accuracy minus champion accuracy
+    lost: int  # images only the champion got right
+    won: int  # images only the candidate got right
+    p_worse: float
+
+    @classmethod
+    def of(cls, candidate: np.ndarray, champion: np.ndarray, margin: float = 0.0) -> Paired:
+        lost = int(np.count_nonzero(champion & ~candidate))
+        won = int(np.count_nonzero(candidate & ~champion))
+        discordant = lost + won
+        # At a drop of exactly `margin`, a disagreement goes the champion's way with this probability.
+        p_lost = (discordant + margin * len(candidate)) / (2 * discordant) if discordant else 1.0
+        p = stats.binomtest(lost, discordant, p_lost, alternative="greater").pvalue if p_lost < 1 else 1.0
+        return cls(float(candidate.mean() - champion.mean()), lost, won, float(p))
+
+
+def holm_rejections(p_values: dict[str, float], rate: float) -> dict[str, float | None]:
+    """Holm's step-down procedure: the family of comparisons wrongly rejects an equally good candidate
+    with probability at most `rate`. Returns each comparison's threshold where it is rejected, else None."""
+    verdicts: dict[str, float | None] = dict.fromkeys(p_values)
+    for rank, (name, p) in enumerate(sorted(p_values.items(), key=lambda item: item[1])):
+        threshold = rate / (len(p_values) - rank)
+        if p > threshold:
+            break
+        verdicts[name] = threshold
+    return verdicts
+
+
 def check_gates(
     candidate: Evaluation,
     thresholds: GateThresholds,
-    champion_accuracy: float | None = None,
-    champion_label: str = "champion",
+    candidate_correct: dict[str, np.ndarray] | None = None,
+    champion: ChampionScore | None = None,
     slice_accuracy: dict[str, float] | None = None,
-    champion_slices: dict[str, float] | None = None,
 ) -> list[GateResult]:
-    """Every gate is evaluated (no short-circuit) so a reviewer sees all verdicts at once: the plain
-    ones, then one per slice of the engineered hold-out (its floor and no regression vs the champion)."""
+    """Every gate is evaluated (no short-circuit) so a reviewer sees all verdicts at once: the absolute
+    floors, then each comparison with the champion on the same images (test split and every slice), a
+    paired test whose false rejections are bounded for all comparisons together (Holm), then the slices'
+    floors."""
     worst_name, worst_recall = candidate.worst_class_recall
     results = [
         GateResult(
@@ -62,35 +111,43 @@ def check_gates(
             f"worst class '{worst_name}' recall {worst_recall:.4f} vs minimum {thresholds.min_class_recall:.4f}",
         ),
     ]
-    if champion_accuracy is None:
+    candidate_correct = candidate_correct or {}
+    paired = {
+        name: Paired.of(candidate_correct[name], hits, thresholds.max_regression if name == TEST
+                        else thresholds.max_slice_regression)
+        for name, hits in (champion.correct if champion else {}).items()
+        if name in candidate_correct
+    }  # fmt: skip
+    rejected = holm_rejections({name: p.p_worse for name, p in paired.items()}, thresholds.false_rejection_rate)
+    label = f"champion v{champion.ref.version}" if champion else "champion"
+
+    def comparison(name: str, margin: float) -> tuple[bool, str]:
+        p, threshold = paired[name], rejected[name]
+        if threshold is None:
+            verdict = f"not shown worse (p {p.p_worse:.2g})"
+        else:
+            verdict = f"worse (p {p.p_worse:.2g} <= {threshold:.2g})"
+        return threshold is None, (
+            f"{p.difference:+.4f} vs {label} on the same images ({p.won} won, {p.lost} lost, margin {margin:g}): "
+            f"{verdict}; {len(paired)} comparisons at a false-rejection rate of {thresholds.false_rejection_rate:g}"
+        )
+
+    if TEST not in paired:
         results.append(GateResult("no_regression", True, None, None, "no champion yet: nothing to regress from"))
     else:
-        floor = champion_accuracy - thresholds.max_regression
-        results.append(
-            GateResult(
-                "no_regression",
-                candidate.accuracy >= floor,
-                candidate.accuracy - champion_accuracy,
-                -thresholds.max_regression,
-                f"accuracy {candidate.accuracy:.4f} vs {champion_label} {champion_accuracy:.4f} on the same "
-                f"test set (tolerance {thresholds.max_regression:.4f})",
-            )
-        )
+        passed, detail = comparison(TEST, thresholds.max_regression)
+        results.append(GateResult("no_regression", passed, paired[TEST].difference, paired[TEST].p_worse,
+                                  f"test accuracy {candidate.accuracy:.4f}, {detail}"))  # fmt: skip
     for name, accuracy in (slice_accuracy or {}).items():
-        results.append(slice_gate(name, accuracy, thresholds, (champion_slices or {}).get(name), champion_label))
+        floor = thresholds.min_slice_accuracy.get(name)
+        passed = floor is None or accuracy >= floor
+        detail = f"{name} accuracy {accuracy:.4f} vs minimum " + ("none" if floor is None else f"{floor:.4f}")
+        if name in paired:
+            better, versus = comparison(name, thresholds.max_slice_regression)
+            passed &= better
+            detail += f"; {versus}"
+        results.append(GateResult(f"slice.{name}", passed, accuracy, floor, detail))
     return results
-
-
-def slice_gate(
-    name: str, accuracy: float, thresholds: GateThresholds, champion: float | None, champion_label: str
-) -> GateResult:
-    floor = thresholds.min_slice_accuracy.get(name)
-    passed = floor is None or accuracy >= floor
-    detail = f"{name} accuracy {accuracy:.4f} vs minimum " + ("none" if floor is None else f"{floor:.4f}")
-    if champion is not None:
-        passed &= accuracy >= champion - thresholds.max_slice_regression
-        detail += f"; {champion_label} {champion:.4f} (tolerance {thresholds.max_slice_regression:.4f})"
-    return GateResult(f"slice.{name}", passed, accuracy, floor, detail)
 
 
 def failed_gates(results: list[GateResult]) -> list[GateResult]:
@@ -113,16 +170,13 @@ def gates_task(
     run_id: str,
     evaluation: Evaluation,
     thresholds: GateThresholds,
+    candidate_correct: dict[str, np.ndarray],
     champion: ChampionScore | None = None,
     slice_accuracy: dict[str, float] | None = None,
 ) -> list[GateResult]:
     """Record every verdict in MLflow and as a Prefect artifact; raise GateFailed (the run is marked
     `candidate_status=rejected`) when any gate fails, so nothing is registered."""
-    champion_label = f"champion v{champion.ref.version}" if champion else "champion"
-    results = check_gates(
-        evaluation, thresholds, champion.accuracy if champion else None, champion_label, slice_accuracy,
-        champion.slice_accuracy if champion else None,
-    )  # fmt: skip
+    results = check_gates(evaluation, thresholds, candidate_correct, champion, slice_accuracy)
     client = MlflowClient()
     for key, value in gate_tags(results).items():
         client.set_tag(run_id, key, value[:5000])

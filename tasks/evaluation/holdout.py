@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
 from mlflow import MlflowClient
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
@@ -15,15 +16,17 @@ from tasks.evaluation.metrics import Evaluation, compute_metrics, predict_probab
 from tasks.evaluation.slices import Slices, build_slices
 
 
-def evaluate_slices(model, slices: Slices, class_names: Sequence[str]) -> dict[str, Evaluation]:
-    return {
-        name: compute_metrics(labels, predict_probabilities(model, pixels).argmax(axis=1), class_names)
-        for name, (pixels, labels) in slices.items()
-    }
+def evaluate_slices(model, slices: Slices, class_names: Sequence[str]) -> dict[str, tuple[Evaluation, np.ndarray]]:
+    """Per slice: the metrics, and which images the model got right (what the paired gates compare)."""
+    scored = {}
+    for name, (pixels, labels) in slices.items():
+        predicted = predict_probabilities(model, pixels).argmax(axis=1)
+        scored[name] = (compute_metrics(labels, predicted, class_names), predicted == labels)
+    return scored
 
 
-def slice_accuracies(evaluations: dict[str, Evaluation]) -> dict[str, float]:
-    return {name: evaluation.accuracy for name, evaluation in evaluations.items()}
+def accuracy_of(correct: dict[str, np.ndarray]) -> dict[str, float]:
+    return {name: float(hits.mean()) for name, hits in correct.items()}
 
 
 def recall_table(evaluations: dict[str, Evaluation]) -> dict[str, list]:
@@ -44,12 +47,15 @@ def holdout_task(dataset: Dataset, size: int, seed: int) -> Slices:
 
 
 @task(name="evaluate-slices", cache_policy=NO_CACHE)
-def evaluate_slices_task(model, slices: Slices, class_names: Sequence[str], run_id: str) -> dict[str, float]:
-    evaluations = evaluate_slices(model, slices, class_names)
-    accuracies = slice_accuracies(evaluations)
+def evaluate_slices_task(model, slices: Slices, class_names: Sequence[str], run_id: str) -> dict[str, np.ndarray]:
+    """Which images of each slice the candidate got right; the accuracies go to MLflow."""
+    scored = evaluate_slices(model, slices, class_names)
+    evaluations = {name: evaluation for name, (evaluation, _) in scored.items()}
+    correct = {name: hits for name, (_, hits) in scored.items()}
+    accuracies = accuracy_of(correct)
     client = MlflowClient()
     for name, accuracy in accuracies.items():
         client.log_metric(run_id, f"slice.{name}.accuracy", accuracy)
     client.log_table(run_id, recall_table(evaluations), "evaluation/slice_recall.json")
     get_run_logger().info("slice accuracy: %s", ", ".join(f"{k} {v:.4f}" for k, v in accuracies.items()))
-    return accuracies
+    return correct

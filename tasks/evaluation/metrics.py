@@ -83,10 +83,6 @@ def predict_task(model, dataset: Dataset) -> np.ndarray:
     return predict_probabilities(model, dataset.x_test)
 
 
-def evaluate_model(model, x_test: np.ndarray, y_test: np.ndarray, class_names: Sequence[str]) -> Evaluation:
-    return compute_metrics(y_test, predict_probabilities(model, x_test).argmax(axis=1), class_names)
-
-
 def plot_confusion_matrix(evaluation: Evaluation, class_names: Sequence[str], path: Path) -> Path:
     import matplotlib
 

@@ -14,9 +14,9 @@ from prefect.cache_policies import NO_CACHE
 
 from serving.preprocessing import to_model_input
 from tasks.data.dataset import Dataset
-from tasks.evaluation.gates import ChampionScore, GateResult, as_records
-from tasks.evaluation.holdout import evaluate_slices, slice_accuracies
-from tasks.evaluation.metrics import Evaluation, evaluate_model
+from tasks.evaluation.gates import TEST, ChampionScore, GateResult, as_records
+from tasks.evaluation.holdout import evaluate_slices
+from tasks.evaluation.metrics import Evaluation, predict_probabilities
 from tasks.evaluation.slices import Slices
 from tasks.params import ModelRef, TrainParams, Trigger
 
@@ -170,10 +170,12 @@ def champion_score_task(name: str, dataset: Dataset, slices: Slices) -> Champion
         return None
     ref = ModelRef(name, int(version.version))
     model = load_model_version(ref)
-    accuracy = evaluate_model(model, dataset.x_test, dataset.y_test, dataset.class_names).accuracy
-    on_slices = slice_accuracies(evaluate_slices(model, slices, dataset.class_names))
-    logger.info("champion v%s scores %.4f on this test set", ref.version, accuracy)
-    return ChampionScore(ref, accuracy, on_slices)
+    correct = {TEST: predict_probabilities(model, dataset.x_test).argmax(axis=1) == dataset.y_test}
+    scored = evaluate_slices(model, slices, dataset.class_names)
+    correct |= {slice_name: hits for slice_name, (_, hits) in scored.items()}
+    score = ChampionScore(ref, correct)
+    logger.info("champion v%s scores %.4f on this test set", ref.version, score.accuracy)
+    return score
 
 
 @task(name="register-model", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[2, 10])
