@@ -59,7 +59,7 @@ def monitor_drift(
     run_id = record_check_task(ref, window, report, reference, records, thresholds, settings)
     triggered = None
     if report.drifted and retrain:
-        triggered = retrain_task(records, report, window, run_id, settings, thresholds)
+        triggered = retrain_task(ref, records, report, window, run_id, settings, thresholds)
     create_table_artifact(
         [{"metric": key, "value": float(f"{value:.4g}")} for key, value in sorted(report.metrics.items())],
         key="drift-check", description=check_description(ref, report, window, triggered),
@@ -75,7 +75,7 @@ def check_description(
     return (
         f"Drift check for {ref}: {verdict(report)}. Window {window[0]:%Y-%m-%d %H:%M} to {window[1]:%H:%M} UTC: "
         f"{report.n_predictions} predictions, {report.n_feedback} feedback records. Reasons: {reasons}. "
-        f"Retraining: {triggered or 'not started'}."
+        f"Retraining: {triggered or 'not started (no new labelled data: the drift is raised as an event)'}."
     )
 
 

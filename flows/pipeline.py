@@ -8,7 +8,7 @@ import sys
 from dataclasses import dataclass
 
 from prefect import flow, get_run_logger, runtime
-from prefect.artifacts import create_link_artifact, create_table_artifact
+from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
 
 from flows.cli import console_script, flow_app
 from flows.release import ParityCheck, Release, release
@@ -34,6 +34,7 @@ from tasks.registry import (
     prepare_tracking_task,
     register_task,
     tracked_run,
+    unchanged_champion_task,
 )
 from tasks.settings import Settings, mlflow_ui_link
 from tasks.training import train_task
@@ -70,6 +71,9 @@ def train_and_deploy(
     experiment_id = prepare_tracking_task(settings)
     dataset = load_data_task(data, settings)
     counts = validate_data_task(dataset)
+    champion_again = unchanged_champion_task(model_name, dataset.digest, train, commit)
+    if champion_again is not None:  # training is seeded: the same model again, nothing new to register
+        return unchanged(champion_again, dataset.digest, trigger)
     tags = {"git_commit": commit, "prefect.flow_run_id": str(runtime.flow_run.id or ""), "model_name": model_name,
             **trigger.tags()}  # fmt: skip
     with tracked_run(experiment_id, f"lenet5-{runtime.flow_run.name or 'local'}", tags) as run_id:
@@ -94,6 +98,16 @@ def train_and_deploy(
     summary.publish(settings)
     get_run_logger().info("summary: %s", json.dumps(summary.as_dict(), default=str))
     return summary.as_dict()
+
+
+def unchanged(champion: ModelRef, digest: str, trigger: Trigger) -> dict:
+    """The result of a run that would retrain the champion as it is: it says so and registers nothing."""
+    reason = (f"{champion} is champion and was trained on the same data ({digest[:12]}), parameters and code: "
+              "nothing new to learn from, nothing trained or registered")  # fmt: skip
+    get_run_logger().warning(reason)
+    create_markdown_artifact(key="train-and-deploy-summary", markdown=f"## Unchanged\n\n{reason}.\n")
+    return {"status": "unchanged", "model_name": champion.name, "champion_version": str(champion.version),
+            "data_digest": digest, "trigger": trigger.kind, "reason": reason, "promoted": False}  # fmt: skip
 
 
 @dataclass(frozen=True)

@@ -266,9 +266,10 @@ def test_monitor_flow_records_verdicts_and_triggers_retraining(
 
     x, y, _names = test_split
     root = tmp_path / "models"
-    normal_logs, drifted_logs = tmp_path / "normal", tmp_path / "drifted"
+    normal_logs, drifted_logs, unlabelled_logs = tmp_path / "normal", tmp_path / "drifted", tmp_path / "unlabelled"
     serve_version = summary["model_version"]
-    for log_dir, images in ((normal_logs, x[5000:5600]), (drifted_logs, x[5000:5600] // 2)):
+    windows = ((normal_logs, x[5000:5600]), (drifted_logs, x[5000:5600] // 2), (unlabelled_logs, x[5000:5600] // 2))
+    for log_dir, images in windows:
         settings = ServingSettings(prediction_log_dir=log_dir, prediction_log_inputs=True)
         app = create_app(root, settings)
         web = app.test_client()
@@ -296,6 +297,18 @@ def test_monitor_flow_records_verdicts_and_triggers_retraining(
     assert runs[1].data.metrics["mean_ks"] > 0.5 and "plots" in [
         a.path for a in client.list_artifacts(runs[1].info.run_id)
     ]
+
+    # Drift with no new labelled data: the same data would train the same model, so it is raised as an
+    # event for people and automations, and nothing is retrained.
+    events: list[dict] = []
+    monkeypatch.setattr(monitoring_tasks, "emit_event", lambda **event: events.append(event))
+    unlabelled = monitor_module.monitor_drift(window_minutes=30, log_dir=unlabelled_logs)
+    assert unlabelled["drifted"] and unlabelled["retraining"] is None and len(triggered) == 1
+    (event,) = events
+    assert event["event"] == "clothes.drift.detected" and event["payload"]["retraining"] is None
+    assert event["resource"]["prefect.resource.id"] == "clothes.model.clothes" and event["payload"]["signals"]
+    check = client.get_run(unlabelled["mlflow_run_id"])
+    assert check.data.tags["retraining"] == "not started: no new labelled data to learn from"
 
     # The collected samples are real training data for the next run.
     from tasks.data.loader import load_dataset

@@ -17,10 +17,10 @@ from tests.conftest import LENIENT
 pytestmark = pytest.mark.slow
 
 
-def _params(fashion_dir, thresholds: GateThresholds = LENIENT) -> dict:
+def _params(fashion_dir, thresholds: GateThresholds = LENIENT, seed: int = 42) -> dict:
     return {
         "data": DataSpec(path=fashion_dir, train_limit=2000, test_limit=500, holdout_size=100),
-        "train": TrainParams(epochs=2, batch_size=64),
+        "train": TrainParams(epochs=2, batch_size=64, seed=seed),
         "thresholds": thresholds,
         "container": ContainerParams(enabled=False),  # the registry half only; test_container.py does the rest
     }
@@ -52,18 +52,24 @@ def test_registry_lifecycle(prefect_harness, mlflow_store, fashion_dir, capfd, c
     assert plots == {"plots/confusion_matrix.png", "plots/training_curves.png"}
     assert (mlflow_store / "mlflow.db").is_file() and (mlflow_store / "artifacts").is_dir()
 
-    # 2. With a champion, the next candidate is compared against it on the same test set.
+    # 2. The champion's data, parameters and code again: nothing trained or registered, and it says so.
     client.set_registered_model_alias("clothes", CHAMPION, "1")
-    second = train_and_deploy(**_params(fashion_dir))
+    again = train_and_deploy(**_params(fashion_dir))
+    assert again["status"] == "unchanged" and again["champion_version"] == "1" and not again["promoted"]
+    assert "nothing new to learn from" in again["reason"] and len(client.search_model_versions("name='clothes'")) == 1
+
+    # 3. Another seed: a new candidate, compared with the champion on the same test set.
+    second = train_and_deploy(**_params(fashion_dir, seed=7))
     assert second["compared_with"]["version"] == "1"
     assert second["compared_with"]["accuracy"] == pytest.approx(first["test_accuracy"], abs=1e-6)
+    assert second["model_version"] == "2"
     v2 = client.get_model_version("clothes", second["model_version"])
     assert "champion v1" in card_of(v2)["gates"][2]["detail"]
     assert CHALLENGER in v2.aliases and str(client.get_model_version_by_alias("clothes", CHAMPION).version) == "1"
 
-    # 3. An impossible threshold fails the flow, registers nothing and moves no alias.
+    # 4. An impossible threshold fails the flow, registers nothing and moves no alias.
     impossible = GateThresholds(min_accuracy=0.9999, min_class_recall=0.0, max_regression=0.05)
-    state = train_and_deploy(**_params(fashion_dir, thresholds=impossible), return_state=True)
+    state = train_and_deploy(**_params(fashion_dir, thresholds=impossible, seed=3), return_state=True)
     assert state.is_failed() and "min_accuracy" in state.message
     versions = client.search_model_versions("name='clothes'")
     assert sorted(str(v.version) for v in versions) == ["1", "2"]

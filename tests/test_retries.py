@@ -3,6 +3,7 @@ attempt did and reuses it (one version, one alias move, one retraining run)."""
 
 from __future__ import annotations
 
+import base64
 from datetime import UTC, datetime
 
 import mlflow
@@ -91,7 +92,12 @@ def test_start_retraining_retried_after_the_run_was_created_starts_one_retrain(
     calls = fail_once_after(monkeypatch, MlflowClient, "set_tag")
     window = (datetime(2026, 1, 1, tzinfo=UTC), datetime(2026, 1, 1, 1, tzinfo=UTC))
     report = DriftReport(600, 0, reasons=["input mean: KS 0.6"])
-    triggered = retrain_task([], report, window, check_run_id, settings, MonitorThresholds())
+    labelled = [
+        {"type": "prediction", "time": 1.0, "id": "a" * 32, "pixels": base64.b64encode(bytes(784)).decode()},
+        {"type": "feedback", "time": 2.0, "id": "a" * 32, "true_class_id": 3},
+    ]  # something new to learn from: a labelled input
+    ref = ModelRef("clothes", 1)
+    triggered = retrain_task(ref, labelled, report, window, check_run_id, settings, MonitorThresholds())
 
     with get_client(sync_client=True) as client:
         runs = client.read_flow_runs(deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment_id])))

@@ -22,6 +22,7 @@ from prefect import get_run_logger, runtime, task
 from prefect.cache_policies import NO_CACHE
 from prefect.client.schemas.objects import FlowRun
 from prefect.deployments import run_deployment
+from prefect.events import emit_event
 
 from serving.log_records import Record, expand
 from tasks.evaluation.reference import REFERENCE_ARTIFACT
@@ -109,11 +110,14 @@ def detect_drift_task(reference: dict, records: list[Record], thresholds: Monito
     return report
 
 
+DRIFT_EVENT = "clothes.drift.detected"
+
+
 @task(name="start-retraining", **RETRIES)
 def retrain_task(
-    records: list[Record], report: DriftReport, window: tuple[datetime, datetime], check_run_id: str,
-    settings: Settings, thresholds: MonitorThresholds,
-) -> str:  # fmt: skip
+    ref: ModelRef, records: list[Record], report: DriftReport, window: tuple[datetime, datetime],
+    check_run_id: str, settings: Settings, thresholds: MonitorThresholds,
+) -> str | None:  # fmt: skip
     """The retraining deployment, with the window's labelled inputs added to its training split and a
     `drift` trigger naming the window, the signals and the drift check's MLflow run (which in turn
     names the retraining flow run). Safe to retry: the samples go to a directory named after the check,
@@ -121,6 +125,12 @@ def retrain_task(
     finds the same run instead of starting a second retrain."""
     extra = save_labelled_samples(records, settings.monitor.feedback_data_dir.resolve() / check_run_id,
                                   thresholds.max_feedback_samples)  # fmt: skip
+    if extra is None:  # the same data would train the same model again: raise the drift for people instead
+        raise_drift(ref, report, window, check_run_id, retraining=None)
+        MlflowClient().set_tag(check_run_id, "retraining", "not started: no new labelled data to learn from")
+        get_run_logger().warning("drift (%s) with no new labelled data: raised as event %s, not retrained",
+                                 "; ".join(report.reasons), DRIFT_EVENT)  # fmt: skip
+        return None
     check = MlflowClient().get_run(check_run_id)
     trigger = Trigger(
         kind="drift",
@@ -139,6 +149,7 @@ def retrain_task(
         idempotency_key=f"retrain-after-drift-check-{check_run_id}",
     ))  # fmt: skip
     triggered = f"{settings.monitor.retrain_deployment} flow run {flow_run.id}"
+    raise_drift(ref, report, window, check_run_id, retraining=triggered)
     MlflowClient().set_tag(check_run_id, "retraining", triggered)
     get_run_logger().warning("drift (%s): started %s", "; ".join(report.reasons), triggered)
     return triggered
@@ -163,6 +174,23 @@ def record_check_task(
             with tempfile.TemporaryDirectory() as tmp:
                 mlflow.log_artifact(str(plot_distributions(reference, records, Path(tmp) / "drift.png")), "plots")
     return run_id
+
+
+def raise_drift(
+    ref: ModelRef, report: DriftReport, window: tuple[datetime, datetime], check_run_id: str, retraining: str | None
+) -> None:
+    """A Prefect event a person or an automation can act on (`prefect.yaml` or the UI's Automations)."""
+    emit_event(
+        event=DRIFT_EVENT,
+        resource={"prefect.resource.id": f"clothes.model.{ref.name}", "prefect.resource.name": str(ref)},
+        payload={
+            "version": ref.version,
+            "signals": report.reasons,
+            "window": [w.isoformat() for w in window],
+            "mlflow_run": check_run_id,
+            "retraining": retraining,
+        },
+    )
 
 
 def verdict(report: DriftReport) -> str:

@@ -8,6 +8,7 @@ from tasks.registry.policy import (
     model_card,
     promote_version,
     register_task,
+    unchanged_champion_task,
 )
 from tasks.registry.tracking import configure_mlflow, git_commit, log_dataset_task, prepare_tracking_task, tracked_run
 
@@ -23,4 +24,5 @@ __all__ = [
     "promote_version",
     "register_task",
     "tracked_run",
+    "unchanged_champion_task",
 ]

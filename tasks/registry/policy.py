@@ -3,6 +3,8 @@ stage proved the candidate's image, and a rollback moves it back."""
 
 from __future__ import annotations
 
+import json
+
 import mlflow
 import numpy as np
 from mlflow import MlflowClient
@@ -151,6 +153,26 @@ def promote_version(ref: ModelRef, tags: dict[str, str], record_previous: bool =
         client.set_model_version_tag(ref.name, str(ref.version), key, value)
     client.set_registered_model_alias(ref.name, CHAMPION, str(ref.version))
     return previous_ref
+
+
+def trained_alike(card: dict, digest: str, train: TrainParams, commit: str) -> bool:
+    """True when a version's card names the same data, training parameters and code: training again would
+    make the same model (training is seeded), so there is nothing new to register."""
+    return (
+        commit != "unknown"
+        and card.get("git_commit") == commit
+        and card.get("data", {}).get("digest") == digest
+        and card.get("train") == json.loads(json.dumps(train.flat()))
+    )
+
+
+@task(name="find-unchanged-champion", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[2, 10])
+def unchanged_champion_task(name: str, digest: str, train: TrainParams, commit: str) -> ModelRef | None:
+    """The champion, when this run would train it again: same data digest, parameters and code."""
+    version = champion_version(name)
+    if version is None or not trained_alike(card_of(version), digest, train, commit):
+        return None
+    return ModelRef(name, int(version.version))
 
 
 @task(name="find-champion", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[2, 10])
