@@ -20,7 +20,7 @@ import numpy as np
 
 from tasks.data.sources import load_fashion_mnist
 from tasks.evaluation.gates import TEST, ChampionScore, check_gates, failed_gates
-from tasks.evaluation.holdout import accuracy_of, evaluate_slices
+from tasks.evaluation.holdout import accuracy_of, correct_answers
 from tasks.evaluation.metrics import compute_metrics, predict_probabilities
 from tasks.evaluation.slices import build_slices
 from tasks.params import GateThresholds, ModelRef, TrainParams
@@ -29,10 +29,9 @@ from tasks.training.train import train_model
 
 
 def correctness(model, dataset, slices) -> tuple[object, dict[str, np.ndarray]]:
+    """What the pipeline gives the gates for a candidate: its test-split metrics and its right answers."""
     predicted = predict_probabilities(model, dataset.x_test).argmax(axis=1)
-    evaluation = compute_metrics(dataset.y_test, predicted, dataset.class_names)
-    scored = evaluate_slices(model, slices, dataset.class_names)
-    return evaluation, {TEST: predicted == dataset.y_test, **{n: hits for n, (_, hits) in scored.items()}}
+    return compute_metrics(dataset.y_test, predicted, dataset.class_names), correct_answers(model, dataset, slices)
 
 
 def judge(name: str, evaluation, correct: dict[str, np.ndarray], champion: ChampionScore) -> bool:

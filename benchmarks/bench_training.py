@@ -33,8 +33,7 @@ def measure(name: str, dataset, slices, params: TrainParams) -> tuple[float, flo
     result = train_model(dataset, params)
     seconds = time.perf_counter() - started
     accuracy = float(result.model.evaluate(to_model_input(dataset.x_test), dataset.y_test, verbose=0)[1])
-    scored = evaluate_slices(result.model, slices, dataset.class_names)
-    per_slice = accuracy_of({slice_name: hits for slice_name, (_, hits) in scored.items()})
+    per_slice = accuracy_of(evaluate_slices(result.model, slices, dataset.class_names)[1])
     print(f"{name:<10} {result.epochs_run:>3} epochs {seconds:>7.1f} s  test accuracy {accuracy:.4f}  "
           f"batch {params.batch_size}, lr {params.learning_rate}, {params.schedule}, relight {params.relight}",
           flush=True)  # fmt: skip

@@ -86,18 +86,20 @@ def train_and_deploy(
         on_slices = evaluate_slices_task(trained.model, holdout, dataset.class_names, run_id)
         correct = {TEST: probabilities.argmax(axis=1) == dataset.y_test, **on_slices}
         champion = champion_score_task(model_name, dataset, holdout)
-        gates = gates_task(run_id, evaluation, thresholds, correct, champion, accuracy_of(on_slices))
+        slice_accuracy = accuracy_of(on_slices)
+        gates = gates_task(run_id, evaluation, thresholds, correct, champion, slice_accuracy)
         card = model_card(run_id, commit, dataset, evaluation, gates, train, trigger)
         ref = register_task(run_id, trained.model, dataset, model_name, card)
     n = container.parity_images
     parity = ParityCheck(dataset.x_test[:n], probabilities[:n], int(trained.model.count_params()))
     released = release(ref, run_id, parity, container, settings)
 
-    summary = Summary(experiment_id, run_id, ref, evaluation, trained.epochs_run, champion, accuracy_of(on_slices),
+    summary = Summary(experiment_id, run_id, ref, evaluation, trained.epochs_run, champion, slice_accuracy,
                       dataset.digest, trigger.kind, released)  # fmt: skip
     summary.publish(settings)
-    get_run_logger().info("summary: %s", json.dumps(summary.as_dict(), default=str))
-    return summary.as_dict()
+    result = summary.as_dict()
+    get_run_logger().info("summary: %s", json.dumps(result, default=str))
+    return result
 
 
 def unchanged(champion: ModelRef, digest: str, trigger: Trigger) -> dict:

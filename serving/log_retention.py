@@ -15,6 +15,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from serving.feedback import LabelledIds
+
 CHUNK = 256 * 1024
 # A rotated file: predictions-<host>-<pid>-<time_ns>.jsonl, compressed to ....jsonl.gz. The files workers
 # are writing (predictions-<host>-<pid>.jsonl) are never removed.
@@ -52,7 +54,7 @@ def enforce_bounds(directory: Path, max_total_bytes: int, max_age_seconds: float
             stat = path.stat()
             files.append((stat.st_mtime, stat.st_size, path))
     total = sum(size for _, size, _ in files)
-    expire_claims(directory / "labelled", now - max_age_seconds)
+    expire_claims(directory / LabelledIds.DIRECTORY, now - max_age_seconds)
     removed_files = removed_bytes = 0
     for mtime, size, path in sorted(files):  # oldest first
         if not ROTATED.match(path.name):

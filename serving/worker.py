@@ -36,26 +36,27 @@ READ_CHUNK = 1024 * 1024
 RECV_SIZE = 64 * 1024  # gunicorn's default of 8 KiB costs ~4x the CPU on multi-megabyte bodies
 
 
-def write_json_error(sock, status_int: int, reason: str, mesg: str) -> None:
-    """gunicorn's own error answers (431 for oversized headers, 400 for a malformed request line, ...) as
-    JSON like every other answer of this server, instead of its HTML page."""
-    body = orjson.dumps({"error": mesg or reason})
-    head = (
-        f"HTTP/1.1 {status_int} {reason}\r\nConnection: close\r\nContent-Type: application/json\r\n"
-        f"Content-Length: {len(body)}\r\n\r\n"
-    )
-    util.write_nonblock(sock, head.encode("latin1") + body)
-
-
-def _reply_and_close(sock, status: str, message: str) -> None:
-    """Answer before the app runs, then close: the rest of the request is not worth reading."""
+def json_error(status: str, message: str) -> bytes:
+    """A whole HTTP response `{"error": message}` that closes the connection, for answers the worker gives
+    itself, outside the app."""
     body = orjson.dumps({"error": message})
     head = (
         f"HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n"
         "Connection: close\r\n\r\n"
     )
+    return head.encode("latin1") + body
+
+
+def write_json_error(sock, status_int: int, reason: str, mesg: str) -> None:
+    """gunicorn's own error answers (431 for oversized headers, 400 for a malformed request line, ...) as
+    JSON like every other answer of this server, instead of its HTML page."""
+    util.write_nonblock(sock, json_error(f"{status_int} {reason}", mesg or reason))
+
+
+def _reply_and_close(sock, status: str, message: str) -> None:
+    """Answer before the app runs, then close: the rest of the request is not worth reading."""
     with contextlib.suppress(OSError):  # the client may be gone
-        sock.sendall(head.encode() + body)
+        sock.sendall(json_error(status, message))
     raise StopIteration  # gunicorn's worker closes the connection on this
 
 

@@ -12,17 +12,27 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from tasks.data.dataset import Dataset
+from tasks.evaluation.gates import TEST
 from tasks.evaluation.metrics import Evaluation, compute_metrics, predict_probabilities
 from tasks.evaluation.slices import Slices, build_slices
 
 
-def evaluate_slices(model, slices: Slices, class_names: Sequence[str]) -> dict[str, tuple[Evaluation, np.ndarray]]:
+def evaluate_slices(
+    model, slices: Slices, class_names: Sequence[str]
+) -> tuple[dict[str, Evaluation], dict[str, np.ndarray]]:
     """Per slice: the metrics, and which images the model got right (what the paired gates compare)."""
-    scored = {}
+    evaluations, correct = {}, {}
     for name, (pixels, labels) in slices.items():
         predicted = predict_probabilities(model, pixels).argmax(axis=1)
-        scored[name] = (compute_metrics(labels, predicted, class_names), predicted == labels)
-    return scored
+        evaluations[name], correct[name] = compute_metrics(labels, predicted, class_names), predicted == labels
+    return evaluations, correct
+
+
+def correct_answers(model, dataset: Dataset, slices: Slices) -> dict[str, np.ndarray]:
+    """Which images of the test split (`TEST`) and of each slice `model` gets right: a champion's side of
+    the paired gates."""
+    predicted = predict_probabilities(model, dataset.x_test).argmax(axis=1)
+    return {TEST: predicted == dataset.y_test, **evaluate_slices(model, slices, dataset.class_names)[1]}
 
 
 def accuracy_of(correct: dict[str, np.ndarray]) -> dict[str, float]:
@@ -49,9 +59,7 @@ def holdout_task(dataset: Dataset, size: int, seed: int) -> Slices:
 @task(name="evaluate-slices", cache_policy=NO_CACHE)
 def evaluate_slices_task(model, slices: Slices, class_names: Sequence[str], run_id: str) -> dict[str, np.ndarray]:
     """Which images of each slice the candidate got right; the accuracies go to MLflow."""
-    scored = evaluate_slices(model, slices, class_names)
-    evaluations = {name: evaluation for name, (evaluation, _) in scored.items()}
-    correct = {name: hits for name, (_, hits) in scored.items()}
+    evaluations, correct = evaluate_slices(model, slices, class_names)
     accuracies = accuracy_of(correct)
     client = MlflowClient()
     for name, accuracy in accuracies.items():

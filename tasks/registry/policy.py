@@ -16,9 +16,9 @@ from prefect.cache_policies import NO_CACHE
 
 from serving.preprocessing import to_model_input
 from tasks.data.dataset import Dataset
-from tasks.evaluation.gates import TEST, ChampionScore, GateResult, as_records
-from tasks.evaluation.holdout import evaluate_slices
-from tasks.evaluation.metrics import Evaluation, predict_probabilities
+from tasks.evaluation.gates import ChampionScore, GateResult, as_records
+from tasks.evaluation.holdout import correct_answers
+from tasks.evaluation.metrics import Evaluation
 from tasks.evaluation.slices import Slices
 from tasks.params import ModelRef, TrainParams, Trigger
 
@@ -192,10 +192,7 @@ def champion_score_task(name: str, dataset: Dataset, slices: Slices) -> Champion
         return None
     ref = ModelRef(name, int(version.version))
     model = load_model_version(ref)
-    correct = {TEST: predict_probabilities(model, dataset.x_test).argmax(axis=1) == dataset.y_test}
-    scored = evaluate_slices(model, slices, dataset.class_names)
-    correct |= {slice_name: hits for slice_name, (_, hits) in scored.items()}
-    score = ChampionScore(ref, correct)
+    score = ChampionScore(ref, correct_answers(model, dataset, slices))
     logger.info("champion v%s scores %.4f on this test set", ref.version, score.accuracy)
     return score
 
