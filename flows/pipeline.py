@@ -17,11 +17,13 @@ from tasks.evaluation import (
     TEST,
     ChampionScore,
     Evaluation,
+    OodReport,
     accuracy_of,
     evaluate_slices_task,
     evaluate_task,
     gates_task,
     holdout_task,
+    ood_task,
     predict_task,
     reference_task,
 )
@@ -85,9 +87,10 @@ def train_and_deploy(
         holdout = holdout_task(dataset, data.holdout_size, train.seed)
         on_slices = evaluate_slices_task(trained.model, holdout, dataset.class_names, run_id)
         correct = {TEST: probabilities.argmax(axis=1) == dataset.y_test, **on_slices}
+        ood = ood_task(trained.model, dataset, train, holdout, data.ood_size, run_id)
         champion = champion_score_task(model_name, dataset, holdout)
         slice_accuracy = accuracy_of(on_slices)
-        gates = gates_task(run_id, evaluation, thresholds, correct, champion, slice_accuracy)
+        gates = gates_task(run_id, evaluation, thresholds, correct, champion, slice_accuracy, ood)
         card = model_card(run_id, commit, dataset, evaluation, gates, train, trigger)
         ref = register_task(run_id, trained.model, dataset, model_name, card)
     n = container.parity_images
@@ -95,7 +98,7 @@ def train_and_deploy(
     released = release(ref, run_id, parity, container, settings)
 
     summary = Summary(experiment_id, run_id, ref, evaluation, trained.epochs_run, champion, slice_accuracy,
-                      dataset.digest, trigger.kind, released)  # fmt: skip
+                      ood, dataset.digest, trigger.kind, released)  # fmt: skip
     summary.publish(settings)
     result = summary.as_dict()
     get_run_logger().info("summary: %s", json.dumps(result, default=str))
@@ -124,6 +127,7 @@ class Summary:
     epochs_run: int
     champion: ChampionScore | None
     slice_accuracy: dict[str, float]
+    ood: OodReport
     data_digest: str
     trigger: str
     release: Release
@@ -140,6 +144,8 @@ class Summary:
             "epochs_run": self.epochs_run,
             "compared_with": champion and {"version": str(champion.ref.version), "accuracy": champion.accuracy},
             "slice_accuracy": self.slice_accuracy,
+            "ood_auroc": self.ood.auroc,
+            "ood_detection_rate": self.ood.detected,
             "data_digest": self.data_digest,
             "trigger": self.trigger,
             **self.release.as_dict(),
@@ -154,6 +160,7 @@ class Summary:
             "test accuracy": round(self.evaluation.accuracy, 4),
             "macro F1": round(self.evaluation.macro_f1, 4),
             "epochs": self.epochs_run,
+            "out-of-distribution AUROC": round(self.ood.auroc, 4),
             "compared with": f"champion v{champion.ref.version} at {champion.accuracy:.4f}" if champion else "none yet",
             "exported to": str(release.export_dir),
             "trigger": self.trigger,

@@ -21,6 +21,18 @@ from serving.route_table import Route, register
 from serving.settings import ServingSettings
 
 T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Predicted:
+    """One request's predictions: what every protocol adapter translates into its wire format."""
+
+    probabilities: np.ndarray  # (N, classes)
+    ids: list[str]  # feedback handles; empty when neither the answer nor the log needs them
+    ood_scores: np.ndarray | None  # (N,) in 0-1; None for a version exported without the flag
+    in_distribution: np.ndarray | None  # (N,) bool
+
+
 NO_FEEDBACK = "this server does not log predictions (MLOPS_SERVE_PREDICTION_LOG_DIR), so it takes no feedback"
 
 
@@ -62,23 +74,28 @@ class DataPlane:
             raise ApiError(404, f"model '{name}' has no version {version}; versions: {versions}")
         return model
 
-    def predict(
-        self, model: ServedModel, batch: np.ndarray, *, answer_ids: bool = True
-    ) -> tuple[np.ndarray, list[str]]:
-        """Probabilities plus one id per image, the handle for feedback on that prediction: issued when the
-        answer carries them or the prediction log records them (an HMAC each, a fifth of a batch's cost)."""
-        probabilities = model.predict(batch)
+    def predict(self, model: ServedModel, batch: np.ndarray, *, answer_ids: bool = True) -> Predicted:
+        """Probabilities, the out-of-distribution flag, and one id per image, the handle for feedback on
+        that prediction: issued when the answer carries them or the prediction log records them (an HMAC
+        each, a fifth of a batch's cost)."""
+        probabilities, scores = model.predict(batch)
         counts = np.bincount(probabilities.argmax(axis=1), minlength=len(model.class_names))
         for class_id in np.flatnonzero(counts):
             metrics.predictions(model.name, model.version, model.class_names[class_id]).inc(int(counts[class_id]))
+        in_distribution = None
+        if scores is not None and model.ood is not None:
+            in_distribution = scores <= model.ood.threshold
+            flagged = len(scores) - int(np.count_nonzero(in_distribution))
+            if flagged:
+                metrics.ood_predictions(model.name, model.version).inc(flagged)
         ids: list[str] = []
         if answer_ids or self.log is not None:
             ids = self.ids.issue(model.name, model.version, len(batch))
         if self.log is not None:
-            self.log.log_predictions(ids, model.name, model.version, probabilities, batch)
-        return probabilities, ids
+            self.log.log_predictions(ids, model.name, model.version, probabilities, batch, scores, in_distribution)
+        return Predicted(probabilities, ids, scores, in_distribution)
 
-    def record_feedback(self, model: ServedModel, prediction_id: str, class_id: int) -> None:
+    def record_feedback(self, model: ServedModel, prediction_id: str, class_id: int, reviewed: bool = False) -> None:
         """The true label of a prediction this server issued; the first label stands."""
         if self.log is None:
             raise ApiError(404, NO_FEEDBACK)
@@ -87,7 +104,7 @@ class DataPlane:
             raise ApiError(404, f"no prediction with id '{prediction_id}' was made by {made_by} here")
         if not self.labelled.claim(prediction_id):
             raise ApiError(409, f"prediction '{prediction_id}' is already labelled; the first label stands")
-        self.log.log_feedback(prediction_id, model.name, model.version, class_id)
+        self.log.log_feedback(prediction_id, model.name, model.version, class_id, reviewed)
 
     def run(self, function: Callable[..., T], *args: Any) -> T:
         """Run CPU-heavy work (multipart parsing, image decoding) where it does not stall other requests:

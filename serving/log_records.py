@@ -27,6 +27,8 @@ class PredictionsLine(TypedDict):
     mean: Floats
     std: Floats
     dark_fraction: Floats
+    ood_score: NotRequired[Floats]  # models exported with the out-of-distribution flag
+    in_distribution: NotRequired[list[bool] | np.ndarray]
     pixels: NotRequired[list[str]]  # base64 of 28x28 uint8, with MLOPS_SERVE_PREDICTION_LOG_INPUTS
 
 
@@ -37,6 +39,7 @@ class FeedbackLine(TypedDict):
     version: int
     id: str
     true_class_id: int
+    reviewed: NotRequired[bool]  # a person chose the label (older records: unknown, treated as not)
 
 
 class LogGapLine(TypedDict):
@@ -60,6 +63,8 @@ class Prediction(TypedDict):
     mean: float
     std: float
     dark_fraction: float
+    ood_score: NotRequired[float]
+    in_distribution: NotRequired[bool]
     pixels: NotRequired[str]
 
 
@@ -77,6 +82,8 @@ def expand(line: PredictionsLine | FeedbackLine | LogGapLine) -> list[Record]:
             class_id=line["class_id"][i], confidence=line["confidence"][i], mean=line["mean"][i],
             std=line["std"][i], dark_fraction=line["dark_fraction"][i],
         )  # fmt: skip
+        if "ood_score" in line and "in_distribution" in line:
+            item["ood_score"], item["in_distribution"] = line["ood_score"][i], bool(line["in_distribution"][i])
         if "pixels" in line:
             item["pixels"] = line["pixels"][i]
         predictions.append(item)

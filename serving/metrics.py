@@ -16,6 +16,10 @@ LATENCY = Histogram(
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
 )
 PREDICTIONS = Counter("clothes_predictions_total", "Predicted images per class", ["model", "version", "label"])
+OOD_PREDICTIONS = Counter(
+    "clothes_ood_predictions", "Images flagged as not like the training garments (in_distribution false)",
+    ["model", "version"],
+)  # fmt: skip
 
 
 @lru_cache(maxsize=1024)  # bounded: the method is whatever the client sent
@@ -32,6 +36,11 @@ def latency(endpoint: str) -> Histogram:
 @cache
 def predictions(model: str, version: int, label: str) -> Counter:
     return PREDICTIONS.labels(model, str(version), label)
+
+
+@cache
+def ood_predictions(model: str, version: int) -> Counter:
+    return OOD_PREDICTIONS.labels(model, str(version))
 
 
 def render() -> bytes:

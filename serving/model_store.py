@@ -1,7 +1,8 @@
 """Discover every exported model version under a root: ``<root>/<name>/<version>/``.
 
-Each version directory holds ``metadata.json``, ``model.tflite`` (what this server runs) and the
-TensorFlow SavedModel (``saved_model.pb``, for TensorFlow Serving users).
+Each version directory holds ``metadata.json``, ``model.tflite`` (what this server runs), ``ood.json``
+(the out-of-distribution flag's statistics; versions exported before it have none) and the TensorFlow
+SavedModel (``saved_model.pb``, for TensorFlow Serving users).
 """
 
 from __future__ import annotations
@@ -14,11 +15,13 @@ from pathlib import Path
 import numpy as np
 
 from serving import metrics
+from serving.ood import OOD_FILE, OodDetector
 from serving.runtime import TFLiteModel
 
 log = logging.getLogger(__name__)
 METADATA_FILE = "metadata.json"
 RUNTIME_FILE = "model.tflite"
+MODEL_INPUT_SHAPE = [28, 28, 1]  # what `serving.preprocessing` produces, whatever the architecture
 
 
 @dataclass
@@ -29,9 +32,12 @@ class ServedModel:
     metadata: dict
     runtime: TFLiteModel
     class_names: list[str] = field(default_factory=list)
+    ood: OodDetector | None = None
 
-    def predict(self, batch: np.ndarray) -> np.ndarray:
-        return self.runtime.predict(batch)
+    def predict(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """Probabilities (N, classes) and out-of-distribution scores (N,), None without the flag."""
+        outputs = self.runtime.predict(batch)
+        return outputs["probabilities"], None if self.ood is None else self.ood.scores(outputs)
 
     def info(self) -> dict:
         """The course's fields first (version, name, description, number_of_parameters), then the rest."""
@@ -47,7 +53,12 @@ class ServedModel:
             "metrics": meta.get("metrics", {}),
             "mlflow_run_id": meta.get("mlflow_run_id"),
             "created": meta.get("created"),
-        }
+            "out_of_distribution": None if self.ood is None else {
+                "threshold": self.ood.threshold,
+                "meaning": "ood_score: the share of held-out garments that look more usual than this input "
+                "(0-1); in_distribution is false above the threshold",
+            },
+        }  # fmt: skip
 
 
 @dataclass
@@ -109,9 +120,11 @@ class ModelStore:
         for name, versions in list(self.models.items()):
             for version, model in sorted(versions.items()):
                 try:
-                    probabilities = model.predict(np.zeros((1, 28, 28, 1), np.float32))
+                    probabilities, scores = model.predict(np.zeros((1, 28, 28, 1), np.float32))
                     if probabilities.shape != (1, len(model.class_names)) or not np.isfinite(probabilities).all():
                         raise ValueError(f"warm-up answered {probabilities!r}")
+                    if scores is not None and (scores.shape != (1,) or not np.isfinite(scores).all()):
+                        raise ValueError(f"out-of-distribution flag answered {scores!r}")
                 except Exception as exc:  # LiteRT raises RuntimeError/ValueError for corrupt flatbuffers
                     self.failed.append(_failure(name, model.path, exc))
                     del versions[version]
@@ -145,12 +158,16 @@ def _failure(name: str, version_dir: Path, exc: Exception) -> FailedVersion:
 
 def load_version(name: str, version_dir: Path) -> ServedModel | None:
     metadata_path, runtime_path = version_dir / METADATA_FILE, version_dir / RUNTIME_FILE
+    ood_path = version_dir / OOD_FILE
     if not metadata_path.is_file() or not runtime_path.is_file():
         log.warning("skipping %s: needs %s and %s", version_dir, METADATA_FILE, RUNTIME_FILE)
         return None
     metadata = json.loads(metadata_path.read_text())
     if not isinstance(metadata, dict):
         raise ValueError(f"{METADATA_FILE} is not a JSON object")
+    wanted = metadata.get("model_input_shape", MODEL_INPUT_SHAPE)
+    if wanted != MODEL_INPUT_SHAPE:  # any architecture works as long as it reads what the conversion makes
+        raise ValueError(f"the model reads {wanted}; this server feeds it {MODEL_INPUT_SHAPE} (28x28 grayscale)")
     class_names = metadata["class_names"]
     if not isinstance(class_names, list) or not class_names or not all(isinstance(c, str) for c in class_names):
         raise ValueError("class_names must be a non-empty list of strings")
@@ -161,4 +178,5 @@ def load_version(name: str, version_dir: Path) -> ServedModel | None:
         metadata=metadata,
         runtime=TFLiteModel(runtime_path),
         class_names=list(class_names),
+        ood=OodDetector.load(ood_path) if ood_path.is_file() else None,
     )

@@ -3,7 +3,9 @@ unchanged, with the binary tensor data extension: a JSON header of `Inference-He
 bytes followed by the raw tensors, the fastest way to send a batch.
 
 The input `image` holds pixels 0-255 (UINT8 or FP32), converted to the dataset's form like every other
-input; the outputs are `probabilities` (FP32), `class_id` (INT64) and `label` (BYTES). Errors are
+input; the outputs are `probabilities` (FP32), `class_id` (INT64), `label` (BYTES) and, for models
+exported with the out-of-distribution flag, `ood_score` (FP32) and `in_distribution` (BOOL): extra
+outputs a client that asks for the others by name never sees. Errors are
 `{"error": message}` with a 4xx, as KServe's v2 servers answer.
 """
 
@@ -12,12 +14,13 @@ from __future__ import annotations
 import numpy as np
 from flask import Response, request
 
-from serving.data_plane import data_plane
+from serving.data_plane import Predicted, data_plane
 from serving.http import ApiError, json_response
 from serving.inputs import dataset_form, parse_json, read_body
 from serving.model_store import ServedModel
 from serving.oip_schemas import (
     INPUT,
+    OOD_OUTPUTS,
     OUTPUTS,
     InferenceRequest,
     InferenceResponse,
@@ -54,16 +57,21 @@ def ready() -> Response:
 def model_metadata(name: str, version: int | None = None) -> Response:
     plane = data_plane()
     model = plane.find(name, version)
-    shapes = {"probabilities": [-1, len(model.class_names)], "class_id": [-1], "label": [-1]}
+    shapes = {"probabilities": [-1, len(model.class_names)]}  # the others: one value per image
+    outputs = outputs_of(model)
     return json_response(
         ModelMetadata(
             name=model.name,
             versions=[str(v) for v in sorted(plane.models.models[model.name])],
             platform="tflite",
             inputs=[TensorMetadata(name=INPUT, datatype="UINT8", shape=[-1, IMAGE_SIZE, IMAGE_SIZE])],
-            outputs=[TensorMetadata(name=o, datatype=OUTPUTS[o], shape=shapes[o]) for o in OUTPUTS],
+            outputs=[TensorMetadata(name=n, datatype=t, shape=shapes.get(n, [-1])) for n, t in outputs.items()],
         )
     )
+
+
+def outputs_of(model: ServedModel) -> dict[str, str]:
+    return OUTPUTS if model.ood is None else {**OUTPUTS, **OOD_OUTPUTS}
 
 
 def model_ready(name: str, version: int | None = None) -> Response:
@@ -80,14 +88,15 @@ def infer(name: str, version: int | None = None) -> Response:
     body: InferenceRequest = validate(InferenceRequest, parse_json(header))
     if (b"true" in header or b"false" in header) and any(contains_bool(i.data) for i in body.inputs):
         raise InvalidInput("tensor data must be numbers, not booleans")
-    requested = body.outputs or [RequestOutput(name=output) for output in OUTPUTS]
-    unknown = [o.name for o in requested if o.name not in OUTPUTS]
+    available = outputs_of(model)
+    requested = body.outputs or [RequestOutput(name=output) for output in available]
+    unknown = [o.name for o in requested if o.name not in available]
     if unknown:
-        raise InvalidInput(f"unknown outputs {unknown}; this model has {list(OUTPUTS)}")
+        raise InvalidInput(f"unknown outputs {unknown}; this model has {list(available)}")
     pixels, _applied = dataset_form(input_pixels(body.inputs, binary, plane.settings.max_batch))
-    probabilities, _ids = plane.predict(model, to_model_input(pixels), answer_ids=False)
+    predicted = plane.predict(model, to_model_input(pixels), answer_ids=False)
     binary_all = (body.parameters or {}).get("binary_data_output") is True
-    return encode(model, body.id, requested, binary_all, probabilities)
+    return encode(model, body.id, requested, binary_all, predicted)
 
 
 def split_body(body: bytes, header_length: str | None, mimetype: str) -> tuple[bytes, bytes]:
@@ -161,17 +170,21 @@ def encode(
     request_id: str | None,
     requested: list[RequestOutput],
     binary_all: bool,
-    probabilities: np.ndarray,
+    predicted: Predicted,
 ) -> Response:
     """The requested outputs, each as JSON data or (`binary_data`) raw bytes after the JSON header."""
+    probabilities = predicted.probabilities
     class_ids = probabilities.argmax(axis=1)
     labels = [model.class_names[c] for c in class_ids]
     arrays = {"probabilities": probabilities.astype("<f4"), "class_id": class_ids.astype("<i8")}
+    if predicted.ood_scores is not None and predicted.in_distribution is not None:
+        arrays["ood_score"] = predicted.ood_scores.astype("<f4")
+        arrays["in_distribution"] = predicted.in_distribution.astype(np.bool_)  # BOOL: one byte each
     outputs: list[ResponseOutput] = []
     chunks: list[bytes] = []
     for output in requested:
         shape = list(probabilities.shape) if output.name == "probabilities" else [len(labels)]
-        entry = ResponseOutput(name=output.name, shape=shape, datatype=OUTPUTS[output.name])
+        entry = ResponseOutput(name=output.name, shape=shape, datatype=outputs_of(model)[output.name])
         if (output.parameters or {}).get("binary_data", binary_all) is True:
             raw = bytes_tensor(labels) if output.name == "label" else arrays[output.name].tobytes()
             entry["parameters"] = {"binary_data_size": len(raw)}

@@ -13,6 +13,7 @@ from typing_extensions import TypedDict  # pydantic needs it on Python < 3.12
 
 INPUT = "image"
 OUTPUTS = {"probabilities": "FP32", "class_id": "INT64", "label": "BYTES"}  # name -> datatype
+OOD_OUTPUTS = {"ood_score": "FP32", "in_distribution": "BOOL"}  # models exported with the flag
 
 # The protocol's parameter values are scalars.
 Parameters = dict[str, StrictBool | StrictInt | StrictFloat | StrictStr]
@@ -32,7 +33,7 @@ class RequestInput(BaseModel):
 
 class RequestOutput(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    name: Annotated[str, Field(description=" | ".join(OUTPUTS))]
+    name: Annotated[str, Field(description=" | ".join({**OUTPUTS, **OOD_OUTPUTS}))]
     parameters: Annotated[Parameters | None, Field(description="binary_data: true for binary data")] = None
 
 

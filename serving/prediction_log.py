@@ -56,6 +56,8 @@ class _PendingPredictions:
     version: int
     probabilities: np.ndarray
     images: np.ndarray  # model inputs (N, 28, 28, 1) in 0-1
+    ood_scores: np.ndarray | None = None
+    in_distribution: np.ndarray | None = None
 
 
 class PredictionLog:
@@ -136,13 +138,23 @@ class PredictionLog:
         self._start_writer()
 
     def log_predictions(
-        self, ids: list[str], model: str, version: int, probabilities: np.ndarray, batch: np.ndarray
+        self,
+        ids: list[str],
+        model: str,
+        version: int,
+        probabilities: np.ndarray,
+        batch: np.ndarray,
+        ood_scores: np.ndarray | None = None,
+        in_distribution: np.ndarray | None = None,
     ) -> None:
-        self._submit(_PendingPredictions(time.time(), ids, model, version, probabilities, batch), len(ids))
+        pending = _PendingPredictions(time.time(), ids, model, version, probabilities, batch)
+        pending.ood_scores, pending.in_distribution = ood_scores, in_distribution
+        self._submit(pending, len(ids))
 
-    def log_feedback(self, record_id: str, model: str, version: int, class_id: int) -> None:
+    def log_feedback(self, record_id: str, model: str, version: int, class_id: int, reviewed: bool = False) -> None:
         record = FeedbackLine(
-            type="feedback", time=time.time(), model=model, version=version, id=record_id, true_class_id=class_id
+            type="feedback", time=time.time(), model=model, version=version, id=record_id, true_class_id=class_id,
+            reviewed=reviewed,
         )  # fmt: skip
         self._submit(record, 0)
 
@@ -245,6 +257,9 @@ class PredictionLog:
                     std=summary["std"][rows],
                     dark_fraction=summary["dark_fraction"][rows],
                 )
+                if item.ood_scores is not None and item.in_distribution is not None:
+                    record["ood_score"] = item.ood_scores
+                    record["in_distribution"] = item.in_distribution
                 if self.store_inputs:
                     pixels = np.clip(np.rint(item.images[..., 0] * 255), 0, 255).astype(np.uint8)
                     record["pixels"] = [base64.b64encode(p.tobytes()).decode() for p in pixels]

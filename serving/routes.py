@@ -25,12 +25,16 @@ def classify(name: str, version: int | None) -> Response:
     plane = data_plane()
     model = plane.find(name, version)
     pixels, applied = read_pixels()
-    probabilities, ids = plane.predict(model, to_model_input(pixels))
+    predicted = plane.predict(model, to_model_input(pixels))
+    probabilities = predicted.probabilities
     class_ids = probabilities.argmax(axis=1)
+    scores = [None] * len(class_ids) if predicted.ood_scores is None else predicted.ood_scores.tolist()
+    usual = [None] * len(class_ids) if predicted.in_distribution is None else predicted.in_distribution.tolist()
     predictions = [
-        Prediction(id=i, label=model.class_names[c], class_id=int(c), confidence=float(p[c]), preprocessing=a)
-        for i, c, p, a in zip(ids, class_ids, probabilities, applied, strict=True)
-    ]
+        Prediction(id=i, label=model.class_names[c], class_id=int(c), confidence=float(p[c]), ood_score=score,
+                   in_distribution=flag, preprocessing=a)
+        for i, c, p, score, flag, a in zip(predicted.ids, class_ids, probabilities, scores, usual, applied, strict=True)
+    ]  # fmt: skip
     if request.args.get("input", "").lower() in ("1", "true"):  # what the model saw, e.g. for the upload page
         for prediction, seen in zip(predictions, np.rint(pixels).astype(np.uint8), strict=True):
             prediction["input"] = seen  # orjson writes the array as lists
@@ -83,7 +87,7 @@ def feedback(name: str, version: int) -> Response:
         class_id = model.class_names.index(body.label)
     elif class_id is None or not 0 <= class_id < len(model.class_names):
         raise ApiError(400, f"feedback needs 'label' (one of {model.class_names}) or a valid 'class_id'")
-    plane.record_feedback(model, body.id, class_id)
+    plane.record_feedback(model, body.id, class_id, body.reviewed)
     return json_response(FeedbackAccepted(status="recorded", id=body.id, class_id=class_id), 202)
 
 

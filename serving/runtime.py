@@ -21,8 +21,9 @@ class TFLiteModel:
         self._lock = threading.Lock()
         self._idle: list[_Runner] = []
 
-    def predict(self, batch: np.ndarray) -> np.ndarray:
-        """(N, 28, 28, 1) float32 in 0-1 -> (N, classes) probabilities."""
+    def predict(self, batch: np.ndarray) -> dict[str, np.ndarray]:
+        """(N, 28, 28, 1) float32 in 0-1 -> every output by name: `probabilities` (N, classes), and in
+        models exported with the out-of-distribution flag what it reads (`serving.ood`)."""
         with self._lock:
             runner = self._idle.pop() if self._idle else None
         if runner is None:
@@ -41,14 +42,24 @@ class _Runner:
         self.interpreter = Interpreter(model_content=content, num_threads=num_threads)
         self.interpreter.allocate_tensors()
         self.input = self.interpreter.get_input_details()[0]
-        self.output = self.interpreter.get_output_details()[0]
+        self.outputs = output_indices(self.interpreter)
         self.batch = int(self.input["shape"][0])
 
-    def run(self, batch: np.ndarray) -> np.ndarray:
+    def run(self, batch: np.ndarray) -> dict[str, np.ndarray]:
         if batch.shape[0] != self.batch:
             self.interpreter.resize_tensor_input(self.input["index"], list(batch.shape))
             self.interpreter.allocate_tensors()
             self.batch = batch.shape[0]
         self.interpreter.set_tensor(self.input["index"], np.ascontiguousarray(batch, dtype=np.float32))
         self.interpreter.invoke()
-        return self.interpreter.get_tensor(self.output["index"]).copy()
+        return {name: self.interpreter.get_tensor(index).copy() for name, index in self.outputs.items()}
+
+
+def output_indices(interpreter) -> dict[str, int]:
+    """Output tensors by their names in the model's signature; a model with one unnamed output (exported
+    before the flag) has only `probabilities`."""
+    details = interpreter.get_output_details()
+    if len(details) == 1:
+        return {"probabilities": details[0]["index"]}
+    signature = interpreter.get_signature_runner()
+    return {name: detail["index"] for name, detail in signature.get_output_details().items()}

@@ -185,6 +185,11 @@ class FeedbackRequest(BaseModel):
         BeforeValidator(_integral),
         WithJsonSchema({"type": "integer", "minimum": 0}),
     ] = None
+    reviewed: Annotated[
+        bool,
+        Field(strict=True, description="a person looked at the image and chose the label: only then does feedback on "
+              "a prediction flagged out of distribution (in_distribution false) become training data"),
+    ] = False  # fmt: skip
 
     @model_validator(mode="after")
     def _label_given(self) -> FeedbackRequest:
@@ -204,6 +209,16 @@ class Prediction(TypedDict):
     label: str
     class_id: int
     confidence: float
+    ood_score: Annotated[
+        float | None,
+        Field(description="0-1: the share of held-out garments that look more usual than this input "
+              "(null: a model version exported without the out-of-distribution flag)"),
+    ]  # fmt: skip
+    in_distribution: Annotated[
+        bool | None,
+        Field(description="false: the input does not look like the clothing the model knows; treat the label "
+              "with suspicion (null: no flag)"),
+    ]  # fmt: skip
     preprocessing: Annotated[
         Preprocessing, Field(description="what turned the input into the dataset's form (all false: nothing)")
     ]
@@ -226,6 +241,10 @@ class FeedbackAccepted(TypedDict):
 
 class TFServingResponse(TypedDict):
     predictions: list[list[float]]
+    ood_score: NotRequired[
+        Annotated[list[float], Field(description="beside TF Serving's own key (which its clients read), one per image")]
+    ]
+    in_distribution: NotRequired[list[bool]]
 
 
 class ErrorResponse(TypedDict):

@@ -43,8 +43,11 @@ def tfs_predict(name: str, version: int | None) -> Response:
         raise ApiError(415, "TensorFlow Serving requests are application/json")
     body = validate(TFServingRequest, read_json(numbers_only=True), max_batch=plane.settings.max_batch)
     batch = body.inputs if isinstance(body, TFServingInputs) else body.instances
-    probabilities, _ids = plane.predict(model, batch[..., np.newaxis], answer_ids=False)
-    return json_response(TFServingResponse(predictions=probabilities))  # type: ignore[typeddict-item]
+    predicted = plane.predict(model, batch[..., np.newaxis], answer_ids=False)
+    answer = TFServingResponse(predictions=predicted.probabilities)  # type: ignore[typeddict-item]
+    if predicted.ood_scores is not None and predicted.in_distribution is not None:  # keys TF Serving clients ignore
+        answer["ood_score"], answer["in_distribution"] = predicted.ood_scores, predicted.in_distribution  # type: ignore[typeddict-item]
+    return json_response(answer)
 
 
 ROUTES = [

@@ -72,13 +72,17 @@ class DataSpec(Strict):
     holdout_size: int = Field(
         default=1000, ge=10, le=10_000, description="images per slice of the engineered hold-out (from the test split)"
     )
+    ood_size: int = Field(
+        default=300, ge=10, le=10_000, description="non-clothing inputs per source the out-of-distribution flag meets"
+    )
 
 
 class Architecture(Strict):
     """LeNet-5 and its variants; the defaults are the course's LeNet-5 exactly (44,426 parameters)."""
 
-    conv1_filters: int = Field(default=6, ge=1, le=256, description="filters of the first 5x5 convolution")
-    conv2_filters: int = Field(default=16, ge=1, le=256, description="filters of the second 5x5 convolution")
+    conv1_filters: int = Field(default=6, ge=1, le=256, description="filters of the first convolution")
+    conv2_filters: int = Field(default=16, ge=1, le=256, description="filters of the second convolution")
+    kernel_size: Literal[3, 5] = Field(default=5, description="both convolutions' kernel: 5x5 (LeNet-5) or 3x3")
     dense1: int = Field(default=120, ge=1, le=2048, description="units of the first dense layer")
     dense2: int = Field(default=84, ge=1, le=2048, description="units of the second dense layer")
     dropout: float = Field(default=0.0, ge=0, lt=1, description="before each dense layer")
@@ -93,7 +97,7 @@ class TrainParams(Strict):
     # Large batches on a cosine schedule train in half the time of batch 128 + plateau at the same test
     # accuracy; relighting keeps the lighting slice above its floor (benchmarks/bench_training.py).
     epochs: int = Field(
-        default=15,
+        default=10,
         ge=1,
         le=500,
         description="the cosine schedule's length, or plateau's most; early stopping may end sooner",
@@ -115,6 +119,16 @@ class TrainParams(Strict):
         default=0.1, gt=0, lt=1, description="share of the training split held out for early stopping"
     )
     augment: bool = Field(default=False, description="random shifts of up to 2 px and left-right flips in training")
+    # Rotated copies lift the rotation_shift slice from 0.75 to 0.85 at the same test accuracy in 1.44x the
+    # time, where replacing images instead cost a point of test accuracy (benchmarks/bench_training.py).
+    moved_copies: float = Field(
+        default=1.0,
+        ge=0,
+        le=1,
+        description="share of training images added again rotated and shifted (drawn once, before training)",
+    )
+    max_rotation: float = Field(default=12.0, ge=0, le=45, description="moved copies: most degrees either way")
+    max_shift: int = Field(default=2, ge=0, le=8, description="moved copies: most pixels in each direction")
     relight: float = Field(
         default=0.2, ge=0, le=1, description="share of training images given random contrast and brightness"
     )
@@ -125,11 +139,11 @@ class TrainParams(Strict):
 
 
 # Minimum accuracy per slice of the engineered hold-out (`tasks.evaluation.slices`): 2-4 points under what the
-# default LeNet-5 of `make run` measured (0.887-0.903 on the photo slices, 0.748 rotated; README, "Real
-# photos"), so seed-to-seed variation passes and a real regression does not.
+# default LeNet-5 measured over 3 seeds (0.880-0.901 on the photo slices, 0.838-0.860 rotated;
+# docs/benchmarks.md, "Training"), so seed-to-seed variation passes and a real regression does not.
 SLICE_FLOORS = {
     "catalogue": 0.86, "cutout": 0.86, "small_offcentre": 0.86, "jpeg30": 0.86,
-    "lighting": 0.86, "rotation_shift": 0.72, "noise": 0.86,
+    "lighting": 0.86, "rotation_shift": 0.81, "noise": 0.86,
 }  # fmt: skip
 
 
@@ -163,6 +177,26 @@ class GateThresholds(BaseSettings):
     min_slice_accuracy: dict[str, float] = Field(
         default_factory=lambda: dict(SLICE_FLOORS),
         description="engineered hold-out: minimum accuracy per slice (a slice left out has no floor)",
+    )
+    min_ood_auroc: float = Field(
+        default=0.93,
+        ge=0,
+        le=1,
+        description="out-of-distribution flag: AUROC of test garments against the non-clothing sources "
+        "(the default LeNet-5 measured 0.96)",
+    )
+    min_ood_detection: float = Field(
+        default=0.70,
+        ge=0,
+        le=1,
+        description="out-of-distribution flag: share of non-clothing inputs flagged, averaged over the sources "
+        "(measured 0.78: printed text is the hard one)",
+    )
+    max_ood_flagged: float = Field(
+        default=0.08,
+        ge=0,
+        le=1,
+        description="out-of-distribution flag: most test garments flagged (calibrated to 5% on the validation split)",
     )
     max_slice_regression: float = Field(
         default=0.02,
@@ -210,6 +244,12 @@ class MonitorThresholds(Strict):
     ks_statistic: float = Field(default=0.1, gt=0, le=1, description="KS statistic of an input statistic...")
     ks_pvalue: float = Field(default=0.01, gt=0, lt=1, description="...with a p-value under this")
     confidence_drop: float = Field(default=0.05, gt=0, le=1, description="mean confidence drop that is drift")
+    max_ood_share: float = Field(
+        default=0.15,
+        gt=0,
+        le=1,
+        description="share of a window's predictions flagged out of distribution that is drift (calibrated: 5%)",
+    )
     min_online_accuracy: float = Field(default=0.8, ge=0, le=1, description="accuracy on labelled feedback")
     min_feedback: int = Field(default=30, ge=1, description="labelled predictions needed to judge accuracy")
     min_records: int = Field(default=200, ge=1, description="predictions needed to judge a window at all")
@@ -224,6 +264,7 @@ class SearchSpace(Strict):
     dense1: list[int] = Field(default=[120, 256], description="first dense layer's sizes")
     dense2: list[int] = Field(default=[84, 128], description="second dense layer's sizes")
     dropout: list[float] = Field(default=[0.0, 0.25], description="dropout rates")
+    kernel_size: list[Literal[3, 5]] = Field(default=[5, 3], description="convolution kernels: 5x5 and 3x3")
     batch_norm: list[bool] = Field(default=[False, True], description="with and without batch normalisation")
     pooling: list[Literal["avg", "max"]] = Field(default=["avg", "max"], description="average and max pooling")
     learning_rate: list[float] = Field(default=[1e-3, 2e-3], description="peak learning rates")

@@ -125,15 +125,26 @@ def trained_model(fashion_dir: Path):
 
 
 @pytest.fixture(scope="session")
-def model_root(tmp_path_factory: pytest.TempPathFactory, trained_model) -> Path:
-    """An exported store serving `clothes` v1 and v2 side by side, like a real deployment."""
+def ood_stats(trained_model, fashion_dir: Path) -> dict:
+    """The out-of-distribution flag fitted and calibrated for `trained_model` as the pipeline does it."""
+    from tasks.data.sources import load_fashion_mnist
+    from tasks.evaluation.ood import fit_detector
+    from tasks.params import TrainParams
+
+    return fit_detector(trained_model, load_fashion_mnist(fashion_dir), TrainParams(validation_fraction=0.05))
+
+
+@pytest.fixture(scope="session")
+def model_root(tmp_path_factory: pytest.TempPathFactory, trained_model, ood_stats: dict) -> Path:
+    """An exported store serving `clothes` v1 and v2 side by side, like a real deployment: v2 with the
+    out-of-distribution flag, v1 as versions exported before it were."""
     from tasks.data.dataset import FASHION_MNIST_CLASSES
     from tasks.release.export import build_metadata, export_model
 
     root = tmp_path_factory.mktemp("models")
     for version in (1, 2):
         metadata = build_metadata(trained_model, "clothes", version, FASHION_MNIST_CLASSES, f"run-{version}", {})
-        export_model(trained_model, root, metadata)
+        export_model(trained_model, root, metadata, ood_stats if version == 2 else None)
     return root
 
 

@@ -69,7 +69,23 @@ def test_the_upload_page_shows_the_class_the_api_gives(server, browser, photo: P
         "let lit = 0; for (let i = 0; i < d.length; i += 4) { if (d[i] > 0) lit++; } return lit;"
     )
     assert drawn > 20
+    assert browser.find_element(By.ID, "ood").is_displayed() == (expected["in_distribution"] is False)
     assert browser.get_screenshot_as_file(str(tmp_path / "upload.png"))
+
+
+def test_the_upload_page_says_when_a_photo_is_not_clothing(server, browser, tmp_path):
+    from tasks.evaluation.ood_sources import ood_files
+
+    stripes = tmp_path / "stripes.png"
+    stripes.write_bytes(ood_files("stripes", 1, seed=0)[0])
+    with stripes.open("rb") as handle:
+        api = requests.post(f"{server}/models/clothes/latest", files={"file": handle}, timeout=30).json()
+    assert api["predictions"][0]["in_distribution"] is False  # the flag of the server under test
+    browser.get(f"{server}/")
+    wait(browser).until(lambda d: d.find_elements(By.CSS_SELECTOR, "#model option"))
+    browser.find_element(By.ID, "file").send_keys(str(stripes))
+    notice = wait(browser).until(seen.visibility_of_element_located((By.ID, "ood")))
+    assert "does not look like the clothing" in notice.text
 
 
 def test_the_upload_page_says_why_a_file_is_refused(server, browser, tmp_path):

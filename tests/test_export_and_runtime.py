@@ -37,10 +37,11 @@ def test_litert_runtime_matches_keras_on_the_whole_test_set(model_root, trained_
     x = to_model_input(load_fashion_mnist(fashion_dir).x_test)
     expected = trained_model.predict(x, batch_size=2000, verbose=0)
     runtime = TFLiteModel(model_root / "clothes" / "1" / "model.tflite")
-    got = np.concatenate([runtime.predict(x[i : i + 1000]) for i in range(0, len(x), 1000)])
+    got = np.concatenate([runtime.predict(x[i : i + 1000])["probabilities"] for i in range(0, len(x), 1000)])
     assert np.abs(got - expected).max() <= 1e-5
     assert np.array_equal(got.argmax(1), expected.argmax(1))
-    assert np.allclose(runtime.predict(x[:1]), expected[:1], atol=1e-5)  # batch size changes back and forth
+    first = runtime.predict(x[:1])["probabilities"]  # batch size changes back and forth
+    assert np.allclose(first, expected[:1], atol=1e-5)
 
 
 def test_failed_export_leaves_nothing_behind(tmp_path, trained_model, monkeypatch):

@@ -17,9 +17,10 @@ from serving.log_retention import Removed, compress, enforce_bounds
 from serving.settings import ServingSettings
 from tasks.data.sources import load_fashion_mnist
 from tasks.evaluation.metrics import predict_probabilities
+from tasks.evaluation.ood_sources import build_ood_slices
 from tasks.evaluation.reference import build_reference
 from tasks.monitoring.drift import binned_psi, detect_drift, psi
-from tasks.monitoring.monitor import read_records
+from tasks.monitoring.monitor import labelled_samples, read_records
 from tasks.params import MonitorThresholds
 from tests.conftest import LENIENT
 
@@ -46,14 +47,16 @@ def reference(trained_model, test_split):
     return build_reference(predict_probabilities(trained_model, x[:5000]), x[:5000], names)
 
 
-def serve(model_root, log_dir, images: np.ndarray, store_inputs: bool = False) -> tuple[list[dict], list[dict]]:
+def serve(
+    model_root, log_dir, images: np.ndarray, store_inputs: bool = False, version: int = 1
+) -> tuple[list[dict], list[dict]]:
     """Send images through the real app with logging on; return (answers' predictions, log records)."""
     settings = ServingSettings(prediction_log_dir=log_dir, prediction_log_inputs=store_inputs)
     app = create_app(model_root, settings)
     client = app.test_client()
     answers = []
     for start in range(0, len(images), 100):
-        response = client.post("/models/clothes/v1", json={"images": images[start : start + 100].tolist()})
+        response = client.post(f"/models/clothes/v{version}", json={"images": images[start : start + 100].tolist()})
         answers.extend(response.json["predictions"])
     app.plane.log.close()
     return answers, read_records(log_dir, since=0)
@@ -228,6 +231,36 @@ def test_online_accuracy_from_feedback(model_root, tmp_path, test_split, referen
     report = detect_drift(reference, read_records(tmp_path, since=0), THRESHOLDS)
     assert report.metrics["labelled"] == 300 and report.metrics["online_accuracy"] < 0.2
     assert any("online accuracy" in r for r in report.reasons)
+
+
+def test_a_rise_of_inputs_flagged_out_of_distribution_is_drift(model_root, tmp_path, test_split, reference):
+    x = test_split[0]
+    _answers, usual = serve(model_root, tmp_path / "garments", x[5000:5400], version=2)
+    strange = np.concatenate(list(build_ood_slices(70, seed=4).values()))  # 6 sources
+    _answers, mixed = serve(model_root, tmp_path / "mixed", np.concatenate([x[5000:5300], strange]), version=2)
+    calm, alarmed = detect_drift(reference, usual, THRESHOLDS), detect_drift(reference, mixed, THRESHOLDS)
+    assert calm.metrics["ood_share"] <= 0.1 and not any("out of distribution" in r for r in calm.reasons)
+    assert alarmed.metrics["ood_share"] >= 0.3 and any("out of distribution" in r for r in alarmed.reasons)
+    assert all(0 <= r["ood_score"] <= 1 and isinstance(r["in_distribution"], bool) for r in mixed)
+
+
+def test_feedback_on_a_flagged_prediction_trains_only_when_a_person_reviewed_it(model_root, tmp_path, test_split):
+    noise = np.random.default_rng(0).integers(0, 256, (2, 28, 28))
+    images = np.concatenate([test_split[0][:1], noise])
+    app = create_app(model_root, ServingSettings(prediction_log_dir=tmp_path, prediction_log_inputs=True))
+    client = app.test_client()
+    garment, unreviewed, reviewed = client.post("/models/clothes/v2", json={"images": images.tolist()}).json[
+        "predictions"
+    ]
+    assert garment["in_distribution"] and not unreviewed["in_distribution"] and not reviewed["in_distribution"]
+    for answer, body in ((garment, {}), (unreviewed, {}), (reviewed, {"reviewed": True})):
+        response = client.post("/models/clothes/v2/feedback", json={"id": answer["id"], "label": "Bag", **body})
+        assert response.status_code == 202
+    assert client.post("/models/clothes/v2/feedback", json={"id": garment["id"], "label": "Bag",
+                                                             "reviewed": "yes"}).status_code == 400  # fmt: skip
+    app.plane.log.close()
+    samples = labelled_samples(read_records(tmp_path, since=0))
+    assert sorted(record_id for record_id, _pixels, _label in samples) == sorted([garment["id"], reviewed["id"]])
 
 
 def test_too_little_traffic_is_not_judged(reference):

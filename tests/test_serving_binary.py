@@ -63,8 +63,10 @@ def test_oip_metadata_health_and_readiness(client):
     meta = client.get("/v2/models/clothes").json
     assert meta["name"] == "clothes" and meta["versions"] == ["1", "2"]
     assert meta["inputs"] == [{"name": "image", "datatype": "UINT8", "shape": [-1, 28, 28]}]
-    assert [o["name"] for o in meta["outputs"]] == ["probabilities", "class_id", "label"]
-    assert client.get("/v2/models/clothes/versions/1").json["name"] == "clothes"
+    plain = ["probabilities", "class_id", "label"]
+    assert [o["name"] for o in meta["outputs"]] == [*plain, "ood_score", "in_distribution"]
+    legacy = client.get("/v2/models/clothes/versions/1").json  # exported before the out-of-distribution flag
+    assert legacy["name"] == "clothes" and [o["name"] for o in legacy["outputs"]] == plain
     assert client.get("/v2/models/clothes/versions/1/ready").json == {"name": "clothes", "ready": True}
     assert client.get("/v2/models/clothes/versions/9").status_code == 404
     assert client.get("/v2/models/shoes/ready").json == {"error": "unknown model 'shoes'"}

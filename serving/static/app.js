@@ -57,6 +57,7 @@ async function classify(file) {
   drawSeen(prediction.input);
   $("label").textContent = prediction.label;
   $("confidence").textContent = `${(prediction.confidence * 100).toFixed(1)}%`;
+  $("ood").hidden = prediction.in_distribution !== false;
   $("version").textContent = `${answer.model.name} v${answer.model.version}`;
   $("prediction-id").textContent = prediction.id;
   drawBars(info.classes, answer.result[0], prediction.class_id);

@@ -1,20 +1,24 @@
 """Stage 2, evaluation: test-split metrics, the engineered hold-out (photo-style and robustness
-slices), the drift monitor's reference, and the quality gates a candidate must pass."""
+slices), the out-of-distribution flag (fitted, calibrated and judged on non-clothing inputs), the drift
+monitor's reference, and the quality gates a candidate must pass."""
 
 from tasks.evaluation.gates import TEST, ChampionScore, gates_task
 from tasks.evaluation.holdout import accuracy_of, evaluate_slices_task, holdout_task
 from tasks.evaluation.metrics import Evaluation, evaluate_task, predict_task
+from tasks.evaluation.ood import OodReport, ood_task
 from tasks.evaluation.reference import reference_task
 
 __all__ = [
     "TEST",
     "ChampionScore",
     "Evaluation",
+    "OodReport",
     "accuracy_of",
     "evaluate_slices_task",
     "evaluate_task",
     "gates_task",
     "holdout_task",
+    "ood_task",
     "predict_task",
     "reference_task",
 ]

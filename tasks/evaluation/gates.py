@@ -12,6 +12,7 @@ from prefect.cache_policies import NO_CACHE
 from scipy import stats
 
 from tasks.evaluation.metrics import Evaluation
+from tasks.evaluation.ood import OodReport
 from tasks.params import GateThresholds, ModelRef
 
 TEST = "test"  # the comparison on the test split; the others are named after their hold-out slice
@@ -89,11 +90,12 @@ def check_gates(
     candidate_correct: dict[str, np.ndarray] | None = None,
     champion: ChampionScore | None = None,
     slice_accuracy: dict[str, float] | None = None,
+    ood: OodReport | None = None,
 ) -> list[GateResult]:
     """Every gate is evaluated (no short-circuit) so a reviewer sees all verdicts at once: the absolute
     floors, then each comparison with the champion on the same images (test split and every slice), a
     paired test whose false rejections are bounded for all comparisons together (Holm), then the slices'
-    floors."""
+    floors, then the out-of-distribution flag's."""
     worst_name, worst_recall = candidate.worst_class_recall
     results = [
         GateResult(
@@ -147,7 +149,23 @@ def check_gates(
             passed &= better
             detail += f"; {versus}"
         results.append(GateResult(f"slice.{name}", passed, accuracy, floor, detail))
+    if ood is not None:
+        results += ood_gates(ood, thresholds)
     return results
+
+
+def ood_gates(ood: OodReport, thresholds: GateThresholds) -> list[GateResult]:
+    detection, floor = ood.metrics()["ood.detection_rate"], thresholds.min_ood_detection
+    per_source = ", ".join(f"{source} {rate:.3f}" for source, rate in ood.detected.items())
+    flagged = ood.flagged["test"]
+    return [
+        GateResult("ood.auroc", ood.auroc >= thresholds.min_ood_auroc, ood.auroc, thresholds.min_ood_auroc,
+                   f"AUROC {ood.auroc:.4f} (test garments vs non-clothing) vs minimum {thresholds.min_ood_auroc:.4f}"),
+        GateResult("ood.detection", detection >= floor, detection, floor,
+                   f"non-clothing flagged {detection:.4f} ({per_source}) vs minimum {floor:.4f}"),
+        GateResult("ood.false_flags", flagged <= thresholds.max_ood_flagged, flagged, thresholds.max_ood_flagged,
+                   f"test garments flagged {flagged:.4f} vs maximum {thresholds.max_ood_flagged:.4f}"),
+    ]  # fmt: skip
 
 
 def failed_gates(results: list[GateResult]) -> list[GateResult]:
@@ -173,15 +191,16 @@ def gates_task(
     candidate_correct: dict[str, np.ndarray],
     champion: ChampionScore | None = None,
     slice_accuracy: dict[str, float] | None = None,
+    ood: OodReport | None = None,
 ) -> list[GateResult]:
     """Record every verdict in MLflow and as a Prefect artifact; raise GateFailed (the run is marked
     `candidate_status=rejected`) when any gate fails, so nothing is registered."""
-    results = check_gates(evaluation, thresholds, candidate_correct, champion, slice_accuracy)
+    results = check_gates(evaluation, thresholds, candidate_correct, champion, slice_accuracy, ood)
     client = MlflowClient()
     for key, value in gate_tags(results).items():
         client.set_tag(run_id, key, value[:5000])
     for result in results:
-        if result.value is not None and not result.name.startswith("slice."):  # those are slice.<name>.accuracy
+        if result.value is not None and not result.name.startswith(("slice.", "ood.")):  # logged as their metrics
             client.log_metric(run_id, f"gate_{result.name}_value", result.value)
     client.log_dict(run_id, as_records(results), "evaluation/gates.json")  # type: ignore[arg-type]  # any JSON
     create_table_artifact(

@@ -1,7 +1,8 @@
 """Drift detection: compare served traffic (prediction-log records) with the reference saved at training.
 
 Signals: predicted-class distribution (PSI, chi-square), input statistics (KS test, PSI), mean
-confidence, and online accuracy from labelled feedback. Pure functions; `tasks.monitoring.monitor` wires them.
+confidence, the share of inputs flagged out of distribution, and online accuracy from labelled feedback.
+Pure functions; `tasks.monitoring.monitor` wires them.
 """
 
 from __future__ import annotations
@@ -81,6 +82,13 @@ def detect_drift(reference: dict, records: Iterable[Record], thresholds: Monitor
         if ks_drift or m[f"{key}_psi"] > thresholds.input_psi:
             report.reasons.append(
                 f"input {key} shifted (KS {ks.statistic:.3f}, p {ks.pvalue:.1e}; PSI {m[f'{key}_psi']:.3f})"
+            )
+    flags = [r["in_distribution"] for r in predictions if "in_distribution" in r]
+    if flags:
+        m["ood_share"] = 1 - float(np.mean(flags))
+        if m["ood_share"] > thresholds.max_ood_share:
+            report.reasons.append(
+                f"{m['ood_share']:.1%} of inputs flagged out of distribution (> {thresholds.max_ood_share:.0%})"
             )
     m["confidence_mean"] = float(np.mean([r["confidence"] for r in predictions]))
     m["confidence_drop"] = float(np.mean(reference["confidence"]) - m["confidence_mean"])

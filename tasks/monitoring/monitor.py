@@ -61,13 +61,16 @@ def read_records(log_dir: Path, since: float, until: float | None = None) -> lis
 def labelled_samples(records: Iterable[Record], max_samples: int = 1000) -> list[tuple[str, np.ndarray, int]]:
     """(id, 28x28 uint8 pixels, true class) for feedback on a logged prediction that stored its input:
     the first label per id, at most `max_samples` per window, so a flood of feedback cannot outweigh
-    the training set."""
+    the training set. A prediction flagged out of distribution is left out unless a person reviewed its
+    label: a client confirming whatever the model said about a photo of a cat must not teach it cats
+    are bags."""
     records = list(records)
-    pixels = {r["id"]: r["pixels"] for r in records if r["type"] == "prediction" and "pixels" in r}
+    predictions = {r["id"]: r for r in records if r["type"] == "prediction" and "pixels" in r}
+    reviewed = {r["id"] for r in records if r["type"] == "feedback" and r.get("reviewed")}
     samples = [
-        (record_id, np.frombuffer(base64.b64decode(pixels[record_id]), np.uint8).reshape(28, 28), class_id)
-        for record_id, class_id in first_labels(records).items()
-        if record_id in pixels
+        (record_id, np.frombuffer(base64.b64decode(predictions[record_id]["pixels"]), np.uint8).reshape(28, 28), label)
+        for record_id, label in first_labels(records).items()
+        if record_id in predictions and (predictions[record_id].get("in_distribution", True) or record_id in reviewed)
     ]
     return samples[:max_samples]
 

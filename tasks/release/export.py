@@ -1,9 +1,10 @@
 """Export a registered model version into the serving layout, atomically.
 
 ``<model_root>/<name>/<version>/`` gets the TensorFlow SavedModel (``saved_model.pb`` + ``variables/``,
-so TensorFlow Serving can serve the same directory), ``model.tflite`` (what our server runs) and
-``metadata.json``. Everything is written to a hidden temporary directory and renamed into place, so a
-server scanning the root never sees a half-written version.
+so TensorFlow Serving can serve the same directory), ``model.tflite`` (what our server runs: the
+probabilities plus the outputs its out-of-distribution flag reads), ``ood.json`` (that flag's
+statistics, from the training run) and ``metadata.json``. Everything is written to a hidden temporary
+directory and renamed into place, so a server scanning the root never sees a half-written version.
 """
 
 from __future__ import annotations
@@ -16,22 +17,28 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
+import mlflow
 from mlflow import MlflowClient
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from serving.model_store import METADATA_FILE, RUNTIME_FILE
+from serving.ood import OOD_FILE
+from tasks.evaluation.ood import OOD_ARTIFACT, scoring_model
 from tasks.params import ModelRef
 from tasks.registry.policy import card_of, load_model_version
 
 METRIC_KEYS = ("test_accuracy", "test_macro_f1", "test_macro_precision", "test_macro_recall")
 
 
-def convert_to_tflite(saved_model_dir: Path) -> bytes:
-    """From the SavedModel just written, so both files come from one traced graph."""
+def convert_to_tflite(model) -> bytes:
+    """The scoring model (the classifier plus the out-of-distribution flag's outputs) through a SavedModel
+    of its own: TF Serving's copy keeps the classifier's one output, so its clients see no change."""
     import tensorflow as tf
 
-    return tf.lite.TFLiteConverter.from_saved_model(str(saved_model_dir)).convert()
+    with tempfile.TemporaryDirectory(prefix="scoring-") as directory:
+        scoring_model(model).export(directory, format="tf_saved_model", verbose=False)
+        return tf.lite.TFLiteConverter.from_saved_model(directory).convert()
 
 
 def build_metadata(
@@ -43,7 +50,7 @@ def build_metadata(
         "description": f"LeNet-5 clothes classifier ({len(class_names)} Fashion-MNIST classes)",
         "class_names": list(class_names),
         "input_shape": [28, 28],
-        "model_input_shape": [28, 28, 1],
+        "model_input_shape": list(model.input_shape[1:]),
         "number_of_parameters": int(model.count_params()),
         "mlflow_run_id": run_id,
         "metrics": metrics,
@@ -52,8 +59,9 @@ def build_metadata(
     }
 
 
-def export_model(model, model_root: Path, metadata: dict) -> Path:
-    """Write the version directory atomically; an existing export of the same version is replaced whole."""
+def export_model(model, model_root: Path, metadata: dict, ood: dict | None = None) -> Path:
+    """Write the version directory atomically; an existing export of the same version is replaced whole.
+    `ood`: the flag's statistics (versions trained before the flag have none and are served without it)."""
     parent = Path(model_root) / metadata["name"]
     parent.mkdir(parents=True, exist_ok=True)
     final = parent / str(metadata["version"])
@@ -63,7 +71,9 @@ def export_model(model, model_root: Path, metadata: dict) -> Path:
         for item in (staging / "saved_model").iterdir():  # TF Serving wants saved_model.pb at the top
             item.rename(staging / item.name)
         (staging / "saved_model").rmdir()
-        (staging / RUNTIME_FILE).write_bytes(convert_to_tflite(staging))
+        (staging / RUNTIME_FILE).write_bytes(convert_to_tflite(model))
+        if ood is not None:
+            (staging / OOD_FILE).write_text(json.dumps(ood) + "\n")
         (staging / METADATA_FILE).write_text(json.dumps(metadata, indent=2) + "\n")
         os.chmod(staging, 0o755)
         if final.exists():
@@ -89,7 +99,14 @@ def export_registered_version(ref: ModelRef, model_root: Path) -> Path:
     legacy = model_version.tags.get("class_names")
     class_names = json.loads(legacy) if legacy else card_of(model_version)["data"]["class_names"]
     metadata = build_metadata(model, ref.name, ref.version, class_names, model_version.run_id, metrics)
-    return export_model(model, model_root, metadata)
+    return export_model(model, model_root, metadata, ood_statistics(model_version.run_id))
+
+
+def ood_statistics(run_id: str | None) -> dict | None:
+    """The flag's statistics stored on the training run, if it made them."""
+    if not run_id or OOD_ARTIFACT not in {f.path for f in MlflowClient().list_artifacts(run_id, "ood")}:
+        return None
+    return mlflow.artifacts.load_dict(f"runs:/{run_id}/{OOD_ARTIFACT}")
 
 
 @task(name="export-model", cache_policy=NO_CACHE)

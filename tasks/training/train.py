@@ -46,12 +46,12 @@ def build_lenet5(
     for index, filters in ((1, arch.conv1_filters), (2, arch.conv2_filters)):
         if arch.batch_norm:  # conv -> BN -> relu, the usual order
             layers += [
-                keras.layers.Conv2D(filters, 5, use_bias=False, name=f"conv{index}"),
+                keras.layers.Conv2D(filters, arch.kernel_size, use_bias=False, name=f"conv{index}"),
                 keras.layers.BatchNormalization(name=f"bn{index}"),
                 keras.layers.ReLU(name=f"relu{index}"),
             ]
         else:
-            layers.append(keras.layers.Conv2D(filters, 5, activation="relu", name=f"conv{index}"))
+            layers.append(keras.layers.Conv2D(filters, arch.kernel_size, activation="relu", name=f"conv{index}"))
         pool = keras.layers.MaxPooling2D if arch.pooling == "max" else keras.layers.AveragePooling2D
         layers.append(pool(2, name=f"pool{index}"))
     layers.append(keras.layers.Flatten(name="flatten"))
@@ -90,6 +90,28 @@ def augmented_batches(x: np.ndarray, y: np.ndarray, batch_size: int, seed: int):
         .map(lambda images, labels: (augment(images, training=True), labels), num_parallel_calls=tf.data.AUTOTUNE)
         .prefetch(tf.data.AUTOTUNE)
     )
+
+
+def with_moved_copies(pixels: np.ndarray, labels: np.ndarray, params: TrainParams) -> tuple[np.ndarray, np.ndarray]:
+    """The images plus rotated and shifted copies of a random `moved_copies` share of them: real photos
+    are rarely upright and centred, and the dataset's garments always are. Copies rather than
+    replacements, so the model still sees every garment as the dataset shows it."""
+    if not params.moved_copies or not (params.max_rotation or params.max_shift):
+        return pixels, labels
+    import keras
+
+    chosen = np.flatnonzero(np.random.default_rng(params.seed).random(len(pixels)) < params.moved_copies)
+    shift = params.max_shift / pixels.shape[1]
+    move = keras.Sequential([
+        keras.layers.RandomRotation(params.max_rotation / 360, fill_mode="constant", seed=params.seed),
+        keras.layers.RandomTranslation(shift, shift, fill_mode="constant", seed=params.seed),
+    ])  # fmt: skip
+    originals = pixels[chosen, ..., np.newaxis].astype(np.float32)
+    moved = np.concatenate(
+        [np.asarray(move(originals[i : i + 4096], training=True)) for i in range(0, len(chosen), 4096)]
+    )
+    copies = np.clip(np.rint(moved[..., 0]), 0, 255).astype(pixels.dtype)
+    return np.concatenate([pixels, copies]), np.concatenate([labels, labels[chosen]])
 
 
 def relit(pixels: np.ndarray, share: float, seed: int) -> np.ndarray:
@@ -132,8 +154,8 @@ def train_model(dataset: Dataset, params: TrainParams, extra_callbacks: Sequence
 
     keras.utils.set_random_seed(params.seed)
     train_idx, val_idx = stratified_split(dataset.y_train, params.validation_fraction, params.split_seed)
-    x_train = to_model_input(relit(dataset.x_train[train_idx], params.relight, params.seed))
-    y_train = dataset.y_train[train_idx]
+    x_train, y_train = with_moved_copies(dataset.x_train[train_idx], dataset.y_train[train_idx], params)
+    x_train = to_model_input(relit(x_train, params.relight, params.seed))
     x_val, y_val = to_model_input(dataset.x_train[val_idx]), dataset.y_train[val_idx]
 
     steps_per_epoch = -(-len(x_train) // params.batch_size)

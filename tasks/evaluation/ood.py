@@ -1,0 +1,173 @@
+"""The out-of-distribution flag as a pipeline stage: fit what `serving.ood` needs from the training
+split, calibrate its threshold on held-out garments (the validation split, plain and as photos), judge
+it on this run's test split and on inputs that are not clothing (`tasks.evaluation.ood_sources`), and
+store the statistics on the run (`ood/ood.json`), where the export finds them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from mlflow import MlflowClient
+from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+from sklearn.covariance import LedoitWolf
+from sklearn.metrics import roc_auc_score
+
+from serving.ood import CHANNEL_STATS, FEATURES, POOLED, OodDetector
+from serving.preprocessing import decode_image, to_model_input
+from tasks.data.dataset import Dataset, stratified_split
+from tasks.evaluation.ood_sources import build_ood_slices
+from tasks.evaluation.slices import PHOTO_SLICES, Slices, slice_files
+from tasks.params import TrainParams
+
+OOD_ARTIFACT = "ood/ood.json"
+QUANTILES = 1001  # each evidence's reference distribution, at 0.1% resolution
+FIT_IMAGES = 20_000  # class means and covariances settle long before the whole training split
+CALIBRATION_PHOTOS = 500  # validation garments per photo slice the threshold is calibrated on
+MAX_FLAGGED = 0.05  # of held-out garments
+MAX_FLAGGED_PHOTOS = 0.10  # of each photo slice
+
+
+def scoring_model(model):  # -> keras.Model
+    """The classifier with the outputs the detector reads beside `probabilities`: `features` (the last
+    layer's input), `pooled` (the flattened convolution features) and `channel_stats` (each pooling
+    layer's per-channel mean and standard deviation, reduced in the graph so the server copies a few
+    dozen numbers, not feature maps)."""
+    import keras
+
+    pooling = (keras.layers.MaxPooling2D, keras.layers.AveragePooling2D)
+    pools = [layer.output for layer in model.layers if isinstance(layer, pooling)]
+    flatten = next(layer for layer in model.layers if isinstance(layer, keras.layers.Flatten))
+    moments = [moment for pool in pools for moment in (keras.ops.mean(pool, (1, 2)), keras.ops.std(pool, (1, 2)))]
+    outputs = {
+        "probabilities": model.outputs[0],
+        FEATURES: model.layers[-1].input,
+        POOLED: flatten.output,
+        CHANNEL_STATS: keras.layers.Concatenate(name=CHANNEL_STATS)(moments),
+    }
+    return keras.Model(model.inputs, outputs, name=f"{model.name}_scoring")
+
+
+def model_outputs(scoring, pixels: np.ndarray) -> dict[str, np.ndarray]:
+    """Every output for (N, 28, 28) 0-255 pixels, in float64 as the detector computes."""
+    outputs = scoring.predict(to_model_input(pixels), batch_size=2048, verbose=0)
+    return {key: np.asarray(value, dtype=np.float64) for key, value in outputs.items()}
+
+
+def compact(values: np.ndarray) -> list:
+    """Six significant digits: the statistics' JSON at a third of its full-precision size."""
+    return np.vectorize(lambda v: float(f"{v:.6g}"), otypes=[float])(np.asarray(values, dtype=np.float64)).tolist()
+
+
+def class_statistics(values: np.ndarray, labels: np.ndarray, classes: int) -> tuple[np.ndarray, np.ndarray]:
+    """Class means and the Cholesky factor of the shared precision (Ledoit-Wolf shrinkage: the pooled
+    features have hundreds of dimensions, some nearly constant)."""
+    means = np.stack([values[labels == c].mean(axis=0) for c in range(classes)])
+    precision = LedoitWolf().fit(values - means[labels]).precision_
+    return means, np.linalg.cholesky(precision)
+
+
+def calibration_photos(dataset: Dataset, indices: np.ndarray, seed: int) -> dict[str, np.ndarray]:
+    """Validation garments as each photo slice sends them, read back through the server's conversion."""
+    x, y = dataset.x_train[indices], dataset.y_train[indices]
+    return {
+        name: np.stack([decode_image(data)[0] for data in slice_files(name, x, y, CALIBRATION_PHOTOS, seed)[0]])
+        for name in PHOTO_SLICES
+    }
+
+
+def calibrated_threshold(garments: np.ndarray, photos: dict[str, np.ndarray]) -> float:
+    """The lowest threshold that flags at most MAX_FLAGGED of the garments and MAX_FLAGGED_PHOTOS of
+    each photo slice (a score above it is flagged)."""
+    return float(
+        max(np.quantile(garments, 1 - MAX_FLAGGED), *(np.quantile(s, 1 - MAX_FLAGGED_PHOTOS) for s in photos.values()))
+    )
+
+
+def fit_detector(model, dataset: Dataset, params: TrainParams) -> dict:
+    """The statistics `serving.ood.OodDetector` reads, from the training run's own split: class
+    statistics on (part of) its training images, reference quantiles and threshold on its validation
+    images, so the test split stays unseen until the detector is judged."""
+    scoring = scoring_model(model)
+    train_idx, val_idx = stratified_split(dataset.y_train, params.validation_fraction, params.split_seed)
+    fit_idx = np.random.default_rng(params.seed).permutation(train_idx)[:FIT_IMAGES]
+    fitted = model_outputs(scoring, dataset.x_train[fit_idx])
+    labels, classes = dataset.y_train[fit_idx], len(dataset.class_names)
+    pooled_means, pooled_factor = class_statistics(fitted[POOLED], labels, classes)
+    texture_means, texture_factor = class_statistics(fitted[CHANNEL_STATS], labels, classes)
+    weights, bias = model.layers[-1].get_weights()
+    stats = {
+        "method": "max rank of energy, feature and texture Mahalanobis distances among held-out garments",
+        "logit_weights": compact(weights),
+        "logit_bias": compact(bias),
+        "pooled_means": compact(pooled_means),
+        "pooled_precision_factor": compact(pooled_factor),
+        "texture_means": compact(texture_means),
+        "texture_precision_factor": compact(texture_factor),
+        "reference_quantiles": [[0.0]] * 3,
+        "threshold": 1.0,
+    }
+    held_out = model_outputs(scoring, dataset.x_train[val_idx])
+    evidence = OodDetector.from_dict(stats).evidence(held_out)
+    stats["reference_quantiles"] = compact(np.quantile(evidence, np.linspace(0, 1, QUANTILES), axis=1).T)
+    detector = OodDetector.from_dict(stats)
+    photos = calibration_photos(dataset, val_idx, params.seed)
+    photo_scores = {name: detector.scores(model_outputs(scoring, pixels)) for name, pixels in photos.items()}
+    stats["threshold"] = calibrated_threshold(detector.scores(held_out), photo_scores)
+    return stats
+
+
+@dataclass(frozen=True)
+class OodReport:
+    """How the flag does on this run's test split, photo slices and non-clothing sources."""
+
+    flagged: dict[str, float]  # garments flagged: "test" and each photo slice
+    detected: dict[str, float]  # non-clothing inputs flagged, per source
+    auroc: float  # test garments against all non-clothing inputs
+
+    def metrics(self) -> dict[str, float]:
+        return {
+            **{f"ood.{name}.flagged_rate": rate for name, rate in self.flagged.items()},
+            **{f"ood.{source}.detection_rate": rate for source, rate in self.detected.items()},
+            "ood.detection_rate": float(np.mean(list(self.detected.values()))),
+            "ood.auroc": self.auroc,
+        }
+
+
+def judge_detector(
+    stats: dict, model, test_pixels: np.ndarray, slices: Slices, outliers: dict[str, np.ndarray]
+) -> OodReport:
+    detector, scoring = OodDetector.from_dict(stats), scoring_model(model)
+
+    def scores(pixels: np.ndarray) -> np.ndarray:
+        return detector.scores(model_outputs(scoring, pixels))
+
+    test = scores(test_pixels)
+    flagged = {"test": float((test > detector.threshold).mean())}
+    for name in (name for name in PHOTO_SLICES if name in slices):
+        flagged[name] = float((scores(slices[name][0]) > detector.threshold).mean())
+    outlier_scores = {source: scores(pixels) for source, pixels in outliers.items()}
+    detected = {source: float((s > detector.threshold).mean()) for source, s in outlier_scores.items()}
+    everything = np.concatenate(list(outlier_scores.values()))
+    truth = np.r_[np.zeros(len(test)), np.ones(len(everything))]
+    return OodReport(flagged, detected, float(roc_auc_score(truth, np.r_[test, everything])))
+
+
+@task(name="fit-ood-detector", cache_policy=NO_CACHE)
+def ood_task(model, dataset: Dataset, params: TrainParams, slices: Slices, size: int, run_id: str) -> OodReport:
+    """Fit and calibrate on the training split, judge on the test split and `size` inputs per
+    non-clothing source; the statistics and the figures go to the run."""
+    stats = fit_detector(model, dataset, params)
+    report = judge_detector(stats, model, dataset.x_test, slices, build_ood_slices(size, params.seed))
+    client = MlflowClient()
+    client.log_dict(run_id, stats, OOD_ARTIFACT)
+    for key, value in report.metrics().items():
+        client.log_metric(run_id, key, value)
+    get_run_logger().info(
+        "out-of-distribution flag (threshold %.3f): AUROC %.3f; flagged garments %s; detected %s",
+        stats["threshold"], report.auroc,
+        ", ".join(f"{k} {v:.3f}" for k, v in report.flagged.items()),
+        ", ".join(f"{k} {v:.3f}" for k, v in report.detected.items()),
+    )  # fmt: skip
+    return report

@@ -1,0 +1,118 @@
+"""The out-of-distribution flag: fitted as the pipeline fits it, it separates non-clothing inputs from
+garments; the server computes the same scores from the exported model, and every protocol carries them."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from serving.model_store import ModelStore
+from serving.preprocessing import to_model_input
+from tasks.data.sources import load_fashion_mnist
+from tasks.evaluation.gates import ood_gates
+from tasks.evaluation.ood import calibrated_threshold, judge_detector, model_outputs, scoring_model
+from tasks.evaluation.ood_sources import OOD_SOURCES, build_ood_slices, ood_files
+from tasks.evaluation.slices import build_slices
+from tasks.params import GateThresholds
+
+LATEST = "/models/clothes/v2"  # exported with the flag; v1 as versions made before it
+
+
+@pytest.fixture(scope="module")
+def test_split(fashion_dir):
+    dataset = load_fashion_mnist(fashion_dir)
+    return dataset.x_test[:2000], dataset.y_test[:2000]
+
+
+def test_sources_are_deterministic_files_the_server_reads():
+    for source in OOD_SOURCES:
+        files = ood_files(source, 3, seed=5)
+        assert files == ood_files(source, 3, seed=5) and len(set(files)) == 3
+        assert Image.open(io.BytesIO(files[0])).format in {"PNG", "JPEG"}
+
+
+def test_flag_separates_noise_and_digits_from_garments(trained_model, ood_stats, test_split):
+    """Trained for 3 epochs only, still: noise and drawn digits flagged, garments not."""
+    x, y = test_split
+    slices = build_slices(x, y, size=200, seed=0)
+    outliers = {k: v for k, v in build_ood_slices(100, seed=1).items() if k in ("noise", "digits")}
+    report = judge_detector(ood_stats, trained_model, x, slices, outliers)
+    assert report.detected["noise"] >= 0.8 and report.detected["digits"] >= 0.8, report
+    assert report.flagged["test"] <= 0.08, report
+    assert all(report.flagged[name] <= 0.15 for name in ("catalogue", "cutout", "small_offcentre", "jpeg30")), report
+    assert report.auroc >= 0.9
+    rows = {r.name: r for r in ood_gates(report, GateThresholds())}
+    assert rows["ood.false_flags"].passed and rows["ood.auroc"].passed
+
+
+def test_a_detector_that_flags_nothing_fails_the_gates(trained_model, ood_stats, test_split):
+    x = test_split[0]
+    blind = {**ood_stats, "threshold": 1.0}  # nothing scores above 1
+    report = judge_detector(blind, trained_model, x, {}, build_ood_slices(30, seed=2))
+    assert report.metrics()["ood.detection_rate"] == 0
+    failed = [r.name for r in ood_gates(report, GateThresholds()) if not r.passed]
+    assert "ood.detection" in failed
+
+
+def test_threshold_respects_both_budgets():
+    rng = np.random.default_rng(0)
+    garments = rng.uniform(0, 1, 10_000)
+    photos = {"catalogue": rng.uniform(0.2, 1, 1000), "cutout": rng.uniform(0, 1, 1000)}
+    threshold = calibrated_threshold(garments, photos)
+    assert (garments > threshold).mean() <= 0.05
+    assert all((scores > threshold).mean() <= 0.10 for scores in photos.values())
+    assert threshold == pytest.approx(0.95, abs=0.01)  # the garments bind: 5% of 0-1 lie above 0.95
+    photos["catalogue"] = rng.uniform(0.5, 1, 1000)  # now the catalogue photos bind: 10% of 0.5-1 lie above 0.95
+    assert calibrated_threshold(garments, photos) == pytest.approx(0.95, abs=0.01)
+    photos["catalogue"] = rng.uniform(0.8, 1, 1000)
+    assert calibrated_threshold(garments, photos) == pytest.approx(0.98, abs=0.01)
+
+
+def test_server_scores_equal_the_pipelines(model_root, trained_model, ood_stats, test_split):
+    """The exported LiteRT model and numpy give what the pipeline computed with Keras, image by image."""
+    from serving.ood import OodDetector
+
+    x = np.concatenate([test_split[0][:300], build_ood_slices(50, seed=3)["noise"]])
+    model = ModelStore.discover(model_root).get("clothes", 2)
+    assert model is not None and model.ood is not None
+    _, served = model.predict(to_model_input(x))
+    expected = OodDetector.from_dict(ood_stats).scores(model_outputs(scoring_model(trained_model), x))
+    assert served is not None and np.abs(served - expected).max() <= 0.01
+    threshold = ood_stats["threshold"]
+    assert np.mean((served > threshold) == (expected > threshold)) >= 0.99
+
+
+def test_answers_carry_the_flag(client, test_split):
+    garment = test_split[0][0].tolist()
+    noise = np.random.default_rng(0).integers(0, 256, (28, 28)).tolist()
+    answer = client.post(LATEST, json={"images": [garment, noise]}).get_json()
+    first, second = answer["predictions"]
+    assert 0 <= first["ood_score"] <= 1 and first["in_distribution"] is True
+    assert second["in_distribution"] is False and second["ood_score"] > first["ood_score"]
+    legacy = client.post("/models/clothes/v1", json={"image": garment}).get_json()["predictions"][0]
+    assert legacy["ood_score"] is None and legacy["in_distribution"] is None
+    assert client.get(LATEST).get_json()["out_of_distribution"]["threshold"] > 0.5
+    metrics = client.get("/metrics").get_data(as_text=True)
+    assert 'clothes_ood_predictions_total{model="clothes",version="2"}' in metrics
+
+
+def test_tf_serving_and_oip_carry_it_as_extra_outputs(client, test_split):
+    instances = (test_split[0][:2] / 255).tolist()
+    tfs = client.post("/v1/models/clothes/versions/2:predict", json={"instances": instances}).get_json()
+    assert len(tfs["predictions"]) == 2 and len(tfs["ood_score"]) == 2 and tfs["in_distribution"] == [True, True]
+    body = {"inputs": [{"name": "image", "datatype": "UINT8", "shape": [2, 28, 28],
+                        "data": test_split[0][:2].ravel().tolist()}]}  # fmt: skip
+    outputs = {
+        o["name"]: o for o in client.post("/v2/models/clothes/versions/2/infer", json=body).get_json()["outputs"]
+    }
+    assert set(outputs) == {"probabilities", "class_id", "label", "ood_score", "in_distribution"}
+    assert outputs["in_distribution"]["datatype"] == "BOOL" and outputs["in_distribution"]["data"] == [True, True]
+    only = client.post("/v2/models/clothes/versions/2/infer", json={**body, "outputs": [{"name": "probabilities"}]})
+    assert [o["name"] for o in only.get_json()["outputs"]] == ["probabilities"]
+    legacy = client.post("/v2/models/clothes/versions/1/infer", json={**body, "outputs": [{"name": "ood_score"}]})
+    assert legacy.status_code == 400 and "ood_score" in legacy.get_json()["error"]
+    metadata = client.get("/v2/models/clothes/versions/2").get_json()
+    assert {"name": "ood_score", "datatype": "FP32", "shape": [-1]} in metadata["outputs"]
