@@ -11,7 +11,7 @@ STAMP := $(VENV)/.installed
 ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: install data run test test-fast docs lint format mlflow-ui bench-serving bench-training bench-gates bench-photos bench-container bench-reliability bench-swarm docker-up docker-down swarm-up serve rollback tune up down status screenshots clean
+.PHONY: install data run test test-fast docs lint format mlflow-ui bench-serving bench-training bench-ood bench-gates bench-photos bench-container bench-reliability bench-swarm docker-up docker-down swarm-up serve rollback tune up down status screenshots clean
 
 install: $(STAMP)
 
@@ -93,6 +93,9 @@ bench-serving: install
 
 bench-training: install
 	$(BIN)/python benchmarks/bench_training.py
+
+bench-ood: install
+	$(BIN)/python benchmarks/bench_ood.py
 
 # The default recipe with other seeds against a champion of the same recipe (statistical gates), and
 # clearly worse candidates; trains 7 models on the full data.

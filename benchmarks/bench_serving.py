@@ -2,7 +2,9 @@
 
 Peers: the course's seed server (Flask's development server, `model.predict()` per request) and
 `mlflow models serve` (2 workers) on the same registered model version. Ours runs as in production
-(gunicorn, 2 workers), without and with the prediction log. Loads: one image as JSON; batches of
+(gunicorn, 2 workers), without and with the prediction log, and with the out-of-distribution flag (the
+same model exported with its extra outputs and `ood.json`: what every pipeline export now has) against
+without it. Loads: one image as JSON; batches of
 `--batch` images as JSON (the course's route), as Open Inference Protocol binary tensors and as raw
 application/octet-stream pixels. Images are Fashion-MNIST test images with background noise 1-40
 added, so every pixel is a 1-3 digit number (the dataset's own zeros make JSON unrealistically cheap)
@@ -12,7 +14,7 @@ Load comes from wrk (Debian package `wrk`) on 127.0.0.1 at a fixed concurrency f
 (server, load) pair is measured once per round, rounds alternate, the median round counts. The last
 line is machine-readable:
 serving: single=<req/s> p99_ms=<ms> seed=<req/s> mlflow=<req/s> batch_json_images_per_s=<n>
-batch_binary_images_per_s=<n>
+batch_binary_images_per_s=<n> ood_single_ratio=<with/without> ood_batch_ratio=<with/without, OIP binary>
 """
 
 from __future__ import annotations
@@ -40,12 +42,14 @@ from tasks.release.docker_engine import free_port
 REPO = Path(__file__).resolve().parents[1]
 
 
-def prepare_model(workdir: Path, data_dir: Path | None) -> tuple[Path, Path, str, np.ndarray]:
-    """A LeNet-5 trained briefly on real data: saved as .keras (seed server), exported (ours) and
-    registered in a throwaway MLflow store (`mlflow models serve`). Returns the store's URI too."""
+def prepare_model(workdir: Path, data_dir: Path | None) -> tuple[Path, Path, Path, str, np.ndarray]:
+    """A LeNet-5 trained briefly on real data: saved as .keras (seed server), exported without and with
+    the out-of-distribution flag (ours) and registered in a throwaway MLflow store (`mlflow models
+    serve`). Returns the store's URI too."""
     import mlflow
 
     from tasks.data.sources import load_fashion_mnist
+    from tasks.evaluation.ood import fit_detector
     from tasks.params import TrainParams
     from tasks.registry.policy import log_candidate_model, register_candidate
     from tasks.release.export import build_metadata, export_model
@@ -53,11 +57,14 @@ def prepare_model(workdir: Path, data_dir: Path | None) -> tuple[Path, Path, str
     from tasks.training.train import train_model
 
     dataset = load_fashion_mnist(Settings().fashion_mnist_dir(data_dir)).subset(10_000, 1_000)
-    model = train_model(dataset, TrainParams(epochs=1)).model
+    params = TrainParams(epochs=1)
+    model = train_model(dataset, params).model
     keras_file = workdir / "model.keras"
     model.save(keras_file)
-    model_root = workdir / "models"
-    export_model(model, model_root, build_metadata(model, "clothes", 1, dataset.class_names, None, {}))
+    model_root, flagged_root = workdir / "models", workdir / "models-ood"
+    metadata = build_metadata(model, "clothes", 1, dataset.class_names, None, {})
+    export_model(model, model_root, metadata)
+    export_model(model, flagged_root, metadata, fit_detector(model, dataset, params))
     tracking_uri = f"sqlite:///{workdir / 'mlflow.db'}"
     mlflow.set_tracking_uri(tracking_uri)
     experiment = mlflow.create_experiment("bench-serving", artifact_location=(workdir / "artifacts").as_uri())
@@ -65,7 +72,7 @@ def prepare_model(workdir: Path, data_dir: Path | None) -> tuple[Path, Path, str
         register_candidate(log_candidate_model(model, dataset.x_test[:5]), "clothes", {})
     noise = np.random.default_rng(0).integers(1, 41, dataset.x_test.shape)
     images = np.clip(dataset.x_test.astype(np.int64) + noise, 0, 255).astype(np.uint8)
-    return keras_file, model_root, tracking_uri, images
+    return keras_file, model_root, flagged_root, tracking_uri, images
 
 
 def write_loads(workdir: Path, images: np.ndarray, batch: int) -> dict[str, Load]:
@@ -126,7 +133,7 @@ def main() -> None:
         sys.exit("benchmarks/bench_serving.py needs wrk: apt-get install wrk")
 
     workdir = Path(tempfile.mkdtemp(prefix="clothes-bench-"))
-    keras_file, model_root, tracking_uri, images = prepare_model(workdir, args.data_dir)
+    keras_file, model_root, flagged_root, tracking_uri, images = prepare_model(workdir, args.data_dir)
     loads = write_loads(workdir, images, args.batch)
     # `mlflow models serve` execs `uvicorn` from PATH: this interpreter's environment first.
     path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
@@ -146,7 +153,9 @@ def main() -> None:
              "--workers", "2", "--host", "127.0.0.1", "--port", str(port)], env, f"http://127.0.0.1:{port}", "/ping",
         )  # fmt: skip
         urls["mlflow"] = f"http://127.0.0.1:{port}/invocations"
-        for name, extra in (("ours", {}), ("ours+log", {"MLOPS_SERVE_PREDICTION_LOG_DIR": str(workdir / "log")})):
+        variants = (("ours", {}), ("ours+log", {"MLOPS_SERVE_PREDICTION_LOG_DIR": str(workdir / "log")}),
+                    ("ours+ood", {"MLOPS_SERVE_MODEL_ROOT": str(flagged_root)}))  # fmt: skip
+        for name, extra in variants:
             port = free_port()
             server_env = {**env, **ours, **extra, "MLOPS_SERVE_PORT": str(port)}
             servers[name] = start([sys.executable, "-m", "serving"], server_env, f"http://127.0.0.1:{port}")
@@ -158,8 +167,8 @@ def main() -> None:
             return urls[server] if server in ("seed", "mlflow") else f"{urls[server]}/models/clothes/v1"
 
         pairs = [("seed", "single"), ("mlflow", "mlflow"), ("ours", "single"), ("ours+log", "single"),
-                 ("ours", "json"), ("ours+log", "json"), ("ours", "binary"), ("ours+log", "binary"),
-                 ("ours", "octet")]  # fmt: skip
+                 ("ours+ood", "single"), ("ours", "json"), ("ours+log", "json"), ("ours+ood", "json"),
+                 ("ours", "binary"), ("ours+log", "binary"), ("ours+ood", "binary"), ("ours", "octet")]  # fmt: skip
         for server, load in pairs:  # warm-up: TF builds its graph on the first predict()
             run_wrk(url(server, load), loads[load], 2, 2)
         results: dict[tuple[str, str], list[LoadResult]] = {pair: [] for pair in pairs}
@@ -187,11 +196,14 @@ def main() -> None:
         print(f"WARNING: {errors} failed requests", file=sys.stderr)
     print(f"prediction log: {logged} of the {served:.0f} predictions served with it on are in the log")
     single = median["ours", "single"]
+    ood_single = median["ours+ood", "single"].requests_per_s / single.requests_per_s
+    ood_batch = median["ours+ood", "binary"].requests_per_s / median["ours", "binary"].requests_per_s
     print(
         f"serving: single={single.requests_per_s:.0f} p99_ms={single.p99_ms:.1f} "
         f"seed={median['seed', 'single'].requests_per_s:.0f} mlflow={median['mlflow', 'mlflow'].requests_per_s:.0f} "
         f"batch_json_images_per_s={median['ours', 'json'].requests_per_s * args.batch:.0f} "
-        f"batch_binary_images_per_s={median['ours', 'binary'].requests_per_s * args.batch:.0f}"
+        f"batch_binary_images_per_s={median['ours', 'binary'].requests_per_s * args.batch:.0f} "
+        f"ood_single_ratio={ood_single:.3f} ood_batch_ratio={ood_batch:.3f}"
     )
 
 

@@ -21,6 +21,7 @@ from serving.route_table import Route, register
 from serving.settings import ServingSettings
 
 T = TypeVar("T")
+NO_FEEDBACK = "this server does not log predictions (MLOPS_SERVE_PREDICTION_LOG_DIR), so it takes no feedback"
 
 
 @dataclass(frozen=True)
@@ -31,9 +32,6 @@ class Predicted:
     ids: list[str]  # feedback handles; empty when neither the answer nor the log needs them
     ood_scores: np.ndarray | None  # (N,) in 0-1; None for a version exported without the flag
     in_distribution: np.ndarray | None  # (N,) bool
-
-
-NO_FEEDBACK = "this server does not log predictions (MLOPS_SERVE_PREDICTION_LOG_DIR), so it takes no feedback"
 
 
 @dataclass

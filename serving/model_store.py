@@ -1,7 +1,8 @@
 """Discover every exported model version under a root: ``<root>/<name>/<version>/``.
 
 Each version directory holds ``metadata.json``, ``model.tflite`` (what this server runs), ``ood.json``
-(the out-of-distribution flag's statistics; versions exported before it have none) and the TensorFlow
+(what turns the model's out-of-distribution evidence into the flag; versions exported before it have
+none) and the TensorFlow
 SavedModel (``saved_model.pb``, for TensorFlow Serving users).
 """
 
@@ -15,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from serving import metrics
-from serving.ood import OOD_FILE, OodDetector
+from serving.ood import EVIDENCE, OOD_FILE, OodDetector
 from serving.runtime import TFLiteModel
 
 log = logging.getLogger(__name__)
@@ -37,7 +38,7 @@ class ServedModel:
     def predict(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         """Probabilities (N, classes) and out-of-distribution scores (N,), None without the flag."""
         outputs = self.runtime.predict(batch)
-        return outputs["probabilities"], None if self.ood is None else self.ood.scores(outputs)
+        return outputs["probabilities"], None if self.ood is None else self.ood.scores(outputs[EVIDENCE])
 
     def info(self) -> dict:
         """The course's fields first (version, name, description, number_of_parameters), then the rest."""

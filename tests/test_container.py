@@ -107,7 +107,7 @@ def test_broken_image_fails_the_smoke_test_and_changes_nothing(release_env, dock
     assert train_and_deploy(**_params(fashion_dir))["promoted"]
     production = production_containers(docker_engine, release_env["MLOPS_DEPLOY_NAME"])
 
-    monkeypatch.setattr(export_module, "convert_to_tflite", lambda _dir: b"this is not a TFLite model")
+    monkeypatch.setattr(export_module, "convert_to_tflite", lambda *_: b"this is not a TFLite model")
     state = train_and_deploy(**_params(fashion_dir, seed=3), return_state=True)
     assert state.is_failed() and "exited before it was ready" in state.message
 

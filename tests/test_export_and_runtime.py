@@ -45,7 +45,7 @@ def test_litert_runtime_matches_keras_on_the_whole_test_set(model_root, trained_
 
 
 def test_failed_export_leaves_nothing_behind(tmp_path, trained_model, monkeypatch):
-    def broken(_model):
+    def broken(*_):
         raise RuntimeError("converter crashed")
 
     monkeypatch.setattr(export_module, "convert_to_tflite", broken)

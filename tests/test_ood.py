@@ -13,7 +13,7 @@ from serving.model_store import ModelStore
 from serving.preprocessing import to_model_input
 from tasks.data.sources import load_fashion_mnist
 from tasks.evaluation.gates import ood_gates
-from tasks.evaluation.ood import calibrated_threshold, judge_detector, model_outputs, scoring_model
+from tasks.evaluation.ood import calibrated_threshold, feature_model, judge_detector, model_outputs, scoring_model
 from tasks.evaluation.ood_sources import OOD_SOURCES, build_ood_slices, ood_files
 from tasks.evaluation.slices import build_slices
 from tasks.params import GateThresholds
@@ -57,6 +57,27 @@ def test_a_detector_that_flags_nothing_fails_the_gates(trained_model, ood_stats,
     assert "ood.detection" in failed
 
 
+def test_the_graph_computes_energy_and_the_mahalanobis_distances(trained_model, ood_stats, test_split):
+    """The evidence the exported graph computes equals the textbook formulas, in float64 numpy."""
+    from scipy.special import logsumexp
+
+    from serving.ood import EVIDENCE
+
+    x = np.concatenate([test_split[0][:200], build_ood_slices(20, seed=6)["stripes"]])
+    fitted = model_outputs(feature_model(trained_model), x)
+    got = model_outputs(scoring_model(trained_model, ood_stats), x)[EVIDENCE]
+
+    def nearest(values: np.ndarray, prefix: str) -> np.ndarray:
+        means, factor = (np.asarray(ood_stats[f"{prefix}_{key}"]) for key in ("means", "factor"))
+        return np.min([(((values - mean) @ factor) ** 2).sum(axis=1) for mean in means], axis=0)
+
+    features = fitted["features"].astype(np.float64)
+    logits = features @ np.asarray(ood_stats["logit_weights"]) + np.asarray(ood_stats["logit_bias"])
+    assert np.allclose(got[:, 0], -logsumexp(logits, axis=1), rtol=1e-4, atol=1e-3)
+    assert np.allclose(got[:, 1], nearest(features, "feature"), rtol=1e-3)
+    assert np.allclose(got[:, 2], nearest(fitted["texture"].astype(np.float64), "texture"), rtol=1e-3)
+
+
 def test_threshold_respects_both_budgets():
     rng = np.random.default_rng(0)
     garments = rng.uniform(0, 1, 10_000)
@@ -73,13 +94,15 @@ def test_threshold_respects_both_budgets():
 
 def test_server_scores_equal_the_pipelines(model_root, trained_model, ood_stats, test_split):
     """The exported LiteRT model and numpy give what the pipeline computed with Keras, image by image."""
-    from serving.ood import OodDetector
+    from serving.ood import EVIDENCE, OodDetector
 
     x = np.concatenate([test_split[0][:300], build_ood_slices(50, seed=3)["noise"]])
     model = ModelStore.discover(model_root).get("clothes", 2)
     assert model is not None and model.ood is not None
     _, served = model.predict(to_model_input(x))
-    expected = OodDetector.from_dict(ood_stats).scores(model_outputs(scoring_model(trained_model), x))
+    expected = OodDetector.from_dict(ood_stats).scores(
+        model_outputs(scoring_model(trained_model, ood_stats), x)[EVIDENCE]
+    )
     assert served is not None and np.abs(served - expected).max() <= 0.01
     threshold = ood_stats["threshold"]
     assert np.mean((served > threshold) == (expected > threshold)) >= 0.99

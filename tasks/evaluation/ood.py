@@ -1,7 +1,8 @@
-"""The out-of-distribution flag as a pipeline stage: fit what `serving.ood` needs from the training
-split, calibrate its threshold on held-out garments (the validation split, plain and as photos), judge
-it on this run's test split and on inputs that are not clothing (`tasks.evaluation.ood_sources`), and
-store the statistics on the run (`ood/ood.json`), where the export finds them."""
+"""The out-of-distribution flag as a pipeline stage: fit its statistics on the training split, calibrate
+its threshold on held-out garments (the validation split, plain and as photos), judge it on this run's
+test split and on inputs that are not clothing (`tasks.evaluation.ood_sources`), and store everything
+on the run (`ood/detector.json`), where the export finds it: the statistics go into the exported
+model's graph (`scoring_model`), the quantiles and threshold into `ood.json` (`serving.ood`)."""
 
 from __future__ import annotations
 
@@ -14,14 +15,14 @@ from prefect.cache_policies import NO_CACHE
 from sklearn.covariance import LedoitWolf
 from sklearn.metrics import roc_auc_score
 
-from serving.ood import CHANNEL_STATS, FEATURES, POOLED, OodDetector
+from serving.ood import EVIDENCE, EVIDENCES, OodDetector
 from serving.preprocessing import decode_image, to_model_input
 from tasks.data.dataset import Dataset, stratified_split
 from tasks.evaluation.ood_sources import build_ood_slices
 from tasks.evaluation.slices import PHOTO_SLICES, Slices, slice_files
 from tasks.params import TrainParams
 
-OOD_ARTIFACT = "ood/ood.json"
+OOD_ARTIFACT = "ood/detector.json"
 QUANTILES = 1001  # each evidence's reference distribution, at 0.1% resolution
 FIT_IMAGES = 20_000  # class means and covariances settle long before the whole training split
 CALIBRATION_PHOTOS = 500  # validation garments per photo slice the threshold is calibrated on
@@ -29,30 +30,62 @@ MAX_FLAGGED = 0.05  # of held-out garments
 MAX_FLAGGED_PHOTOS = 0.10  # of each photo slice
 
 
-def scoring_model(model):  # -> keras.Model
-    """The classifier with the outputs the detector reads beside `probabilities`: `features` (the last
-    layer's input), `pooled` (the flattened convolution features) and `channel_stats` (each pooling
-    layer's per-channel mean and standard deviation, reduced in the graph so the server copies a few
-    dozen numbers, not feature maps)."""
+def texture_moments(model):  # -> KerasTensor (N, 2 x channels of every pooling layer)
+    """Each pooling layer's per-channel mean and standard deviation, reduced in the graph."""
     import keras
 
     pooling = (keras.layers.MaxPooling2D, keras.layers.AveragePooling2D)
     pools = [layer.output for layer in model.layers if isinstance(layer, pooling)]
-    flatten = next(layer for layer in model.layers if isinstance(layer, keras.layers.Flatten))
-    moments = [moment for pool in pools for moment in (keras.ops.mean(pool, (1, 2)), keras.ops.std(pool, (1, 2)))]
-    outputs = {
-        "probabilities": model.outputs[0],
-        FEATURES: model.layers[-1].input,
-        POOLED: flatten.output,
-        CHANNEL_STATS: keras.layers.Concatenate(name=CHANNEL_STATS)(moments),
-    }
-    return keras.Model(model.inputs, outputs, name=f"{model.name}_scoring")
+    return keras.layers.Concatenate(name="texture")(
+        [moment for pool in pools for moment in (keras.ops.mean(pool, (1, 2)), keras.ops.std(pool, (1, 2)))]
+    )
+
+
+def feature_model(model):  # -> keras.Model
+    """What the statistics are fitted on: the last layer's input and the texture moments."""
+    import keras
+
+    return keras.Model(model.inputs, {"features": model.layers[-1].input, "texture": texture_moments(model)})
+
+
+def nearest_class_distance(x, means: np.ndarray, factor: np.ndarray):  # -> KerasTensor (N,)
+    """Squared Mahalanobis distance to the nearest class mean, with the precision factored as L L^T:
+    min_c |(x - mu_c) L|^2, from the differences (not expanded: float32 would cancel)."""
+    import keras
+
+    z = keras.ops.matmul(x, factor.astype(np.float32))
+    centres = (means @ factor).astype(np.float32)
+    return keras.ops.min(keras.ops.sum(keras.ops.square(z[:, None, :] - centres[None]), axis=2), axis=1)
+
+
+def scoring_model(model, stats: dict):  # -> keras.Model
+    """The classifier with the extra output `serving.ood.EVIDENCE` (N, 3): energy, feature distance and
+    texture distance, computed in the graph from the fitted statistics, so the server receives three
+    numbers per image."""
+    import keras
+
+    def array(key: str) -> np.ndarray:
+        return np.asarray(stats[key], dtype=np.float64)
+
+    features = model.layers[-1].input
+    logits = keras.ops.matmul(features, array("logit_weights").astype(np.float32)) + array("logit_bias").astype(
+        np.float32
+    )
+    evidence = keras.ops.stack(
+        [
+            -keras.ops.logsumexp(logits, axis=1),
+            nearest_class_distance(features, array("feature_means"), array("feature_factor")),
+            nearest_class_distance(texture_moments(model), array("texture_means"), array("texture_factor")),
+        ],
+        axis=1,
+    )
+    return keras.Model(model.inputs, {"probabilities": model.outputs[0], EVIDENCE: evidence}, name="scoring")
 
 
 def model_outputs(scoring, pixels: np.ndarray) -> dict[str, np.ndarray]:
-    """Every output for (N, 28, 28) 0-255 pixels, in float64 as the detector computes."""
+    """Every output for (N, 28, 28) 0-255 pixels."""
     outputs = scoring.predict(to_model_input(pixels), batch_size=2048, verbose=0)
-    return {key: np.asarray(value, dtype=np.float64) for key, value in outputs.items()}
+    return {key: np.asarray(value) for key, value in outputs.items()}
 
 
 def compact(values: np.ndarray) -> list:
@@ -61,8 +94,8 @@ def compact(values: np.ndarray) -> list:
 
 
 def class_statistics(values: np.ndarray, labels: np.ndarray, classes: int) -> tuple[np.ndarray, np.ndarray]:
-    """Class means and the Cholesky factor of the shared precision (Ledoit-Wolf shrinkage: the pooled
-    features have hundreds of dimensions, some nearly constant)."""
+    """Class means and the Cholesky factor of the shared precision (Ledoit-Wolf shrinkage: some
+    features are nearly constant)."""
     means = np.stack([values[labels == c].mean(axis=0) for c in range(classes)])
     precision = LedoitWolf().fit(values - means[labels]).precision_
     return means, np.linalg.cholesky(precision)
@@ -86,36 +119,40 @@ def calibrated_threshold(garments: np.ndarray, photos: dict[str, np.ndarray]) ->
 
 
 def fit_detector(model, dataset: Dataset, params: TrainParams) -> dict:
-    """The statistics `serving.ood.OodDetector` reads, from the training run's own split: class
-    statistics on (part of) its training images, reference quantiles and threshold on its validation
-    images, so the test split stays unseen until the detector is judged."""
-    scoring = scoring_model(model)
+    """Everything the flag needs, from the training run's own split: the statistics the exported graph
+    computes the evidence with (class means and precision factors on part of its training images), and
+    what `serving.ood.OodDetector` reads (the evidence's quantiles and the threshold, on its validation
+    images), so the test split stays unseen until the flag is judged."""
     train_idx, val_idx = stratified_split(dataset.y_train, params.validation_fraction, params.split_seed)
     fit_idx = np.random.default_rng(params.seed).permutation(train_idx)[:FIT_IMAGES]
-    fitted = model_outputs(scoring, dataset.x_train[fit_idx])
+    fitted = {k: v.astype(np.float64) for k, v in model_outputs(feature_model(model), dataset.x_train[fit_idx]).items()}
     labels, classes = dataset.y_train[fit_idx], len(dataset.class_names)
-    pooled_means, pooled_factor = class_statistics(fitted[POOLED], labels, classes)
-    texture_means, texture_factor = class_statistics(fitted[CHANNEL_STATS], labels, classes)
+    feature_means, feature_factor = class_statistics(fitted["features"], labels, classes)
+    texture_means, texture_factor = class_statistics(fitted["texture"], labels, classes)
     weights, bias = model.layers[-1].get_weights()
-    stats = {
-        "method": "max rank of energy, feature and texture Mahalanobis distances among held-out garments",
+    stats: dict = {
+        "method": "largest rank among held-out garments of energy, feature and texture Mahalanobis distances",
+        "evidences": list(EVIDENCES),
         "logit_weights": compact(weights),
         "logit_bias": compact(bias),
-        "pooled_means": compact(pooled_means),
-        "pooled_precision_factor": compact(pooled_factor),
+        "feature_means": compact(feature_means),
+        "feature_factor": compact(feature_factor),
         "texture_means": compact(texture_means),
-        "texture_precision_factor": compact(texture_factor),
-        "reference_quantiles": [[0.0]] * 3,
-        "threshold": 1.0,
+        "texture_factor": compact(texture_factor),
     }
-    held_out = model_outputs(scoring, dataset.x_train[val_idx])
-    evidence = OodDetector.from_dict(stats).evidence(held_out)
-    stats["reference_quantiles"] = compact(np.quantile(evidence, np.linspace(0, 1, QUANTILES), axis=1).T)
-    detector = OodDetector.from_dict(stats)
+    scoring = scoring_model(model, stats)
+    held_out = model_outputs(scoring, dataset.x_train[val_idx])[EVIDENCE]
+    stats["reference_quantiles"] = compact(np.quantile(held_out, np.linspace(0, 1, QUANTILES), axis=0).T)
+    detector = OodDetector.from_dict({**stats, "threshold": 1.0})
     photos = calibration_photos(dataset, val_idx, params.seed)
-    photo_scores = {name: detector.scores(model_outputs(scoring, pixels)) for name, pixels in photos.items()}
+    photo_scores = {name: detector.scores(model_outputs(scoring, p)[EVIDENCE]) for name, p in photos.items()}
     stats["threshold"] = calibrated_threshold(detector.scores(held_out), photo_scores)
     return stats
+
+
+def shipped(stats: dict) -> dict:
+    """What `ood.json` beside the exported model holds: the rest is baked into its graph."""
+    return {key: stats[key] for key in ("method", "evidences", "reference_quantiles", "threshold")}
 
 
 @dataclass(frozen=True)
@@ -138,10 +175,10 @@ class OodReport:
 def judge_detector(
     stats: dict, model, test_pixels: np.ndarray, slices: Slices, outliers: dict[str, np.ndarray]
 ) -> OodReport:
-    detector, scoring = OodDetector.from_dict(stats), scoring_model(model)
+    detector, scoring = OodDetector.from_dict(stats), scoring_model(model, stats)
 
     def scores(pixels: np.ndarray) -> np.ndarray:
-        return detector.scores(model_outputs(scoring, pixels))
+        return detector.scores(model_outputs(scoring, pixels)[EVIDENCE])
 
     test = scores(test_pixels)
     flagged = {"test": float((test > detector.threshold).mean())}

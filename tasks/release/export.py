@@ -2,8 +2,8 @@
 
 ``<model_root>/<name>/<version>/`` gets the TensorFlow SavedModel (``saved_model.pb`` + ``variables/``,
 so TensorFlow Serving can serve the same directory), ``model.tflite`` (what our server runs: the
-probabilities plus the outputs its out-of-distribution flag reads), ``ood.json`` (that flag's
-statistics, from the training run) and ``metadata.json``. Everything is written to a hidden temporary
+probabilities plus the out-of-distribution evidence, computed in its graph), ``ood.json`` (what turns the
+evidence into the flag, from the training run) and ``metadata.json``. Everything is written to a hidden temporary
 directory and renamed into place, so a server scanning the root never sees a half-written version.
 """
 
@@ -24,20 +24,21 @@ from prefect.cache_policies import NO_CACHE
 
 from serving.model_store import METADATA_FILE, RUNTIME_FILE
 from serving.ood import OOD_FILE
-from tasks.evaluation.ood import OOD_ARTIFACT, scoring_model
+from tasks.evaluation.ood import OOD_ARTIFACT, scoring_model, shipped
 from tasks.params import ModelRef
 from tasks.registry.policy import card_of, load_model_version
 
 METRIC_KEYS = ("test_accuracy", "test_macro_f1", "test_macro_precision", "test_macro_recall")
 
 
-def convert_to_tflite(model) -> bytes:
-    """The scoring model (the classifier plus the out-of-distribution flag's outputs) through a SavedModel
-    of its own: TF Serving's copy keeps the classifier's one output, so its clients see no change."""
+def convert_to_tflite(model, ood: dict | None = None) -> bytes:
+    """With the flag's statistics: the scoring model (the classifier plus the out-of-distribution
+    evidence output), through a SavedModel of its own, so TF Serving's copy keeps the classifier's one
+    output and its clients see no change."""
     import tensorflow as tf
 
     with tempfile.TemporaryDirectory(prefix="scoring-") as directory:
-        scoring_model(model).export(directory, format="tf_saved_model", verbose=False)
+        (model if ood is None else scoring_model(model, ood)).export(directory, format="tf_saved_model", verbose=False)
         return tf.lite.TFLiteConverter.from_saved_model(directory).convert()
 
 
@@ -71,9 +72,9 @@ def export_model(model, model_root: Path, metadata: dict, ood: dict | None = Non
         for item in (staging / "saved_model").iterdir():  # TF Serving wants saved_model.pb at the top
             item.rename(staging / item.name)
         (staging / "saved_model").rmdir()
-        (staging / RUNTIME_FILE).write_bytes(convert_to_tflite(model))
+        (staging / RUNTIME_FILE).write_bytes(convert_to_tflite(model, ood))
         if ood is not None:
-            (staging / OOD_FILE).write_text(json.dumps(ood) + "\n")
+            (staging / OOD_FILE).write_text(json.dumps(shipped(ood)) + "\n")
         (staging / METADATA_FILE).write_text(json.dumps(metadata, indent=2) + "\n")
         os.chmod(staging, 0o755)
         if final.exists():
