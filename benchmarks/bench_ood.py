@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 from sklearn.metrics import roc_auc_score
 
-from serving.ood import OodDetector
+from serving.ood import EVIDENCE
 from tasks.data.dataset import stratified_split
 from tasks.data.sources import load_fashion_mnist
 from tasks.evaluation.ood import fit_detector, judge_detector, model_outputs, scoring_model
@@ -28,11 +28,11 @@ from tasks.params import TrainParams
 from tasks.settings import Settings
 from tasks.training.train import train_model
 
-EVIDENCES = ("top softmax probability", "energy", "feature distance", "texture distance")
+EVIDENCES = ("top softmax probability", "energy", "feature distance", "texture distance")  # each alone
 
 
-def evidences(detector: OodDetector, outputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    energy, feature, texture = detector.evidence(outputs)
+def evidences(outputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    energy, feature, texture = outputs[EVIDENCE].T
     return dict(zip(EVIDENCES, (-outputs["probabilities"].max(axis=1), energy, feature, texture), strict=True))
 
 
@@ -46,15 +46,15 @@ def main() -> None:
     params = TrainParams(epochs=args.epochs)
     model = train_model(dataset, params).model
     stats = fit_detector(model, dataset, params)
-    detector, scoring = OodDetector.from_dict(stats), scoring_model(model)
+    scoring = scoring_model(model, stats)
     slices = build_slices(dataset.x_test, dataset.y_test, size=1000, seed=0)
     outliers = build_ood_slices(args.size, seed=0)
 
     _train, val_idx = stratified_split(dataset.y_train, params.validation_fraction, params.split_seed)
-    reference = evidences(detector, model_outputs(scoring, dataset.x_train[val_idx]))
-    test = evidences(detector, model_outputs(scoring, dataset.x_test))
-    photos = {name: evidences(detector, model_outputs(scoring, slices[name][0])) for name in PHOTO_SLICES}
-    strange = {source: evidences(detector, model_outputs(scoring, pixels)) for source, pixels in outliers.items()}
+    reference = evidences(model_outputs(scoring, dataset.x_train[val_idx]))
+    test = evidences(model_outputs(scoring, dataset.x_test))
+    photos = {name: evidences(model_outputs(scoring, slices[name][0])) for name in PHOTO_SLICES}
+    strange = {source: evidences(model_outputs(scoring, pixels)) for source, pixels in outliers.items()}
     sources = list(outliers)
     print(f"{'evidence':<26}{'test':>6}{'photos':>8} " + "".join(f"{s:>9}" for s in sources) + f"{'AUROC':>8}")
     for name in EVIDENCES:
