@@ -18,7 +18,6 @@ any photo slice are flagged.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -28,16 +27,27 @@ EVIDENCE = "ood_evidence"  # the exported model's extra output
 EVIDENCES = ("energy", "feature_distance", "texture_distance")
 
 
-@dataclass(frozen=True)
 class OodDetector:
-    reference: np.ndarray  # (3, Q): each evidence's quantiles on held-out garments, ascending
-    threshold: float
+    """Each evidence's quantiles on held-out garments (3, Q), ascending, and the threshold."""
+
+    def __init__(self, reference: np.ndarray, threshold: float) -> None:
+        self.reference = np.asarray(reference, dtype=np.float64)
+        self.threshold = float(threshold)
+        rows, points = self.reference.shape
+        low, high = self.reference[:, 0], self.reference[:, -1]
+        # The rows laid end to end: row k, and every value clipped to [low_k - 1, high_k + 1], sits above
+        # row k - 1, so one `searchsorted` ranks all three evidences of every image.
+        self._low, self._high = low - 1, high + 1
+        self._offsets = np.concatenate([[0.0], np.cumsum(high - low + 4)[:-1]]) - low + 2
+        self._flat = (self.reference + self._offsets[:, None]).ravel()
+        self._starts = np.arange(rows) * points
+        self._points = np.float64(points)
 
     @classmethod
     def from_dict(cls, stats: dict) -> OodDetector:
-        reference = np.asarray(stats["reference_quantiles"], dtype=np.float32)
-        if reference.ndim != 2 or reference.shape[0] != len(EVIDENCES):
-            raise ValueError(f"reference_quantiles must hold {len(EVIDENCES)} rows, one per evidence")
+        reference = np.asarray(stats["reference_quantiles"], dtype=np.float64)
+        if reference.ndim != 2 or reference.shape[0] != len(EVIDENCES) or reference.shape[1] < 2:
+            raise ValueError(f"reference_quantiles must hold {len(EVIDENCES)} rows of quantiles, one per evidence")
         return cls(reference, float(stats["threshold"]))
 
     @classmethod
@@ -45,8 +55,6 @@ class OodDetector:
         return cls.from_dict(json.loads(Path(path).read_text()))
 
     def scores(self, evidence: np.ndarray) -> np.ndarray:
-        """(N, 3) evidence -> (N,) scores in 0-1."""
-        ranks = [
-            np.searchsorted(reference, values) for reference, values in zip(self.reference, evidence.T, strict=True)
-        ]
-        return np.max(ranks, axis=0) / np.float32(self.reference.shape[1])
+        """(N, 3) evidence -> (N,) scores in 0-1: per evidence, the share of held-out garments below it."""
+        placed = np.maximum(np.minimum(evidence, self._high), self._low) + self._offsets  # np.clip: 3x slower
+        return (np.searchsorted(self._flat, placed) - self._starts).max(axis=1) / self._points
