@@ -139,3 +139,25 @@ def test_tf_serving_and_oip_carry_it_as_extra_outputs(client, test_split):
     assert legacy.status_code == 400 and "ood_score" in legacy.get_json()["error"]
     metadata = client.get("/v2/models/clothes/versions/2").get_json()
     assert {"name": "ood_score", "datatype": "FP32", "shape": [-1]} in metadata["outputs"]
+
+
+def test_another_architecture_exports_and_serves_with_the_flag(fashion_dir, tmp_path):
+    """The flag reads layers by kind (pooling, flatten, the last layer), not by name: a 3x3 variant with
+    batch normalisation and max pooling is fitted, exported and served like LeNet-5."""
+    from tasks.data.dataset import FASHION_MNIST_CLASSES
+    from tasks.evaluation.ood import fit_detector
+    from tasks.params import Architecture, TrainParams
+    from tasks.release.export import build_metadata, export_model
+    from tasks.training.train import train_model
+
+    dataset = load_fashion_mnist(fashion_dir).subset(3000, 500)
+    architecture = Architecture(conv1_filters=8, conv2_filters=16, kernel_size=3, batch_norm=True, pooling="max")
+    params = TrainParams(architecture=architecture, epochs=1, moved_copies=0.2)
+    model = train_model(dataset, params).model
+    metadata = build_metadata(model, "wide", 1, FASHION_MNIST_CLASSES, None, {})
+    export_model(model, tmp_path, metadata, fit_detector(model, dataset, params))
+    served = ModelStore.discover(tmp_path).get("wide", 1)
+    assert served is not None and served.ood is not None
+    probabilities, scores = served.predict(to_model_input(dataset.x_test[:50]))
+    assert probabilities.shape == (50, 10) and scores is not None and scores.shape == (50,)
+    assert scores.min() >= 0 and scores.max() <= 1
