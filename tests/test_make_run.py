@@ -66,7 +66,8 @@ def test_make_run_starts_a_stopped_engine_and_reaches_the_container_stage(docker
         "--data.train-limit 2000 --data.test-limit 500 --data.holdout-size 100 --train.epochs 1 --train.batch-size 64 "
         "--container.no-deploy "
         "--thresholds "
-        '\'{"min_accuracy": 0.3, "min_class_recall": 0, "max_regression": 0.5, "min_slice_accuracy": {}}\' '
+        '\'{"min_accuracy": 0.3, "min_class_recall": 0, "max_regression": 0.5, "min_slice_accuracy": {}, '
+        '"min_ood_auroc": 0, "min_ood_detection": 0, "max_ood_flagged": 1}\' '
         "--container.parity-images 50 --container.load-requests 200"
     )
     try:

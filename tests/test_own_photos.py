@@ -14,7 +14,7 @@ pytestmark = pytest.mark.slow
 OWN_PHOTOS = REPO / "examples" / "own-photos"
 # 100 training images cannot reach the Fashion-MNIST gates: this test is about the mechanics.
 NO_GATES = GateThresholds(min_accuracy=0, min_class_recall=0, max_regression=1, min_slice_accuracy={},
-                          max_slice_regression=1)  # fmt: skip
+                          max_slice_regression=1, min_ood_auroc=0, min_ood_detection=0, max_ood_flagged=1)  # fmt: skip
 
 
 def test_a_model_trained_on_a_folder_of_photos_serves_its_folder_names(

@@ -81,7 +81,8 @@ def test_deployment_runs_on_the_worker_and_redeploy_keeps_one_schedule(stack, tm
     params = {
         "data": '{"train_limit": 2000, "test_limit": 500, "holdout_size": 50}',
         "train": '{"epochs": 1, "batch_size": 64}',
-        "thresholds": '{"min_accuracy": 0.3, "min_class_recall": 0, "max_regression": 0.5, "min_slice_accuracy": {}}',
+        "thresholds": '{"min_accuracy": 0.3, "min_class_recall": 0, "max_regression": 0.5, "min_slice_accuracy": {}, '
+        '"min_ood_auroc": 0, "min_ood_detection": 0, "max_ood_flagged": 1}',
         "container": '{"enabled": false}',
     }
     result = _run_deployment(stack, params)
@@ -114,8 +115,8 @@ def test_deployment_runs_on_the_worker_and_redeploy_keeps_one_schedule(stack, tm
     assert len(mlflow_server.search_model_versions("name='clothes'")) == 1
 
     # A run that fails its gates says which and by how much where the user watches it.
-    rejected = _run_deployment(stack, {**params, "thresholds": '{"min_accuracy": 0.99, "min_class_recall": 0, '
-                                                              '"max_regression": 0.5}'})  # fmt: skip
+    impossible = '{"min_accuracy": 0.99, "min_class_recall": 0, "max_regression": 0.5, "max_ood_flagged": 1}'
+    rejected = _run_deployment(stack, {**params, "thresholds": impossible})
     assert rejected.returncode == 1
     watched = " ".join(rejected.stdout.split())  # the console folds long lines at its width
     reason = re.search(r"min_accuracy: test accuracy 0\.\d{4} vs minimum 0\.9900", watched)

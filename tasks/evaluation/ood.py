@@ -75,9 +75,8 @@ def scoring_model(model, stats: dict):  # -> keras.Model
         return np.asarray(stats[key], dtype=np.float64)
 
     features = model.layers[-1].input
-    logits = keras.ops.matmul(features, array("logit_weights").astype(np.float32)) + array("logit_bias").astype(
-        np.float32
-    )
+    weights, bias = (array(key).astype(np.float32) for key in ("logit_weights", "logit_bias"))
+    logits = keras.ops.matmul(features, weights) + bias
     evidence = keras.ops.stack(
         [
             -keras.ops.logsumexp(logits, axis=1),
