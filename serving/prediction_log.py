@@ -147,8 +147,9 @@ class PredictionLog:
         ood_scores: np.ndarray | None = None,
         in_distribution: np.ndarray | None = None,
     ) -> None:
-        pending = _PendingPredictions(time.time(), ids, model, version, probabilities, batch)
-        pending.ood_scores, pending.in_distribution = ood_scores, in_distribution
+        pending = _PendingPredictions(
+            time.time(), ids, model, version, probabilities, batch, ood_scores=ood_scores, in_distribution=in_distribution
+        )
         self._submit(pending, len(ids))
 
     def log_feedback(self, record_id: str, model: str, version: int, class_id: int, reviewed: bool = False) -> None:

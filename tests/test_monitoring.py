@@ -308,8 +308,9 @@ def test_monitor_flow_records_verdicts_and_triggers_retraining(
         web = app.test_client()
         answers = web.post(f"/models/clothes/v{serve_version}", json={"images": images.tolist()}).json["predictions"]
         feedback = list(zip(answers, y[5000:5600], strict=True))[:40] if log_dir == drifted_logs else []
-        for answer, label in feedback:
-            web.post(f"/models/clothes/v{serve_version}/feedback", json={"id": answer["id"], "class_id": int(label)})
+        for answer, label in feedback:  # people label these: flagged inputs among them train too
+            body = {"id": answer["id"], "class_id": int(label), "reviewed": True}
+            web.post(f"/models/clothes/v{serve_version}/feedback", json=body)
         app.plane.log.close()
 
     calm = monitor_module.monitor_drift(window_minutes=30, log_dir=normal_logs)

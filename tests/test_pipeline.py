@@ -45,7 +45,10 @@ def test_registry_lifecycle(prefect_harness, mlflow_store, fashion_dir, capfd, c
     assert run.data.metrics["test_accuracy"] == pytest.approx(first["test_accuracy"])
     assert first["test_accuracy"] >= 0.5
     assert len(client.get_metric_history(first["run_id"], "val_loss")) == 2
-    assert set(first["slice_accuracy"]) == set(SLICES) and len(card["gates"]) == 3 + len(SLICES)
+    assert set(first["slice_accuracy"]) == set(SLICES) and len(card["gates"]) == 3 + len(SLICES) + 3
+    assert [gate["name"] for gate in card["gates"]][-3:] == ["ood.auroc", "ood.detection", "ood.false_flags"]
+    ood_metrics = {"ood.auroc", "ood.detection_rate", "ood.noise.detection_rate", "ood.test.flagged_rate"}
+    assert ood_metrics <= set(run.data.metrics) and client.download_artifacts(first["run_id"], "ood/detector.json")
     assert run.data.metrics["slice.catalogue.accuracy"] == pytest.approx(first["slice_accuracy"]["catalogue"])
     assert client.download_artifacts(first["run_id"], "evaluation/slice_recall.json")
     plots = {a.path for a in client.list_artifacts(first["run_id"], "plots")}
