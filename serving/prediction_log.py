@@ -148,7 +148,7 @@ class PredictionLog:
         in_distribution: np.ndarray | None = None,
     ) -> None:
         pending = _PendingPredictions(
-            time.time(), ids, model, version, probabilities, batch, ood_scores=ood_scores, in_distribution=in_distribution
+            time.time(), ids, model, version, probabilities, batch, ood_scores, in_distribution
         )
         self._submit(pending, len(ids))
 
