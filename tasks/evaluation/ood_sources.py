@@ -17,7 +17,7 @@ from PIL import Image, ImageDraw, ImageFilter, ImageFont
 from serving.preprocessing import decode_image
 from tasks.evaluation.slices import encode
 
-OOD_SOURCES = ("digits", "photos", "text", "shapes", "stripes", "noise")
+OOD_SOURCES = ("digits", "scenes", "text", "shapes", "stripes", "noise")
 
 
 @cache
@@ -28,7 +28,7 @@ def _digits() -> np.ndarray:
 
 
 @cache
-def _photos() -> list[np.ndarray]:
+def _scenes() -> list[np.ndarray]:
     from sklearn.datasets import load_sample_images
 
     return load_sample_images().images  # two 427x640 RGB photos
@@ -41,9 +41,9 @@ def digits(rng: np.random.Generator) -> bytes:
     return encode(ink, "PNG")
 
 
-def photos(rng: np.random.Generator) -> bytes:
+def scenes(rng: np.random.Generator) -> bytes:
     """A square crop of a scene (a building, a flower), 64-300 px, as a JPEG."""
-    photo = _photos()[rng.integers(len(_photos()))]
+    photo = _scenes()[rng.integers(len(_scenes()))]
     side = int(rng.integers(64, 301))
     top, left = int(rng.integers(0, photo.shape[0] - side)), int(rng.integers(0, photo.shape[1] - side))
     return encode(Image.fromarray(photo[top : top + side, left : left + side]), "JPEG", quality=85)
@@ -98,7 +98,7 @@ def noise(rng: np.random.Generator) -> bytes:
 
 
 MAKERS: dict[str, Callable[[np.random.Generator], bytes]] = {
-    "digits": digits, "photos": photos, "text": text, "shapes": shapes, "stripes": stripes, "noise": noise,
+    "digits": digits, "scenes": scenes, "text": text, "shapes": shapes, "stripes": stripes, "noise": noise,
 }  # fmt: skip
 
 
