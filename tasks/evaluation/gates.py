@@ -155,7 +155,7 @@ def check_gates(
 
 
 def ood_gates(ood: OodReport, thresholds: GateThresholds) -> list[GateResult]:
-    detection, floor = ood.metrics()["ood.detection_rate"], thresholds.min_ood_detection
+    detection, floor = ood.detection_rate, thresholds.min_ood_detection
     per_source = ", ".join(f"{source} {rate:.3f}" for source, rate in ood.detected.items())
     flagged = ood.flagged["test"]
     return [

@@ -169,11 +169,16 @@ class OodReport:
     detected: dict[str, float]  # non-clothing inputs flagged, per source
     auroc: float  # test garments against all non-clothing inputs
 
+    @property
+    def detection_rate(self) -> float:
+        """Non-clothing inputs flagged, averaged over the sources (each weighs the same)."""
+        return float(np.mean(list(self.detected.values())))
+
     def metrics(self) -> dict[str, float]:
         return {
             **{f"ood.{name}.flagged_rate": rate for name, rate in self.flagged.items()},
             **{f"ood.{source}.detection_rate": rate for source, rate in self.detected.items()},
-            "ood.detection_rate": float(np.mean(list(self.detected.values()))),
+            "ood.detection_rate": self.detection_rate,
             "ood.auroc": self.auroc,
         }
 

@@ -70,10 +70,15 @@ def lighting(pixels: np.ndarray, rng: np.random.Generator) -> bytes:
     return encode(Image.fromarray(np.clip(pixels * contrast + brightness, 0, 255).astype(np.uint8)), "PNG")
 
 
+def moved(pixels: np.ndarray, angle: float, dx: int, dy: int) -> Image.Image:
+    """A 28x28 garment rotated by `angle` degrees and shifted, black filling what comes in: the slice
+    below, and the copies training adds (`tasks.training.train.with_moved_copies`)."""
+    return Image.fromarray(pixels).rotate(angle, Image.Resampling.BILINEAR, translate=(dx, dy))
+
+
 def rotation_shift(pixels: np.ndarray, rng: np.random.Generator) -> bytes:
     angle, dx, dy = rng.uniform(-10, 10), int(rng.integers(-2, 3)), int(rng.integers(-2, 3))
-    moved = Image.fromarray(pixels).rotate(angle, Image.Resampling.BILINEAR, translate=(dx, dy))
-    return encode(moved, "PNG")
+    return encode(moved(pixels, angle, dx, dy), "PNG")
 
 
 def noise(pixels: np.ndarray, rng: np.random.Generator) -> bytes:
