@@ -1,6 +1,7 @@
 """`release`: the subflow that takes a registered version to production. Export -> build -> smoke test
-(QA container) -> deploy -> promote -> Kubernetes manifests of the promoted image. Any failure before
-promotion leaves `champion` and production as they were."""
+(QA container) -> push to the team's registry (when there is one; from then on the image is named by
+digest) -> deploy -> promote -> Kubernetes manifests of the promoted image. Any failure before promotion
+leaves `champion` and production as they were."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from tasks.release import (
     export_task,
     kubernetes_manifests_task,
     promote_task,
+    push_image_task,
     released_image,
     smoke_test_task,
 )
@@ -67,18 +69,20 @@ def release(ref: ModelRef, run_id: str, parity: ParityCheck, params: ContainerPa
         return Release(skipped, export_dir)
     image = build_image_task(ref, export_dir, run_id, settings)
     report = smoke_test_task(image, ref, parity.parameters, parity.images, parity.expected, params, settings)
+    # What was smoke-tested is exactly what runs: by digest from the registry, else by tag on this engine.
+    runs_as = push_image_task(image, ref, settings) if settings.release.registry else image.tag
     previous = champion_version_task(ref.name)
-    container = deploy_task(image.tag, ref, settings) if params.deploy else None
+    container = deploy_task(runs_as, ref, settings) if params.deploy else None
     try:
-        promote_task(ref, run_id, image, report, settings)
+        promote_task(ref, run_id, image, runs_as, report, settings)
     except Exception:
         if container and previous is not None:  # put production back on the champion the registry names
             logger.error("promotion failed: redeploying champion v%s", previous.version)
             deploy_task(released_image(previous, settings), ModelRef(ref.name, int(previous.version)), settings)
         raise
-    kubernetes_manifests_task(image.tag, ref, run_id, settings)
+    kubernetes_manifests_task(runs_as, ref, run_id, settings)
     return Release(
-        "ran", export_dir, image.tag, image.size_mb, asdict(report), promoted=True,
+        "ran", export_dir, runs_as, image.size_mb, asdict(report), promoted=True,
         production=container and f"http://{settings.deploy.host}:{settings.deploy.port}",
         deploy_target=container and settings.deploy.target, kubernetes_manifests=KUBERNETES_ARTIFACT,
     )  # fmt: skip

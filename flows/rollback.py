@@ -12,6 +12,7 @@ from flows.cli import console_script, flow_app
 from tasks.params import ModelRef
 from tasks.registry import champion_version, configure_mlflow, promote_version
 from tasks.release import ContainerStageError, deploy_task, released_image, require_docker, tag_champion
+from tasks.release.registry import ensure_local
 from tasks.settings import Settings
 
 
@@ -27,7 +28,7 @@ def rollback_target_task(name: str, settings: Settings) -> tuple[ModelRef, Model
     if not target:
         raise ContainerStageError(f"{name} v{current.version} has no previous champion to roll back to")
     image = released_image(MlflowClient().get_model_version(name, target), settings)
-    require_docker().images.get(image)  # raises ImageNotFound
+    ensure_local(require_docker(), image, settings.release)  # raises ImageNotFound
     return ModelRef(name, int(current.version)), ModelRef(name, int(target)), image
 
 

@@ -1,18 +1,23 @@
-"""`clothes-stack up|down|status|mlflow-ui|screenshots`: the stack users run, on 127.0.0.1.
+"""`clothes-stack up|down|status|env|mlflow-ui|screenshots`: the stack a team shares.
 
-up: Prefect server (SQLite under the state directory), the `clothes-process` work pool, every
-deployment of prefect.yaml (`prefect deploy --all`), a process worker, and an MLflow tracking
-server/UI on the same store as `make run`, serving the artifacts too (flows the worker runs log
-through it over HTTP, so workers on other machines need no shared directory). down: stops exactly
-the processes `up` started (pid files).
+up: Prefect server (SQLite under the state directory, or PostgreSQL), the `clothes-process` work pool,
+every deployment of prefect.yaml (`prefect deploy --all`), a process worker, an MLflow tracking server/UI
+on the same store as `make run` serving the artifacts too (flows log through it over HTTP, so workers on
+other machines need no shared directory), and an image registry. On loopback (the default) it is one
+person's stack as before; on any other address (MLOPS_STACK_HOST) every server asks for credentials,
+made on the first `up` and kept in `<state dir>/credentials.json` (0600). down: stops exactly the
+processes `up` started (pid files).
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import ipaddress
 import os
+import shlex
 import signal
+import ssl
 import subprocess
 import sys
 import time
@@ -20,13 +25,30 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ops import registry
+from ops.credentials import Credentials, load_or_create, mlflow_auth_config, write_private
 from ops.screenshots import ScreenshotError, take_screenshots
+from ops.tls import CA_CERT
 from tasks.release.docker_engine import docker_client, retire
 from tasks.release.targets.docker import production_containers
 from tasks.release.targets.swarm import production_service, swarm_manager
 from tasks.settings import PROJECT_DIR, Settings
 
 WORK_POOL = "clothes-process"
+PROCESSES = ("prefect-server", "mlflow", "registry", "worker")  # in start order; `down` stops them in reverse
+
+
+class StackRefused(RuntimeError):
+    """`up` would expose the stack without credentials; nothing was started."""
+
+
+def loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 @dataclass(frozen=True)
@@ -35,8 +57,20 @@ class Stack:
     prefect_port: int = 4200
     mlflow_port: int = 5000
     host: str = "127.0.0.1"
+    auth: bool = False
+    registry: bool = False
+    registry_port: int = 5443
     # Built once: the stores, the database and the production deployment the stack works with.
     settings: Settings = field(default_factory=Settings, compare=False)
+
+    @classmethod
+    def configured(cls, state_dir: Path, prefect_port: int, mlflow_port: int, settings: Settings) -> Stack:
+        """The stack MLOPS_STACK_* asks for: credentials and a registry unless it listens on loopback only."""
+        stack = settings.stack
+        team = not loopback(stack.host)
+        return cls(state_dir, prefect_port, mlflow_port, stack.host, auth=team if stack.auth is None else stack.auth,
+                   registry=team if stack.registry is None else stack.registry, registry_port=stack.registry_port,
+                   settings=settings)  # fmt: skip
 
     @property
     def prefect_api(self) -> str:
@@ -46,13 +80,40 @@ class Stack:
     def mlflow_url(self) -> str:
         return f"http://{self.host}:{self.mlflow_port}"
 
+    @property
+    def registry_address(self) -> str:
+        return f"{self.host}:{self.registry_port}"
+
+    @property
+    def registry_dir(self) -> Path:
+        return self.state_dir.resolve() / "registry"
+
+    def credentials(self) -> Credentials | None:
+        """The stack's credentials (made on first use) when any server asks for them, else None."""
+        return load_or_create(self.state_dir)[0] if self.auth or self.registry else None
+
+    def client_env(self) -> dict[str, str]:
+        """What a colleague's shell, `make run` or a worker on another machine needs: URLs and credentials."""
+        env = {"PREFECT_API_URL": self.prefect_api, "MLOPS_TRACKING_URI": self.mlflow_url,
+               "MLOPS_MLFLOW_UI_URL": self.mlflow_url}  # fmt: skip
+        credentials = self.credentials()
+        if credentials and self.auth:
+            env |= {"PREFECT_API_AUTH_STRING": credentials.prefect_auth_string,
+                    "MLFLOW_TRACKING_USERNAME": credentials.username,
+                    "MLFLOW_TRACKING_PASSWORD": credentials.mlflow_password}  # fmt: skip
+        if credentials and self.registry:
+            env |= {"MLOPS_REGISTRY": self.registry_address, "MLOPS_REGISTRY_USERNAME": credentials.username,
+                    "MLOPS_REGISTRY_PASSWORD": credentials.registry_password}  # fmt: skip
+        return env
+
     def env(self) -> dict[str, str]:
         """What every stack process (and the flows the worker runs) sees."""
         state = self.state_dir.resolve()
+        credentials = self.credentials() if self.auth else None
         return {
             **os.environ,
+            **self.client_env(),
             "PREFECT_HOME": str(state / "prefect"),
-            "PREFECT_API_URL": self.prefect_api,
             "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
             "PREFECT_UI_API_URL": self.prefect_api,
             # `prefect deployment run --watch` shows a run's logs (e.g. which gate failed) only when the
@@ -60,8 +121,6 @@ class Stack:
             "PREFECT_SERVER_LOGS_STREAM_OUT_ENABLED": "true",
             "PREFECT_SERVER_LOGS_STREAM_PUBLISHING_ENABLED": "true",
             "CLOTHES_PROJECT_DIR": str(PROJECT_DIR),
-            # Flows the worker runs log through the MLflow server, as workers on other machines do.
-            "MLOPS_TRACKING_URI": self.mlflow_url,
             "KERAS_HOME": os.environ.get("KERAS_HOME", str(state / "keras")),
             "MPLCONFIGDIR": os.environ.get("MPLCONFIGDIR", str(state / "matplotlib")),
             "TF_CPP_MIN_LOG_LEVEL": "2",
@@ -72,39 +131,44 @@ class Stack:
                 if (database := self.settings.tracking.prefect_database_url)
                 else {}
             ),
+            **(
+                {
+                    "PREFECT_SERVER_API_AUTH_STRING": credentials.prefect_auth_string,
+                    "MLFLOW_AUTH_CONFIG_PATH": str(state / "mlflow-auth.ini"),
+                    "MLFLOW_FLASK_SERVER_SECRET_KEY": credentials.mlflow_secret_key,
+                }
+                if credentials
+                else {}
+            ),
         }
+
+    def mlflow_workers(self) -> int:
+        """One process on SQLite (one writer at a time anyway), several on PostgreSQL."""
+        configured = self.settings.stack.mlflow_workers
+        return configured or (4 if self.settings.tracking.stack_db == "postgres" else 1)
 
     def commands(self) -> dict[str, tuple[list[str], str | None]]:
         """name -> (command, health URL); the worker has no URL, its pid tells."""
         settings = self.settings  # the store `make run` writes
         python = sys.executable
-        return {
-            "prefect-server": (
-                [python, "-m", "prefect", "server", "start", "--host", self.host, "--port", str(self.prefect_port)],
-                f"{self.prefect_api}/health",
-            ),
-            "mlflow": (
-                [
-                    python,
-                    "-m",
-                    "mlflow",
-                    "server",
-                    "--host",
-                    self.host,
-                    "--port",
-                    str(self.mlflow_port),
-                    "--workers",
-                    "1",
-                    "--backend-store-uri",
-                    settings.tracking.backend_store_uri,
-                    "--serve-artifacts",  # clients upload and download artifacts through the server
-                    "--artifacts-destination",
-                    settings.tracking.artifacts_dir.as_uri(),
-                ],
-                f"{self.mlflow_url}/health",
-            ),
-            "worker": ([python, "-m", "prefect", "worker", "start", "--pool", WORK_POOL, "--type", "process"], None),
+        mlflow = [
+            python, "-m", "mlflow", "server", *(["--app-name", "basic-auth"] if self.auth else []),
+            "--host", self.host, "--port", str(self.mlflow_port), "--workers", str(self.mlflow_workers()),
+            "--backend-store-uri", settings.tracking.backend_store_uri,
+            "--serve-artifacts",  # clients upload and download artifacts through the server
+            "--artifacts-destination", settings.tracking.artifacts_dir.as_uri(),
+        ]  # fmt: skip
+        prefect = [python, "-m", "prefect", "server", "start", "--host", self.host, "--port", str(self.prefect_port)]
+        commands: dict[str, tuple[list[str], str | None]] = {
+            "prefect-server": (prefect, f"{self.prefect_api}/health"),
+            "mlflow": (mlflow, f"{self.mlflow_url}/health"),
         }
+        if self.registry:
+            config = self.registry_dir / "config.yml"
+            commands["registry"] = (registry.command(config), f"https://{self.registry_address}/")
+        worker = [python, "-m", "prefect", "worker", "start", "--pool", WORK_POOL, "--type", "process"]
+        commands["worker"] = (worker, None)
+        return commands
 
     def pid_file(self, name: str) -> Path:
         return self.state_dir / f"{name}.pid"
@@ -124,9 +188,11 @@ class Stack:
         return pid
 
 
-def answers(url: str) -> bool:
+def answers(url: str, stack: Stack) -> bool:
+    """The health URL answers 200 (over TLS from the stack's CA for the registry)."""
+    context = ssl.create_default_context(cafile=stack.registry_dir / CA_CERT) if url.startswith("https:") else None
     try:
-        with urllib.request.urlopen(url, timeout=2) as response:
+        with urllib.request.urlopen(url, timeout=2, context=context) as response:
             return response.status == 200
     except OSError:
         return False
@@ -135,7 +201,7 @@ def answers(url: str) -> bool:
 def wait_for(url: str, name: str, stack: Stack, timeout: float = 180) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if answers(url):
+        if answers(url, stack):
             return
         if stack.running_pid(name) is None:
             raise RuntimeError(f"{name} exited; see {stack.state_dir / (name + '.log')}")
@@ -180,24 +246,46 @@ def deploy(stack: Stack) -> None:
 
 
 def up(stack: Stack) -> None:
+    if not loopback(stack.host) and not stack.auth:
+        raise StackRefused(f"refusing to listen on {stack.host} without credentials: anyone who reaches it could "
+                           "register models, move aliases and start deployments (unset MLOPS_STACK_AUTH)")  # fmt: skip
     stack.state_dir.mkdir(parents=True, exist_ok=True)
     settings = stack.settings
+    credentials, made = load_or_create(stack.state_dir) if stack.auth or stack.registry else (None, False)
     if settings.tracking.stack_db == "postgres":  # MLflow's and Prefect's databases, on a running cluster
         prefix = settings.tracking.postgres_prefix
         print(f"postgres: databases {prefix}mlflow and {prefix}prefect", flush=True)
         subprocess.run([str(PROJECT_DIR / "scripts" / "postgres.sh"), "up", prefix], check=True)
+    if credentials and stack.auth:  # MLflow makes its admin user from this on its first start
+        write_private(stack.state_dir / "mlflow-auth.ini",
+                      mlflow_auth_config(credentials, stack.state_dir.resolve() / "mlflow-auth.db"))  # fmt: skip
     start(stack, "prefect-server")
     start(stack, "mlflow")
+    if credentials and stack.registry:
+        registry.prepare(stack.registry_dir, stack.host, stack.registry_port, credentials)
+        trusted = registry.trust(stack.registry_address, stack.registry_dir / CA_CERT)
+        print(f"registry: this machine's Docker engines trust its CA ({trusted})" if trusted else
+              f"registry: copy {stack.registry_dir / CA_CERT} to {registry.DOCKER_CERTS}/{stack.registry_address}/"
+              "ca.crt as root, or Docker will not pull from it", flush=True)  # fmt: skip
+        start(stack, "registry")
     deploy(stack)
     start(stack, "worker")
     print(f"Prefect UI   {stack.prefect_api.removesuffix('/api')}\nMLflow UI    {stack.mlflow_url}")
-    print(f"Use it:      export PREFECT_API_URL={stack.prefect_api}")
+    if stack.registry:
+        print(f"Registry     {stack.registry_address} (CA {stack.registry_dir / CA_CERT})")
+    if made and stack.auth:  # the only time the passwords are printed; `clothes-stack env` prints them again
+        print(f"\nCredentials, made now and kept in {stack.state_dir / 'credentials.json'} (0600). Both UIs "
+              "ask for them (user admin). A colleague's shell or a worker on another machine needs:")  # fmt: skip
+    elif stack.auth:
+        print("\nCredentials: `clothes-stack env` prints what a colleague's shell or worker needs.")
+        return
+    print("\n".join(f"  export {key}={shlex.quote(value)}" for key, value in stack.client_env().items()))
 
 
 def down(stack: Stack, serving: bool = False) -> None:
     """Stop what `up` started. The production container is not part of the stack (the pipeline deployed
     it, and users' traffic may depend on it): it is stopped only with `serving`, else named as left running."""
-    for name in reversed(list(stack.commands())):
+    for name in reversed(PROCESSES):  # also one an earlier `up` started with other settings
         pid = stack.running_pid(name)
         if pid is None:
             stack.pid_file(name).unlink(missing_ok=True)
@@ -246,7 +334,7 @@ def status(stack: Stack) -> bool:
         pid = pids[name]
         state = "running" if pid else "stopped"
         if pid and url:
-            answering = answers(url)
+            answering = answers(url, stack)
             state += ", answering" if answering else ", NOT answering"
             healthy &= answering
         healthy &= bool(pid)
@@ -257,7 +345,8 @@ def status(stack: Stack) -> bool:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="clothes-stack", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
-    parser.add_argument("action", choices=["up", "down", "status", "mlflow-ui", "screenshots"])
+    parser.add_argument("action", choices=["up", "down", "status", "env", "mlflow-ui", "screenshots"],
+                        help="env: the export lines a shell, `make run` or a remote worker needs")  # fmt: skip
     parser.add_argument(
         "--state-dir", type=Path, default=Path(os.environ.get("CLOTHES_STACK_DIR", PROJECT_DIR / ".stack"))
     )
@@ -266,9 +355,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--serving", action="store_true", help="down: stop the production container or service too")
     parser.add_argument("--out", type=Path, default=PROJECT_DIR / "docs" / "screenshots", help="screenshots: where")
     args = parser.parse_args(argv)
-    stack = Stack(args.state_dir, args.prefect_port, args.mlflow_port)
+    stack = Stack.configured(args.state_dir, args.prefect_port, args.mlflow_port, Settings())
     if args.action == "up":
-        up(stack)
+        try:
+            up(stack)
+        except StackRefused as exc:
+            print(f"clothes-stack: {exc}", file=sys.stderr)
+            return 2
+    elif args.action == "env":
+        print("\n".join(f"export {key}={shlex.quote(value)}" for key, value in stack.client_env().items()))
     elif args.action == "mlflow-ui":  # in the foreground, until Ctrl-C
         command = stack.commands()["mlflow"][0]
         os.execve(command[0], command, stack.env())

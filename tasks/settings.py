@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from tasks.params import GateThresholds
@@ -120,6 +120,11 @@ class ReleaseSettings(Group):
     base_image: str = Field(default="python:3.11-slim", description="the serving image's base")
     wheelhouse_dir: Path = Field(default=Path("wheelhouse"), description="serving wheels for offline image builds")
     ready_timeout: float = Field(default=60, gt=0, description="seconds a container may take to become ready")
+    registry: str | None = Field(
+        default=None, description="host:port of the image registry releases are pushed to; unset: this engine only"
+    )
+    registry_username: str | None = Field(default=None, description="the registry's user (MLOPS_REGISTRY_USERNAME)")
+    registry_password: SecretStr | None = Field(default=None, description="its password (MLOPS_REGISTRY_PASSWORD)")
 
 
 class DeploySettings(Group):
@@ -136,6 +141,24 @@ class DeploySettings(Group):
     name: str = Field(default="clothes-serving", description="production container / service name")
     host: str = Field(default="127.0.0.1", description="the address production listens on")
     port: int = Field(default=8080, ge=1, le=65535, description="the port production listens on")
+
+
+class StackSettings(Group):
+    """The shared stack `clothes-stack up` runs (MLOPS_STACK_*): where it listens and what guards it."""
+
+    model_config = SettingsConfigDict(env_prefix="MLOPS_STACK_", extra="ignore")
+
+    host: str = Field(default="127.0.0.1", description="the address Prefect, MLflow and the registry listen on")
+    auth: bool | None = Field(
+        default=None, description="credentials on every server; unset: on for any address but loopback"
+    )
+    registry: bool | None = Field(
+        default=None, description="run an image registry (TLS, htpasswd); unset: on for any address but loopback"
+    )
+    registry_port: int = Field(default=5443, ge=1, le=65535, description="the registry's port")
+    mlflow_workers: int | None = Field(
+        default=None, ge=1, description="MLflow server processes; unset: 1 on SQLite, 4 on PostgreSQL"
+    )
 
 
 class MonitorSettings(Group):
@@ -167,6 +190,7 @@ class Settings(BaseSettings):
     tracking: TrackingSettings = Field(default_factory=TrackingSettings, description="MLflow and the stack's store")
     release: ReleaseSettings = Field(default_factory=ReleaseSettings, description="export, image, smoke test")
     deploy: DeploySettings = Field(default_factory=DeploySettings, description="production (MLOPS_DEPLOY_*)")
+    stack: StackSettings = Field(default_factory=StackSettings, description="the shared stack (MLOPS_STACK_*)")
     monitor: MonitorSettings = Field(default_factory=MonitorSettings, description="prediction log and retraining")
     search: SearchSettings = Field(default_factory=SearchSettings, description="the search's Dask (MLOPS_DASK_*)")
     gates: GateThresholds = Field(default_factory=GateThresholds, description="the gate policy's defaults")

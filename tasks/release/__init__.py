@@ -1,5 +1,6 @@
 """Stage 5, release: export the registered version, build the serving image, smoke-test it as a QA
-deployment, deploy it on a target (`targets/`), promote it, render Kubernetes manifests."""
+deployment, push it to the team's registry, deploy it on a target (`targets/`), promote it, render
+Kubernetes manifests."""
 
 from tasks.release.deploy import deploy_task, released_image, tag_champion
 from tasks.release.docker_engine import ContainerStageError, docker_client, require_docker
@@ -8,6 +9,7 @@ from tasks.release.image import build_image_task
 from tasks.release.kubernetes import ARTIFACT as KUBERNETES_ARTIFACT
 from tasks.release.kubernetes import kubernetes_manifests_task
 from tasks.release.promote import promote_task
+from tasks.release.registry import push_image_task
 from tasks.release.smoke import smoke_test_task
 
 __all__ = [
@@ -19,6 +21,7 @@ __all__ = [
     "export_task",
     "kubernetes_manifests_task",
     "promote_task",
+    "push_image_task",
     "released_image",
     "require_docker",
     "smoke_test_task",

@@ -12,6 +12,7 @@ from prefect.cache_policies import NO_CACHE
 
 from tasks.params import ModelRef
 from tasks.release.docker_engine import enable_listener_migration, prepare_log_dir, require_docker, retire
+from tasks.release.registry import log_in
 from tasks.release.targets.docker import blue_green, production_containers
 from tasks.release.targets.swarm import deploy_service, remove_service, swarm_manager
 from tasks.settings import Settings
@@ -54,9 +55,10 @@ def tag_champion(client, image: str, settings: Settings) -> None:
 
 @task(name="deploy", task_run_name="deploy-{image_tag}", cache_policy=NO_CACHE)
 def deploy_task(image_tag: str, ref: ModelRef, settings: Settings) -> str:
-    """The container (docker) or service (swarm) now serving `image_tag`."""
+    """The container (docker) or service (swarm) now serving `image_tag` (a tag, or a digest in the registry)."""
     logger = get_run_logger()
     client = require_docker()
+    log_in(client, settings.release)  # other nodes pull with these credentials
     if settings.deploy.target == "swarm":
         name = deploy_replicas(client, image_tag, ref.version, settings, logger.info)
     else:

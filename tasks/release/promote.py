@@ -24,17 +24,19 @@ from tasks.settings import Settings
     retries=2,
     retry_delay_seconds=[2, 10],
 )
-def promote_task(ref: ModelRef, run_id: str, image: ImageInfo, report: SmokeReport, settings: Settings) -> None:
+def promote_task(
+    ref: ModelRef, run_id: str, image: ImageInfo, runs_as: str, report: SmokeReport, settings: Settings
+) -> None:
     """Alias `champion` in MLflow and tag `:champion` on the image; every figure on the run (metrics),
-    the image and a one-line smoke verdict on the version."""
+    the image production runs (by digest when it was pushed) and a one-line smoke verdict on the version."""
     figures = {**report.as_metrics(), "image_size_mb": image.size_mb, "image_build_seconds": image.build_seconds}
     client = MlflowClient()
     for key, value in figures.items():
         client.log_metric(run_id, key, value)
-    previous = promote_version(ref, {"image": image.tag, "smoke": report.summary()})
+    previous = promote_version(ref, {"image": runs_as, "smoke": report.summary()})
     tag_champion(require_docker(), image.id, settings)
     create_table_artifact(
         [{"figure": key, "value": float(f"{value:.4g}")} for key, value in figures.items()], key="release",
-        description=f"{ref} is champion (was {previous or 'none'}): image {image.tag} ({image.id[:19]})",
+        description=f"{ref} is champion (was {previous or 'none'}): image {runs_as} ({image.id[:19]})",
     )  # fmt: skip
     get_run_logger().info("promoted %s to champion (previous: %s)", ref, previous)

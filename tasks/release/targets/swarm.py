@@ -1,8 +1,10 @@
 """Serving replicas as a Docker Swarm service: swarm rolls a new image out task by task (start-first,
 each new task healthy before an old one stops) and rolls back by itself when a new task fails.
 
-Replicas join the host's network and share the port with SO_REUSEPORT, so the kernel spreads connections
-over every replica on a node, as in the `docker` target's blue/green swap. Swarm's routing mesh is not
+Replicas spread over the nodes, join each node's host network and share the port with SO_REUSEPORT, so the
+kernel spreads connections over every replica on a node, as in the `docker` target's blue/green swap.
+Nodes other than the manager pull the image from the team's registry, by digest, with the credentials
+the deploying client logged in with. Swarm's routing mesh is not
 used: it needs IPVS, which kernels without the `ip_vs` module (this project's CI machines) lack, and it
 adds a NAT hop per request. Across nodes, each node answers on the port; a load balancer or DNS in front
 spreads clients over the nodes.
@@ -91,6 +93,7 @@ def service_spec(
         "secrets": [feedback_secret] if feedback_secret else [],
         "hostname": "{{.Task.Name}}",  # prediction log files are named after it: one set per task
         "networks": ["host"],
+        "preferences": [("spread", "node.id")],  # replicas over as many nodes as there are
         "mounts": [
             Mount(CONTAINER_LOG_DIR, str(log_dir), type="bind"),
             Mount("/tmp", None, type="tmpfs", tmpfs_size=64 * 1024 * 1024),

@@ -1,0 +1,248 @@
+"""`clothes-node up|down|kill NAME`: a second machine on this one, to try the team stack's several-node
+parts without a second computer. A node is a network namespace with its own address (a veth pair:
+10.231.<index>.1 on this side, .2 inside), its own hostname and a Docker engine of its own (data root,
+exec root, socket) joined to this engine's swarm as a worker. It reaches the stack and the registry over
+the veth as a real machine would over the LAN, and trusts the registry's CA from /etc/docker/certs.d
+(the same file a real machine would get).
+
+Root only (namespaces, links, a second dockerd). The engine is started with `nsenter --net` rather than
+`ip netns exec`, which remounts /sys and leaves dockerd with "Devices cgroup isn't mounted".
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil
+
+NETNS_DIR = Path("/var/run/netns")
+
+
+class NodeError(RuntimeError):
+    """A step of making or joining a node failed; the message has the command's own error."""
+
+
+@dataclass(frozen=True)
+class Node:
+    name: str
+    index: int = 1  # the node's /24: 10.231.<index>.0
+    state_root: Path = Path("/tmp/clothes-nodes")
+
+    @property
+    def address(self) -> str:
+        """The node's own address (inside its namespace)."""
+        return f"10.231.{self.index}.2"
+
+    @property
+    def host_address(self) -> str:
+        """This machine's address on the link to the node: where the node reaches the stack."""
+        return f"10.231.{self.index}.1"
+
+    @property
+    def state_dir(self) -> Path:
+        return self.state_root / self.name
+
+    @property
+    def socket(self) -> str:
+        return f"unix://{self.state_dir / 'docker.sock'}"
+
+    @property
+    def netns(self) -> Path:
+        return NETNS_DIR / self.name
+
+    @property
+    def link(self) -> str:
+        return f"{self.name[:11]}-h"  # interface names hold 15 bytes
+
+    def enter(self) -> list[str]:
+        """The prefix that runs a command in the node's network."""
+        return ["nsenter", f"--net={self.netns}"]
+
+    def client(self):  # -> docker.DockerClient
+        import docker
+
+        return docker.DockerClient(base_url=self.socket, timeout=120)
+
+
+def _run(*command: str) -> None:
+    result = subprocess.run(command, capture_output=True, text=True, timeout=60)
+    if result.returncode != 0:
+        raise NodeError(f"`{' '.join(command)}` failed: {result.stderr.strip() or result.stdout.strip()}")
+
+
+def network_up(node: Node) -> None:
+    """The namespace and its veth pair, addresses on both ends, a default route back to this machine."""
+    peer = f"{node.name[:11]}-n"
+    _run("ip", "netns", "add", node.name)
+    _run("ip", "link", "add", node.link, "type", "veth", "peer", "name", peer)
+    _run("ip", "link", "set", peer, "netns", node.name)
+    _run("ip", "addr", "add", f"{node.host_address}/24", "dev", node.link)
+    _run("ip", "link", "set", node.link, "up")
+    inside = ("ip", "-n", node.name)
+    _run(*inside, "addr", "add", f"{node.address}/24", "dev", peer)
+    _run(*inside, "link", "set", peer, "up")
+    _run(*inside, "link", "set", "lo", "up")
+    _run(*inside, "route", "add", "default", "via", node.host_address)
+
+
+def engine_up(node: Node, timeout: float = 60) -> None:
+    """dockerd in the node's network and a UTS namespace of its own (so `docker node ls` tells the
+    nodes apart). No bridge and no iptables: replicas use the host network of their node."""
+    state = node.state_dir
+    for directory in ("data", "exec"):
+        (state / directory).mkdir(parents=True, exist_ok=True)
+    dockerd = [
+        "dockerd", "--data-root", str(state / "data"), "--exec-root", str(state / "exec"),
+        "--pidfile", str(state / "docker.pid"), "-H", node.socket, "--bridge", "none", "--iptables=false",
+        "--ip6tables=false",
+    ]  # fmt: skip
+    script = f'hostname {node.name} && exec "$@"'
+    with (state / "dockerd.log").open("ab") as log:
+        command = ["unshare", "--uts", "sh", "-c", script, "sh", *node.enter(), *dockerd]
+        subprocess.Popen(command, stdout=log, stderr=log, stdin=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(Exception):
+            node.client().ping()
+            return
+        time.sleep(0.5)
+    tail = (state / "dockerd.log").read_text(errors="replace")[-2000:]
+    raise NodeError(f"the node's Docker engine did not answer on {node.socket} within {timeout:.0f} s:\n{tail}")
+
+
+def join_swarm(node: Node, manager) -> str:
+    """Join `manager`'s swarm as a worker; returns the node's swarm id. The manager must advertise an
+    address the node reaches (`docker swarm init --advertise-addr <node.host_address>` on this machine)."""
+    manager_address = manager.info()["Swarm"]["RemoteManagers"][0]["Addr"]
+    token = manager.swarm.attrs["JoinTokens"]["Worker"]
+    client = node.client()
+    client.swarm.join(remote_addrs=[manager_address], join_token=token, listen_addr=f"{node.address}:2377",
+                      advertise_addr=node.address)  # fmt: skip
+    return client.info()["Swarm"]["NodeID"]
+
+
+def init_swarm(node: Node, manager) -> bool:
+    """Make `manager` a swarm manager advertising the node's link, unless it is one; True when it made
+    one (which `down` leaves again). On real machines the manager advertises its LAN address instead."""
+    if manager.info()["Swarm"]["LocalNodeState"] != "inactive":
+        return False
+    manager.swarm.init(advertise_addr=node.host_address, listen_addr=f"{node.host_address}:2377")
+    (node.state_dir / "swarm-made-here").touch()
+    return True
+
+
+def up(node: Node, manager=None) -> str | None:
+    """Network, engine and (with this machine's engine as `manager`) swarm membership: a swarm is made
+    first if that engine has none. Returns the node's swarm id."""
+    if node.netns.exists():
+        raise NodeError(f"a network namespace {node.name} exists already (`clothes-node down {node.name}`)")
+    try:
+        network_up(node)
+        engine_up(node)
+        if manager is None:
+            return None
+        init_swarm(node, manager)
+        return join_swarm(node, manager)
+    except Exception:
+        down(node, manager)
+        raise
+
+
+def _processes(node: Node) -> list[psutil.Process]:
+    """The node's engine, its containerd, their shims and everything under them: the node's processes."""
+    marker = str(node.state_dir)
+    roots = []
+    for process in psutil.process_iter(["cmdline"]):
+        with contextlib.suppress(psutil.Error):
+            if any(marker in part for part in process.info["cmdline"] or ()):
+                roots.append(process)
+    found = {p.pid: p for p in roots}
+    for root in roots:
+        with contextlib.suppress(psutil.Error):
+            found.update({child.pid: child for child in root.children(recursive=True)})
+    return list(found.values())
+
+
+def kill(node: Node) -> int:
+    """Power the node off: SIGKILL its engine and every process it runs (containers too); returns how many."""
+    processes = _processes(node)
+    for process in processes:
+        with contextlib.suppress(psutil.Error):
+            process.send_signal(signal.SIGKILL)
+    psutil.wait_procs(processes, timeout=10)
+    return len(processes)
+
+
+def down(node: Node, manager=None) -> None:
+    """Leave the swarm, stop the engine (then anything left of it), remove the namespace, the link and the
+    state directory. Each step runs whatever the others did, so a half-made node is removed too."""
+    node_id = None
+    with contextlib.suppress(Exception):
+        client = node.client()
+        node_id = client.info()["Swarm"]["NodeID"] or None
+        client.swarm.leave(force=True)
+    if manager is not None and node_id:
+        with contextlib.suppress(Exception):
+            manager.nodes.get(node_id).remove(force=True)
+    if manager is not None and (node.state_dir / "swarm-made-here").exists():
+        with contextlib.suppress(Exception):
+            manager.swarm.leave(force=True)
+    with contextlib.suppress(OSError, ValueError):
+        psutil.Process(int((node.state_dir / "docker.pid").read_text())).terminate()
+        psutil.Process(int((node.state_dir / "docker.pid").read_text())).wait(timeout=20)
+    kill(node)
+    mounts = [line.split()[1] for line in Path("/proc/self/mounts").read_text().splitlines()]
+    for mount in reversed(mounts):  # overlays of killed containers, the engine's netns handle
+        if mount.startswith(f"{node.state_dir}/"):
+            subprocess.run(["umount", "-l", mount], capture_output=True)
+    subprocess.run(["ip", "link", "del", node.link], capture_output=True)
+    subprocess.run(["ip", "netns", "del", node.name], capture_output=True)
+    shutil.rmtree(node.state_dir, ignore_errors=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="clothes-node", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    parser.add_argument("action", choices=["up", "down", "kill"])
+    parser.add_argument("name", help="the namespace's and the node's name, e.g. node2")
+    parser.add_argument("--index", type=int, default=1, help="the node's network: 10.231.<index>.0/24")
+    parser.add_argument("--no-swarm", action="store_true",
+                        help="up: join no swarm (else this engine's, made on the link if it has none)")  # fmt: skip
+    args = parser.parse_args(argv)
+    node = Node(args.name, args.index)
+    manager = None
+    if not args.no_swarm and args.action != "kill":
+        from tasks.release.docker_engine import docker_client
+        from tasks.release.targets.swarm import swarm_manager
+
+        manager = docker_client()
+        state = manager.info()["Swarm"]["LocalNodeState"] if manager else "no engine"
+        if args.action == "up" and (manager is None or (state != "inactive" and not swarm_manager(manager))):
+            print(f"this machine's engine cannot take a node ({state}); or use --no-swarm", file=sys.stderr)
+            return 1
+    try:
+        if args.action == "up":
+            node_id = up(node, manager)
+            print(f"node {node.name}: {node.address}, engine {node.socket}, swarm node {node_id or 'none'}")
+            print(f"run in it: {' '.join(node.enter())} <command>")
+        elif args.action == "kill":
+            print(f"node {node.name}: killed {kill(node)} processes")
+        else:
+            down(node, manager)
+            print(f"node {node.name}: removed")
+    except NodeError as exc:
+        print(f"clothes-node: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
