@@ -184,14 +184,13 @@ def kill(node: Node) -> int:
 def down(node: Node, manager=None) -> None:
     """Leave the swarm, stop the engine (then anything left of it), remove the namespace, the link and the
     state directory. Each step runs whatever the others did, so a half-made node is removed too."""
-    node_id = None
     with contextlib.suppress(Exception):
-        client = node.client()
-        node_id = client.info()["Swarm"]["NodeID"] or None
-        client.swarm.leave(force=True)
-    if manager is not None and node_id:
+        node.client().swarm.leave(force=True)
+    if manager is not None:  # found by hostname: a killed node's engine cannot say its id
         with contextlib.suppress(Exception):
-            manager.nodes.get(node_id).remove(force=True)
+            for member in manager.nodes.list():
+                if member.attrs["Description"]["Hostname"] == node.name:
+                    member.remove(force=True)
     if manager is not None and (node.state_dir / "swarm-made-here").exists():
         with contextlib.suppress(Exception):
             manager.swarm.leave(force=True)

@@ -250,6 +250,8 @@ def up(stack: Stack) -> None:
         raise StackRefused(f"refusing to listen on {stack.host} without credentials: anyone who reaches it could "
                            "register models, move aliases and start deployments (unset MLOPS_STACK_AUTH)")  # fmt: skip
     stack.state_dir.mkdir(parents=True, exist_ok=True)
+    if stack.auth:  # its databases and logs are the team's: only this user reads them
+        stack.state_dir.chmod(0o700)
     settings = stack.settings
     credentials, made = load_or_create(stack.state_dir) if stack.auth or stack.registry else (None, False)
     if settings.tracking.stack_db == "postgres":  # MLflow's and Prefect's databases, on a running cluster
@@ -282,22 +284,27 @@ def up(stack: Stack) -> None:
     print("\n".join(f"  export {key}={shlex.quote(value)}" for key, value in stack.client_env().items()))
 
 
+def stop_process(stack: Stack, name: str) -> None:
+    """Stop one of the stack's processes and its children (SIGTERM, then SIGKILL after 30 s)."""
+    pid = stack.running_pid(name)
+    if pid is None:
+        stack.pid_file(name).unlink(missing_ok=True)
+        return
+    os.killpg(pid, signal.SIGTERM)
+    deadline = time.monotonic() + 30
+    while stack.running_pid(name) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    if stack.running_pid(name):
+        os.killpg(pid, signal.SIGKILL)
+    stack.pid_file(name).unlink(missing_ok=True)
+    print(f"{name}: stopped (pid {pid})")
+
+
 def down(stack: Stack, serving: bool = False) -> None:
     """Stop what `up` started. The production container is not part of the stack (the pipeline deployed
     it, and users' traffic may depend on it): it is stopped only with `serving`, else named as left running."""
     for name in reversed(PROCESSES):  # also one an earlier `up` started with other settings
-        pid = stack.running_pid(name)
-        if pid is None:
-            stack.pid_file(name).unlink(missing_ok=True)
-            continue
-        os.killpg(pid, signal.SIGTERM)
-        deadline = time.monotonic() + 30
-        while stack.running_pid(name) and time.monotonic() < deadline:
-            time.sleep(0.2)
-        if stack.running_pid(name):
-            os.killpg(pid, signal.SIGKILL)
-        stack.pid_file(name).unlink(missing_ok=True)
-        print(f"{name}: stopped (pid {pid})")
+        stop_process(stack, name)
     leave_or_stop_production(stack.settings, stop=serving)
 
 

@@ -16,8 +16,8 @@ class Traffic:
     """`clients` threads classifying on the port, a new connection per request (as most clients do);
     records every failure and how often each model version answered. Use as a context manager."""
 
-    def __init__(self, port: int | str, clients: int = 1) -> None:
-        self.url = f"http://127.0.0.1:{port}/models/clothes/latest"
+    def __init__(self, port: int | str, clients: int = 1, host: str = "127.0.0.1") -> None:
+        self.url = f"http://{host}:{port}/models/clothes/latest"
         self.body = orjson.dumps({"image": [[0] * 28] * 28})
         self.stop = threading.Event()
         self.ok, self.failures, self.versions = 0, [], Counter()
@@ -51,6 +51,6 @@ class Traffic:
             thread.join()
 
 
-def served_version(port: int | str) -> int:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/models/clothes/latest", timeout=5) as response:
+def served_version(port: int | str, host: str = "127.0.0.1") -> int:
+    with urllib.request.urlopen(f"http://{host}:{port}/models/clothes/latest", timeout=5) as response:
         return orjson.loads(response.read())["version"]

@@ -6,7 +6,11 @@ each of its trials, and the drift checks.
 
 from __future__ import annotations
 
+import base64
+import os
 import subprocess
+import urllib.error
+import urllib.request
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -27,7 +31,7 @@ EXPERIMENT_KIND, TRADITIONAL_ML = "mlflow.experimentKind", "custom_model_develop
 
 
 class TrackingUnavailable(RuntimeError):
-    """The MLflow tracking server does not answer; nothing was trained or recorded."""
+    """The MLflow tracking server does not answer or refuses the credentials; nothing was trained or recorded."""
 
 
 def check_tracking_server(uri: str, timeout: float = 20) -> None:
@@ -42,6 +46,28 @@ def check_tracking_server(uri: str, timeout: float = 20) -> None:
             f"MLflow tracking server {uri} does not answer ({exc}); start it (`make up`) or point "
             "MLOPS_TRACKING_URI at a running one"
         ) from exc
+    check_credentials(uri)
+
+
+def check_credentials(uri: str) -> None:
+    """A server with users (`clothes-stack up` beyond loopback) answers 401 to a missing or wrong login:
+    say so in one line, before anything trains, instead of MLflow's stack trace at the first log call."""
+    request = urllib.request.Request(f"{uri.rstrip('/')}/api/2.0/mlflow/experiments/search?max_results=1")
+    username = os.environ.get("MLFLOW_TRACKING_USERNAME")
+    if username:
+        login = f"{username}:{os.environ.get('MLFLOW_TRACKING_PASSWORD', '')}".encode()
+        request.add_header("Authorization", "Basic " + base64.b64encode(login).decode())
+    try:
+        urllib.request.urlopen(request, timeout=10).close()
+    except urllib.error.HTTPError as exc:
+        if exc.code in (401, 403):
+            given = f"the credentials of user {username!r} were refused" if username else "no credentials were given"
+            raise TrackingUnavailable(
+                f"MLflow tracking server {uri} answered {exc.code}: {given}. Set MLFLOW_TRACKING_USERNAME and "
+                "MLFLOW_TRACKING_PASSWORD (`clothes-stack env` on the stack's machine prints them)"
+            ) from exc
+    except OSError:  # it answered its health check a moment ago: let MLflow's client retry as it does
+        return
 
 
 def configure_mlflow(settings: Settings, experiment_name: str | None = None, artifact_subdir: str = "") -> str:

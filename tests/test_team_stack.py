@@ -1,0 +1,303 @@
+"""The stack a team shares, on a second "machine" this test makes: a network namespace with its own
+address and Docker engine (`ops.node`). The stack listens on the link to it with credentials and a TLS
+registry; a worker inside the namespace trains and registers through it; serving replicas spread over
+both engines, are updated under load and survive the second engine's death.
+
+Traffic goes only to the addresses of the link this module made; everything it made is removed at the
+end, also when a test fails (no namespace, engine, swarm node, service or trusted CA left)."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import random
+import ssl
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+import uuid
+from pathlib import Path
+
+import pytest
+from mlflow import MlflowClient
+
+from ops import node as nodes
+from ops import registry
+from ops.stack import WORK_POOL, Stack, StackRefused, down, stop_process, up
+from ops.tls import CA_CERT
+from tasks.params import ModelRef
+from tasks.registry.tracking import TrackingUnavailable, check_credentials
+from tasks.release.deploy import deploy_replicas
+from tasks.release.docker_engine import free_port
+from tasks.release.image import build_serving_image
+from tasks.release.kubernetes import manifests, manifests_yaml
+from tasks.release.registry import log_in, push
+from tasks.release.targets.swarm import production_service, running_tasks
+from tasks.settings import Settings
+from tests.conftest import require, require_root
+from tests.traffic import Traffic, served_version
+
+pytestmark = [pytest.mark.slow, pytest.mark.docker]
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def node(docker_engine, tmp_path_factory):
+    """A second node joined to a swarm made for it on the link's address (the engine must be in none)."""
+    require_root()
+    state = docker_engine.info()["Swarm"]["LocalNodeState"]
+    if state != "inactive":
+        require("swarm", f"this engine is in a swarm already ({state}); the two-node tests make their own")
+    taken = subprocess.run(["ip", "-o", "addr"], capture_output=True, text=True).stdout
+    index = random.choice([i for i in range(100, 250) if f"10.231.{i}." not in taken])
+    second = nodes.Node(f"ct{uuid.uuid4().hex[:6]}", index, tmp_path_factory.mktemp("nodes"))
+    try:
+        nodes.up(second, docker_engine)
+        yield second
+    finally:
+        nodes.down(second, docker_engine)
+        assert not second.netns.exists() and not second.state_dir.exists()
+        assert docker_engine.info()["Swarm"]["LocalNodeState"] == "inactive"
+        assert second.link not in subprocess.run(["ip", "-o", "link"], capture_output=True, text=True).stdout
+
+
+@pytest.fixture(scope="module")
+def team_stack(node, fashion_dir, tmp_path_factory):
+    """`clothes-stack up` on the link's address: credentials, MLflow's basic-auth app, the registry."""
+    work = tmp_path_factory.mktemp("team")
+    with pytest.MonkeyPatch.context() as patch:
+        for key, value in {"MLOPS_MLRUNS_DIR": str(work / "mlruns"), "MLOPS_MODEL_ROOT": str(work / "models"),
+                           "MLOPS_DATA_DIR": str(fashion_dir)}.items():  # fmt: skip
+            patch.setenv(key, value)
+        for key in ("MLFLOW_TRACKING_URI", "MLOPS_TRACKING_URI", "PREFECT_API_URL", "PREFECT_API_AUTH_STRING"):
+            patch.delenv(key, raising=False)
+        stack = Stack(work / "stack", free_port(), free_port(), host=node.host_address, auth=True, registry=True,
+                      registry_port=free_port())  # fmt: skip
+        try:
+            up(stack)
+            yield stack
+        finally:
+            down(stack)
+            registry.untrust(stack.registry_address)
+
+
+def _request(url: str, login: tuple[str, str] | None = None, body: dict | None = None, cafile: Path | None = None):
+    """(status, body bytes) of a GET, or a JSON POST with `body`; never raises on an HTTP status."""
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(url, data, {"Content-Type": "application/json"})
+    if login:
+        request.add_header("Authorization", "Basic " + base64.b64encode(":".join(login).encode()).decode())
+    context = ssl.create_default_context(cafile=cafile) if cafile else None
+    try:
+        with urllib.request.urlopen(request, timeout=20, context=context) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+
+
+def test_every_server_asks_for_credentials(team_stack, monkeypatch, tmp_path):
+    stack = team_stack
+    credentials = stack.credentials()
+    assert credentials is not None
+    assert (stack.state_dir / "credentials.json").stat().st_mode & 0o777 == 0o600
+    assert (stack.state_dir / "mlflow-auth.ini").stat().st_mode & 0o777 == 0o600
+    assert stack.state_dir.stat().st_mode & 0o777 == 0o700
+
+    # Prefect: the API refuses without or with a wrong login, answers with the right one; health is open.
+    filter_url = f"{stack.prefect_api}/deployments/filter"
+    assert _request(filter_url, body={})[0] == 401
+    assert _request(filter_url, (credentials.username, "wrong"), body={})[0] == 401
+    status, found = _request(filter_url, (credentials.username, credentials.prefect_password), body={})
+    assert status == 200 and {d["name"] for d in json.loads(found)} >= {"weekly", "rollback", "hourly", "search"}
+    assert _request(f"{stack.prefect_api}/health")[0] == 200
+    wrong = {**stack.env(), "PREFECT_API_AUTH_STRING": f"{credentials.username}:wrong"}
+    refused = subprocess.run([sys.executable, "-m", "prefect", "deployment", "ls"], env=wrong, capture_output=True,
+                             text=True, timeout=120)  # fmt: skip
+    assert refused.returncode != 0 and "401" in refused.stdout + refused.stderr
+
+    # MLflow: its UI asks the browser for a login; its API refuses, then answers.
+    ui = urllib.request.Request(f"{stack.mlflow_url}/")
+    with pytest.raises(urllib.error.HTTPError) as asked:
+        urllib.request.urlopen(ui, timeout=20)
+    assert asked.value.code == 401 and asked.value.headers["WWW-Authenticate"].startswith("Basic")
+    search = f"{stack.mlflow_url}/api/2.0/mlflow/experiments/search?max_results=5"
+    assert _request(search)[0] == 401
+    assert _request(search, (credentials.username, credentials.mlflow_password))[0] == 200
+    monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", credentials.username)
+    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", "wrong")
+    with pytest.raises(TrackingUnavailable, match="answered 401: the credentials of user 'admin' were refused"):
+        check_credentials(stack.mlflow_url)
+    monkeypatch.delenv("MLFLOW_TRACKING_USERNAME")
+    with pytest.raises(TrackingUnavailable, match="no credentials were given"):
+        check_credentials(stack.mlflow_url)
+
+    # The registry: TLS from the stack's CA (which this machine's engines now trust), htpasswd users.
+    ca = stack.registry_dir / CA_CERT
+    assert (registry.DOCKER_CERTS / stack.registry_address / "ca.crt").read_bytes() == ca.read_bytes()
+    catalog = f"https://{stack.registry_address}/v2/_catalog"
+    assert _request(catalog, cafile=ca)[0] == 401
+    assert _request(catalog, (credentials.username, credentials.registry_password), cafile=ca)[0] == 200
+    with pytest.raises(urllib.error.URLError, match="CERTIFICATE_VERIFY_FAILED"):
+        urllib.request.urlopen(catalog, timeout=20)  # not without the CA
+
+    # No password in any log the stack writes.
+    logs = "".join(path.read_text(errors="replace") for path in stack.state_dir.glob("*.log"))
+    for secret in (credentials.mlflow_password, credentials.prefect_password, credentials.registry_password):
+        assert secret not in logs
+
+    # Beyond loopback without credentials: refused before anything starts.
+    bare = Stack(tmp_path / "bare", free_port(), free_port(), host=stack.host, auth=False)
+    with pytest.raises(StackRefused, match=f"refusing to listen on {stack.host} without credentials"):
+        up(bare)
+    assert not (tmp_path / "bare").exists()
+
+
+def test_a_worker_in_the_second_namespace_trains_and_registers(team_stack, node, fashion_dir, tmp_path, monkeypatch):
+    """Only the stack's URLs and credentials: no mlruns/, no .stack/, no SQLite file of the first machine."""
+    stack = team_stack
+    stop_process(stack, "worker")  # the first machine's worker: the run must go to the other one
+    remote = tmp_path / "remote"
+    env = {
+        "PATH": os.environ["PATH"], "HOME": str(remote / "home"), "LANG": "C.UTF-8",
+        **stack.client_env(),
+        "CLOTHES_PROJECT_DIR": str(REPO), "MLOPS_DATA_DIR": str(fashion_dir),
+        "PREFECT_HOME": str(remote / "prefect"), "MLOPS_MLRUNS_DIR": str(remote / "mlruns"),
+        "MLOPS_MODEL_ROOT": str(remote / "models"), "KERAS_HOME": str(remote / "keras"),
+        "MPLCONFIGDIR": str(remote / "matplotlib"), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    }  # fmt: skip
+    assert not any(str(stack.state_dir) in value or "sqlite" in value for value in env.values())
+    (remote / "home").mkdir(parents=True)
+    log = (remote / "worker.log").open("w")
+    worker = subprocess.Popen(
+        [*node.enter(), sys.executable, "-m", "prefect", "worker", "start", "--pool", WORK_POOL, "--type", "process",
+         "--name", f"remote-{node.name}"],
+        env=env, cwd=remote, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )  # fmt: skip
+    try:
+        params = {
+            "data": '{"train_limit": 2000, "test_limit": 500, "holdout_size": 50, "ood_size": 50}',
+            "train": '{"epochs": 1, "batch_size": 64}',
+            "thresholds": '{"min_accuracy": 0.3, "min_class_recall": 0, "max_regression": 0.5, '
+            '"min_slice_accuracy": {}, "min_ood_auroc": 0, "min_ood_detection": 0, "max_ood_flagged": 1}',
+            "container": '{"enabled": false}',
+        }
+        arguments = [a for k, v in params.items() for a in ("--param", f"{k}={v}")]
+        command = [sys.executable, "-m", "prefect", "deployment", "run", "train-and-deploy/weekly", "--watch",
+                   "--watch-timeout", "400", *arguments]  # fmt: skip
+        result = subprocess.run(command, env=stack.env(), capture_output=True, text=True, timeout=450)
+        worker_log = (remote / "worker.log").read_text(errors="replace")
+        assert result.returncode == 0 and "Completed" in result.stdout, result.stdout[-3000:] + worker_log[-3000:]
+    finally:
+        os.killpg(worker.pid, 15)
+        worker.wait(timeout=60)
+        log.close()
+    assert f"remote-{node.name}" in worker_log and "Completed" in worker_log
+
+    credentials = stack.credentials()
+    assert credentials is not None
+    monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", credentials.username)
+    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", credentials.mlflow_password)
+    server = MlflowClient(tracking_uri=stack.mlflow_url, registry_uri=stack.mlflow_url)
+    (version,) = server.search_model_versions("name='clothes'")
+    assert "challenger" in version.aliases
+    run = server.get_run(version.run_id)
+    assert run.info.artifact_uri.startswith("mlflow-artifacts:/") and run.data.params["train.epochs"] == "1"
+    # The artifacts landed on the first machine, through its server; the worker kept no store of its own.
+    assert list(stack.settings.tracking.artifacts_dir.rglob("model_card.json"))
+    assert not (remote / "mlruns").exists()
+
+
+def _registry_digest(stack: Stack, repository: str, tag: str) -> str:
+    credentials = stack.credentials()
+    assert credentials is not None
+    request = urllib.request.Request(
+        f"https://{stack.registry_address}/v2/{repository}/manifests/{tag}", method="HEAD",
+        headers={"Accept": "application/vnd.docker.distribution.manifest.v2+json", "Authorization": "Basic "
+                 + base64.b64encode(f"{credentials.username}:{credentials.registry_password}".encode()).decode()},
+    )  # fmt: skip
+    context = ssl.create_default_context(cafile=stack.registry_dir / CA_CERT)
+    with urllib.request.urlopen(request, timeout=20, context=context) as response:
+        return response.headers["Docker-Content-Digest"]
+
+
+def test_two_nodes_run_the_pushed_digest_update_under_load_and_survive_a_dead_engine(
+    team_stack, node, docker_engine, model_root, tmp_path, monkeypatch
+):
+    stack = team_stack
+    name = f"clothes-test-{uuid.uuid4().hex[:8]}"
+    port = free_port()
+    for key, value in {**stack.client_env(), "MLOPS_DEPLOY_TARGET": "swarm", "MLOPS_DEPLOY_NAME": name,
+                       "MLOPS_DEPLOY_HOST": "0.0.0.0", "MLOPS_DEPLOY_PORT": str(port), "MLOPS_DEPLOY_REPLICAS": "2",
+                       "MLOPS_DEPLOY_TIMEOUT": "180", "MLOPS_PREDICTION_LOG_DIR": str(tmp_path / "logs"),
+                       "MLOPS_IMAGE_NAME": name}.items():  # fmt: skip
+        monkeypatch.setenv(key, value)
+    settings = Settings()
+    figures: dict[str, float] = {}
+    try:
+        log_in(docker_engine, settings.release)
+        references = {}
+        for version in (1, 2):
+            image_id, _ = build_serving_image(
+                docker_engine, [model_root / "clothes" / str(version)], f"{name}:{version}",
+                wheelhouse_dir=settings.release.wheelhouse_dir, base_image=settings.release.base_image,
+            )  # fmt: skip
+            started = time.monotonic()
+            references[version] = push(docker_engine, image_id, f"{stack.registry_address}/{name}", str(version), print)
+            figures[f"push_v{version}_seconds"] = time.monotonic() - started
+            # The registry's tag names exactly the digest the release runs.
+            assert references[version].endswith("@" + _registry_digest(stack, name, str(version)))
+
+        started = time.monotonic()
+        deploy_replicas(docker_engine, references[1], 1, settings, print)
+        figures["first_deploy_seconds"] = time.monotonic() - started  # includes the second node's pull
+        service = production_service(docker_engine, name)
+        tasks = running_tasks(service, references[1])
+        assert len({task["NodeID"] for task in tasks}) == 2, "one replica on each node"
+        for engine in (docker_engine, node.client()):
+            (container,) = engine.containers.list(filters={"label": f"com.docker.swarm.service.name={name}"})
+            assert references[1] in container.image.attrs["RepoDigests"]
+        (deployment, *_) = manifests(references[1], ModelRef("clothes", 1), settings)
+        assert deployment["spec"]["template"]["spec"]["containers"][0]["image"] == references[1]
+        assert references[1] in manifests_yaml(manifests(references[1], ModelRef("clothes", 1), settings))
+        for address in (node.address, node.host_address):
+            assert served_version(port, address) == 1
+
+        with Traffic(port, 2, host=node.address) as second, Traffic(port, 2, host=node.host_address) as first:
+            started = time.monotonic()
+            deploy_replicas(docker_engine, references[2], 2, settings, print)
+            figures["rolling_update_seconds"] = time.monotonic() - started
+        for traffic in (first, second):
+            assert traffic.failures == [] and set(traffic.versions) == {1, 2}, traffic.failures[:3]
+        figures["update_requests"] = first.ok + second.ok
+        figures["update_failures"] = len(first.failures) + len(second.failures)
+
+        dead = swarm_id(docker_engine, node)
+        with Traffic(port, 2, host=node.host_address) as survivor:
+            started = time.monotonic()
+            assert nodes.kill(node) >= 3  # its engine, containerd, the replica
+            deadline = started + 180
+            while len([t for t in running_tasks(service, references[2]) if t["NodeID"] != dead]) < 2:
+                assert time.monotonic() < deadline, "swarm did not reschedule the dead node's replica"
+                time.sleep(1)
+            figures["reschedule_seconds"] = time.monotonic() - started
+        assert survivor.failures == [] and survivor.ok > 20, survivor.failures[:3]
+        figures["kill_requests"], figures["kill_failures"] = survivor.ok, len(survivor.failures)
+        print("two-node figures:", json.dumps({k: round(v, 1) for k, v in figures.items()}))
+    finally:
+        service = production_service(docker_engine, name)
+        if service is not None:
+            service.remove()
+        for secret in docker_engine.secrets.list(filters={"name": name}):
+            secret.remove()
+        for image in docker_engine.images.list(name=name) + docker_engine.images.list(
+            name=f"{stack.registry_address}/{name}"
+        ):
+            docker_engine.images.remove(image.id, force=True)
+
+
+def swarm_id(manager, node: nodes.Node) -> str:
+    (member,) = [m for m in manager.nodes.list() if m.attrs["Description"]["Hostname"] == node.name]
+    return member.id
