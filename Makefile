@@ -10,6 +10,7 @@ STAMP := $(VENV)/.installed
 
 ARGS ?=
 PYTEST_ARGS ?=
+STACK ?=
 
 .PHONY: install data run test test-fast docs lint format mlflow-ui bench-serving bench-training bench-ood bench-gates bench-photos bench-container bench-reliability bench-swarm docker-up docker-down swarm-up serve rollback tune up down status screenshots clean
 
@@ -27,10 +28,11 @@ data:
 
 # The whole lifecycle: first the data (unless ARGS names other data) and the Docker engine the container
 # stage needs (started where this user can; else one message and no training), unless ARGS turns it off.
+# STACK=1: through the running stack (`make up`): its Prefect, MLflow and registry, with its credentials.
 run: install
 	$(if $(findstring --data.path,$(ARGS))$(findstring --data.source,$(ARGS)),,scripts/fashion-mnist.sh)
 	$(if $(findstring container.no-enabled,$(ARGS)),,scripts/docker-engine.sh ensure)
-	$(BIN)/clothes-pipeline $(ARGS)
+	$(if $(STACK),eval "$$($(BIN)/clothes-stack env)" &&) $(BIN)/clothes-pipeline $(ARGS)
 
 # Production containers running on this engine (e.g. what `make run` deployed): the one test that stops
 # and restarts the engine must not stop them, so it is skipped by name (MLOPS_TEST_WITHOUT_ENGINE_RESTART).
@@ -67,7 +69,8 @@ format: install
 mlflow-ui: install
 	$(BIN)/clothes-stack mlflow-ui
 
-# The stack users run: Prefect server + worker + deployments of prefect.yaml + MLflow UI, on 127.0.0.1.
+# The stack users run: Prefect server + worker + deployments of prefect.yaml + MLflow UI, on 127.0.0.1;
+# MLOPS_STACK_HOST=<LAN address>: with credentials and an image registry (docs/several-machines.md).
 up: install
 	$(BIN)/clothes-stack up
 

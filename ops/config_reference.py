@@ -91,8 +91,8 @@ def render() -> str:
         "",
     ]
     settings = Settings()
-    groups = [("", Settings)] + [(name, type(getattr(settings, name))) for name in ("tracking", "release", "deploy",
-                                                                                   "monitor", "search")]  # fmt: skip
+    names = ("tracking", "release", "deploy", "stack", "monitor", "search")
+    groups = [("", Settings)] + [(name, type(getattr(settings, name))) for name in names]
     for name, model in groups:
         rows = settings_rows(model)
         if rows:

@@ -194,9 +194,10 @@ def down(node: Node, manager=None) -> None:
     if manager is not None and (node.state_dir / "swarm-made-here").exists():
         with contextlib.suppress(Exception):
             manager.swarm.leave(force=True)
-    with contextlib.suppress(OSError, ValueError):
-        psutil.Process(int((node.state_dir / "docker.pid").read_text())).terminate()
-        psutil.Process(int((node.state_dir / "docker.pid").read_text())).wait(timeout=20)
+    with contextlib.suppress(OSError, ValueError, psutil.Error):  # a killed engine left its pid file
+        engine = psutil.Process(int((node.state_dir / "docker.pid").read_text()))
+        engine.terminate()
+        engine.wait(timeout=20)
     kill(node)
     mounts = [line.split()[1] for line in Path("/proc/self/mounts").read_text().splitlines()]
     for mount in reversed(mounts):  # overlays of killed containers, the engine's netns handle

@@ -4,8 +4,11 @@ by digest. Its files live in `<state dir>/registry/`: config, certificates, user
 
 from __future__ import annotations
 
+import base64
 import shutil
+import ssl
 import subprocess
+import urllib.request
 from pathlib import Path
 
 import yaml
@@ -66,3 +69,15 @@ def trust(address: str, ca_cert: Path, certs_root: Path = DOCKER_CERTS) -> Path 
 
 def untrust(address: str, certs_root: Path = DOCKER_CERTS) -> None:
     shutil.rmtree(certs_root / address, ignore_errors=True)
+
+
+def tag_digest(address: str, repository: str, tag: str, credentials: Credentials, ca_cert: Path) -> str:
+    """The digest the registry's `repository:tag` names (its Docker-Content-Digest): what a pull gets."""
+    login = base64.b64encode(f"{credentials.username}:{credentials.registry_password}".encode()).decode()
+    request = urllib.request.Request(
+        f"https://{address}/v2/{repository}/manifests/{tag}", method="HEAD",
+        headers={"Accept": "application/vnd.docker.distribution.manifest.v2+json", "Authorization": f"Basic {login}"},
+    )  # fmt: skip
+    context = ssl.create_default_context(cafile=ca_cert)
+    with urllib.request.urlopen(request, timeout=20, context=context) as response:
+        return response.headers["Docker-Content-Digest"]

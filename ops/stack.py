@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import ipaddress
+import json
 import os
 import shlex
 import signal
@@ -35,6 +36,7 @@ from tasks.release.targets.swarm import production_service, swarm_manager
 from tasks.settings import PROJECT_DIR, Settings
 
 WORK_POOL = "clothes-process"
+RECORD = "stack.json"  # how the last `up` configured the stack: `env`, `status` and `down` follow it
 PROCESSES = ("prefect-server", "mlflow", "registry", "worker")  # in start order; `down` stops them in reverse
 
 
@@ -71,6 +73,19 @@ class Stack:
         return cls(state_dir, prefect_port, mlflow_port, stack.host, auth=team if stack.auth is None else stack.auth,
                    registry=team if stack.registry is None else stack.registry, registry_port=stack.registry_port,
                    settings=settings)  # fmt: skip
+
+    @classmethod
+    def running(cls, state_dir: Path, settings: Settings) -> Stack | None:
+        """The stack the last `up` in `state_dir` started, as it was configured then (env, status, down)."""
+        try:
+            recorded = json.loads((state_dir / RECORD).read_text())
+        except (OSError, ValueError):
+            return None
+        return cls(state_dir, **recorded, settings=settings)
+
+    def record(self) -> None:
+        fields = ("prefect_port", "mlflow_port", "host", "auth", "registry", "registry_port")
+        (self.state_dir / RECORD).write_text(json.dumps({name: getattr(self, name) for name in fields}))
 
     @property
     def prefect_api(self) -> str:
@@ -245,6 +260,16 @@ def deploy(stack: Stack) -> None:
     print("deployments: registered", flush=True)
 
 
+def start_registry(stack: Stack, credentials: Credentials) -> None:
+    """Certificates, users and config, this machine's engines trusting the CA, then the registry."""
+    registry.prepare(stack.registry_dir, stack.host, stack.registry_port, credentials)
+    trusted = registry.trust(stack.registry_address, stack.registry_dir / CA_CERT)
+    print(f"registry: this machine's Docker engines trust its CA ({trusted})" if trusted else
+          f"registry: copy {stack.registry_dir / CA_CERT} to {registry.DOCKER_CERTS}/{stack.registry_address}/"
+          "ca.crt as root, or Docker will not pull from it", flush=True)  # fmt: skip
+    start(stack, "registry")
+
+
 def up(stack: Stack) -> None:
     if not loopback(stack.host) and not stack.auth:
         raise StackRefused(f"refusing to listen on {stack.host} without credentials: anyone who reaches it could "
@@ -261,15 +286,11 @@ def up(stack: Stack) -> None:
     if credentials and stack.auth:  # MLflow makes its admin user from this on its first start
         write_private(stack.state_dir / "mlflow-auth.ini",
                       mlflow_auth_config(credentials, stack.state_dir.resolve() / "mlflow-auth.db"))  # fmt: skip
+    stack.record()
     start(stack, "prefect-server")
     start(stack, "mlflow")
     if credentials and stack.registry:
-        registry.prepare(stack.registry_dir, stack.host, stack.registry_port, credentials)
-        trusted = registry.trust(stack.registry_address, stack.registry_dir / CA_CERT)
-        print(f"registry: this machine's Docker engines trust its CA ({trusted})" if trusted else
-              f"registry: copy {stack.registry_dir / CA_CERT} to {registry.DOCKER_CERTS}/{stack.registry_address}/"
-              "ca.crt as root, or Docker will not pull from it", flush=True)  # fmt: skip
-        start(stack, "registry")
+        start_registry(stack, credentials)
     deploy(stack)
     start(stack, "worker")
     print(f"Prefect UI   {stack.prefect_api.removesuffix('/api')}\nMLflow UI    {stack.mlflow_url}")
@@ -362,7 +383,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--serving", action="store_true", help="down: stop the production container or service too")
     parser.add_argument("--out", type=Path, default=PROJECT_DIR / "docs" / "screenshots", help="screenshots: where")
     args = parser.parse_args(argv)
-    stack = Stack.configured(args.state_dir, args.prefect_port, args.mlflow_port, Settings())
+    settings = Settings()
+    stack = Stack.configured(args.state_dir, args.prefect_port, args.mlflow_port, settings)
+    if args.action != "up":  # the stack as `up` started it, whatever this shell's MLOPS_STACK_* say
+        stack = Stack.running(args.state_dir, settings) or stack
     if args.action == "up":
         try:
             up(stack)

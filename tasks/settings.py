@@ -123,8 +123,8 @@ class ReleaseSettings(Group):
     registry: str | None = Field(
         default=None, description="host:port of the image registry releases are pushed to; unset: this engine only"
     )
-    registry_username: str | None = Field(default=None, description="the registry's user (MLOPS_REGISTRY_USERNAME)")
-    registry_password: SecretStr | None = Field(default=None, description="its password (MLOPS_REGISTRY_PASSWORD)")
+    registry_username: str | None = Field(default=None, description="the user releases push as")
+    registry_password: SecretStr | None = Field(default=None, description="that user's password")
 
 
 class DeploySettings(Group):
@@ -135,7 +135,12 @@ class DeploySettings(Group):
     target: Literal["docker", "swarm"] = Field(
         default="docker", description="docker: one container, blue/green; swarm: a replicated service"
     )
-    replicas: int = Field(default=2, ge=1, description="swarm: serving replicas")
+    replicas: int = Field(default=2, ge=1, description="swarm: serving replicas (mode replicated)")
+    mode: Literal["replicated", "global"] = Field(
+        default="replicated",
+        description="swarm: replicated (the replicas anywhere) or global (one per node: every node's address "
+        "answers through updates)",
+    )
     cpus: float = Field(default=1.0, gt=0, description="swarm: CPU limit per replica")
     timeout: float = Field(default=300, gt=0, description="swarm: seconds a rollout may take")
     name: str = Field(default="clothes-serving", description="production container / service name")

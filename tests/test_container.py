@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import urllib.request
 import uuid
 from pathlib import Path
@@ -9,15 +10,20 @@ from pathlib import Path
 import pytest
 import yaml
 from mlflow import MlflowClient
+from prefect.client.orchestration import get_client
 
 from flows.pipeline import train_and_deploy
 from flows.rollback import rollback
+from ops import registry
+from ops.credentials import load_or_create
+from ops.stack import Stack, start_registry, stop_process
+from ops.tls import CA_CERT
 from tasks.params import ContainerParams, DataSpec, TrainParams
 from tasks.registry.policy import CHAMPION
 from tasks.release import export as export_module
 from tasks.release.docker_engine import LABEL, free_port
 from tasks.release.targets.docker import production_containers
-from tests.conftest import LENIENT
+from tests.conftest import LENIENT, require_root
 from tests.traffic import Traffic, served_version
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
@@ -121,3 +127,37 @@ def test_broken_image_fails_the_smoke_test_and_changes_nothing(release_env, dock
         for c in docker_engine.containers.list(all=True)
         if "-qa-" in c.name and release_env["MLOPS_DEPLOY_NAME"] in c.name
     ]
+
+
+def test_with_a_registry_the_release_pushes_the_smoke_tested_image_and_runs_it_by_digest(
+    release_env, docker_engine, fashion_dir, tmp_path, monkeypatch
+):
+    """The digest in the registry's tag, the production container, the version's `image` tag and the
+    Kubernetes manifests are one and the same."""
+    require_root()  # to trust the registry's CA in /etc/docker/certs.d
+    stack = Stack(tmp_path / "stack", registry=True, registry_port=free_port())
+    credentials, _ = load_or_create(stack.state_dir)
+    try:
+        start_registry(stack, credentials)
+        for key, value in {"MLOPS_REGISTRY": stack.registry_address, "MLOPS_REGISTRY_USERNAME": credentials.username,
+                           "MLOPS_REGISTRY_PASSWORD": credentials.registry_password}.items():  # fmt: skip
+            monkeypatch.setenv(key, value)
+        result = train_and_deploy(**_params(fashion_dir))
+        name = release_env["MLOPS_IMAGE_NAME"]
+        digest = registry.tag_digest(stack.registry_address, name, "1", credentials, stack.registry_dir / CA_CERT)
+        reference = f"{stack.registry_address}/{name}@{digest}"
+        assert result["promoted"] and result["image"] == reference
+        (production,) = production_containers(docker_engine, release_env["MLOPS_DEPLOY_NAME"])
+        assert production.attrs["Config"]["Image"] == reference
+        client = MlflowClient()
+        version = client.get_model_version_by_alias("clothes", CHAMPION)
+        assert version.tags["image"] == reference
+        rendered = Path(client.download_artifacts(version.run_id, result["kubernetes_manifests"])).read_text()
+        assert next(yaml.safe_load_all(rendered))["spec"]["template"]["spec"]["containers"][0]["image"] == reference
+        assert served_version(release_env["MLOPS_DEPLOY_PORT"]) == 1
+        with get_client(sync_client=True) as prefect:  # the release subflow's recorded parameters hide it
+            recorded = json.dumps([run.parameters for run in prefect.read_flow_runs()], default=str)
+        assert "MLOPS_REGISTRY" not in recorded and credentials.registry_password not in recorded
+    finally:
+        stop_process(stack, "registry")
+        registry.untrust(stack.registry_address)

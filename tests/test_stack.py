@@ -12,15 +12,17 @@ import sys
 import time
 import urllib.request
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import pytest
 from mlflow import MlflowClient
+from mlflow.entities import Metric
 from PIL import Image
 
 from ops.screenshots import take_screenshots
-from ops.stack import Stack, deploy, down, main, up
+from ops.stack import Stack, deploy, down, main, start, up
 from tasks.params import ModelRef
 from tasks.registry.policy import load_model_version
 from tasks.registry.tracking import configure_mlflow
@@ -193,6 +195,68 @@ def test_stack_on_postgres_keeps_mlflow_and_prefect_there(tmp_path, monkeypatch)
         down(stack)
         subprocess.run([str(POSTGRES), "drop", prefix], check=True)
         if not was_online:  # leave the cluster as it was found
+            subprocess.run([str(POSTGRES), "down"], check=True)
+
+
+WRITERS, STEPS, FILES = 8, 40, 3
+
+
+def _write_a_run(url: str, experiment_id: str, writer: int) -> str:
+    """One client's work: params, a metric step by step, a batch, files; as a training run logs them."""
+    client = MlflowClient(tracking_uri=url)
+    run_id = client.create_run(experiment_id, run_name=f"writer-{writer}").info.run_id
+    for key in range(10):
+        client.log_param(run_id, f"param{key}", f"{writer}-{key}")
+    for step in range(STEPS):
+        client.log_metric(run_id, "loss", writer + step / 1000, step=step)
+    client.log_batch(run_id, metrics=[Metric(f"slice{k}", writer / 10 + k, 0, 0) for k in range(20)])
+    for number in range(FILES):
+        client.log_text(run_id, f"writer {writer} file {number}\n" * 100, f"files/{number}.txt")
+    client.set_terminated(run_id)
+    return run_id
+
+
+def test_several_mlflow_workers_on_postgres_lose_no_concurrent_write(tmp_path, monkeypatch):
+    """MLOPS_STACK_DB=postgres runs MLflow with 4 processes; 8 clients logging at once lose nothing."""
+    if not shutil.which("pg_ctlcluster"):
+        require("postgres", "Debian's postgresql package is not installed (`apt-get install postgresql`)")
+    require_root()
+    import psutil
+
+    prefix = f"clothes_test_{uuid.uuid4().hex[:8]}_"
+    for key, value in {"MLOPS_STACK_DB": "postgres", "MLOPS_POSTGRES_PREFIX": prefix,
+                       "MLOPS_MLRUNS_DIR": str(tmp_path / "mlruns")}.items():  # fmt: skip
+        monkeypatch.setenv(key, value)
+    stack = Stack(tmp_path / "stack", prefect_port=free_port(), mlflow_port=free_port())
+    stack.state_dir.mkdir()
+    was_online = "online" in subprocess.run(["pg_lsclusters", "-h"], capture_output=True, text=True).stdout
+    try:
+        subprocess.run([str(POSTGRES), "up", prefix], check=True)
+        start(stack, "mlflow")
+        pid = stack.running_pid("mlflow")
+        assert pid and len(psutil.Process(pid).children(recursive=True)) >= stack.mlflow_workers() == 4
+        experiment_id = MlflowClient(tracking_uri=stack.mlflow_url).create_experiment("writers")
+        with ThreadPoolExecutor(WRITERS) as pool:
+            run_ids = list(pool.map(lambda w: _write_a_run(stack.mlflow_url, experiment_id, w), range(WRITERS)))
+
+        reader = MlflowClient(tracking_uri=stack.mlflow_url)
+        assert len(reader.search_runs([experiment_id], max_results=100)) == WRITERS
+        for writer, run_id in enumerate(run_ids):
+            run = reader.get_run(run_id)
+            assert run.info.status == "FINISHED"
+            assert run.data.params == {f"param{k}": f"{writer}-{k}" for k in range(10)}
+            history = sorted((m.step, m.value) for m in reader.get_metric_history(run_id, "loss"))
+            assert history == [(step, writer + step / 1000) for step in range(STEPS)]
+            assert {k: v for k, v in run.data.metrics.items() if k.startswith("slice")} == {
+                f"slice{k}": writer / 10 + k for k in range(20)
+            }
+            for number in range(FILES):
+                path = reader.download_artifacts(run_id, f"files/{number}.txt", str(tmp_path / run_id))
+                assert Path(path).read_text() == f"writer {writer} file {number}\n" * 100
+    finally:
+        down(stack)
+        subprocess.run([str(POSTGRES), "drop", prefix], check=True)
+        if not was_online:
             subprocess.run([str(POSTGRES), "down"], check=True)
 
 

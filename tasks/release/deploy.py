@@ -34,7 +34,8 @@ def deploy_replicas(client, image: str, version: int, settings: Settings, log: L
     name = deploy_service(
         client, image, version, timeout=settings.deploy.timeout, log=log, deploy_name=settings.deploy.name,
         host=settings.deploy.host, port=settings.deploy.port, replicas=settings.deploy.replicas,
-        cpus=settings.deploy.cpus, log_dir=prepare_log_dir(settings.monitor.prediction_log_dir),
+        mode=settings.deploy.mode, cpus=settings.deploy.cpus,
+        log_dir=prepare_log_dir(settings.monitor.prediction_log_dir),
     )  # fmt: skip
     previous = production_containers(client, settings.deploy.name)
     if previous:

@@ -4,7 +4,13 @@ each new task healthy before an old one stops) and rolls back by itself when a n
 Replicas spread over the nodes, join each node's host network and share the port with SO_REUSEPORT, so the
 kernel spreads connections over every replica on a node, as in the `docker` target's blue/green swap.
 Nodes other than the manager pull the image from the team's registry, by digest, with the credentials
-the deploying client logged in with. Swarm's routing mesh is not
+the deploying client logged in with.
+
+Two modes. `replicated`: N replicas wherever swarm places them (one node: N processes sharing the port;
+a dead node's replicas move to the others). `global`: one replica on every node, replaced in place on
+updates, so every node's address answers throughout; a replicated update may start a task's replacement
+on another node, leaving the old node without a listener for a moment (measured: thousands of refused
+connections on that node's address during one update of 2 replicas on 2 nodes). Swarm's routing mesh is not
 used: it needs IPVS, which kernels without the `ip_vs` module (this project's CI machines) lack, and it
 adds a NAT hop per request. Across nodes, each node answers on the port; a load balancer or DNS in front
 spreads clients over the nodes.
@@ -69,6 +75,7 @@ def service_spec(
     host: str,
     port: int,
     replicas: int,
+    mode: str = "replicated",
     cpus: float,
     log_dir: Path,
     feedback_secret: SecretReference | None = None,
@@ -82,7 +89,7 @@ def service_spec(
         "name": deploy_name,
         "labels": {f"{LABEL}.role": "production", f"{LABEL}.deployment": deploy_name, f"{LABEL}.version": str(version)},
         "container_labels": {f"{LABEL}.deployment": deploy_name, f"{LABEL}.version": str(version)},
-        "mode": {"Replicated": {"Replicas": replicas}},
+        "mode": {"Global": {}} if mode == "global" else {"Replicated": {"Replicas": replicas}},
         "env": [
             f"MLOPS_SERVE_HOST={host}",
             f"MLOPS_SERVE_PORT={port}",
@@ -120,6 +127,17 @@ def service_spec(
         ),
         "rollback_config": RollbackConfig(parallelism=1, order="start-first", failure_action="pause"),
     }
+
+
+def expected_replicas(client, mode: str, replicas: int) -> int:
+    """How many tasks a converged service runs: `replicas`, or in global mode one per node that takes tasks."""
+    if mode != "global":
+        return replicas
+    return sum(
+        1
+        for node in client.nodes.list()
+        if node.attrs["Status"]["State"] == "ready" and node.attrs["Spec"]["Availability"] == "active"
+    )
 
 
 def update_status(service) -> dict:
@@ -178,7 +196,7 @@ def deploy_service(client, image: str, version: int, *, timeout: float, log: Log
     if not swarm_manager(client):
         raise ContainerStageError("this Docker engine is not a swarm manager (`make swarm-up` makes it one)")
     spec = service_spec(image, version, feedback_secret=feedback_key(client, spec_args["deploy_name"]), **spec_args)
-    replicas = spec_args["replicas"]
+    replicas = expected_replicas(client, spec_args.get("mode", "replicated"), spec_args["replicas"])
     service = production_service(client, spec["name"])
     if service is None:
         service = client.services.create(**spec)
@@ -190,6 +208,11 @@ def deploy_service(client, image: str, version: int, *, timeout: float, log: Log
         log(f"service {service.name} created: {replicas} replicas of {image} in {seconds:.1f} s")
         return service.name
     before = service.attrs["Spec"]
+    if set(before["Mode"]) != set(spec["mode"]):
+        raise ContainerStageError(
+            f"the service {service.name} runs in {next(iter(before['Mode'])).lower()} mode and swarm cannot change a "
+            "service's mode: `clothes-stack down --serving` removes it, then deploy again"
+        )
     previous = before["TaskTemplate"]["ContainerSpec"]["Image"]
     status = service.attrs.get("UpdateStatus")
     service.update(**spec)
