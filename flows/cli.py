@@ -6,12 +6,15 @@ nothing running behind when the process is stopped or killed."""
 
 from __future__ import annotations
 
+import base64
 import functools
 import json
 import os
 import signal
 import subprocess
 import sys
+import urllib.error
+import urllib.request
 from collections.abc import Callable
 from typing import Any
 
@@ -30,12 +33,37 @@ def _exit_on_signal(signum: int, _frame: Any) -> None:
     raise SystemExit(128 + signum)
 
 
+def prefect_refusal(api_url: str | None, auth_string: str | None) -> str | None:
+    """Why the Prefect server at `api_url` refuses this client (401: a missing or wrong
+    PREFECT_API_AUTH_STRING), or None. Said in one line before the flow starts, instead of the stack
+    trace Prefect's client ends with at its first call."""
+    if not api_url:
+        return None
+    request = urllib.request.Request(f"{api_url.rstrip('/')}/admin/version")
+    if auth_string:
+        request.add_header("Authorization", "Basic " + base64.b64encode(auth_string.encode()).decode())
+    try:
+        urllib.request.urlopen(request, timeout=10).close()
+    except urllib.error.HTTPError as exc:
+        if exc.code == 401:
+            given = "the credentials in PREFECT_API_AUTH_STRING were refused" if auth_string else "no credentials"
+            return (f"the Prefect server at {api_url} answered 401 ({given}): set PREFECT_API_AUTH_STRING "
+                    "(`clothes-stack env` on the stack's machine prints it)")  # fmt: skip
+    except OSError:
+        return None  # unreachable: Prefect's own client says so, with its retries
+    return None
+
+
 def run_and_report(flow: Any, *args: Any, **parameters: Any) -> int:
     """Exit status 0 with the result as JSON on stdout, or 1 with the failure message on stderr.
 
     SIGTERM ends the process like Ctrl-C does: the flow run ends Crashed, the MLflow run KILLED and
     Prefect's temporary server is stopped. Prefect swaps in its own handler while the flow runs and
     hands the signal back to this one afterwards."""
+    refused = prefect_refusal(os.environ.get("PREFECT_API_URL"), os.environ.get("PREFECT_API_AUTH_STRING"))
+    if refused:
+        print(f"{flow.name}: {refused}", file=sys.stderr)
+        return 2
     start_orphan_reaper()  # its pipe closes when this process exits, however it exits
     signal.signal(signal.SIGTERM, _exit_on_signal)
     state = flow(*args, **parameters, return_state=True)

@@ -4,46 +4,17 @@ Swagger UI at /docs/ executes a request."""
 
 from __future__ import annotations
 
-import os
-import shutil
 from pathlib import Path
 
 import pytest
 import requests
-from selenium import webdriver
-from selenium.webdriver.chrome.options import Options
-from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions as seen
-from selenium.webdriver.support.ui import WebDriverWait
 
-from tests.conftest import REPO, require
+from tests.conftest import REPO, wait
 
 pytestmark = pytest.mark.slow
 PHOTOS = sorted((REPO / "examples" / "photos").glob("*"))
-CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
-
-
-@pytest.fixture(scope="module")
-def browser(tmp_path_factory):
-    if not (shutil.which(CHROMIUM) and shutil.which(CHROMEDRIVER)):
-        require("chromium", "no chromium and chromium-driver (`apt-get install chromium chromium-driver`)")
-    os.environ["SE_OFFLINE"] = "true"  # Selenium Manager must not look anything up: the paths are given
-    options = Options()
-    options.binary_location = CHROMIUM
-    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 "--window-size=1280,1000", f"--user-data-dir={tmp_path_factory.mktemp('chromium')}"):  # fmt: skip
-        options.add_argument(flag)
-    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
-    try:
-        yield driver
-    finally:
-        driver.quit()
-
-
-def wait(driver, seconds: float = 30) -> WebDriverWait:
-    return WebDriverWait(driver, seconds)
 
 
 @pytest.mark.parametrize("photo", [PHOTOS[0], PHOTOS[-1]], ids=lambda p: p.name)

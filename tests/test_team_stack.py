@@ -23,7 +23,10 @@ from pathlib import Path
 
 import pytest
 from mlflow import MlflowClient
+from selenium.webdriver.common.by import By
+from selenium.webdriver.common.keys import Keys
 
+from flows.cli import prefect_refusal
 from ops import node as nodes
 from ops import registry
 from ops.stack import WORK_POOL, Stack, StackRefused, down, main, stop_process, up
@@ -37,7 +40,7 @@ from tasks.release.kubernetes import manifests, manifests_yaml
 from tasks.release.registry import log_in, push
 from tasks.release.targets.swarm import production_service, remove_service, running_tasks
 from tasks.settings import Settings
-from tests.conftest import require, require_root
+from tests.conftest import require, require_root, wait
 from tests.traffic import Traffic, served_version
 
 pytestmark = [pytest.mark.slow, pytest.mark.docker]
@@ -124,6 +127,13 @@ def test_every_server_asks_for_credentials(team_stack, monkeypatch, tmp_path, ca
     refused = subprocess.run([sys.executable, "-m", "prefect", "deployment", "ls"], env=wrong, capture_output=True,
                              text=True, timeout=120)  # fmt: skip
     assert refused.returncode != 0 and "401" in refused.stdout + refused.stderr
+    # Our own commands say it in one line, before anything trains.
+    assert prefect_refusal(stack.prefect_api, credentials.prefect_auth_string) is None
+    assert "401 (no credentials)" in str(prefect_refusal(stack.prefect_api, None))
+    bare_shell = {k: v for k, v in stack.env().items() if k != "PREFECT_API_AUTH_STRING"}
+    pipeline = subprocess.run([sys.executable, "-m", "flows.pipeline"], env=bare_shell, capture_output=True, text=True,
+                              timeout=120)  # fmt: skip
+    assert pipeline.returncode == 2 and "answered 401 (no credentials): set PREFECT_API_AUTH_STRING" in pipeline.stderr
 
     # MLflow: its UI asks the browser for a login; its API refuses, then answers.
     ui = urllib.request.Request(f"{stack.mlflow_url}/")
@@ -160,6 +170,22 @@ def test_every_server_asks_for_credentials(team_stack, monkeypatch, tmp_path, ca
     with pytest.raises(StackRefused, match=f"refusing to listen on {stack.host} without credentials"):
         up(bare)
     assert not (tmp_path / "bare").exists()
+
+
+def test_the_prefect_ui_asks_for_the_auth_string_in_a_browser(team_stack, browser):
+    """Prefect's UI shows its login page until it is given `admin:<password>` (PREFECT_API_AUTH_STRING)."""
+    credentials = team_stack.credentials()
+    assert credentials is not None
+    browser.get(team_stack.prefect_api.removesuffix("/api") + "/dashboard")
+    password = (By.CSS_SELECTOR, "input[type=password]")
+    wait(browser, 60).until(lambda d: d.find_elements(*password))
+    browser.find_element(*password).send_keys(f"{credentials.username}:wrong", Keys.ENTER)
+    time.sleep(2)
+    assert browser.find_elements(*password), "a wrong auth string let the UI in"
+    field = browser.find_element(*password)
+    field.clear()
+    field.send_keys(credentials.prefect_auth_string, Keys.ENTER)
+    wait(browser, 60).until(lambda d: not d.find_elements(*password))
 
 
 def test_a_worker_in_the_second_namespace_trains_and_registers(team_stack, node, fashion_dir, tmp_path, monkeypatch):
@@ -298,7 +324,7 @@ def test_two_nodes_run_the_pushed_digest_update_under_load_and_survive_a_dead_en
         for image in docker_engine.images.list():  # by tag: an image of the same id keeps its other tags
             for tag in image.tags:
                 if tag.startswith((f"{name}:", f"{stack.registry_address}/{name}")):
-                    docker_engine.images.remove(tag)
+                    docker_engine.images.remove(tag, force=True)  # untags; stopped task containers may use it
 
 
 def _answers(port: int, host: str, version: int) -> bool:

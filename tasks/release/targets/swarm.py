@@ -98,7 +98,9 @@ def service_spec(
             *([f"MLOPS_SERVE_FEEDBACK_SECRET_FILE=/run/secrets/{FEEDBACK_KEY_FILE}"] if feedback_secret else []),
         ],
         "secrets": [feedback_secret] if feedback_secret else [],
-        "hostname": "{{.Task.Name}}",  # prediction log files are named after it: one set per task
+        # Prediction log files are named after it: one set per task. A global task's name holds the node's
+        # id too and outgrows the 63 bytes a hostname may have.
+        "hostname": "{{.Task.ID}}" if mode == "global" else "{{.Task.Name}}",
         "networks": ["host"],
         "preferences": [("spread", "node.id")],  # replicas over as many nodes as there are
         "mounts": [
