@@ -11,8 +11,14 @@ from prefect.cache_policies import NO_CACHE
 from flows.cli import console_script, flow_app
 from tasks.params import ModelRef
 from tasks.registry import champion_version, configure_mlflow, promote_version
-from tasks.release import ContainerStageError, deploy_task, released_image, require_docker, tag_champion
-from tasks.release.registry import ensure_local
+from tasks.release import (
+    ContainerStageError,
+    deploy_task,
+    ensure_local,
+    released_image,
+    require_docker,
+    tag_champion,
+)
 from tasks.settings import Settings
 
 

@@ -91,6 +91,9 @@ def network_up(node: Node) -> None:
     _run(*inside, "link", "set", peer, "up")
     _run(*inside, "link", "set", "lo", "up")
     _run(*inside, "route", "add", "default", "via", node.host_address)
+    # What every serving node needs (the manager sets its own when it deploys): a replica stopping
+    # during an update hands its queued connections to the one replacing it instead of resetting them.
+    _run(*node.enter(), "sysctl", "-qw", "net.ipv4.tcp_migrate_req=1")
 
 
 def engine_up(node: Node, timeout: float = 60) -> None:

@@ -297,17 +297,29 @@ def test_two_nodes_run_the_pushed_digest_update_under_load_and_survive_a_dead_en
         figures["update_requests"] = first.ok + second.ok
         figures["update_failures"] = len(first.failures) + len(second.failures)
 
-        dead = swarm_id(docker_engine, node)
+        # Beside it, a replicated service (2 replicas spread over the nodes): swarm moves a dead node's share.
+        spread = settings.model_copy(update={"deploy": settings.deploy.model_copy(
+            update={"mode": "replicated", "name": f"{name}-spread", "port": free_port(), "replicas": 2})})  # fmt: skip
+        deploy_replicas(docker_engine, references[2], 2, spread, print)
+        spread_service = production_service(docker_engine, spread.deploy.name)
+        dead, manager = swarm_id(docker_engine, node), docker_engine.info()["Swarm"]["NodeID"]
+        assert {t["NodeID"] for t in running_tasks(spread_service, references[2])} == {dead, manager}
+
         with Traffic(port, 2, host=node.host_address) as survivor:
             started = time.monotonic()
-            assert nodes.kill(node) >= 3  # its engine, containerd, the replica
+            figures["killed_processes"] = nodes.kill(node)  # its engine, containerd, shims, replicas
+            assert not _answers(port, node.address, version=2), "the dead node still answers"
             while docker_engine.nodes.get(dead).attrs["Status"]["State"] != "down":
                 assert time.monotonic() - started < 120, "swarm did not notice the dead node"
                 time.sleep(0.5)
-                docker_engine.nodes.get(dead).reload()
             figures["node_down_seconds"] = time.monotonic() - started
+            while len([t for t in running_tasks(spread_service, references[2]) if t["NodeID"] != dead]) < 2:
+                assert time.monotonic() - started < 180, "swarm did not reschedule the dead node's replica"
+                time.sleep(0.5)
+            figures["rescheduled_seconds"] = time.monotonic() - started
         assert survivor.failures == [] and survivor.ok > 20, survivor.failures[:3]
         figures["kill_requests"], figures["kill_failures"] = survivor.ok, len(survivor.failures)
+        assert served_version(spread.deploy.port, node.host_address) == 2
 
         # The machine comes back: its engine rejoins and swarm starts the current version on it again.
         started = time.monotonic()
@@ -318,7 +330,8 @@ def test_two_nodes_run_the_pushed_digest_update_under_load_and_survive_a_dead_en
         figures["rejoin_seconds"] = time.monotonic() - started
         print("two-node figures:", json.dumps({k: round(v, 1) for k, v in figures.items()}))
     finally:
-        remove_service(docker_engine, name)  # and wait for its containers to stop
+        for service_name in (name, f"{name}-spread"):
+            remove_service(docker_engine, service_name)  # and wait for its containers to stop
         for secret in docker_engine.secrets.list(filters={"name": name}):
             secret.remove()
         for image in docker_engine.images.list():  # by tag: an image of the same id keeps its other tags

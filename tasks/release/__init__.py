@@ -9,7 +9,7 @@ from tasks.release.image import build_image_task
 from tasks.release.kubernetes import ARTIFACT as KUBERNETES_ARTIFACT
 from tasks.release.kubernetes import kubernetes_manifests_task
 from tasks.release.promote import promote_task
-from tasks.release.registry import push_image_task
+from tasks.release.registry import ensure_local, push_image_task
 from tasks.release.smoke import smoke_test_task
 
 __all__ = [
@@ -18,6 +18,7 @@ __all__ = [
     "build_image_task",
     "deploy_task",
     "docker_client",
+    "ensure_local",
     "export_task",
     "kubernetes_manifests_task",
     "promote_task",
