@@ -51,8 +51,9 @@ def binary() -> str:
     if shutil.which("apt-get") is None:
         raise RuntimeError("the registry needs Debian's docker-registry package (the distribution registry)")
     print("registry: installing Debian's docker-registry", flush=True)
-    subprocess.run(["apt-get", "install", "-y", "-qq", "docker-registry"], check=True, capture_output=True,
-                   env={"DEBIAN_FRONTEND": "noninteractive", "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"})  # fmt: skip
+    env = {"DEBIAN_FRONTEND": "noninteractive", "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}
+    subprocess.run(["apt-get", "update", "-qq"], check=True, capture_output=True, env=env)
+    subprocess.run(["apt-get", "install", "-y", "-qq", "docker-registry"], check=True, capture_output=True, env=env)
     return shutil.which("docker-registry") or "/usr/bin/docker-registry"
 
 
