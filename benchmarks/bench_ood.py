@@ -41,9 +41,10 @@ def main() -> None:
     parser.add_argument("--data-dir", type=Path, default=os.environ.get("MLOPS_DATA_DIR"))
     parser.add_argument("--epochs", type=int, default=TrainParams().epochs)
     parser.add_argument("--size", type=int, default=300, help="inputs per non-clothing source")
+    parser.add_argument("--seed", type=int, default=TrainParams().seed, help="the training seed (the model varies)")
     args = parser.parse_args()
     dataset = load_fashion_mnist(Settings().fashion_mnist_dir(args.data_dir))
-    params = TrainParams(epochs=args.epochs)
+    params = TrainParams(epochs=args.epochs, seed=args.seed)
     model = train_model(dataset, params).model
     stats = fit_detector(model, dataset, params)
     scoring = scoring_model(model, stats)
@@ -69,8 +70,9 @@ def main() -> None:
     worst_photo = max(rate for name, rate in report.flagged.items() if name != "test")
     print(f"{'combined (shipped)':<26}{report.flagged['test']:>6.3f}{worst_photo:>8.3f} "
           + "".join(f"{report.detected[s]:>9.2f}" for s in sources) + f"{report.auroc:>8.3f}")  # fmt: skip
-    print(f"{os.cpu_count()} cores; {args.epochs} epochs; threshold {stats['threshold']:.3f} (combined); "
-          f"photos: the most flagged of {', '.join(PHOTO_SLICES)}; {args.size} inputs per source")  # fmt: skip
+    print(f"{os.cpu_count()} cores; {args.epochs} epochs, seed {args.seed}; "
+          f"threshold {stats['threshold']:.3f} (combined); photos: the most flagged of {', '.join(PHOTO_SLICES)}; "
+          f"{args.size} inputs per source")  # fmt: skip
     metrics = report.metrics()
     print(f"ood: auroc={report.auroc:.4f} detection={metrics['ood.detection_rate']:.4f} "
           f"test_flagged={report.flagged['test']:.4f} worst_photo_flagged={worst_photo:.4f} "
