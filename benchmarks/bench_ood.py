@@ -28,12 +28,11 @@ from tasks.params import TrainParams
 from tasks.settings import Settings
 from tasks.training.train import train_model
 
-EVIDENCES = ("top softmax probability", "energy", "feature distance", "texture distance")  # each alone
+EVIDENCES = ("top softmax probability", "energy", "feature distance", "texture distance", "pixel distance")  # alone
 
 
 def evidences(outputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    energy, feature, texture = outputs[EVIDENCE].T
-    return dict(zip(EVIDENCES, (-outputs["probabilities"].max(axis=1), energy, feature, texture), strict=True))
+    return dict(zip(EVIDENCES, (-outputs["probabilities"].max(axis=1), *outputs[EVIDENCE].T), strict=True))
 
 
 def main() -> None:

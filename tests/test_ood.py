@@ -76,6 +76,31 @@ def test_the_graph_computes_energy_and_the_mahalanobis_distances(trained_model, 
     assert np.allclose(got[:, 0], -logsumexp(logits, axis=1), rtol=1e-4, atol=1e-3)
     assert np.allclose(got[:, 1], nearest(features, "feature"), rtol=1e-3)
     assert np.allclose(got[:, 2], nearest(fitted["texture"].astype(np.float64), "texture"), rtol=1e-3)
+    pixels = fitted["pixels"]
+    assert np.allclose(pixels, pixel_statistics_numpy(x), rtol=1e-4, atol=1e-5)
+    assert np.allclose(got[:, 3], nearest(pixels.astype(np.float64), "pixel"), rtol=1e-3)
+
+
+def pixel_statistics_numpy(pixels: np.ndarray) -> np.ndarray:
+    """`tasks.evaluation.ood.pixel_statistics`, written out in float64 numpy."""
+    x = to_model_input(pixels)[..., 0].astype(np.float64)
+    x = x - x.min(axis=(1, 2), keepdims=True)
+    peak = np.maximum(x.max(axis=(1, 2), keepdims=True), 1e-6)
+    mean = x.mean(axis=(1, 2))
+    across, down = np.abs(np.diff(x, axis=2)).mean(axis=(1, 2)), np.abs(np.diff(x, axis=1)).mean(axis=(1, 2))
+    return np.stack([mean, x.std(axis=(1, 2)), (x > 0.2 * peak + 0.5 / 255).mean(axis=(1, 2)), across, down,
+                     across / (mean + 1e-3), down / (mean + 1e-3), x.mean(axis=1).std(axis=1),
+                     x.mean(axis=2).std(axis=1)], axis=1)  # fmt: skip
+
+
+def test_versions_exported_with_three_evidences_still_load(ood_stats):
+    from serving.ood import OodDetector
+
+    three = {**ood_stats, "evidences": ["energy", "feature_distance", "texture_distance"],
+             "reference_quantiles": np.asarray(ood_stats["reference_quantiles"])[:3].tolist()}  # fmt: skip
+    assert OodDetector.from_dict(three).scores(np.zeros((2, 3))).shape == (2,)
+    with pytest.raises(ValueError, match="must hold 3 rows"):
+        OodDetector.from_dict({**three, "reference_quantiles": ood_stats["reference_quantiles"]})
 
 
 def test_threshold_respects_both_budgets():

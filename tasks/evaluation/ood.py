@@ -44,11 +44,42 @@ def texture_moments(model):  # -> KerasTensor (N, 2 x channels of every pooling 
     return keras.layers.Concatenate(name="texture")(moments)
 
 
-def feature_model(model):  # -> keras.Model
-    """What the statistics are fitted on: the last layer's input and the texture moments."""
+def pixel_statistics(inputs):  # -> KerasTensor (N, 9)
+    """Nine statistics of the input image itself, which no training run changes: mean and spread of
+    the intensity, the share of "ink" (above a fifth of the image's peak), the mean absolute step
+    between neighbouring pixels across and down (absolute, and per unit of intensity: thin strokes
+    step often), and the spread of the column and row profiles. Garments are filled, centred shapes;
+    text, stripes and noise are not, whatever the network learned (docs/ood.md: what the learned
+    evidences catch swings from one training seed to the next)."""
     import keras
 
-    return keras.Model(model.inputs, {"features": model.layers[-1].input, "texture": texture_moments(model)})
+    x = inputs[..., 0]
+    x = x - keras.ops.min(x, axis=(1, 2), keepdims=True)
+    peak = keras.ops.maximum(keras.ops.max(x, axis=(1, 2), keepdims=True), 1e-6)
+
+    def spread(values, axes):
+        mean = keras.ops.mean(values, axes)
+        return mean, keras.ops.sqrt(
+            keras.ops.maximum(keras.ops.mean(keras.ops.square(values), axes) - mean * mean, 0.0)
+        )
+
+    mean, deviation = spread(x, (1, 2))
+    # Half a grey level above a fifth of the peak: never equal to a pixel, so float32 and float64 agree.
+    ink = keras.ops.mean(keras.ops.cast(x > 0.2 * peak + 0.5 / 255, "float32"), (1, 2))
+    across = keras.ops.mean(keras.ops.abs(keras.ops.diff(x, axis=2)), (1, 2))
+    down = keras.ops.mean(keras.ops.abs(keras.ops.diff(x, axis=1)), (1, 2))
+    columns, rows = spread(keras.ops.mean(x, 1), 1)[1], spread(keras.ops.mean(x, 2), 1)[1]
+    values = [mean, deviation, ink, across, down, across / (mean + 1e-3), down / (mean + 1e-3), columns, rows]
+    return keras.layers.Concatenate(name="pixels")([keras.ops.expand_dims(v, 1) for v in values])
+
+
+def feature_model(model):  # -> keras.Model
+    """What the statistics are fitted on: the last layer's input, the texture moments, the pixel statistics."""
+    import keras
+
+    outputs = {"features": model.layers[-1].input, "texture": texture_moments(model),
+               "pixels": pixel_statistics(model.inputs[0])}  # fmt: skip
+    return keras.Model(model.inputs, outputs)
 
 
 def nearest_class_distance(x, means: np.ndarray, factor: np.ndarray):  # -> KerasTensor (N,)
@@ -66,8 +97,8 @@ def nearest_class_distance(x, means: np.ndarray, factor: np.ndarray):  # -> Kera
 
 
 def scoring_model(model, stats: dict):  # -> keras.Model
-    """The classifier with the extra output `serving.ood.EVIDENCE` (N, 3): energy, feature distance and
-    texture distance, computed in the graph from the fitted statistics, so the server receives three
+    """The classifier with the extra output `serving.ood.EVIDENCE` (N, 4): energy, feature, texture and
+    pixel distance, computed in the graph from the fitted statistics, so the server receives four
     numbers per image."""
     import keras
 
@@ -82,6 +113,7 @@ def scoring_model(model, stats: dict):  # -> keras.Model
             -keras.ops.logsumexp(logits, axis=1),
             nearest_class_distance(features, array("feature_means"), array("feature_factor")),
             nearest_class_distance(texture_moments(model), array("texture_means"), array("texture_factor")),
+            nearest_class_distance(pixel_statistics(model.inputs[0]), array("pixel_means"), array("pixel_factor")),
         ],
         axis=1,
     )
@@ -135,9 +167,10 @@ def fit_detector(model, dataset: Dataset, params: TrainParams) -> dict:
     labels, classes = dataset.y_train[fit_idx], len(dataset.class_names)
     feature_means, feature_factor = class_statistics(fitted["features"], labels, classes)
     texture_means, texture_factor = class_statistics(fitted["texture"], labels, classes)
+    pixel_means, pixel_factor = class_statistics(fitted["pixels"], labels, classes)
     weights, bias = model.layers[-1].get_weights()
     stats: dict = {
-        "method": "largest rank among held-out garments of energy, feature and texture Mahalanobis distances",
+        "method": "largest rank among held-out garments of energy, feature, texture and pixel Mahalanobis distances",
         "evidences": list(EVIDENCES),
         "logit_weights": compact(weights),
         "logit_bias": compact(bias),
@@ -145,6 +178,8 @@ def fit_detector(model, dataset: Dataset, params: TrainParams) -> dict:
         "feature_factor": compact(feature_factor),
         "texture_means": compact(texture_means),
         "texture_factor": compact(texture_factor),
+        "pixel_means": compact(pixel_means),
+        "pixel_factor": compact(pixel_factor),
     }
     scoring = scoring_model(model, stats)
     held_out = model_outputs(scoring, dataset.x_train[val_idx])[EVIDENCE]
