@@ -197,11 +197,14 @@ def down(node: Node, manager=None) -> None:
     if manager is not None and (node.state_dir / "swarm-made-here").exists():
         with contextlib.suppress(Exception):
             manager.swarm.leave(force=True)
-    with contextlib.suppress(OSError, ValueError, psutil.Error):  # a killed engine left its pid file
-        engine = psutil.Process(int((node.state_dir / "docker.pid").read_text()))
-        engine.terminate()
-        engine.wait(timeout=20)
-    kill(node)
+    engines = []  # found by command line: after a kill the pid file names a pid another process may now have
+    for process in _processes(node):
+        with contextlib.suppress(psutil.Error):
+            if process.name() == "dockerd":
+                process.terminate()  # stops its containers first
+                engines.append(process)
+    psutil.wait_procs(engines, timeout=20)
+    kill(node)  # whatever is left
     mounts = [line.split()[1] for line in Path("/proc/self/mounts").read_text().splitlines()]
     for mount in reversed(mounts):  # overlays of killed containers, the engine's netns handle
         if mount.startswith(f"{node.state_dir}/"):
