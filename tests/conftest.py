@@ -7,6 +7,8 @@ import hashlib
 import logging
 import os
 import shutil
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -42,7 +44,6 @@ from tasks.params import GateThresholds  # noqa: E402  (after the environment ab
 
 # The one set of gates a tiny training run (1-2 epochs on a few thousand images) passes: these tests judge
 # the pipeline's mechanics, not the model.
-# Models of a few epochs on a few thousand images: the tests are about the mechanics, not the quality.
 LENIENT = GateThresholds(
     min_accuracy=0.3, min_class_recall=0.0, max_regression=0.5, min_slice_accuracy={}, max_slice_regression=1.0,
     min_ood_auroc=0.0, min_ood_detection=0.0, max_ood_flagged=1.0,
@@ -263,6 +264,24 @@ def users_data_untouched():
     changed = sorted(k for k in before.keys() | after.keys() if before.get(k) != after.get(k))
     assert not changed, f"the tests changed the user's data: {changed[:10]}"
     assert {c.id for c in production_containers()} == containers, "the tests changed the running production"
+
+
+# `prefect deployment run` parameters of a run that trains in seconds and builds no image (the stack tests).
+SMALL_RUN = {
+    "data": '{"train_limit": 2000, "test_limit": 500, "holdout_size": 50}',
+    "train": '{"epochs": 1, "batch_size": 64}',
+    "thresholds": '{"min_accuracy": 0.3, "min_class_recall": 0, "max_regression": 0.5, "min_slice_accuracy": {}, '
+    '"min_ood_auroc": 0, "min_ood_detection": 0, "max_ood_flagged": 1}',
+    "container": '{"enabled": false}',
+}
+
+
+def run_deployment(env: dict[str, str], params: dict[str, str]) -> subprocess.CompletedProcess:
+    """`prefect deployment run train-and-deploy/weekly --watch`, as a user runs it, with `env`."""
+    arguments = [a for k, v in params.items() for a in ("--param", f"{k}={v}")]
+    command = [sys.executable, "-m", "prefect", "deployment", "run", "train-and-deploy/weekly", "--watch",
+               "--watch-timeout", "400", *arguments]  # fmt: skip
+    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=450)
 
 
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"

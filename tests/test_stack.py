@@ -8,7 +8,6 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 import time
 import urllib.request
 import uuid
@@ -28,7 +27,7 @@ from tasks.registry.policy import load_model_version
 from tasks.registry.tracking import configure_mlflow
 from tasks.release.docker_engine import free_port
 from tasks.settings import Settings
-from tests.conftest import require, require_root
+from tests.conftest import SMALL_RUN, require, require_root, run_deployment
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[1]
@@ -47,13 +46,6 @@ def _scheduled_start_times(stack: Stack, deployment_id: str) -> list[str]:
         "deployments": {"id": {"any_": [deployment_id]}},
     })  # fmt: skip
     return sorted(r["expected_start_time"] for r in runs)
-
-
-def _run_deployment(stack: Stack, params: dict[str, str]) -> subprocess.CompletedProcess:
-    """`prefect deployment run ... --watch`, as a user runs it."""
-    command = [sys.executable, "-m", "prefect", "deployment", "run", "train-and-deploy/weekly", "--watch",
-               "--watch-timeout", "400", *[a for k, v in params.items() for a in ("--param", f"{k}={v}")]]  # fmt: skip
-    return subprocess.run(command, env=stack.env(), capture_output=True, text=True, timeout=450)
 
 
 @pytest.fixture
@@ -80,14 +72,7 @@ def test_deployment_runs_on_the_worker_and_redeploy_keeps_one_schedule(stack, tm
     assert [(s["slug"], s["schedule"]["cron"]) for s in deployment["schedules"]] == [("weekly-retrain", "0 3 * * 1")]
     assert _api(stack, "/deployments/name/rollback/rollback")["work_pool_name"] == "clothes-process"
 
-    params = {
-        "data": '{"train_limit": 2000, "test_limit": 500, "holdout_size": 50}',
-        "train": '{"epochs": 1, "batch_size": 64}',
-        "thresholds": '{"min_accuracy": 0.3, "min_class_recall": 0, "max_regression": 0.5, "min_slice_accuracy": {}, '
-        '"min_ood_auroc": 0, "min_ood_detection": 0, "max_ood_flagged": 1}',
-        "container": '{"enabled": false}',
-    }
-    result = _run_deployment(stack, params)
+    result = run_deployment(stack.env(), SMALL_RUN)
     finished = result.stdout.strip().splitlines()[-1] if result.stdout.strip() else ""
     assert result.returncode == 0 and finished.endswith("in 'Completed'."), (
         result.stdout[-3000:] + result.stderr[-2000:]
@@ -111,14 +96,14 @@ def test_deployment_runs_on_the_worker_and_redeploy_keeps_one_schedule(stack, tm
     assert os.path.isfile(os.path.join(os.environ["MLOPS_MODEL_ROOT"], "clothes", "1", "model.tflite"))
 
     # A misspelt parameter is refused before anything trains: no new version, production untouched.
-    typo = _run_deployment(stack, {**params, "container": '{"deploi": false}'})
+    typo = run_deployment(stack.env(), {**SMALL_RUN, "container": '{"deploi": false}'})
     said = " ".join((typo.stdout + typo.stderr).split())
     assert typo.returncode != 0 and "deploi" in said, said[-3000:]
     assert len(mlflow_server.search_model_versions("name='clothes'")) == 1
 
     # A run that fails its gates says which and by how much where the user watches it.
     impossible = '{"min_accuracy": 0.99, "min_class_recall": 0, "max_regression": 0.5, "max_ood_flagged": 1}'
-    rejected = _run_deployment(stack, {**params, "thresholds": impossible})
+    rejected = run_deployment(stack.env(), {**SMALL_RUN, "thresholds": impossible})
     assert rejected.returncode == 1
     watched = " ".join(rejected.stdout.split())  # the console folds long lines at its width
     reason = re.search(r"min_accuracy: test accuracy 0\.\d{4} vs minimum 0\.9900", watched)

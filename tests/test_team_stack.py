@@ -40,7 +40,7 @@ from tasks.release.kubernetes import manifests, manifests_yaml
 from tasks.release.registry import log_in, push
 from tasks.release.targets.swarm import production_service, remove_service, running_tasks
 from tasks.settings import Settings
-from tests.conftest import require, require_root, wait
+from tests.conftest import SMALL_RUN, require, require_root, run_deployment, wait
 from tests.traffic import Traffic, served_version
 
 pytestmark = [pytest.mark.slow, pytest.mark.docker]
@@ -210,17 +210,8 @@ def test_a_worker_in_the_second_namespace_trains_and_registers(team_stack, node,
         env=env, cwd=remote, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
     )  # fmt: skip
     try:
-        params = {
-            "data": '{"train_limit": 2000, "test_limit": 500, "holdout_size": 50, "ood_size": 50}',
-            "train": '{"epochs": 1, "batch_size": 64}',
-            "thresholds": '{"min_accuracy": 0.3, "min_class_recall": 0, "max_regression": 0.5, '
-            '"min_slice_accuracy": {}, "min_ood_auroc": 0, "min_ood_detection": 0, "max_ood_flagged": 1}',
-            "container": '{"enabled": false}',
-        }
-        arguments = [a for k, v in params.items() for a in ("--param", f"{k}={v}")]
-        command = [sys.executable, "-m", "prefect", "deployment", "run", "train-and-deploy/weekly", "--watch",
-                   "--watch-timeout", "400", *arguments]  # fmt: skip
-        result = subprocess.run(command, env=stack.env(), capture_output=True, text=True, timeout=450)
+        small = {**SMALL_RUN, "data": '{"train_limit": 2000, "test_limit": 500, "holdout_size": 50, "ood_size": 50}'}
+        result = run_deployment(stack.env(), small)
         worker_log = (remote / "worker.log").read_text(errors="replace")
         assert result.returncode == 0 and "Completed" in result.stdout, result.stdout[-3000:] + worker_log[-3000:]
     finally:
