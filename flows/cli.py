@@ -6,19 +6,18 @@ nothing running behind when the process is stopped or killed."""
 
 from __future__ import annotations
 
-import base64
 import functools
 import json
 import os
 import signal
 import subprocess
 import sys
-import urllib.error
-import urllib.request
 from collections.abc import Callable
 from typing import Any
 
 import cyclopts
+
+from serving.client import refused_login
 
 
 def start_orphan_reaper() -> subprocess.Popen:
@@ -37,21 +36,11 @@ def prefect_refusal(api_url: str | None, auth_string: str | None) -> str | None:
     """Why the Prefect server at `api_url` refuses this client (401: a missing or wrong
     PREFECT_API_AUTH_STRING), or None. Said in one line before the flow starts, instead of the stack
     trace Prefect's client ends with at its first call."""
-    if not api_url:
-        return None
-    request = urllib.request.Request(f"{api_url.rstrip('/')}/admin/version")
-    if auth_string:
-        request.add_header("Authorization", "Basic " + base64.b64encode(auth_string.encode()).decode())
-    try:
-        urllib.request.urlopen(request, timeout=10).close()
-    except urllib.error.HTTPError as exc:
-        if exc.code == 401:
-            given = "the credentials in PREFECT_API_AUTH_STRING were refused" if auth_string else "no credentials"
-            return (f"the Prefect server at {api_url} answered 401 ({given}): set PREFECT_API_AUTH_STRING "
-                    "(`clothes-stack env` on the stack's machine prints it)")  # fmt: skip
-    except OSError:
-        return None  # unreachable: Prefect's own client says so, with its retries
-    return None
+    if not api_url or refused_login(f"{api_url.rstrip('/')}/admin/version", auth_string) is None:
+        return None  # also when unreachable: Prefect's own client says so, with its retries
+    given = "the credentials in PREFECT_API_AUTH_STRING were refused" if auth_string else "no credentials"
+    return (f"the Prefect server at {api_url} answered 401 ({given}): set PREFECT_API_AUTH_STRING "
+            "(`clothes-stack env` on the stack's machine prints it)")  # fmt: skip
 
 
 def run_and_report(flow: Any, *args: Any, **parameters: Any) -> int:

@@ -6,6 +6,7 @@ Standard library only (plus the shared preprocessing), so it is cheap to vendor 
 from __future__ import annotations
 
 import argparse
+import base64
 import json
 import os
 import sys
@@ -87,6 +88,22 @@ def wait_until_ready(
         if time.monotonic() - started > timeout:
             raise ClientError(f"{base_url} not ready after {timeout:.0f} s")
         time.sleep(0.1)
+
+
+def refused_login(url: str, login: str | None, statuses: tuple[int, ...] = (401,)) -> int | None:
+    """The status a server answers a GET of `url` with, when it is one of `statuses` (a missing or wrong
+    HTTP basic `login`, "user:password"); None for any other answer or none at all. What the tools check
+    before they start work on a server with users (the team stack's MLflow and Prefect)."""
+    request = urllib.request.Request(url)
+    if login:
+        request.add_header("Authorization", "Basic " + base64.b64encode(login.encode()).decode())
+    try:
+        urllib.request.urlopen(request, timeout=10).close()
+    except urllib.error.HTTPError as exc:
+        return exc.code if exc.code in statuses else None
+    except OSError:
+        return None
+    return None
 
 
 def main(argv: list[str] | None = None) -> int:

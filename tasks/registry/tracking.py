@@ -6,11 +6,8 @@ each of its trials, and the drift checks.
 
 from __future__ import annotations
 
-import base64
 import os
 import subprocess
-import urllib.error
-import urllib.request
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -21,7 +18,7 @@ from mlflow.data.numpy_dataset import from_numpy
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from serving.client import ClientError, wait_until_ready
+from serving.client import ClientError, refused_login, wait_until_ready
 from tasks.artifact_store import SCHEME, tracking_server
 from tasks.data.dataset import Dataset
 from tasks.registry.run_owner import end_orphaned_runs, end_status, owner_tags
@@ -52,22 +49,16 @@ def check_tracking_server(uri: str, timeout: float = 20) -> None:
 def check_credentials(uri: str) -> None:
     """A server with users (`clothes-stack up` beyond loopback) answers 401 to a missing or wrong login:
     say so in one line, before anything trains, instead of MLflow's stack trace at the first log call."""
-    request = urllib.request.Request(f"{uri.rstrip('/')}/api/2.0/mlflow/experiments/search?max_results=1")
     username = os.environ.get("MLFLOW_TRACKING_USERNAME")
-    if username:
-        login = f"{username}:{os.environ.get('MLFLOW_TRACKING_PASSWORD', '')}".encode()
-        request.add_header("Authorization", "Basic " + base64.b64encode(login).decode())
-    try:
-        urllib.request.urlopen(request, timeout=10).close()
-    except urllib.error.HTTPError as exc:
-        if exc.code in (401, 403):
-            given = f"the credentials of user {username!r} were refused" if username else "no credentials were given"
-            raise TrackingUnavailable(
-                f"MLflow tracking server {uri} answered {exc.code}: {given}. Set MLFLOW_TRACKING_USERNAME and "
-                "MLFLOW_TRACKING_PASSWORD (`clothes-stack env` on the stack's machine prints them)"
-            ) from exc
-    except OSError:  # it answered its health check a moment ago: let MLflow's client retry as it does
-        return
+    login = f"{username}:{os.environ.get('MLFLOW_TRACKING_PASSWORD', '')}" if username else None
+    # Unreachable: it answered its health check a moment ago, so MLflow's client retries as it does.
+    status = refused_login(f"{uri.rstrip('/')}/api/2.0/mlflow/experiments/search?max_results=1", login, (401, 403))
+    if status is not None:
+        given = f"the credentials of user {username!r} were refused" if username else "no credentials were given"
+        raise TrackingUnavailable(
+            f"MLflow tracking server {uri} answered {status}: {given}. Set MLFLOW_TRACKING_USERNAME and "
+            "MLFLOW_TRACKING_PASSWORD (`clothes-stack env` on the stack's machine prints them)"
+        )
 
 
 def configure_mlflow(settings: Settings, experiment_name: str | None = None, artifact_subdir: str = "") -> str:
