@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import ipaddress
 import shutil
 import signal
 import subprocess
@@ -23,7 +24,10 @@ from pathlib import Path
 
 import psutil
 
+from ops.registry import DOCKER_CERTS
+
 NETNS_DIR = Path("/var/run/netns")
+NODE_NETWORK = ipaddress.ip_network("10.231.0.0/16")  # every node's link is a /24 of it
 
 
 class NodeError(RuntimeError):
@@ -184,19 +188,26 @@ def kill(node: Node) -> int:
     return len(processes)
 
 
+def leave_swarm(node: Node, manager=None) -> None:
+    """The node leaves, the manager forgets it, and a swarm `init_swarm` made for it is left again."""
+    with contextlib.suppress(Exception):
+        node.client().swarm.leave(force=True)
+    if manager is None:
+        return
+    with contextlib.suppress(Exception):  # found by hostname: a killed node's engine cannot say its id
+        for member in manager.nodes.list():
+            if member.attrs["Description"]["Hostname"] == node.name:
+                member.remove(force=True)
+    if (node.state_dir / "swarm-made-here").exists():
+        with contextlib.suppress(Exception):
+            manager.swarm.leave(force=True)
+        (node.state_dir / "swarm-made-here").unlink(missing_ok=True)
+
+
 def down(node: Node, manager=None) -> None:
     """Leave the swarm, stop the engine (then anything left of it), remove the namespace, the link and the
     state directory. Each step runs whatever the others did, so a half-made node is removed too."""
-    with contextlib.suppress(Exception):
-        node.client().swarm.leave(force=True)
-    if manager is not None:  # found by hostname: a killed node's engine cannot say its id
-        with contextlib.suppress(Exception):
-            for member in manager.nodes.list():
-                if member.attrs["Description"]["Hostname"] == node.name:
-                    member.remove(force=True)
-    if manager is not None and (node.state_dir / "swarm-made-here").exists():
-        with contextlib.suppress(Exception):
-            manager.swarm.leave(force=True)
+    leave_swarm(node, manager)
     engines = []  # found by command line: after a kill the pid file names a pid another process may now have
     for process in _processes(node):
         with contextlib.suppress(psutil.Error):
@@ -214,15 +225,66 @@ def down(node: Node, manager=None) -> None:
     shutil.rmtree(node.state_dir, ignore_errors=True)
 
 
+def _link_addresses() -> dict[str, ipaddress.IPv4Address]:
+    """This side's node-network addresses by interface: {"node2-h": 10.231.1.1, ...}."""
+    listing = subprocess.run(["ip", "-o", "-4", "addr", "show"], capture_output=True, text=True).stdout
+    found = {}
+    for line in listing.splitlines():
+        fields = line.split()
+        address = ipaddress.ip_interface(fields[3]).ip
+        if address in NODE_NETWORK:
+            found[fields[1].split("@")[0]] = address
+    return found
+
+
+def prune(manager=None, certs_root: Path = DOCKER_CERTS) -> list[str]:
+    """Remove what a node session that died with its machine or its test left behind: namespaces of ours
+    (a link in 10.231.0.0/16) with no process left in them, then a swarm this engine advertises on a node
+    address no interface holds any more (only `init_swarm` makes those; such a swarm cannot work), and
+    registry CAs trusted for such addresses. Live nodes are left alone. Returns what was removed."""
+    removed = []
+    links = _link_addresses()
+    for netns in sorted(NETNS_DIR.glob("*")):
+        node = Node(netns.name)
+        pids = subprocess.run(["ip", "netns", "pids", node.name], capture_output=True, text=True).stdout.split()
+        if node.link in links and not pids:
+            down(node)
+            removed.append(f"namespace {node.name} and its link {node.link} ({links[node.link]})")
+    held = set(_link_addresses().values())
+    if manager is not None:
+        with contextlib.suppress(Exception):
+            swarm = manager.info()["Swarm"]
+            address = ipaddress.ip_address(swarm.get("NodeAddr") or "0.0.0.0")
+            if swarm["LocalNodeState"] != "inactive" and address in NODE_NETWORK and address not in held:
+                manager.swarm.leave(force=True)
+                removed.append(f"a swarm advertised on {address}, which no interface holds")
+    for trusted in sorted(certs_root.glob("10.231.*")) if certs_root.exists() else ():
+        with contextlib.suppress(ValueError):
+            if ipaddress.ip_address(trusted.name.split(":")[0]) not in held:
+                shutil.rmtree(trusted, ignore_errors=True)
+                removed.append(f"the registry CA trusted for {trusted.name}")
+    return removed
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="clothes-node", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
-    parser.add_argument("action", choices=["up", "down", "kill"])
-    parser.add_argument("name", help="the namespace's and the node's name, e.g. node2")
+    parser.add_argument("action", choices=["up", "down", "kill", "prune"],
+                        help="prune: remove what nodes killed with their machine left (dead namespaces, a swarm "
+                             "on a vanished link, stale CAs)")  # fmt: skip
+    parser.add_argument("name", nargs="?", help="the namespace's and the node's name, e.g. node2")
     parser.add_argument("--index", type=int, default=1, help="the node's network: 10.231.<index>.0/24")
     parser.add_argument("--no-swarm", action="store_true",
                         help="up: join no swarm (else this engine's, made on the link if it has none)")  # fmt: skip
     args = parser.parse_args(argv)
+    if args.action == "prune":
+        from tasks.release.docker_engine import docker_client
+
+        for line in prune(docker_client()) or ["nothing to prune"]:
+            print(f"clothes-node prune: {line}")
+        return 0
+    if not args.name:
+        parser.error(f"{args.action} needs a node's name")
     node = Node(args.name, args.index)
     manager = None
     if not args.no_swarm and args.action != "kill":

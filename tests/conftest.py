@@ -64,6 +64,12 @@ OPT_OUTS = {
 }
 
 
+def pytest_unconfigure(config: pytest.Config) -> None:
+    # A Prefect server started on demand is stopped at exit, after pytest closed the streams its
+    # "stopping" line would go to (a traceback after the summary, not a failure).
+    logging.disable(logging.INFO)
+
+
 def require(what: str, missing: str) -> None:
     """A requirement of the running test is missing: skip when the user opted out by name, else fail."""
     variable = OPT_OUTS[what]

@@ -49,22 +49,36 @@ REPO = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="module")
 def node(docker_engine, tmp_path_factory):
-    """A second node joined to a swarm made for it on the link's address (the engine must be in none)."""
+    """A second machine: a namespace on a link of its own with a Docker engine (in no swarm yet)."""
     require_root()
-    state = docker_engine.info()["Swarm"]["LocalNodeState"]
-    if state != "inactive":
-        require("swarm", f"this engine is in a swarm already ({state}); the two-node tests make their own")
+    for line in nodes.prune(docker_engine):  # what a run killed with its machine left (its swarm too)
+        print(f"removed a dead node's leftover: {line}")
     taken = subprocess.run(["ip", "-o", "addr"], capture_output=True, text=True).stdout
     index = random.choice([i for i in range(100, 250) if f"10.231.{i}." not in taken])
     second = nodes.Node(f"ct{uuid.uuid4().hex[:6]}", index, tmp_path_factory.mktemp("nodes"))
     try:
-        nodes.up(second, docker_engine)
+        nodes.up(second)
         yield second
     finally:
         nodes.down(second, docker_engine)
         assert not second.netns.exists() and not second.state_dir.exists()
-        assert docker_engine.info()["Swarm"]["LocalNodeState"] == "inactive"
         assert second.link not in subprocess.run(["ip", "-o", "link"], capture_output=True, text=True).stdout
+
+
+@pytest.fixture
+def swarm_of_two(node, docker_engine):
+    """The node joined to a swarm made for it on the link's address; this engine must be in none, as a
+    swarm it advertises on loopback cannot take a node from another machine."""
+    state = docker_engine.info()["Swarm"]["LocalNodeState"]
+    if state != "inactive":
+        require("swarm", f"this engine is in a swarm already ({state}); the two-node test makes its own")
+    try:
+        nodes.init_swarm(node, docker_engine)
+        nodes.join_swarm(node, docker_engine)
+        yield node
+    finally:
+        nodes.leave_swarm(node, docker_engine)
+        assert docker_engine.info()["Swarm"]["LocalNodeState"] == "inactive"
 
 
 @pytest.fixture(scope="module")
@@ -235,10 +249,37 @@ def test_a_worker_in_the_second_namespace_trains_and_registers(team_stack, node,
     assert not (remote / "mlruns").exists()
 
 
+def test_prune_removes_what_a_node_killed_with_its_machine_left_and_nothing_alive(node, docker_engine, tmp_path):
+    """A run killed with its machine (a CI runner stopped mid-test) leaves a namespace with no process in it,
+    this engine in a swarm on the vanished link and a trusted CA; the next run must not inherit them."""
+    if docker_engine.info()["Swarm"]["LocalNodeState"] != "inactive":
+        require("swarm", "this engine is in a swarm already; the test makes one on a dead node's link")
+    taken = subprocess.run(["ip", "-o", "addr"], capture_output=True, text=True).stdout
+    index = random.choice([i for i in range(100, 250) if f"10.231.{i}." not in taken and i != node.index])
+    dead = nodes.Node(f"cd{uuid.uuid4().hex[:6]}", index, tmp_path)
+    certs = tmp_path / "certs.d"
+    try:
+        nodes.network_up(dead)  # its engine is gone: nothing runs in the namespace
+        dead.state_dir.mkdir()
+        nodes.init_swarm(dead, docker_engine)  # this engine's swarm, advertised on the dead node's link
+        for address in (f"{dead.host_address}:5443", f"{node.host_address}:5443"):
+            (certs / address).mkdir(parents=True)
+        removed = nodes.prune(docker_engine, certs_root=certs)
+        assert len(removed) == 3 and dead.name in removed[0], removed
+        assert not dead.netns.exists() and dead.link not in subprocess.run(["ip", "-o", "link"], capture_output=True,
+                                                                          text=True).stdout  # fmt: skip
+        assert docker_engine.info()["Swarm"]["LocalNodeState"] == "inactive"
+        assert [p.name for p in certs.iterdir()] == [f"{node.host_address}:5443"]  # the live node's stays
+        assert node.netns.exists() and node.client().ping()
+        assert nodes.prune(docker_engine, certs_root=certs) == []
+    finally:
+        nodes.down(dead, docker_engine)
+
+
 def test_two_nodes_run_the_pushed_digest_update_under_load_and_survive_a_dead_engine(
-    team_stack, node, docker_engine, model_root, tmp_path, monkeypatch
+    team_stack, swarm_of_two, docker_engine, model_root, tmp_path, monkeypatch
 ):
-    stack = team_stack
+    stack, node = team_stack, swarm_of_two
     name = f"clothes-test-{uuid.uuid4().hex[:8]}"
     port = free_port()
     for key, value in {**stack.client_env(), "MLOPS_DEPLOY_TARGET": "swarm", "MLOPS_DEPLOY_NAME": name,
