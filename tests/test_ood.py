@@ -103,6 +103,38 @@ def test_versions_exported_with_three_evidences_still_load(ood_stats):
         OodDetector.from_dict({**three, "reference_quantiles": ood_stats["reference_quantiles"]})
 
 
+def test_exports_before_stouffers_method_keep_the_largest_rank(ood_stats):
+    from serving.ood import OodDetector
+
+    evidence = np.asarray(ood_stats["reference_quantiles"])[:, [100, 500, 900]].T  # three images, 4 evidences
+    legacy = OodDetector.from_dict({key: value for key, value in ood_stats.items() if key != "combined_quantiles"})
+    assert legacy.combined is None
+    np.testing.assert_allclose(legacy.scores(evidence), legacy.ranks(evidence).max(axis=1) / 1001)
+    assert OodDetector.from_dict(ood_stats).combined is not None
+
+
+def test_stouffer_ranks_an_input_unusual_on_every_evidence_above_one_unusual_on_one():
+    """Garments are now and then very unusual on one evidence; an input somewhat unusual on all of them
+    is rarer still, and the largest rank cannot see it."""
+    from scipy.stats import norm
+
+    from serving.ood import OodDetector
+
+    rng = np.random.default_rng(0)
+    garments = rng.uniform(0, 1, (20_000, 4))
+    quantiles = np.linspace(0, 1, 1001)
+    reference = np.quantile(garments, quantiles, axis=0).T
+    summed = OodDetector(reference, 1.0).stouffer(garments)
+    detector = OodDetector(reference, 1.0, np.quantile(summed, quantiles))
+    somewhat, one = np.full((1, 4), 0.97), np.array([[0.995, 0.5, 0.5, 0.5]])
+    assert detector.scores(somewhat)[0] > 0.999 > detector.scores(one)[0]
+    assert OodDetector(reference, 1.0).scores(somewhat)[0] < OodDetector(reference, 1.0).scores(one)[0]
+    ranks = detector.ranks(garments[:500])  # the z-scores, written out with scipy
+    expected = norm.ppf(np.clip(ranks / 1001, 0.5 / 1001, 1 - 0.5 / 1001)).sum(axis=1)
+    np.testing.assert_allclose(detector.stouffer(garments[:500]), expected, rtol=1e-9)
+    assert abs((detector.scores(garments) > 0.95).mean() - 0.05) < 0.005  # the score is a rank among garments
+
+
 def test_threshold_respects_both_budgets():
     rng = np.random.default_rng(0)
     garments = rng.uniform(0, 1, 10_000)
