@@ -225,7 +225,7 @@ def down(node: Node, manager=None) -> None:
     shutil.rmtree(node.state_dir, ignore_errors=True)
 
 
-def _link_addresses() -> dict[str, ipaddress.IPv4Address]:
+def _link_addresses() -> dict[str, ipaddress.IPv4Address | ipaddress.IPv6Address]:
     """This side's node-network addresses by interface: {"node2-h": 10.231.1.1, ...}."""
     listing = subprocess.run(["ip", "-o", "-4", "addr", "show"], capture_output=True, text=True).stdout
     found = {}
