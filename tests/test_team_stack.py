@@ -47,15 +47,27 @@ pytestmark = [pytest.mark.slow, pytest.mark.docker]
 REPO = Path(__file__).resolve().parents[1]
 
 
+def free_index() -> int:
+    """A node network (10.231.<index>.0/24) no interface of this machine is on."""
+    taken = subprocess.run(["ip", "-o", "addr"], capture_output=True, text=True).stdout
+    return random.choice([i for i in range(100, 250) if f"10.231.{i}." not in taken])
+
+
+def require_no_swarm(engine) -> None:
+    """The test makes a swarm on a node's link: a swarm this engine is in already (on loopback) cannot
+    take a node from another machine."""
+    state = engine.info()["Swarm"]["LocalNodeState"]
+    if state != "inactive":
+        require("swarm", f"this engine is in a swarm already ({state}); the test makes its own on a node's link")
+
+
 @pytest.fixture(scope="module")
 def node(docker_engine, tmp_path_factory):
     """A second machine: a namespace on a link of its own with a Docker engine (in no swarm yet)."""
     require_root()
     for line in nodes.prune(docker_engine):  # what a run killed with its machine left (its swarm too)
         print(f"removed a dead node's leftover: {line}")
-    taken = subprocess.run(["ip", "-o", "addr"], capture_output=True, text=True).stdout
-    index = random.choice([i for i in range(100, 250) if f"10.231.{i}." not in taken])
-    second = nodes.Node(f"ct{uuid.uuid4().hex[:6]}", index, tmp_path_factory.mktemp("nodes"))
+    second = nodes.Node(f"ct{uuid.uuid4().hex[:6]}", free_index(), tmp_path_factory.mktemp("nodes"))
     try:
         nodes.up(second)
         yield second
@@ -67,11 +79,8 @@ def node(docker_engine, tmp_path_factory):
 
 @pytest.fixture
 def swarm_of_two(node, docker_engine):
-    """The node joined to a swarm made for it on the link's address; this engine must be in none, as a
-    swarm it advertises on loopback cannot take a node from another machine."""
-    state = docker_engine.info()["Swarm"]["LocalNodeState"]
-    if state != "inactive":
-        require("swarm", f"this engine is in a swarm already ({state}); the two-node test makes its own")
+    """The node joined to a swarm made for it on the link's address."""
+    require_no_swarm(docker_engine)
     try:
         nodes.init_swarm(node, docker_engine)
         nodes.join_swarm(node, docker_engine)
@@ -252,11 +261,8 @@ def test_a_worker_in_the_second_namespace_trains_and_registers(team_stack, node,
 def test_prune_removes_what_a_node_killed_with_its_machine_left_and_nothing_alive(node, docker_engine, tmp_path):
     """A run killed with its machine (a CI runner stopped mid-test) leaves a namespace with no process in it,
     this engine in a swarm on the vanished link and a trusted CA; the next run must not inherit them."""
-    if docker_engine.info()["Swarm"]["LocalNodeState"] != "inactive":
-        require("swarm", "this engine is in a swarm already; the test makes one on a dead node's link")
-    taken = subprocess.run(["ip", "-o", "addr"], capture_output=True, text=True).stdout
-    index = random.choice([i for i in range(100, 250) if f"10.231.{i}." not in taken and i != node.index])
-    dead = nodes.Node(f"cd{uuid.uuid4().hex[:6]}", index, tmp_path)
+    require_no_swarm(docker_engine)
+    dead = nodes.Node(f"cd{uuid.uuid4().hex[:6]}", free_index(), tmp_path)  # the live node's index is taken
     certs = tmp_path / "certs.d"
     try:
         nodes.network_up(dead)  # its engine is gone: nothing runs in the namespace
