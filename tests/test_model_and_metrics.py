@@ -14,17 +14,27 @@ def test_lenet5_has_the_course_architecture():
     model = build_lenet5()
     assert model.count_params() == 44_426
     assert [layer.name for layer in model.layers] == [
-        "conv1", "pool1", "conv2", "pool2", "flatten", "fc1", "fc2", "probabilities",
+        "standardise", "conv1", "pool1", "conv2", "pool2", "flatten", "fc1", "fc2", "probabilities",
     ]  # fmt: skip
     out = np.asarray(model(to_model_input(np.zeros((3, 28, 28), np.uint8))))
     assert out.shape == (3, 10)
     assert np.allclose(out.sum(axis=1), 1.0, atol=1e-5)
+    plain = build_lenet5(architecture=Architecture(standardise=False))
+    assert plain.layers[0].name == "conv1" and plain.count_params() == 44_426
+
+
+def test_trained_model_standardises_its_input_with_the_training_images_moments(trained_model, fashion_dir):
+    from tasks.data.sources import load_fashion_mnist
+
+    images = to_model_input(load_fashion_mnist(fashion_dir).x_test[:2000])
+    seen = np.asarray(trained_model.get_layer("standardise")(images))
+    assert abs(seen.mean()) < 0.1 and abs(seen.std() - 1) < 0.1  # test images: close to the training moments
 
 
 def test_variants_change_the_layers_and_misspelt_fields_are_refused():
     wide = Architecture(conv1_filters=32, conv2_filters=64, dropout=0.25, batch_norm=True, pooling="max")
     names = [layer.name for layer in build_lenet5(architecture=wide).layers]
-    assert names[:4] == ["conv1", "bn1", "relu1", "pool1"] and "dropout1" in names
+    assert names[:5] == ["standardise", "conv1", "bn1", "relu1", "pool1"] and "dropout1" in names
     assert type(build_lenet5(architecture=wide).get_layer("pool1")).__name__ == "MaxPooling2D"
     with pytest.raises(ValueError, match="epoch"):
         TrainParams.model_validate({"epoch": 5})
