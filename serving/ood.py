@@ -8,8 +8,8 @@ its graph, as the extra output `ood_evidence` (N, 4), larger meaning more unusua
   (tied covariance; Lee et al. 2018): digits, shapes, scenes;
 - texture distance: the same for each pooling layer's per-channel mean and standard deviation:
   stripes, textures, print;
-- pixel distance: the same for nine statistics of the input image itself (ink, steps between pixels,
-  profiles): text, stripes, noise, whatever a training run learned.
+- pixel distance: the same for ten statistics of the input image itself (ink, steps between pixels,
+  profiles, the edge): text, stripes, noise, scenes, whatever a training run learned.
 Versions exported with the first three only keep working: `ood.json` names its evidences.
 `ood.json` beside the model holds each evidence's quantiles on held-out garments and the threshold.
 Here, with numpy alone, each evidence becomes its rank among those garments, each rank a normal

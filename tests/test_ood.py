@@ -88,9 +88,11 @@ def pixel_statistics_numpy(pixels: np.ndarray) -> np.ndarray:
     peak = np.maximum(x.max(axis=(1, 2), keepdims=True), 1e-6)
     mean = x.mean(axis=(1, 2))
     across, down = np.abs(np.diff(x, axis=2)).mean(axis=(1, 2)), np.abs(np.diff(x, axis=1)).mean(axis=(1, 2))
+    border = np.ones(x.shape[1:], dtype=bool)
+    border[1:-1, 1:-1] = False
     return np.stack([mean, x.std(axis=(1, 2)), (x > 0.2 * peak + 0.5 / 255).mean(axis=(1, 2)), across, down,
                      across / (mean + 1e-3), down / (mean + 1e-3), x.mean(axis=1).std(axis=1),
-                     x.mean(axis=2).std(axis=1)], axis=1)  # fmt: skip
+                     x.mean(axis=2).std(axis=1), x[:, border].mean(axis=1) / peak[:, 0, 0]], axis=1)  # fmt: skip
 
 
 def test_versions_exported_with_three_evidences_still_load(ood_stats):

@@ -44,16 +44,17 @@ def texture_moments(model):  # -> KerasTensor (N, 2 x channels of every pooling 
     return keras.layers.Concatenate(name="texture")(moments)
 
 
-def pixel_statistics(inputs):  # -> KerasTensor (N, 9)
-    """Nine statistics of the input image itself, which no training run changes: mean and spread of
+def pixel_statistics(inputs):  # -> KerasTensor (N, 10)
+    """Ten statistics of the input image itself, which no training run changes: mean and spread of
     the intensity, the share of "ink" (above a fifth of the image's peak), the mean absolute step
     between neighbouring pixels across and down (absolute, and per unit of intensity: thin strokes
-    step often), and the spread of the column and row profiles. Garments are filled, centred shapes;
-    text, stripes and noise are not, whatever the network learned (docs/ood.md: what the learned
-    evidences catch swings from one training seed to the next).
+    step often), the spread of the column and row profiles, and the edge: the outermost pixels' mean
+    per unit of the peak. Garments are filled, centred shapes with a margin; text, stripes and noise
+    are not, and scenes and many objects run off the frame, whatever the network learned (docs/ood.md:
+    what the learned evidences catch swings from one training seed to the next).
 
     Whole-image averages are products with a constant column and the ink a clipped ramp: with LiteRT's
-    multi-axis means and its bool-to-float cast these nine numbers took a batch of 256 two thirds of
+    multi-axis means and its bool-to-float cast the first nine numbers took a batch of 256 two thirds of
     the classifier's own time (2.4 ms vs 3.7 ms); this way 0.7-1.0 ms (docs/benchmarks.md)."""
     import keras
 
@@ -86,8 +87,11 @@ def pixel_statistics(inputs):  # -> KerasTensor (N, 9)
     # the matrix being 175 KB of a 430 KB model (benchmarks/bench_serving.py).
     column_spread = mean_and_spread(keras.ops.mean(image, axis=1), columns)[1]
     row_spread = mean_and_spread(keras.ops.mean(image, axis=2), rows)[1]
+    border = np.ones((rows, columns), dtype=bool)
+    border[1:-1, 1:-1] = False
+    edge = keras.ops.matmul(flat, (border.reshape(size, 1) / border.sum()).astype(np.float32)) / peak
     values = [mean, deviation, ink, across, down, across / (mean + 1e-3), down / (mean + 1e-3), column_spread,
-              row_spread]  # fmt: skip
+              row_spread, edge]  # fmt: skip
     return keras.layers.Concatenate(name="pixels")(values)
 
 
