@@ -12,6 +12,7 @@ import base64
 import json
 import os
 import random
+import signal
 import ssl
 import subprocess
 import sys
@@ -238,8 +239,12 @@ def test_a_worker_in_the_second_namespace_trains_and_registers(team_stack, node,
         worker_log = (remote / "worker.log").read_text(errors="replace")
         assert result.returncode == 0 and "Completed" in result.stdout, result.stdout[-3000:] + worker_log[-3000:]
     finally:
-        os.killpg(worker.pid, 15)
-        worker.wait(timeout=60)
+        os.killpg(worker.pid, signal.SIGTERM)
+        try:
+            worker.wait(timeout=30)
+        except subprocess.TimeoutExpired:  # Prefect's worker can sit on its events websocket for minutes
+            os.killpg(worker.pid, signal.SIGKILL)  # as `clothes-stack down` does (ops.stack.stop_process)
+            worker.wait(timeout=30)
         log.close()
     assert f"remote-{node.name}" in worker_log and "Completed" in worker_log
 
