@@ -78,7 +78,7 @@ class DataSpec(Strict):
 
 
 class Architecture(Strict):
-    """LeNet-5 and its variants; the defaults are the course's LeNet-5 exactly (44,426 parameters)."""
+    """LeNet-5 and its variants; the defaults are the course's LeNet-5 (44,426 parameters), its input standardised."""
 
     conv1_filters: int = Field(default=6, ge=1, le=256, description="filters of the first convolution")
     conv2_filters: int = Field(default=16, ge=1, le=256, description="filters of the second convolution")
