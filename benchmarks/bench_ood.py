@@ -1,7 +1,7 @@
 """Out-of-distribution benchmark: how well each evidence alone, and the shipped combination, tells
 non-clothing inputs from garments, on a model of the default recipe trained here.
 
-The model is trained with `TrainParams()` (or `--epochs`), the detector fitted and calibrated as the
+The model is trained with `TrainParams()` (or `--preset vgg`, `--epochs`), the detector fitted and calibrated as the
 pipeline does it (`tasks.evaluation.ood.fit_detector`, on the training run's own split). Each evidence
 alone is thresholded at 5% false flags on the validation split; the combination uses the calibrated
 threshold. Judged on the test split, the test-made photo slices and `--size` inputs per non-clothing
@@ -38,12 +38,14 @@ def evidences(outputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data-dir", type=Path, default=os.environ.get("MLOPS_DATA_DIR"))
-    parser.add_argument("--epochs", type=int, default=TrainParams().epochs)
+    parser.add_argument("--preset", choices=["lenet5", "vgg"], default="lenet5", help="the training recipe")
+    parser.add_argument("--epochs", type=int, help="unset: the preset's")
     parser.add_argument("--size", type=int, default=300, help="inputs per non-clothing source")
     parser.add_argument("--seed", type=int, default=TrainParams().seed, help="the training seed (the model varies)")
     args = parser.parse_args()
     dataset = load_fashion_mnist(Settings().fashion_mnist_dir(args.data_dir))
-    params = TrainParams(epochs=args.epochs, seed=args.seed)
+    given = {"epochs": args.epochs} if args.epochs else {}
+    params = TrainParams.model_validate({"preset": args.preset, "seed": args.seed, **given})
     model = train_model(dataset, params).model
     stats = fit_detector(model, dataset, params)
     scoring = scoring_model(model, stats)

@@ -117,7 +117,8 @@ def record_search(results: list[dict], seconds: float) -> None:
 def describe(params: TrainParams) -> str:
     a = params.architecture
     return (
-        f"conv {a.conv1_filters}/{a.conv2_filters}, dense {a.dense1}/{a.dense2}, dropout {a.dropout}, "
+        f"conv {a.conv1_filters}/{a.conv2_filters} x{a.convs_per_block} {a.kernel_size}x{a.kernel_size} {a.padding}, "
+        f"dense {a.dense1}/{a.dense2}, dropout {a.dropout}, "
         f"bn {a.batch_norm}, {a.pooling} pool, lr {params.learning_rate}, batch {params.batch_size}, "
         f"augment {params.augment}"
     )

@@ -7,7 +7,14 @@ from serving.preprocessing import to_model_input
 from tasks.evaluation.gates import TEST, ChampionScore, Paired, check_gates, failed_gates, gate_tags, holm_rejections
 from tasks.evaluation.metrics import compute_metrics
 from tasks.params import Architecture, GateThresholds, ModelRef, TrainParams
-from tasks.training.train import augmented_batches, build_lenet5, epoch_line, learning_rate_schedule, relit
+from tasks.training.train import (
+    augmented_batches,
+    build_lenet5,
+    epoch_line,
+    inference_copy,
+    learning_rate_schedule,
+    relit,
+)
 
 
 def test_lenet5_has_the_course_architecture():
@@ -38,6 +45,36 @@ def test_variants_change_the_layers_and_misspelt_fields_are_refused():
     assert type(build_lenet5(architecture=wide).get_layer("pool1")).__name__ == "MaxPooling2D"
     with pytest.raises(ValueError, match="epoch"):
         TrainParams.model_validate({"epoch": 5})
+
+
+def test_vgg_preset_fills_what_a_run_leaves_unset():
+    vgg = TrainParams(preset="vgg")
+    assert vgg.architecture.convs_per_block == 2 and vgg.architecture.padding == "same"
+    assert vgg.flip and vgg.mixed_precision and vgg.epochs == 12 and vgg.moved_copies == 0
+    given = TrainParams.model_validate({"preset": "vgg", "epochs": 3, "architecture": {"dense1": 64}})
+    assert given.epochs == 3 and given.architecture.dense1 == 64 and given.architecture.conv2_filters == 64
+    assert TrainParams(preset="lenet5") == TrainParams()
+    with pytest.raises(ValueError, match="preset"):
+        TrainParams.model_validate({"preset": "resnet"})
+
+
+def test_vgg_blocks_keep_the_size_and_training_options_leave_a_plain_float32_copy():
+    arch = TrainParams(preset="vgg").architecture
+    trained = build_lenet5(architecture=arch, input_moments=(0.3, 0.35), flip=True, mixed_precision=True)
+    names = [layer.name for layer in trained.layers]
+    assert names[:5] == ["standardise", "flip", "conv1a", "conv1b", "pool1"] and "conv2b" in names
+    assert trained.get_layer("pool2").output.shape[1:] == (7, 7, 64)  # same padding: 28 -> 14 -> 7
+    assert trained.get_layer("conv1a").compute_dtype == "bfloat16"
+    assert trained.get_layer("probabilities").compute_dtype == "float32"
+    copy = inference_copy(trained, 10, TrainParams(preset="vgg"), (0.3, 0.35))
+    assert "flip" not in [layer.name for layer in copy.layers]
+    assert {layer.compute_dtype for layer in copy.layers} == {"float32"}
+    for layer in copy.layers:
+        for mine, theirs in zip(layer.get_weights(), trained.get_layer(layer.name).get_weights(), strict=True):
+            assert mine.dtype == np.float32 and np.array_equal(mine, theirs)
+    images = to_model_input(np.random.default_rng(0).integers(0, 256, (8, 28, 28), dtype=np.uint8))
+    # the same function, up to bfloat16's rounding of the hidden layers
+    assert np.allclose(np.asarray(copy(images)), np.asarray(trained(images, training=False)), atol=0.02)
 
 
 def test_augmentation_moves_and_mirrors_images_but_keeps_labels():

@@ -200,18 +200,27 @@ def test_tf_serving_and_oip_carry_it_as_extra_outputs(client, test_split):
     assert {"name": "ood_score", "datatype": "FP32", "shape": [-1]} in metadata["outputs"]
 
 
-def test_another_architecture_exports_and_serves_with_the_flag(fashion_dir, tmp_path):
+@pytest.mark.parametrize(
+    "train",
+    [
+        {"architecture": {"conv1_filters": 8, "conv2_filters": 16, "kernel_size": 3, "batch_norm": True,
+                          "pooling": "max"}, "moved_copies": 0.2},
+        {"preset": "vgg", "architecture": {"conv1_filters": 8, "conv2_filters": 16}},
+    ],
+    ids=["batch-normalised", "vgg"],
+)  # fmt: skip
+def test_another_architecture_exports_and_serves_with_the_flag(fashion_dir, tmp_path, train):
     """The flag reads layers by kind (pooling, flatten, the last layer), not by name: a 3x3 variant with
-    batch normalisation and max pooling is fitted, exported and served like LeNet-5."""
+    batch normalisation and max pooling, and the vgg preset (trained in bfloat16 with a flip layer), are
+    fitted, exported and served like LeNet-5."""
     from tasks.data.dataset import FASHION_MNIST_CLASSES
     from tasks.evaluation.ood import fit_detector
-    from tasks.params import Architecture, TrainParams
+    from tasks.params import TrainParams
     from tasks.release.export import build_metadata, export_model
     from tasks.training.train import train_model
 
     dataset = load_fashion_mnist(fashion_dir).subset(3000, 500)
-    architecture = Architecture(conv1_filters=8, conv2_filters=16, kernel_size=3, batch_norm=True, pooling="max")
-    params = TrainParams(architecture=architecture, epochs=1, moved_copies=0.2)
+    params = TrainParams.model_validate({**train, "epochs": 1})
     model = train_model(dataset, params).model
     metadata = build_metadata(model, "wide", 1, FASHION_MNIST_CLASSES, None, {})
     export_model(model, tmp_path, metadata, fit_detector(model, dataset, params))

@@ -37,37 +37,51 @@ def build_lenet5(
     weight_decay: float = 0.0,
     architecture: Architecture | None = None,
     input_moments: tuple[float, float] = (0.0, 1.0),
+    flip: bool = False,
+    mixed_precision: bool = False,
 ):  # -> keras.Model
     """Conv 6@5x5 relu, AvgPool, Conv 16@5x5 relu, AvgPool, Dense 120, 84, softmax (44,426 parameters);
-    `architecture` widens it, adds dropout or batch normalisation for the hyperparameter search.
+    `architecture` widens it, doubles the convolutions of each block (VGG), adds dropout or batch
+    normalisation for the hyperparameter search and the `vgg` preset.
 
     With `architecture.standardise` the first layer maps the 0-1 input to mean 0 and variance 1 with the
     training images' `input_moments` (mean, standard deviation), as LeNet-5 itself did: ReLU layers
     without batch normalisation learn faster from centred inputs. Inside the model, so every client and
-    the export keep sending 0-1 pixels; no weights, so the parameter count is the course's."""
+    the export keep sending 0-1 pixels; no weights, so the parameter count is the course's.
+
+    `flip` mirrors training images at random in the graph (inactive at inference); `mixed_precision`
+    computes the hidden layers in bfloat16 with float32 weights. Both are for training only: `train_model`
+    hands on a float32 copy without the flip (`inference_copy`)."""
     import keras
 
     arch = architecture or Architecture()
+    policy = {"dtype": "mixed_bfloat16"} if mixed_precision else {}
     layers = [keras.Input(shape=(28, 28, 1), name="image")]
     if arch.standardise:
         mean, deviation = input_moments
         layers.append(keras.layers.Rescaling(1 / deviation, offset=-mean / deviation, name="standardise"))
-    for index, filters in ((1, arch.conv1_filters), (2, arch.conv2_filters)):
-        if arch.batch_norm:  # conv -> BN -> relu, the usual order
-            layers += [
-                keras.layers.Conv2D(filters, arch.kernel_size, use_bias=False, name=f"conv{index}"),
-                keras.layers.BatchNormalization(name=f"bn{index}"),
-                keras.layers.ReLU(name=f"relu{index}"),
-            ]
-        else:
-            layers.append(keras.layers.Conv2D(filters, arch.kernel_size, activation="relu", name=f"conv{index}"))
+    if flip:
+        layers.append(keras.layers.RandomFlip("horizontal", name="flip"))
+    for block, filters in ((1, arch.conv1_filters), (2, arch.conv2_filters)):
+        for step in range(arch.convs_per_block):
+            index = f"{block}{'ab'[step]}" if arch.convs_per_block > 1 else str(block)
+            convolution = {"filters": filters, "kernel_size": arch.kernel_size, "padding": arch.padding, **policy}
+            if arch.batch_norm:  # conv -> BN -> relu, the usual order
+                layers += [
+                    keras.layers.Conv2D(**convolution, use_bias=False, name=f"conv{index}"),
+                    keras.layers.BatchNormalization(name=f"bn{index}", **policy),
+                    keras.layers.ReLU(name=f"relu{index}", **policy),
+                ]
+            else:
+                layers.append(keras.layers.Conv2D(**convolution, activation="relu", name=f"conv{index}"))
         pool = keras.layers.MaxPooling2D if arch.pooling == "max" else keras.layers.AveragePooling2D
-        layers.append(pool(2, name=f"pool{index}"))
-    layers.append(keras.layers.Flatten(name="flatten"))
+        layers.append(pool(2, name=f"pool{block}", **policy))
+    layers.append(keras.layers.Flatten(name="flatten", **policy))
     for index, units in ((1, arch.dense1), (2, arch.dense2)):
         if arch.dropout:
-            layers.append(keras.layers.Dropout(arch.dropout, name=f"dropout{index}"))
-        layers.append(keras.layers.Dense(units, activation="relu", name=f"fc{index}"))
+            layers.append(keras.layers.Dropout(arch.dropout, name=f"dropout{index}", **policy))
+        layers.append(keras.layers.Dense(units, activation="relu", name=f"fc{index}", **policy))
+    # float32 always: a softmax in bfloat16 rounds probabilities to 3 significant digits
     layers.append(keras.layers.Dense(num_classes, activation="softmax", name="probabilities"))
     model = keras.Sequential(layers, name="lenet5")
     model.compile(
@@ -78,6 +92,16 @@ def build_lenet5(
         metrics=["accuracy"],
     )
     return model
+
+
+def inference_copy(model, num_classes: int, params: TrainParams, input_moments: tuple[float, float]):
+    """The trained `model` as what is evaluated, exported and served: float32 throughout and without the
+    training-only flip layer, so the export, its parity check and the out-of-distribution statistics see
+    the same plain graph whatever the training options were. The weights are copied layer by layer."""
+    copy = build_lenet5(num_classes, architecture=params.architecture, input_moments=input_moments)
+    for layer in copy.layers:
+        layer.set_weights(model.get_layer(layer.name).get_weights())
+    return copy
 
 
 def augmented_batches(x: np.ndarray, y: np.ndarray, batch_size: int, seed: int):  # -> tf.data.Dataset
@@ -166,7 +190,10 @@ def train_model(dataset: Dataset, params: TrainParams, extra_callbacks: Sequence
     steps_per_epoch = -(-len(x_train) // params.batch_size)
     learning_rate = learning_rate_schedule(params, steps_per_epoch)
     moments = float(x_train.mean()), float(max(x_train.std(), 1e-3))  # what the network is fed
-    model = build_lenet5(len(dataset.class_names), learning_rate, params.weight_decay, params.architecture, moments)
+    classes = len(dataset.class_names)
+    model = build_lenet5(
+        classes, learning_rate, params.weight_decay, params.architecture, moments, params.flip, params.mixed_precision
+    )
     callbacks: list[keras.callbacks.Callback] = []
     if params.schedule == "plateau":
         callbacks.append(
@@ -175,7 +202,7 @@ def train_model(dataset: Dataset, params: TrainParams, extra_callbacks: Sequence
             )
         )
     callbacks.append(
-        keras.callbacks.EarlyStopping(monitor="val_loss", patience=params.patience, restore_best_weights=True)
+        keras.callbacks.EarlyStopping(monitor=params.monitor, patience=params.patience, restore_best_weights=True)
     )
     callbacks.extend(extra_callbacks)
     if params.augment:
@@ -185,7 +212,11 @@ def train_model(dataset: Dataset, params: TrainParams, extra_callbacks: Sequence
     fit = model.fit(**batches, validation_data=(x_val, y_val), epochs=params.epochs, callbacks=callbacks, verbose=0)
     history = {key: [float(v) for v in values] for key, values in fit.history.items()}
     epochs_run = len(history["loss"])
-    return TrainResult(model, history, int(np.argmin(history["val_loss"])), epochs_run)
+    if params.flip or params.mixed_precision:
+        model = inference_copy(model, classes, params, moments)
+    scores = history[params.monitor]
+    best_epoch = int(np.argmin(scores) if params.monitor == "val_loss" else np.argmax(scores))
+    return TrainResult(model, history, best_epoch, epochs_run)
 
 
 def epoch_line(epoch: int, epochs: int, logs: dict, elapsed: float, bar: bool = False) -> str:
