@@ -64,16 +64,16 @@ def build_lenet5(
         layers.append(keras.layers.RandomFlip("horizontal", name="flip"))
     for block, filters in ((1, arch.conv1_filters), (2, arch.conv2_filters)):
         for step in range(arch.convs_per_block):
-            index = f"{block}{'ab'[step]}" if arch.convs_per_block > 1 else str(block)
+            suffix = f"{block}{'ab'[step]}" if arch.convs_per_block > 1 else str(block)
             convolution = {"filters": filters, "kernel_size": arch.kernel_size, "padding": arch.padding, **policy}
             if arch.batch_norm:  # conv -> BN -> relu, the usual order
                 layers += [
-                    keras.layers.Conv2D(**convolution, use_bias=False, name=f"conv{index}"),
-                    keras.layers.BatchNormalization(name=f"bn{index}", **policy),
-                    keras.layers.ReLU(name=f"relu{index}", **policy),
+                    keras.layers.Conv2D(**convolution, use_bias=False, name=f"conv{suffix}"),
+                    keras.layers.BatchNormalization(name=f"bn{suffix}", **policy),
+                    keras.layers.ReLU(name=f"relu{suffix}", **policy),
                 ]
             else:
-                layers.append(keras.layers.Conv2D(**convolution, activation="relu", name=f"conv{index}"))
+                layers.append(keras.layers.Conv2D(**convolution, activation="relu", name=f"conv{suffix}"))
         pool = keras.layers.MaxPooling2D if arch.pooling == "max" else keras.layers.AveragePooling2D
         layers.append(pool(2, name=f"pool{block}", **policy))
     layers.append(keras.layers.Flatten(name="flatten", **policy))
