@@ -101,7 +101,8 @@ class Architecture(Strict):
     )
 
 
-# `--train.preset vgg`: 0.93+ test accuracy in about 2.4x the default's training time (docs/pipeline.md).
+# `--train.preset vgg`: 0.9347 mean test accuracy over 3 seeds in 2.6x the default's training time
+# (benchmarks/bench_training.py --vgg, docs/pipeline.md).
 PRESETS: dict[str, dict[str, Any]] = {
     "lenet5": {},
     "vgg": {
@@ -171,8 +172,8 @@ class TrainParams(Strict):
     )
     mixed_precision: bool = Field(
         default=False,
-        description="train in bfloat16 (weights stay float32; the model is handed on in float32): the wide "
-        "variants train 2-4x faster on CPUs with AMX or AVX512-BF16 and far slower on CPUs without",
+        description="train in bfloat16 (weights stay float32; the model is handed on in float32): the vgg "
+        "preset trains 3-4x faster, LeNet-5 1.5x, on CPUs with AMX or AVX512-BF16; far slower on CPUs without",
     )
     # Rotated copies lift the rotation_shift slice from 0.75 to 0.86 at the same test accuracy in 1.36x the
     # time, where replacing images instead cost a point of test accuracy (benchmarks/bench_training.py).
