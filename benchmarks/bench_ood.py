@@ -1,11 +1,11 @@
 """Out-of-distribution benchmark: how well each evidence alone, and the shipped combination, tells
 non-clothing inputs from garments, on a model of the default recipe trained here.
 
-The model is trained with `TrainParams()` (or `--preset vgg`, `--epochs`), the detector fitted and calibrated as the
-pipeline does it (`tasks.evaluation.ood.fit_detector`, on the training run's own split). Each evidence
-alone is thresholded at 5% false flags on the validation split; the combination uses the calibrated
-threshold. Judged on the test split, the test-made photo slices and `--size` inputs per non-clothing
-source (`tasks.evaluation.ood_sources`). The last line is machine-readable:
+The model is trained with `TrainParams()` (or `--preset vgg`, `--epochs`), the detector fitted and
+calibrated as the pipeline does it (`tasks.evaluation.ood.fit_detector`, on the training run's own
+split). Each evidence alone is thresholded at 5% false flags on the validation split; the combination
+uses the calibrated threshold. Judged on the test split, the test-made photo slices and `--size`
+inputs per non-clothing source (`tasks.evaluation.ood_sources`). The last line is machine-readable:
 ood: auroc=<x> detection=<mean over sources> test_flagged=<x> <source>=<rate> ...
 """
 
@@ -24,7 +24,7 @@ from tasks.data.sources import load_fashion_mnist
 from tasks.evaluation.ood import fit_detector, judge_detector, model_outputs, scoring_model
 from tasks.evaluation.ood_sources import build_ood_slices
 from tasks.evaluation.slices import PHOTO_SLICES, build_slices
-from tasks.params import TrainParams
+from tasks.params import PRESETS, TrainParams
 from tasks.settings import Settings
 from tasks.training.train import train_model
 
@@ -38,7 +38,7 @@ def evidences(outputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data-dir", type=Path, default=os.environ.get("MLOPS_DATA_DIR"))
-    parser.add_argument("--preset", choices=["lenet5", "vgg"], default="lenet5", help="the training recipe")
+    parser.add_argument("--preset", choices=list(PRESETS), default="lenet5", help="the training recipe")
     parser.add_argument("--epochs", type=int, help="unset: the preset's")
     parser.add_argument("--size", type=int, default=300, help="inputs per non-clothing source")
     parser.add_argument("--seed", type=int, default=TrainParams().seed, help="the training seed (the model varies)")

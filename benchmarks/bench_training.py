@@ -5,8 +5,8 @@ it: test accuracy and the engineered hold-out's slices (tasks/evaluation/slices.
 Default: `TrainParams()` (LeNet-5, cosine schedule, batch 512, 10 epochs over the training images plus
 a rotated and shifted copy of three quarters of them, a fifth of them relit, the input standardised).
 Previous: the same without the moved copies and the standardisation, 15 epochs. `--vgg` also trains
-the `vgg` preset with each seed (tasks/params.py: two 3x3 convolutions per block, flips, bfloat16). All use the
-pipeline's own `train_model` and validation split. The last line is machine-readable:
+the `vgg` preset with each seed (tasks/params.py: two 3x3 convolutions per block, flips, bfloat16).
+All use the pipeline's own `train_model` and validation split. The last line is machine-readable:
 training: seeds=<n> default_s=<mean s> previous_s=<mean s> time_ratio=<x> default_mean=<acc>
 default_min=<acc> previous_mean=<acc> previous_min=<acc> default_rotation=<acc> previous_rotation=<acc>
 default_slices=<pass|fail: names> [vgg_s=<mean s> vgg_ratio=<x of default>

@@ -122,9 +122,9 @@ class TrainParams(Strict):
     def _preset_defaults(cls, data: Any) -> Any:
         """A preset supplies the values a run does not give itself; given ones (also inside
         `architecture`, field by field) win."""
-        if not isinstance(data, dict) or data.get("preset", "lenet5") not in PRESETS:
-            return data  # an unknown preset fails on the field's own choices
-        preset = PRESETS[data.get("preset", "lenet5")]
+        preset = PRESETS.get(data.get("preset", "lenet5")) if isinstance(data, dict) else None
+        if not preset:
+            return data  # lenet5 adds nothing; an unknown preset fails on the field's own choices
         merged = {**preset, **data}
         architecture = data.get("architecture", {})
         if "architecture" in preset and isinstance(architecture, dict):
