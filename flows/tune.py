@@ -118,6 +118,7 @@ def describe(params: TrainParams) -> str:
     a = params.architecture
     return (
         f"conv {a.conv1_filters}/{a.conv2_filters} x{a.convs_per_block} {a.kernel_size}x{a.kernel_size} {a.padding}, "
+        f"input padding {a.input_padding}, "
         f"dense {a.dense1}/{a.dense2}, dropout {a.dropout}, "
         f"bn {a.batch_norm}, {a.pooling} pool, lr {params.learning_rate}, batch {params.batch_size}, "
         f"augment {params.augment}"

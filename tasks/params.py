@@ -78,7 +78,8 @@ class DataSpec(Strict):
 
 
 class Architecture(Strict):
-    """LeNet-5 and its variants; the defaults are the course's LeNet-5 (44,426 parameters), its input standardised."""
+    """LeNet-5 and its variants; the defaults are LeNet-5 as LeCun et al. built it (61,706 parameters): the
+    28x28 image inside a 32x32 input, standardised."""
 
     conv1_filters: int = Field(default=6, ge=1, le=256, description="filters of the first convolution")
     conv2_filters: int = Field(default=16, ge=1, le=256, description="filters of the second convolution")
@@ -88,6 +89,14 @@ class Architecture(Strict):
     )
     padding: Literal["valid", "same"] = Field(
         default="valid", description="valid: each convolution trims the border (LeNet-5); same: keeps the size"
+    )
+    # Over three seeds +0.0078 mean test accuracy (0.9046 -> 0.9124) in 1.1x the time (docs/pipeline.md).
+    input_padding: int = Field(
+        default=2,
+        ge=0,
+        le=8,
+        description="pixels of background around the image before the first convolution: 2 as in LeNet-5, "
+        "whose 28x28 digits sat in 32x32 inputs so the first convolution sees the strokes at the border",
     )
     dense1: int = Field(default=120, ge=1, le=2048, description="units of the first dense layer")
     dense2: int = Field(default=84, ge=1, le=2048, description="units of the second dense layer")
@@ -107,7 +116,8 @@ PRESETS: dict[str, dict[str, Any]] = {
     "lenet5": {},
     "vgg": {
         "architecture": {"conv1_filters": 32, "conv2_filters": 64, "kernel_size": 3, "convs_per_block": 2,
-                         "padding": "same", "pooling": "max", "dense1": 256, "dense2": 128, "dropout": 0.25},
+                         "padding": "same", "input_padding": 0, "pooling": "max", "dense1": 256, "dense2": 128,
+                         "dropout": 0.25},
         "epochs": 12, "batch_size": 256, "learning_rate": 2e-3, "moved_copies": 0.0, "flip": True,
         "mixed_precision": True, "monitor": "val_accuracy",
     },
@@ -140,7 +150,7 @@ class TrainParams(Strict):
     # Large batches on a cosine schedule train in half the time of batch 128 + plateau at the same test
     # accuracy; relighting keeps the lighting slice above its floor (benchmarks/bench_training.py).
     epochs: int = Field(
-        default=10,
+        default=9,
         ge=1,
         le=500,
         description="the cosine schedule's length, or plateau's most; early stopping may end sooner",
@@ -323,6 +333,7 @@ class SearchSpace(Strict):
     kernel_size: list[Literal[3, 5]] = Field(default=[5, 3], description="convolution kernels: 5x5 and 3x3")
     convs_per_block: list[Literal[1, 2]] = Field(default=[1, 2], description="one convolution per block, or two")
     padding: list[Literal["valid", "same"]] = Field(default=["valid", "same"], description="borders trimmed or kept")
+    input_padding: list[int] = Field(default=[2, 0], description="background around the input: LeNet-5's 2 px, none")
     batch_norm: list[bool] = Field(default=[False, True], description="with and without batch normalisation")
     pooling: list[Literal["avg", "max"]] = Field(default=["avg", "max"], description="average and max pooling")
     standardise: list[bool] = Field(default=[True], description="input scaled to mean 0, variance 1 first")

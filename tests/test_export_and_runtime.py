@@ -19,7 +19,7 @@ def test_export_writes_tf_serving_layout_and_metadata(model_root):
     assert (version_dir / "saved_model.pb").is_file() and (version_dir / "variables").is_dir()
     assert (version_dir / "model.tflite").is_file()
     metadata = json.loads((version_dir / "metadata.json").read_text())
-    assert metadata["number_of_parameters"] == 44_426
+    assert metadata["number_of_parameters"] == 61_706
     assert metadata["class_names"] == list(FASHION_MNIST_CLASSES) and metadata["version"] == 1
     assert not [p for p in (model_root / "clothes").iterdir() if p.name.startswith(".")]
 

@@ -19,15 +19,23 @@ from tasks.training.train import (
 
 def test_lenet5_has_the_course_architecture():
     model = build_lenet5()
-    assert model.count_params() == 44_426
+    assert model.count_params() == 61_706  # LeCun et al. 1998
     assert [layer.name for layer in model.layers] == [
-        "standardise", "conv1", "pool1", "conv2", "pool2", "flatten", "fc1", "fc2", "probabilities",
+        "pad", "standardise", "conv1", "pool1", "conv2", "pool2", "flatten", "fc1", "fc2", "probabilities",
     ]  # fmt: skip
+    assert model.get_layer("conv1").output.shape[1:] == (28, 28, 6)  # C1 of a 32x32 input
+    assert model.get_layer("pool2").output.shape[1:] == (5, 5, 16)  # S4: 400 inputs to the first dense layer
     out = np.asarray(model(to_model_input(np.zeros((3, 28, 28), np.uint8))))
     assert out.shape == (3, 10)
     assert np.allclose(out.sum(axis=1), 1.0, atol=1e-5)
-    plain = build_lenet5(architecture=Architecture(standardise=False))
+    plain = build_lenet5(architecture=Architecture(standardise=False, input_padding=0))
     assert plain.layers[0].name == "conv1" and plain.count_params() == 44_426
+
+
+def test_the_padding_is_background_whatever_the_standardisation():
+    model = build_lenet5(input_moments=(0.3, 0.35))
+    padded = np.asarray(model.get_layer("standardise")(model.get_layer("pad")(np.zeros((1, 28, 28, 1)))))
+    assert padded.shape == (1, 32, 32, 1) and np.allclose(padded, -0.3 / 0.35)  # border = a black pixel
 
 
 def test_trained_model_standardises_its_input_with_the_training_images_moments(trained_model, fashion_dir):
@@ -41,7 +49,7 @@ def test_trained_model_standardises_its_input_with_the_training_images_moments(t
 def test_variants_change_the_layers_and_misspelt_fields_are_refused():
     wide = Architecture(conv1_filters=32, conv2_filters=64, dropout=0.25, batch_norm=True, pooling="max")
     names = [layer.name for layer in build_lenet5(architecture=wide).layers]
-    assert names[:5] == ["standardise", "conv1", "bn1", "relu1", "pool1"] and "dropout1" in names
+    assert names[:6] == ["pad", "standardise", "conv1", "bn1", "relu1", "pool1"] and "dropout1" in names
     assert type(build_lenet5(architecture=wide).get_layer("pool1")).__name__ == "MaxPooling2D"
     with pytest.raises(ValueError, match="epoch"):
         TrainParams.model_validate({"epoch": 5})
@@ -50,6 +58,7 @@ def test_variants_change_the_layers_and_misspelt_fields_are_refused():
 def test_vgg_preset_fills_what_a_run_leaves_unset():
     vgg = TrainParams(preset="vgg")
     assert vgg.architecture.convs_per_block == 2 and vgg.architecture.padding == "same"
+    assert vgg.architecture.input_padding == 0
     assert vgg.flip and vgg.mixed_precision and vgg.epochs == 12 and vgg.moved_copies == 0
     given = TrainParams.model_validate({"preset": "vgg", "epochs": 3, "architecture": {"dense1": 64}})
     assert given.epochs == 3 and given.architecture.dense1 == 64 and given.architecture.conv2_filters == 64

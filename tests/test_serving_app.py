@@ -33,7 +33,7 @@ def example_pixels(index: int = 0) -> np.ndarray:
 def test_model_listing_and_course_metadata(client):
     assert client.get("/models").json == {"models": [{"name": "clothes", "versions": [1, 2], "latest": 2}]}
     info = client.get("/models/clothes/v1").json
-    assert {"version": 1, "name": "clothes", "number_of_parameters": 44_426}.items() <= info.items()
+    assert {"version": 1, "name": "clothes", "number_of_parameters": 61_706}.items() <= info.items()
     assert info["description"] and len(info["classes"]) == 10
     assert client.get("/models/clothes/latest").json["version"] == 2
 

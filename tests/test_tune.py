@@ -27,8 +27,9 @@ def test_trials_are_deterministic_and_distinct():
     assert len({t.model_dump_json(exclude={"seed"}) for t in first}) == 5
     assert [t.seed for t in first] == [3, 4, 5, 6, 7] and {t.epochs for t in first} == {2}
     small = SearchSpace(conv1_filters=[6, 8], conv2_filters=[16], kernel_size=[5], convs_per_block=[1],
-                        padding=["valid"], dense1=[120], dense2=[84], dropout=[0.0], batch_norm=[False],
-                        pooling=["max"], learning_rate=[1e-3], batch_size=[64], augment=[False, True])  # fmt: skip
+                        padding=["valid"], input_padding=[2], dense1=[120], dense2=[84], dropout=[0.0],
+                        batch_norm=[False], pooling=["max"], learning_rate=[1e-3], batch_size=[64],
+                        augment=[False, True])  # fmt: skip
     grid = sample_trials(small, 10, "grid", 0, 1)
     assert [(t.architecture.conv1_filters, t.augment) for t in grid] == [(6, False), (6, True), (8, False), (8, True)]
     assert {t.architecture.pooling for t in grid} == {"max"}

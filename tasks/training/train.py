@@ -40,14 +40,14 @@ def build_lenet5(
     flip: bool = False,
     mixed_precision: bool = False,
 ):  # -> keras.Model
-    """Conv 6@5x5 relu, AvgPool, Conv 16@5x5 relu, AvgPool, Dense 120, 84, softmax (44,426 parameters);
-    `architecture` widens it, doubles the convolutions of each block (VGG), adds dropout or batch
-    normalisation for the hyperparameter search and the `vgg` preset.
+    """Pad 28x28 to 32x32, Conv 6@5x5 relu, AvgPool, Conv 16@5x5 relu, AvgPool, Dense 120, 84, softmax:
+    LeNet-5's layers and 61,706 parameters. `architecture` widens it, doubles the convolutions of each
+    block (VGG), adds dropout or batch normalisation for the hyperparameter search and the `vgg` preset.
 
     With `architecture.standardise` the first layer maps the 0-1 input to mean 0 and variance 1 with the
     training images' `input_moments` (mean, standard deviation), as LeNet-5 itself did: ReLU layers
     without batch normalisation learn faster from centred inputs. Inside the model, so every client and
-    the export keep sending 0-1 pixels; no weights, so the parameter count is the course's.
+    the export keep sending 0-1 pixels; no weights, so the parameter count stays LeNet-5's.
 
     `flip` mirrors training images at random in the graph (inactive at inference); `mixed_precision`
     computes the hidden layers in bfloat16 with float32 weights. Both are for training only: `train_model`
@@ -57,6 +57,8 @@ def build_lenet5(
     arch = architecture or Architecture()
     policy = {"dtype": "mixed_bfloat16"} if mixed_precision else {}
     layers = [keras.Input(shape=(28, 28, 1), name="image")]
+    if arch.input_padding:  # zeros of the 0-1 input: background, standardised like the image's own
+        layers.append(keras.layers.ZeroPadding2D(arch.input_padding, name="pad"))
     if arch.standardise:
         mean, deviation = input_moments
         layers.append(keras.layers.Rescaling(1 / deviation, offset=-mean / deviation, name="standardise"))
