@@ -71,7 +71,7 @@ def main() -> None:
     worst_photo = max(rate for name, rate in report.flagged.items() if name != "test")
     print(f"{'combined (shipped)':<26}{report.flagged['test']:>6.3f}{worst_photo:>8.3f} "
           + "".join(f"{report.detected[s]:>9.2f}" for s in sources) + f"{report.auroc:>8.3f}")  # fmt: skip
-    print(f"{os.cpu_count()} cores; {args.epochs} epochs, seed {args.seed}; "
+    print(f"{os.cpu_count()} cores; {params.preset}, {params.epochs} epochs, seed {args.seed}; "
           f"threshold {stats['threshold']:.3f} (combined); photos: the most flagged of {', '.join(PHOTO_SLICES)}; "
           f"{args.size} inputs per source")  # fmt: skip
     metrics = report.metrics()

@@ -90,7 +90,8 @@ class Architecture(Strict):
     padding: Literal["valid", "same"] = Field(
         default="valid", description="valid: each convolution trims the border (LeNet-5); same: keeps the size"
     )
-    # Over three seeds +0.0078 mean test accuracy (0.9046 -> 0.9124) in 1.1x the time (docs/pipeline.md).
+    # Mean test accuracy over three seeds 0.9046 -> 0.9120, with 9 epochs instead of 10 in the same time
+    # (benchmarks/bench_training.py, docs/pipeline.md).
     input_padding: int = Field(
         default=2,
         ge=0,
