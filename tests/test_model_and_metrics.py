@@ -75,7 +75,7 @@ def test_vgg_blocks_keep_the_size_and_training_options_leave_a_plain_float32_cop
     assert trained.get_layer("pool2").output.shape[1:] == (7, 7, 64)  # same padding: 28 -> 14 -> 7
     assert trained.get_layer("conv1a").compute_dtype == "bfloat16"
     assert trained.get_layer("probabilities").compute_dtype == "float32"
-    copy = inference_copy(trained, 10, TrainParams(preset="vgg"), (0.3, 0.35))
+    copy = inference_copy(trained, 10, arch, (0.3, 0.35))
     assert "flip" not in [layer.name for layer in copy.layers]
     assert {layer.compute_dtype for layer in copy.layers} == {"float32"}
     for layer in copy.layers:

@@ -96,11 +96,11 @@ def build_lenet5(
     return model
 
 
-def inference_copy(model, num_classes: int, params: TrainParams, input_moments: tuple[float, float]):
+def inference_copy(model, num_classes: int, architecture: Architecture, input_moments: tuple[float, float]):
     """The trained `model` as what is evaluated, exported and served: float32 throughout and without the
     training-only flip layer, so the export, its parity check and the out-of-distribution statistics see
     the same plain graph whatever the training options were. The weights are copied layer by layer."""
-    copy = build_lenet5(num_classes, architecture=params.architecture, input_moments=input_moments)
+    copy = build_lenet5(num_classes, architecture=architecture, input_moments=input_moments)
     for layer in copy.layers:
         layer.set_weights(model.get_layer(layer.name).get_weights())
     return copy
@@ -215,7 +215,7 @@ def train_model(dataset: Dataset, params: TrainParams, extra_callbacks: Sequence
     history = {key: [float(v) for v in values] for key, values in fit.history.items()}
     epochs_run = len(history["loss"])
     if params.flip or params.mixed_precision:
-        model = inference_copy(model, classes, params, moments)
+        model = inference_copy(model, classes, params.architecture, moments)
     scores = history[params.monitor]
     best_epoch = int(np.argmin(scores) if params.monitor == "val_loss" else np.argmax(scores))
     return TrainResult(model, history, best_epoch, epochs_run)
