@@ -21,14 +21,14 @@ from sklearn.metrics import roc_auc_score
 from serving.ood import EVIDENCE
 from tasks.data.dataset import stratified_split
 from tasks.data.sources import load_fashion_mnist
-from tasks.evaluation.ood import fit_detector, judge_detector, model_outputs, scoring_model
+from tasks.evaluation.ood import evidence_model, fit_detector, judge_detector, model_outputs
 from tasks.evaluation.ood_sources import build_ood_slices
 from tasks.evaluation.slices import PHOTO_SLICES, build_slices
 from tasks.params import PRESETS, TrainParams
 from tasks.settings import Settings
 from tasks.training.train import train_model
 
-EVIDENCES = ("top softmax probability", "energy", "feature distance", "texture distance", "pixel distance")  # alone
+EVIDENCES = ("top softmax probability", "energy", "feature distance", "texture distance")  # alone
 
 
 def evidences(outputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -48,15 +48,15 @@ def main() -> None:
     params = TrainParams.model_validate({"preset": args.preset, "seed": args.seed, **given})
     model = train_model(dataset, params).model
     stats = fit_detector(model, dataset, params)
-    scoring = scoring_model(model, stats)
+    evidence = evidence_model(model, stats)
     slices = build_slices(dataset.x_test, dataset.y_test, size=1000, seed=0)
     outliers = build_ood_slices(args.size, seed=0)
 
     _train, val_idx = stratified_split(dataset.y_train, params.validation_fraction, params.split_seed)
-    reference = evidences(model_outputs(scoring, dataset.x_train[val_idx]))
-    test = evidences(model_outputs(scoring, dataset.x_test))
-    photos = {name: evidences(model_outputs(scoring, slices[name][0])) for name in PHOTO_SLICES}
-    strange = {source: evidences(model_outputs(scoring, pixels)) for source, pixels in outliers.items()}
+    reference = evidences(model_outputs(evidence, dataset.x_train[val_idx]))
+    test = evidences(model_outputs(evidence, dataset.x_test))
+    photos = {name: evidences(model_outputs(evidence, slices[name][0])) for name in PHOTO_SLICES}
+    strange = {source: evidences(model_outputs(evidence, pixels)) for source, pixels in outliers.items()}
     sources = list(outliers)
     print(f"{'evidence':<26}{'test':>6}{'photos':>8} " + "".join(f"{s:>9}" for s in sources) + f"{'AUROC':>8}")
     for name in EVIDENCES:

@@ -1,8 +1,7 @@
 """Discover every exported model version under a root: ``<root>/<name>/<version>/``.
 
 Each version directory holds ``metadata.json``, ``model.tflite`` (what this server runs), ``ood.json``
-(what turns the model's out-of-distribution evidence into the flag; versions exported before it have
-none) and the TensorFlow
+(the out-of-distribution flag's threshold; versions exported before the flag have none) and the TensorFlow
 SavedModel (``saved_model.pb``, for TensorFlow Serving users).
 """
 
@@ -16,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from serving import metrics
-from serving.ood import EVIDENCE, OOD_FILE, OodDetector
+from serving.ood import OOD_FILE, OodFlag
 from serving.runtime import TFLiteModel
 
 log = logging.getLogger(__name__)
@@ -33,12 +32,12 @@ class ServedModel:
     metadata: dict
     runtime: TFLiteModel
     class_names: list[str] = field(default_factory=list)
-    ood: OodDetector | None = None
+    ood: OodFlag | None = None
 
     def predict(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         """Probabilities (N, classes) and out-of-distribution scores (N,), None without the flag."""
         outputs = self.runtime.predict(batch)
-        return outputs["probabilities"], None if self.ood is None else self.ood.scores(outputs[EVIDENCE])
+        return outputs["probabilities"], None if self.ood is None else self.ood.scores(outputs)
 
     def info(self) -> dict:
         """The course's fields first (version, name, description, number_of_parameters), then the rest."""
@@ -179,5 +178,5 @@ def load_version(name: str, version_dir: Path) -> ServedModel | None:
         metadata=metadata,
         runtime=TFLiteModel(runtime_path),
         class_names=list(class_names),
-        ood=OodDetector.load(ood_path) if ood_path.is_file() else None,
+        ood=OodFlag.load(ood_path) if ood_path.is_file() else None,
     )

@@ -1,24 +1,25 @@
 """Whether an input looks like the garments the model was trained on: an out-of-distribution score per
 prediction (`tasks.evaluation.ood` fits it; docs/ood.md has the measurements).
 
-No single evidence separates clothing from everything else, so the exported model computes four in
-its graph, as the extra output `ood_evidence` (N, 4), larger meaning more unusual:
-- energy, -logsumexp of the logits: inputs the classifier has no strong answer for (noise);
+No single evidence separates clothing from everything else, so the exported model computes three in
+its graph, larger meaning more unusual:
+- energy, -logsumexp of the logits: inputs the classifier has no strong answer for (noise, text);
 - feature distance: the Mahalanobis distance of the last layer's input to the nearest class mean
-  (tied covariance; Lee et al. 2018): digits, shapes, scenes;
-- texture distance: the same for each pooling layer's per-channel mean and standard deviation:
-  stripes, textures, print;
-- pixel distance: the same for ten statistics of the input image itself (ink, steps between pixels,
-  profiles, the edge): text, stripes, noise, scenes, whatever a training run learned.
-Versions exported with the first three only keep working: `ood.json` names its evidences.
-`ood.json` beside the model holds each evidence's quantiles on held-out garments and the threshold.
-Here, with numpy alone, each evidence becomes its rank among those garments, each rank a normal
-z-score, and their sum (Stouffer's method) is ranked once more among the same garments: the score is
-"more unusual than this share of held-out garments". An input a little unusual on several evidences
-scores above one very unusual on a single evidence that garments also reach now and then; the
-largest rank, which earlier exports use, missed a quarter to half of text and scene crops on some
-training seeds (docs/ood.md). `in_distribution` is `score <= threshold`, calibrated in the pipeline
-so that at most 5% of held-out garments and 10% of any photo slice are flagged.
+  (tied covariance; Lee et al. 2018): digits, shapes;
+- texture distance: the same for each pooling layer's per-channel mean and mean square: digits,
+  stripes, text, scenes, noise.
+Each evidence becomes its rank among held-out garments as a normal z-score, the z-scores are summed
+(Stouffer's method) and the sum is ranked among the same garments: the score is "more unusual than
+this share of held-out garments". An input a little unusual on several evidences scores above one very
+unusual on a single evidence that garments also reach now and then. Since 2026-12-05 the graph does
+all of it (each rank read off the garments' quantiles by linear interpolation) and answers the score
+itself, `ood_score` (N,): the server only compares it with the threshold in `ood.json`.
+
+Versions exported before then answer the evidence, `ood_evidence` (N, 3 or 4), and `ood.json` holds
+each evidence's quantiles on held-out garments, which `OodDetector` ranks with numpy here (the first
+exports took the largest rank instead of Stouffer's sum). `in_distribution` is `score <= threshold`,
+calibrated in the pipeline so that at most 5% of held-out garments and 10% of any photo slice are
+flagged.
 """
 
 from __future__ import annotations
@@ -30,8 +31,33 @@ from statistics import NormalDist
 import numpy as np
 
 OOD_FILE = "ood.json"
-EVIDENCE = "ood_evidence"  # the exported model's extra output
-EVIDENCES = ("energy", "feature_distance", "texture_distance", "pixel_distance")
+SCORE = "ood_score"  # the exported model's extra output since 2026-12-05
+EVIDENCE = "ood_evidence"  # ... and before: the evidence, ranked here
+EVIDENCES = ("energy", "feature_distance", "texture_distance")  # the first exports named none: these three
+
+
+class OodFlag:
+    """The threshold, and for versions whose graph answers the evidence rather than the score, the
+    `OodDetector` that ranks it."""
+
+    def __init__(self, threshold: float, detector: OodDetector | None = None) -> None:
+        self.threshold = float(threshold)
+        self.detector = detector
+
+    @classmethod
+    def from_dict(cls, stats: dict) -> OodFlag:
+        detector = OodDetector.from_dict(stats) if "reference_quantiles" in stats else None
+        return cls(float(stats["threshold"]), detector)
+
+    @classmethod
+    def load(cls, path: Path) -> OodFlag:
+        return cls.from_dict(json.loads(Path(path).read_text()))
+
+    def scores(self, outputs: dict[str, np.ndarray]) -> np.ndarray:
+        """(N,) scores in 0-1 from the model's outputs: the graph's own, or its evidence ranked here."""
+        if self.detector is not None:
+            return self.detector.scores(outputs[EVIDENCE])
+        return outputs[SCORE]
 
 
 class OodDetector:
@@ -59,17 +85,13 @@ class OodDetector:
     @classmethod
     def from_dict(cls, stats: dict) -> OodDetector:
         reference = np.asarray(stats["reference_quantiles"], dtype=np.float64)
-        named = len(stats.get("evidences", EVIDENCES[:3]))  # the first exports named three
+        named = len(stats.get("evidences", EVIDENCES))
         if reference.ndim != 2 or reference.shape[0] != named or reference.shape[1] < 2:
             raise ValueError(f"reference_quantiles must hold {named} rows of quantiles, one per evidence")
         combined = stats.get("combined_quantiles")  # absent: exported before Stouffer's method
         if combined is not None and (np.ndim(combined) != 1 or len(combined) < 2):
             raise ValueError("combined_quantiles must be one row of quantiles")
         return cls(reference, float(stats["threshold"]), combined)
-
-    @classmethod
-    def load(cls, path: Path) -> OodDetector:
-        return cls.from_dict(json.loads(Path(path).read_text()))
 
     def ranks(self, evidence: np.ndarray) -> np.ndarray:
         """(N, evidences) -> (N, evidences) integer ranks 0..Q among the held-out garments."""

@@ -13,7 +13,16 @@ from serving.model_store import ModelStore
 from serving.preprocessing import to_model_input
 from tasks.data.sources import load_fashion_mnist
 from tasks.evaluation.gates import ood_gates
-from tasks.evaluation.ood import calibrated_threshold, feature_model, judge_detector, model_outputs, scoring_model
+from tasks.evaluation.ood import (
+    calibrated_threshold,
+    evidence_model,
+    feature_model,
+    judge_detector,
+    model_outputs,
+    scoring_model,
+    summed_interpolants,
+    summed_z,
+)
 from tasks.evaluation.ood_sources import OOD_SOURCES, build_ood_slices, ood_files
 from tasks.evaluation.slices import build_slices
 from tasks.params import GateThresholds
@@ -65,7 +74,7 @@ def test_the_graph_computes_energy_and_the_mahalanobis_distances(trained_model, 
 
     x = np.concatenate([test_split[0][:200], build_ood_slices(20, seed=6)["stripes"]])
     fitted = model_outputs(feature_model(trained_model), x)
-    got = model_outputs(scoring_model(trained_model, ood_stats), x)[EVIDENCE]
+    got = model_outputs(evidence_model(trained_model, ood_stats), x)[EVIDENCE]
 
     def nearest(values: np.ndarray, prefix: str) -> np.ndarray:
         means, factor = (np.asarray(ood_stats[f"{prefix}_{key}"]) for key in ("means", "factor"))
@@ -76,43 +85,69 @@ def test_the_graph_computes_energy_and_the_mahalanobis_distances(trained_model, 
     assert np.allclose(got[:, 0], -logsumexp(logits, axis=1), rtol=1e-4, atol=1e-3)
     assert np.allclose(got[:, 1], nearest(features, "feature"), rtol=1e-3)
     assert np.allclose(got[:, 2], nearest(fitted["texture"].astype(np.float64), "texture"), rtol=1e-3)
-    pixels = fitted["pixels"]
-    assert np.allclose(pixels, pixel_statistics_numpy(x), rtol=1e-4, atol=1e-5)
-    assert np.allclose(got[:, 3], nearest(pixels.astype(np.float64), "pixel"), rtol=1e-3)
 
 
-def pixel_statistics_numpy(pixels: np.ndarray) -> np.ndarray:
-    """`tasks.evaluation.ood.pixel_statistics`, written out in float64 numpy."""
-    x = to_model_input(pixels)[..., 0].astype(np.float64)
-    x = x - x.min(axis=(1, 2), keepdims=True)
-    peak = np.maximum(x.max(axis=(1, 2), keepdims=True), 1e-6)
-    mean = x.mean(axis=(1, 2))
-    across, down = np.abs(np.diff(x, axis=2)).mean(axis=(1, 2)), np.abs(np.diff(x, axis=1)).mean(axis=(1, 2))
-    border = np.ones(x.shape[1:], dtype=bool)
-    border[1:-1, 1:-1] = False
-    return np.stack([mean, x.std(axis=(1, 2)), (x > 0.2 * peak + 0.5 / 255).mean(axis=(1, 2)), across, down,
-                     across / (mean + 1e-3), down / (mean + 1e-3), x.mean(axis=1).std(axis=1),
-                     x.mean(axis=2).std(axis=1), x[:, border].mean(axis=1) / peak[:, 0, 0]], axis=1)  # fmt: skip
+def test_the_graph_ranks_the_evidence_as_numpy_interpolates_it(trained_model, ood_stats, test_split):
+    """The score the graph answers: each evidence's z-score and their sum's rank, read off the garments'
+    quantiles by linear interpolation, as np.interp reads them."""
+    from serving.ood import EVIDENCE, SCORE
+
+    x = np.concatenate(
+        [test_split[0][:300], build_ood_slices(30, seed=4)["noise"], build_ood_slices(30, seed=4)["text"]]
+    )
+    evidence = model_outputs(evidence_model(trained_model, ood_stats), x)[EVIDENCE].astype(np.float64)
+    expected = np.interp(summed_z(evidence, ood_stats), ood_stats["combined_knots"], ood_stats["levels"])
+    got = model_outputs(scoring_model(trained_model, ood_stats), x)[SCORE]
+    assert np.abs(got - expected).max() <= 1e-3
+    assert expected[:300].mean() < 0.6 < expected[300:].mean()
 
 
-def test_versions_exported_with_three_evidences_still_load(ood_stats):
-    from serving.ood import OodDetector
+def test_interpolants_in_the_graph_equal_np_interp():
+    """Far beyond the last knot (noise scores distances in the thousands), below the first, on a knot,
+    and with repeated knots (tied quantiles)."""
+    knots = [np.array([0.0, 1.0, 1.0, 3.0, 10.0]), np.array([-5.0, -2.0, 4.0])]
+    values = [np.array([-3.0, -1.0, 0.0, 2.0, 3.0]), np.array([0.0, 0.5, 1.0])]
+    x = np.array([[-7.0, -9.0], [0.5, -2.0], [1.0, 0.0], [2.0, 3.9], [9.0, 4.0], [1e6, 1e7]], np.float32)
+    expected = sum(np.interp(x[:, k], np.unique(knots[k]), [-3.0, 0.0, 2.0, 3.0] if k == 0 else values[k])
+                   for k in range(2))  # fmt: skip
+    got = np.asarray(summed_interpolants(x, knots, values))
+    np.testing.assert_allclose(got, expected, atol=1e-5)
 
-    three = {**ood_stats, "evidences": ["energy", "feature_distance", "texture_distance"],
-             "reference_quantiles": np.asarray(ood_stats["reference_quantiles"])[:3].tolist()}  # fmt: skip
+
+def legacy_stats(evidences: int) -> dict:
+    """`ood.json` as versions exported before 2026-12-05 hold it: quantiles ranked by the server."""
+    garments = np.random.default_rng(1).gamma(2.0, 1.0, (5000, evidences))
+    reference = np.quantile(garments, np.linspace(0, 1, 1001), axis=0).T
+    return {"evidences": ["energy", "feature_distance", "texture_distance", "pixel_distance"][:evidences],
+            "reference_quantiles": reference.tolist(), "threshold": 0.95}  # fmt: skip
+
+
+def test_versions_exported_with_three_or_four_evidences_still_load():
+    from serving.ood import EVIDENCE, OodDetector, OodFlag
+
+    three, four = legacy_stats(3), legacy_stats(4)
     assert OodDetector.from_dict(three).scores(np.zeros((2, 3))).shape == (2,)
     with pytest.raises(ValueError, match="must hold 3 rows"):
-        OodDetector.from_dict({**three, "reference_quantiles": ood_stats["reference_quantiles"]})
+        OodDetector.from_dict({**three, "reference_quantiles": four["reference_quantiles"]})
+    flag = OodFlag.from_dict(four)
+    scores = flag.scores({EVIDENCE: np.array([[0.0, 0.0, 0.0, 0.0], [50.0, 50.0, 50.0, 50.0]])})
+    assert scores[0] < flag.threshold < scores[1]
 
 
-def test_exports_before_stouffers_method_keep_the_largest_rank(ood_stats):
+def test_exports_before_stouffers_method_keep_the_largest_rank():
     from serving.ood import OodDetector
 
-    evidence = np.asarray(ood_stats["reference_quantiles"])[:, [100, 500, 900]].T  # three images, 4 evidences
-    legacy = OodDetector.from_dict({key: value for key, value in ood_stats.items() if key != "combined_quantiles"})
+    stats = legacy_stats(4)
+    evidence = np.asarray(stats["reference_quantiles"])[:, [100, 500, 900]].T  # three images, 4 evidences
+    legacy = OodDetector.from_dict(stats)
     assert legacy.combined is None
     np.testing.assert_allclose(legacy.scores(evidence), legacy.ranks(evidence).max(axis=1) / 1001)
-    assert OodDetector.from_dict(ood_stats).combined is not None
+
+
+def test_statistics_of_the_earlier_form_are_not_exported_with_a_graph_they_do_not_fit(ood_stats):
+    from tasks.evaluation.ood import current
+
+    assert current(ood_stats) and not current(legacy_stats(4)) and not current(None)
 
 
 def test_stouffer_ranks_an_input_unusual_on_every_evidence_above_one_unusual_on_one():
@@ -152,16 +187,14 @@ def test_threshold_respects_both_budgets():
 
 
 def test_server_scores_equal_the_pipelines(model_root, trained_model, ood_stats, test_split):
-    """The exported LiteRT model and numpy give what the pipeline computed with Keras, image by image."""
-    from serving.ood import EVIDENCE, OodDetector
+    """The exported LiteRT model gives what the pipeline computed with Keras, image by image."""
+    from serving.ood import SCORE
 
     x = np.concatenate([test_split[0][:300], build_ood_slices(50, seed=3)["noise"]])
     model = ModelStore.discover(model_root).get("clothes", 2)
     assert model is not None and model.ood is not None
     _, served = model.predict(to_model_input(x))
-    expected = OodDetector.from_dict(ood_stats).scores(
-        model_outputs(scoring_model(trained_model, ood_stats), x)[EVIDENCE]
-    )
+    expected = model_outputs(scoring_model(trained_model, ood_stats), x)[SCORE]
     assert served is not None and np.abs(served - expected).max() <= 0.01
     threshold = ood_stats["threshold"]
     assert np.mean((served > threshold) == (expected > threshold)) >= 0.99

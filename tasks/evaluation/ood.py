@@ -1,12 +1,14 @@
 """The out-of-distribution flag as a pipeline stage: fit its statistics on the training split, calibrate
 its threshold on held-out garments (the validation split, plain and as photos), judge it on this run's
 test split and on inputs that are not clothing (`tasks.evaluation.ood_sources`), and store everything
-on the run (`ood/detector.json`), where the export finds it: the statistics go into the exported
-model's graph (`scoring_model`), the quantiles and threshold into `ood.json` (`serving.ood`)."""
+on the run (`ood/detector.json`), where the export finds it: the statistics and the garments'
+quantiles go into the exported model's graph (`scoring_model`), the threshold into `ood.json`
+(`serving.ood`)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from statistics import NormalDist
 
 import numpy as np
 from mlflow import MlflowClient
@@ -15,7 +17,7 @@ from prefect.cache_policies import NO_CACHE
 from sklearn.covariance import LedoitWolf
 from sklearn.metrics import roc_auc_score
 
-from serving.ood import EVIDENCE, EVIDENCES, OodDetector
+from serving.ood import EVIDENCE, EVIDENCES, SCORE
 from serving.preprocessing import decode_image, to_model_input
 from tasks.data.dataset import Dataset, stratified_split
 from tasks.evaluation.ood_sources import build_ood_slices
@@ -23,7 +25,10 @@ from tasks.evaluation.slices import PHOTO_SLICES, Slices, slice_files
 from tasks.params import TrainParams
 
 OOD_ARTIFACT = "ood/detector.json"
-QUANTILES = 1001  # each evidence's reference distribution, at 0.1% resolution
+QUANTILES = 1001  # the ranks the first exports' numpy ranking resolved (`serving.ood.OodDetector`)
+Z_KNOTS = 65  # knots of each evidence's rank as a z-score: steps of 0.1 in z
+# Knots of the final rank: every 1% up to 90%, every 0.05% above, where the threshold lies.
+SCORE_LEVELS = np.r_[np.linspace(0, 0.9, 91)[:-1], np.linspace(0.9, 1, 201)]
 FIT_IMAGES = 20_000  # class means and covariances settle long before the whole training split
 CALIBRATION_PHOTOS = 500  # validation garments per photo slice the threshold is calibrated on
 MAX_FLAGGED = 0.05  # of held-out garments
@@ -31,77 +36,23 @@ MAX_FLAGGED_PHOTOS = 0.10  # of each photo slice
 
 
 def texture_moments(model):  # -> KerasTensor (N, 2 x channels of every pooling layer)
-    """Each pooling layer's per-channel mean and standard deviation, reduced in the graph. The deviation
-    from the mean of squares: `keras.ops.std` converts to LiteRT ops that cost a batch of 256 8% more
-    time; this costs nothing measurable (benchmarks/bench_serving.py)."""
+    """Each pooling layer's per-channel mean and mean square, reduced in the graph. Mean squares rather
+    than standard deviations: the Mahalanobis distance detects as well on either (docs/ood.md), and the
+    square root and its subtraction were a third of this evidence's cost in a batch."""
     import keras
 
     pooling = (keras.layers.MaxPooling2D, keras.layers.AveragePooling2D)
     moments = []
     for pool in (layer.output for layer in model.layers if isinstance(layer, pooling)):
-        mean, square = keras.ops.mean(pool, (1, 2)), keras.ops.mean(keras.ops.square(pool), (1, 2))
-        moments += [mean, keras.ops.sqrt(keras.ops.maximum(square - mean * mean, 0.0))]
+        moments += [keras.ops.mean(pool, (1, 2)), keras.ops.mean(keras.ops.square(pool), (1, 2))]
     return keras.layers.Concatenate(name="texture")(moments)
 
 
-def pixel_statistics(inputs):  # -> KerasTensor (N, 10)
-    """Ten statistics of the input image itself, which no training run changes: mean and spread of
-    the intensity, the share of "ink" (above a fifth of the image's peak), the mean absolute step
-    between neighbouring pixels across and down (absolute, and per unit of intensity: thin strokes
-    step often), the spread of the column and row profiles, and the edge: the outermost pixels' mean
-    per unit of the peak. Garments are filled, centred shapes with a margin; text, stripes and noise
-    are not, and scenes and many objects run off the frame, whatever the network learned (docs/ood.md:
-    what the learned evidences catch swings from one training seed to the next).
-
-    Whole-image averages are products with a constant column and the ink a clipped ramp: with LiteRT's
-    multi-axis means and its bool-to-float cast the first nine numbers took a batch of 256 two thirds of
-    the classifier's own time (2.4 ms vs 3.7 ms); this way 0.7-1.0 ms (docs/benchmarks.md)."""
-    import keras
-
-    rows, columns = int(inputs.shape[1]), int(inputs.shape[2])
-    size = rows * columns
-
-    def average(n: int) -> np.ndarray:
-        return np.full((n, 1), 1.0 / n, dtype=np.float32)
-
-    def mean_and_spread(values, n: int):
-        mean = keras.ops.matmul(values, average(n))
-        square = keras.ops.matmul(values * values, average(n))
-        return mean, keras.ops.sqrt(keras.ops.maximum(square - mean * mean, 0.0))
-
-    flat = keras.ops.reshape(inputs, (-1, size))
-    flat = flat - keras.ops.min(flat, axis=1, keepdims=True)
-    peak = keras.ops.maximum(keras.ops.max(flat, axis=1, keepdims=True), 1e-6)
-    mean, deviation = mean_and_spread(flat, size)
-    # Half a grey level above a fifth of the peak: a 0-255 image's pixels lie at least a tenth of a grey
-    # level (1/2550) away from it, where the ramp (steeper than that) already is 0 or 1.
-    ink = keras.ops.matmul(keras.ops.minimum(keras.ops.relu((flat - 0.2 * peak - 0.5 / 255) * 2.55e6), 1.0),
-                           average(size))  # fmt: skip
-    image = keras.ops.reshape(flat, (-1, rows, columns))
-    steps = rows * (columns - 1), (rows - 1) * columns
-    across = keras.ops.abs(image[:, :, 1:] - image[:, :, :-1])
-    down = keras.ops.abs(image[:, 1:, :] - image[:, :-1, :])
-    across = keras.ops.matmul(keras.ops.reshape(across, (-1, steps[0])), average(steps[0]))
-    down = keras.ops.matmul(keras.ops.reshape(down, (-1, steps[1])), average(steps[1]))
-    # One axis each: as a product with a (784, 56) profile matrix they cost a single image 15 us more,
-    # the matrix being 175 KB of a 430 KB model (benchmarks/bench_serving.py).
-    column_spread = mean_and_spread(keras.ops.mean(image, axis=1), columns)[1]
-    row_spread = mean_and_spread(keras.ops.mean(image, axis=2), rows)[1]
-    border = np.ones((rows, columns), dtype=bool)
-    border[1:-1, 1:-1] = False
-    edge = keras.ops.matmul(flat, (border.reshape(size, 1) / border.sum()).astype(np.float32)) / peak
-    values = [mean, deviation, ink, across, down, across / (mean + 1e-3), down / (mean + 1e-3), column_spread,
-              row_spread, edge]  # fmt: skip
-    return keras.layers.Concatenate(name="pixels")(values)
-
-
 def feature_model(model):  # -> keras.Model
-    """What the statistics are fitted on: the last layer's input, the texture moments, the pixel statistics."""
+    """What the statistics are fitted on: the last layer's input and the texture moments."""
     import keras
 
-    outputs = {"features": model.layers[-1].input, "texture": texture_moments(model),
-               "pixels": pixel_statistics(model.inputs[0])}  # fmt: skip
-    return keras.Model(model.inputs, outputs)
+    return keras.Model(model.inputs, {"features": model.layers[-1].input, "texture": texture_moments(model)})
 
 
 def nearest_class_distance(x, means: np.ndarray, factor: np.ndarray):  # -> KerasTensor (N,)
@@ -118,10 +69,8 @@ def nearest_class_distance(x, means: np.ndarray, factor: np.ndarray):  # -> Kera
     return keras.ops.min(cross, axis=1) + keras.ops.sum(keras.ops.square(z), axis=1)
 
 
-def scoring_model(model, stats: dict):  # -> keras.Model
-    """The classifier with the extra output `serving.ood.EVIDENCE` (N, 4): energy, feature, texture and
-    pixel distance, computed in the graph from the fitted statistics, so the server receives four
-    numbers per image."""
+def evidence(model, stats: dict):  # -> KerasTensor (N, 3)
+    """Energy, feature and texture distance (`serving.ood.EVIDENCES`), from the fitted statistics."""
     import keras
 
     def array(key: str) -> np.ndarray:
@@ -130,16 +79,68 @@ def scoring_model(model, stats: dict):  # -> keras.Model
     features = model.layers[-1].input
     weights, bias = (array(key).astype(np.float32) for key in ("logit_weights", "logit_bias"))
     logits = keras.ops.matmul(features, weights) + bias
-    evidence = keras.ops.stack(
+    return keras.ops.stack(
         [
             -keras.ops.logsumexp(logits, axis=1),
             nearest_class_distance(features, array("feature_means"), array("feature_factor")),
             nearest_class_distance(texture_moments(model), array("texture_means"), array("texture_factor")),
-            nearest_class_distance(pixel_statistics(model.inputs[0]), array("pixel_means"), array("pixel_factor")),
         ],
         axis=1,
     )
-    return keras.Model(model.inputs, {"probabilities": model.outputs[0], EVIDENCE: evidence}, name="scoring")
+
+
+def evidence_model(model, stats: dict):  # -> keras.Model
+    """The classifier with its evidence (`serving.ood.EVIDENCE`), what the score's quantiles are taken of."""
+    import keras
+
+    return keras.Model(model.inputs, {"probabilities": model.outputs[0], EVIDENCE: evidence(model, stats)})
+
+
+def interpolant(knots: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
+    """`np.interp(x, knots, values)` (flat beyond the ends) as first value + sum of slope changes x
+    relu(x - knot): knots (ascending; repeats keep their last value), their slope changes, the value
+    below the first knot. What a graph computes with one matrix product, a relu and another product."""
+    knots, values = np.asarray(knots, dtype=np.float64), np.asarray(values, dtype=np.float64)
+    last = np.r_[knots[1:] != knots[:-1], True]
+    knots, values = knots[last], values[last]
+    slopes = np.r_[np.diff(values) / np.diff(knots), 0.0]
+    return knots, np.diff(slopes, prepend=0.0), float(values[0])
+
+
+def summed_interpolants(x, knots: list[np.ndarray], values: list[np.ndarray]):  # -> KerasTensor (N,)
+    """sum_k np.interp(x[:, k], knots[k], values[k]) in three graph ops and a clip: every knot of every
+    column is one unit of a relu layer. Each column is clipped at its last knot first, so far-out inputs
+    do not add large terms that cancel (the slope changes sum to zero)."""
+    import keras
+
+    pieces = [interpolant(k, v) for k, v in zip(knots, values, strict=True)]
+    columns, units = len(pieces), sum(len(knots) for knots, _, _ in pieces)
+    spread, offsets = np.zeros((columns, units), np.float32), np.zeros(units, np.float32)
+    changes = np.concatenate([change for _, change, _ in pieces]).astype(np.float32)[:, None]
+    start = 0
+    for column, (knots_k, _, _) in enumerate(pieces):
+        spread[column, start : start + len(knots_k)], offsets[start : start + len(knots_k)] = 1.0, -knots_k
+        start += len(knots_k)
+    upper = np.array([knots_k[-1] for knots_k, _, _ in pieces], np.float32)
+    hidden = keras.ops.relu(keras.ops.matmul(keras.ops.minimum(x, upper), spread) + offsets)
+    base = np.float32(sum(first for _, _, first in pieces))
+    return keras.ops.reshape(keras.ops.matmul(hidden, changes) + base, (-1,))
+
+
+def scoring_model(model, stats: dict):  # -> keras.Model
+    """The classifier with the extra output `serving.ood.SCORE` (N,): each evidence's rank among held-out
+    garments as a z-score, their sum ranked among the same garments, all in the graph, so the server
+    reads one number per image (ranking the evidence with numpy cost a single-image request a tenth
+    of its time; docs/benchmarks.md)."""
+    import keras
+
+    z_knots = [np.asarray(knots, dtype=np.float64) for knots in stats["evidence_knots"]]
+    z_values = [np.asarray(stats["z_levels"], dtype=np.float64)] * len(z_knots)
+    summed = summed_interpolants(evidence(model, stats), z_knots, z_values)
+    score = summed_interpolants(
+        keras.ops.reshape(summed, (-1, 1)), [np.asarray(stats["combined_knots"])], [np.asarray(stats["levels"])]
+    )
+    return keras.Model(model.inputs, {"probabilities": model.outputs[0], SCORE: score}, name="scoring")
 
 
 def model_outputs(scoring, pixels: np.ndarray) -> dict[str, np.ndarray]:
@@ -178,10 +179,21 @@ def calibrated_threshold(garments: np.ndarray, photos: dict[str, np.ndarray]) ->
     )
 
 
+def z_levels() -> np.ndarray:
+    """The z-scores each evidence's rank is read at: evenly spread over those of ranks 0.5/Q..1-0.5/Q,
+    where the ranking with numpy (`serving.ood.OodDetector`) clips them."""
+    return np.linspace(-1, 1, Z_KNOTS) * NormalDist().inv_cdf(1 - 0.5 / QUANTILES)
+
+
+def summed_z(evidence: np.ndarray, stats: dict) -> np.ndarray:
+    """(N, evidences) -> (N,) what the graph sums (`scoring_model`), with numpy."""
+    return sum(np.interp(evidence[:, k], knots, stats["z_levels"]) for k, knots in enumerate(stats["evidence_knots"]))
+
+
 def fit_detector(model, dataset: Dataset, params: TrainParams) -> dict:
     """Everything the flag needs, from the training run's own split: the statistics the exported graph
-    computes the evidence with (class means and precision factors on part of its training images), and
-    what `serving.ood.OodDetector` reads (the evidence's quantiles and the threshold, on its validation
+    computes the evidence with (class means and precision factors on part of its training images), the
+    garments' quantiles it ranks the evidence and their sum against, and the threshold (on its validation
     images), so the test split stays unseen until the flag is judged."""
     train_idx, val_idx = stratified_split(dataset.y_train, params.validation_fraction, params.split_seed)
     fit_idx = np.random.default_rng(params.seed).permutation(train_idx)[:FIT_IMAGES]
@@ -189,11 +201,10 @@ def fit_detector(model, dataset: Dataset, params: TrainParams) -> dict:
     labels, classes = dataset.y_train[fit_idx], len(dataset.class_names)
     feature_means, feature_factor = class_statistics(fitted["features"], labels, classes)
     texture_means, texture_factor = class_statistics(fitted["texture"], labels, classes)
-    pixel_means, pixel_factor = class_statistics(fitted["pixels"], labels, classes)
     weights, bias = model.layers[-1].get_weights()
     stats: dict = {
         "method": "rank among held-out garments of the summed z-scores (Stouffer) of each evidence's rank among "
-        "them: energy, feature, texture and pixel Mahalanobis distances",
+        "them: energy, feature and texture Mahalanobis distances; computed in the model's graph (ood_score)",
         "evidences": list(EVIDENCES),
         "logit_weights": compact(weights),
         "logit_bias": compact(bias),
@@ -201,25 +212,30 @@ def fit_detector(model, dataset: Dataset, params: TrainParams) -> dict:
         "feature_factor": compact(feature_factor),
         "texture_means": compact(texture_means),
         "texture_factor": compact(texture_factor),
-        "pixel_means": compact(pixel_means),
-        "pixel_factor": compact(pixel_factor),
     }
+    held_out = model_outputs(evidence_model(model, stats), dataset.x_train[val_idx])[EVIDENCE].astype(np.float64)
+    z = z_levels()
+    shares = np.array([NormalDist().cdf(float(v)) for v in z])
+    stats["z_levels"] = z.tolist()
+    stats["evidence_knots"] = compact(np.quantile(held_out, shares, axis=0).T)
+    stats["levels"] = SCORE_LEVELS.tolist()
+    stats["combined_knots"] = compact(np.quantile(summed_z(held_out, stats), SCORE_LEVELS))
     scoring = scoring_model(model, stats)
-    held_out = model_outputs(scoring, dataset.x_train[val_idx])[EVIDENCE]
-    stats["reference_quantiles"] = compact(np.quantile(held_out, np.linspace(0, 1, QUANTILES), axis=0).T)
-    summed = OodDetector.from_dict({**stats, "threshold": 1.0}).stouffer(held_out)
-    stats["combined_quantiles"] = compact(np.quantile(summed, np.linspace(0, 1, QUANTILES)))
-    detector = OodDetector.from_dict({**stats, "threshold": 1.0})
     photos = calibration_photos(dataset, val_idx, params.seed)
-    photo_scores = {name: detector.scores(model_outputs(scoring, p)[EVIDENCE]) for name, p in photos.items()}
-    stats["threshold"] = calibrated_threshold(detector.scores(held_out), photo_scores)
+    photo_scores = {name: model_outputs(scoring, p)[SCORE] for name, p in photos.items()}
+    stats["threshold"] = calibrated_threshold(model_outputs(scoring, dataset.x_train[val_idx])[SCORE], photo_scores)
     return stats
+
+
+def current(stats: dict | None) -> bool:
+    """Whether statistics (an `OOD_ARTIFACT`) are of the kind this code exports: runs before 2026-12-05
+    stored four evidences ranked by the server, whose graph (with pixel statistics) is gone."""
+    return stats is not None and "evidence_knots" in stats
 
 
 def shipped(stats: dict) -> dict:
     """What `ood.json` beside the exported model holds: the rest is baked into its graph."""
-    keys = ("method", "evidences", "reference_quantiles", "combined_quantiles", "threshold")
-    return {key: stats[key] for key in keys if key in stats}
+    return {key: stats[key] for key in ("method", "evidences", "threshold")}
 
 
 @dataclass(frozen=True)
@@ -247,17 +263,17 @@ class OodReport:
 def judge_detector(
     stats: dict, model, test_pixels: np.ndarray, slices: Slices, outliers: dict[str, np.ndarray]
 ) -> OodReport:
-    detector, scoring = OodDetector.from_dict(stats), scoring_model(model, stats)
+    scoring, threshold = scoring_model(model, stats), stats["threshold"]
 
     def scores(pixels: np.ndarray) -> np.ndarray:
-        return detector.scores(model_outputs(scoring, pixels)[EVIDENCE])
+        return model_outputs(scoring, pixels)[SCORE]
 
     test = scores(test_pixels)
-    flagged = {"test": float((test > detector.threshold).mean())}
+    flagged = {"test": float((test > threshold).mean())}
     for name in (name for name in PHOTO_SLICES if name in slices):
-        flagged[name] = float((scores(slices[name][0]) > detector.threshold).mean())
+        flagged[name] = float((scores(slices[name][0]) > threshold).mean())
     outlier_scores = {source: scores(pixels) for source, pixels in outliers.items()}
-    detected = {source: float((s > detector.threshold).mean()) for source, s in outlier_scores.items()}
+    detected = {source: float((s > threshold).mean()) for source, s in outlier_scores.items()}
     everything = np.concatenate(list(outlier_scores.values()))
     truth = np.r_[np.zeros(len(test)), np.ones(len(everything))]
     return OodReport(flagged, detected, float(roc_auc_score(truth, np.r_[test, everything])))

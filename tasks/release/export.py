@@ -2,14 +2,15 @@
 
 ``<model_root>/<name>/<version>/`` gets the TensorFlow SavedModel (``saved_model.pb`` + ``variables/``,
 so TensorFlow Serving can serve the same directory), ``model.tflite`` (what our server runs: the
-probabilities plus the out-of-distribution evidence, computed in its graph), ``ood.json`` (what turns the
-evidence into the flag, from the training run) and ``metadata.json``. Everything is written to a hidden temporary
+probabilities plus the out-of-distribution score, computed in its graph), ``ood.json`` (the flag's
+threshold, from the training run) and ``metadata.json``. Everything is written to a hidden temporary
 directory and renamed into place, so a server scanning the root never sees a half-written version.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -24,10 +25,11 @@ from prefect.cache_policies import NO_CACHE
 
 from serving.model_store import METADATA_FILE, RUNTIME_FILE
 from serving.ood import OOD_FILE
-from tasks.evaluation.ood import OOD_ARTIFACT, scoring_model, shipped
+from tasks.evaluation.ood import OOD_ARTIFACT, current, scoring_model, shipped
 from tasks.params import ModelRef
 from tasks.registry.policy import card_of, load_model_version
 
+log = logging.getLogger(__name__)
 METRIC_KEYS = ("test_accuracy", "test_macro_f1", "test_macro_precision", "test_macro_recall")
 
 
@@ -104,10 +106,17 @@ def export_registered_version(ref: ModelRef, model_root: Path) -> Path:
 
 
 def ood_statistics(run_id: str | None) -> dict | None:
-    """The flag's statistics stored on the training run, if it made them."""
+    """The flag's statistics stored on the training run, if it made them in the form this code exports;
+    a version trained before 2026-12-05 is exported without the flag (its earlier export, if kept,
+    still serves it)."""
     if not run_id or OOD_ARTIFACT not in {f.path for f in MlflowClient().list_artifacts(run_id, "ood")}:
         return None
-    return mlflow.artifacts.load_dict(f"runs:/{run_id}/{OOD_ARTIFACT}")
+    stats = mlflow.artifacts.load_dict(f"runs:/{run_id}/{OOD_ARTIFACT}")
+    if not current(stats):
+        log.warning("run %s has out-of-distribution statistics of an earlier form: exported without the flag; "
+                    "retrain to get it back", run_id)  # fmt: skip
+        return None
+    return stats
 
 
 @task(name="export-model", cache_policy=NO_CACHE)
