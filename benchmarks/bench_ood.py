@@ -28,7 +28,7 @@ from tasks.params import PRESETS, TrainParams
 from tasks.settings import Settings
 from tasks.training.train import train_model
 
-EVIDENCES = ("top softmax probability", "energy", "feature distance", "texture distance")  # alone
+EVIDENCES = ("top softmax probability", "largest logit", "feature distance", "texture distance")  # alone
 
 
 def evidences(outputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

@@ -3,11 +3,11 @@ prediction (`tasks.evaluation.ood` fits it; docs/ood.md has the measurements).
 
 No single evidence separates clothing from everything else, so the exported model computes three in
 its graph, larger meaning more unusual:
-- energy, -logsumexp of the logits: inputs the classifier has no strong answer for (noise, text);
+- the largest logit, negated: inputs the classifier has no strong answer for (noise, text);
 - feature distance: the Mahalanobis distance of the last layer's input to the nearest class mean
   (tied covariance; Lee et al. 2018): digits, shapes;
-- texture distance: the same for each pooling layer's per-channel mean and mean square: digits,
-  stripes, text, scenes, noise.
+- texture distance: the same for where in the frame the first pooling layer responds and how strongly
+  the last one does: digits, stripes, text, scenes, noise.
 Each evidence becomes its rank among held-out garments as a normal z-score, the z-scores are summed
 (Stouffer's method) and the sum is ranked among the same garments: the score is "more unusual than
 this share of held-out garments". An input a little unusual on several evidences scores above one very
@@ -33,7 +33,7 @@ import numpy as np
 OOD_FILE = "ood.json"
 SCORE = "ood_score"  # the exported model's extra output since 2026-12-05
 EVIDENCE = "ood_evidence"  # ... and before: the evidence, ranked here
-EVIDENCES = ("energy", "feature_distance", "texture_distance")  # the first exports named none: these three
+EVIDENCES = ("energy", "feature_distance", "texture_distance")  # what the first exports, which named none, ranked
 
 
 class OodFlag:
