@@ -76,7 +76,8 @@ def test_the_graph_computes_energy_and_the_mahalanobis_distances(trained_model, 
     fitted = model_outputs(feature_model(trained_model), x)
     got = model_outputs(evidence_model(trained_model, ood_stats), x)[EVIDENCE]
     pooling = [layer.output for layer in trained_model.layers if isinstance(layer, keras.layers.AveragePooling2D)]
-    first, last = keras.Model(trained_model.inputs, pooling).predict(to_model_input(x), verbose=0)[:: len(pooling) - 1]
+    pooled = keras.Model(trained_model.inputs, pooling).predict(to_model_input(x), verbose=0)
+    first, last = pooled[0], pooled[-1]
     half = first.shape[1] // 2
     quarters = first[:, : 2 * half, : 2 * half].reshape(len(x), 2, half, 2, half, -1).mean(axis=(2, 4))
     texture = np.concatenate([quarters.reshape(len(x), -1), last.mean(axis=(1, 2))], axis=1)
