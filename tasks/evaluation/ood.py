@@ -86,31 +86,35 @@ def nearest_class_distance(x, means: np.ndarray, factor: np.ndarray):  # -> Kera
     return squared - row_max(closeness)
 
 
-def evidence(model, stats: dict):  # -> KerasTensor (N, 3)
+def evidence(model, stats: dict):  # -> (KerasTensor (N, 3), KerasTensor (N, classes))
     """The largest logit, negated (energy, the log-sum-exp of the logits, detects alike, but its
-    exponentials split the delegated graph), the feature and the texture distance (`EVIDENCE_NAMES`)."""
+    exponentials split the delegated graph), the feature and the texture distance (`EVIDENCE_NAMES`);
+    and the probabilities, from the same logits (the last layer rebuilt as product and activation, so
+    the graph computes them once)."""
     import keras
 
     def array(key: str) -> np.ndarray:
         return np.asarray(stats[key], dtype=np.float64)
 
-    features = model.layers[-1].input
-    weights, bias = (array(key).astype(np.float32) for key in ("logit_weights", "logit_bias"))
-    logits = keras.ops.matmul(features, weights) + bias
-    return keras.layers.Concatenate()(
+    last = model.layers[-1]
+    features = last.input
+    logits = keras.ops.matmul(features, last.kernel) + last.bias
+    evidence = keras.layers.Concatenate()(
         [
             -row_max(logits),
             nearest_class_distance(features, array("feature_means"), array("feature_factor")),
             nearest_class_distance(texture_moments(model), array("texture_means"), array("texture_factor")),
         ]
     )
+    return evidence, last.activation(logits)
 
 
 def evidence_model(model, stats: dict):  # -> keras.Model
     """The classifier with its evidence (`serving.ood.EVIDENCE`), what the score's quantiles are taken of."""
     import keras
 
-    return keras.Model(model.inputs, {"probabilities": model.outputs[0], EVIDENCE: evidence(model, stats)})
+    values, probabilities = evidence(model, stats)
+    return keras.Model(model.inputs, {"probabilities": probabilities, EVIDENCE: values})
 
 
 def interpolant(knots: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
@@ -153,11 +157,12 @@ def scoring_model(model, stats: dict):  # -> keras.Model
 
     z_knots = [np.asarray(knots, dtype=np.float64) for knots in stats["evidence_knots"]]
     z_values = [np.asarray(stats["z_levels"], dtype=np.float64)] * len(z_knots)
-    summed = summed_interpolants(evidence(model, stats), z_knots, z_values)
+    values, probabilities = evidence(model, stats)
+    summed = summed_interpolants(values, z_knots, z_values)
     score = summed_interpolants(
         keras.ops.reshape(summed, (-1, 1)), [np.asarray(stats["combined_knots"])], [np.asarray(stats["levels"])]
     )
-    return keras.Model(model.inputs, {"probabilities": model.outputs[0], SCORE: score}, name="scoring")
+    return keras.Model(model.inputs, {"probabilities": probabilities, SCORE: score}, name="scoring")
 
 
 def model_outputs(scoring, pixels: np.ndarray) -> dict[str, np.ndarray]:
@@ -218,14 +223,11 @@ def fit_detector(model, dataset: Dataset, params: TrainParams) -> dict:
     labels, classes = dataset.y_train[fit_idx], len(dataset.class_names)
     feature_means, feature_factor = class_statistics(fitted["features"], labels, classes)
     texture_means, texture_factor = class_statistics(fitted["texture"], labels, classes)
-    weights, bias = model.layers[-1].get_weights()
     stats: dict = {
         "method": "rank among held-out garments of the summed z-scores (Stouffer) of each evidence's rank among "
         "them: the largest logit, feature and texture Mahalanobis distances; computed in the model's graph "
         "(ood_score)",
         "evidences": list(EVIDENCE_NAMES),
-        "logit_weights": compact(weights),
-        "logit_bias": compact(bias),
         "feature_means": compact(feature_means),
         "feature_factor": compact(feature_factor),
         "texture_means": compact(texture_means),
