@@ -49,8 +49,9 @@ def texture_moments(model):  # -> KerasTensor (N, 4 x the first pooling layer's 
     first, last = pools[0], pools[-1]
     half = (int(first.shape[1]) // 2, int(first.shape[2]) // 2)
     quarters = keras.ops.average_pool(first, half, strides=half)  # (N, 2, 2, channels)
+    whole = keras.ops.average_pool(last, tuple(int(n) for n in last.shape[1:3]))  # the mean, as a pooling
     return keras.layers.Concatenate(name="texture")(
-        [keras.ops.reshape(quarters, (-1, 4 * int(first.shape[3]))), keras.ops.mean(last, (1, 2))]
+        [keras.ops.reshape(quarters, (-1, 4 * int(first.shape[3]))), keras.ops.reshape(whole, (-1, int(last.shape[3])))]
     )
 
 
