@@ -118,13 +118,18 @@ def evidence_model(model, stats: dict):  # -> keras.Model
     return keras.Model(model.inputs, {"probabilities": probabilities, EVIDENCE: values})
 
 
+def distinct(knots: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Ascending knots with repeats (tied quantiles) dropped, each keeping its last value."""
+    knots, values = np.asarray(knots, dtype=np.float64), np.asarray(values, dtype=np.float64)
+    last = np.r_[knots[1:] != knots[:-1], True]
+    return knots[last], values[last]
+
+
 def interpolant(knots: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
     """`np.interp(x, knots, values)` (flat beyond the ends) as first value + sum of slope changes x
     relu(x - knot): knots (ascending; repeats keep their last value), their slope changes, the value
     below the first knot. What a graph computes with one matrix product, a relu and another product."""
-    knots, values = np.asarray(knots, dtype=np.float64), np.asarray(values, dtype=np.float64)
-    last = np.r_[knots[1:] != knots[:-1], True]
-    knots, values = knots[last], values[last]
+    knots, values = distinct(knots, values)
     slopes = np.r_[np.diff(values) / np.diff(knots), 0.0]
     return knots, np.diff(slopes, prepend=0.0), float(values[0])
 
@@ -210,7 +215,8 @@ def z_levels() -> np.ndarray:
 
 def summed_z(evidence: np.ndarray, stats: dict) -> np.ndarray:
     """(N, evidences) -> (N,) what the graph sums (`scoring_model`), with numpy."""
-    return sum(np.interp(evidence[:, k], knots, stats["z_levels"]) for k, knots in enumerate(stats["evidence_knots"]))
+    knots = stats["evidence_knots"]
+    return sum(np.interp(evidence[:, k], *distinct(knots[k], stats["z_levels"])) for k in range(len(knots)))
 
 
 def fit_detector(model, dataset: Dataset, params: TrainParams) -> dict:
@@ -250,7 +256,7 @@ def fit_detector(model, dataset: Dataset, params: TrainParams) -> dict:
 
 def current(stats: dict | None) -> bool:
     """Whether statistics (an `OOD_ARTIFACT`) are of the kind this code exports: runs before 2026-12-05
-    stored four evidences ranked by the server, whose graph (with pixel statistics) is gone."""
+    evening stored evidences the server ranked, for a graph (with pixel statistics) that is gone."""
     return stats is not None and "evidence_knots" in stats
 
 
