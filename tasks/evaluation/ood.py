@@ -63,9 +63,9 @@ def feature_model(model):  # -> keras.Model
 
 
 def row_max(x):  # -> KerasTensor (N, 1)
-    """The largest of each row of (N, K), as a max pooling: LiteRT's XNNPACK delegate runs pooling, not
-    a reduction, so the whole flag stays in one delegated graph (a reduction split it, which cost a
-    batch of 256 several per cent more time)."""
+    """The largest of each row of (N, K), as a max pooling: LiteRT's XNNPACK delegate supports pooling,
+    not REDUCE_MAX; with reductions the flag's graph cost a batch of 256 7% more time instead of 4-5%
+    (docs/benchmarks.md)."""
     import keras
 
     width = int(x.shape[1])
