@@ -107,7 +107,7 @@ def export_registered_version(ref: ModelRef, model_root: Path) -> Path:
 
 def ood_statistics(run_id: str | None) -> dict | None:
     """The flag's statistics stored on the training run, if it made them in the form this code exports;
-    a version trained before 2026-12-05 is exported without the flag (its earlier export, if kept,
+    a version trained before 2026-12-05 evening is exported without the flag (its earlier export, if kept,
     still serves it)."""
     if not run_id or OOD_ARTIFACT not in {f.path for f in MlflowClient().list_artifacts(run_id, "ood")}:
         return None
