@@ -7,6 +7,7 @@ nothing running behind when the process is stopped or killed."""
 from __future__ import annotations
 
 import functools
+import inspect
 import json
 import os
 import signal
@@ -71,6 +72,13 @@ def flow_app(flow: Any, prog: str, run: Callable[..., int] | None = None) -> cyc
     @functools.wraps(flow.fn)
     def command(*args: Any, **kwargs: Any) -> int:
         return (run or run_and_report)(flow, *args, **kwargs)
+
+    # Options only: a stray word (`--container.enabled false`, where the flag takes no value) is refused
+    # as unused instead of being read as the first parameter's value.
+    signature = inspect.signature(flow.fn)
+    command.__signature__ = signature.replace(  # type: ignore[attr-defined]
+        parameters=[p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in signature.parameters.values()]
+    )
 
     app.default(command)
     return app

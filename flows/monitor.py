@@ -79,7 +79,8 @@ def check_description(
     )
 
 
-main = console_script(flow_app(monitor_drift, "clothes-monitor"))
+app = flow_app(monitor_drift, "clothes-monitor")
+main = console_script(app)
 
 if __name__ == "__main__":
     sys.exit(main())

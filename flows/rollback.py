@@ -62,7 +62,8 @@ def rollback(model_name: str | None = None) -> dict:
             "container": container}  # fmt: skip
 
 
-main = console_script(flow_app(rollback, "clothes-rollback"))
+app = flow_app(rollback, "clothes-rollback")
+main = console_script(app)
 
 if __name__ == "__main__":
     sys.exit(main())

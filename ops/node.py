@@ -266,7 +266,8 @@ def prune(manager=None, certs_root: Path = DOCKER_CERTS) -> list[str]:
     return removed
 
 
-def main(argv: list[str] | None = None) -> int:
+def argument_parser() -> argparse.ArgumentParser:
+    """The command line, apart from running it: the docs' commands are checked against it."""
     parser = argparse.ArgumentParser(prog="clothes-node", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     parser.add_argument("action", choices=["up", "down", "kill", "prune"],
@@ -276,6 +277,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--index", type=int, default=1, help="the node's network: 10.231.<index>.0/24")
     parser.add_argument("--no-swarm", action="store_true",
                         help="up: join no swarm (else this engine's, made on the link if it has none)")  # fmt: skip
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argument_parser()
     args = parser.parse_args(argv)
     if args.action == "prune":
         from tasks.release.docker_engine import docker_client

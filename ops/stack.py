@@ -370,7 +370,8 @@ def status(stack: Stack) -> bool:
     return healthy
 
 
-def main(argv: list[str] | None = None) -> int:
+def argument_parser() -> argparse.ArgumentParser:
+    """The command line, apart from running it: the docs' commands are checked against it."""
     parser = argparse.ArgumentParser(prog="clothes-stack", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     parser.add_argument("action", choices=["up", "down", "status", "env", "mlflow-ui", "screenshots"],
@@ -382,6 +383,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--mlflow-port", type=int, default=5000)
     parser.add_argument("--serving", action="store_true", help="down: stop the production container or service too")
     parser.add_argument("--out", type=Path, default=PROJECT_DIR / "docs" / "screenshots", help="screenshots: where")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argument_parser()
     args = parser.parse_args(argv)
     settings = Settings()
     stack = Stack.configured(args.state_dir, args.prefect_port, args.mlflow_port, settings)

@@ -22,12 +22,20 @@ def first_free_port(host: str, start: int, tries: int = 50) -> int:
     raise SystemExit(f"no free port in {start}-{start + tries - 1} on {host}; choose one with --port")
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="Serve every model version under a model root with gunicorn.")
+def argument_parser() -> argparse.ArgumentParser:
+    """The command line, apart from running it: the docs' commands are checked against it."""
+    parser = argparse.ArgumentParser(
+        prog="clothes-serve", description="Serve every model version under a model root with gunicorn."
+    )
     parser.add_argument("--model-root", help="directory holding <name>/<version>/ (MLOPS_SERVE_MODEL_ROOT)")
     parser.add_argument("--host", help="bind address (MLOPS_SERVE_HOST, default 0.0.0.0)")
     parser.add_argument("--port", type=int, help="port (MLOPS_SERVE_PORT, default 8080)")
     parser.add_argument("--workers", type=int, help="worker processes (MLOPS_SERVE_WORKERS, default 2)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argument_parser()
     args = parser.parse_args(argv)
     if args.port is None and "MLOPS_SERVE_PORT" not in os.environ:  # no port asked for: the first free one
         host = args.host or os.environ.get("MLOPS_SERVE_HOST", "0.0.0.0")

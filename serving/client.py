@@ -106,11 +106,17 @@ def refused_login(url: str, login: str | None, statuses: tuple[int, ...] = (401,
     return None
 
 
-def main(argv: list[str] | None = None) -> int:
+def argument_parser() -> argparse.ArgumentParser:
+    """The command line, apart from running it: the docs' commands are checked against it."""
     parser = argparse.ArgumentParser(prog="clothes-classify", description="Classify clothing images.")
     parser.add_argument("images", nargs="+", type=Path, help="PNG or JPEG files")
     parser.add_argument("--url", default=DEFAULT_URL, help=f"model endpoint (default {DEFAULT_URL}; $CLOTHES_URL)")
     parser.add_argument("--json", action="store_true", help="print one JSON object per image")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argument_parser()
     args = parser.parse_args(argv)
     try:
         predictions = classify_many(args.images, args.url)

@@ -12,9 +12,9 @@ from __future__ import annotations
 import itertools
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, TypeAdapter, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -26,6 +26,20 @@ def known_fields_only(model: type[BaseModel], data: Any) -> Any:
         if unknown:
             raise ValueError(f"unknown field(s) {', '.join(unknown)}; valid: {', '.join(model.model_fields)}")
     return data
+
+
+def from_text(kind: type) -> BeforeValidator:
+    """Text read as `kind` first: a command line hands every value over as text, and pydantic reads "5" as 5
+    for an `int` field but not for a choice of numbers (`Literal[3, 5]`)."""
+    adapter = TypeAdapter(kind)
+    return BeforeValidator(lambda value: adapter.validate_python(value) if isinstance(value, str) else value)
+
+
+KernelSize = Annotated[Literal[3, 5], from_text(int)]
+ConvsPerBlock = Annotated[Literal[1, 2], from_text(int)]
+# A search space's on/off choices: cyclopts reads a plain `bool` in a list as a switch taking no value and
+# fails (`--space.batch-norm true`), so the two values are a choice.
+Toggle = Annotated[Literal[False, True], from_text(bool)]
 
 
 class Strict(BaseModel):
@@ -83,8 +97,8 @@ class Architecture(Strict):
 
     conv1_filters: int = Field(default=6, ge=1, le=256, description="filters of the first convolution")
     conv2_filters: int = Field(default=16, ge=1, le=256, description="filters of the second convolution")
-    kernel_size: Literal[3, 5] = Field(default=5, description="every convolution's kernel: 5x5 (LeNet-5) or 3x3")
-    convs_per_block: Literal[1, 2] = Field(
+    kernel_size: KernelSize = Field(default=5, description="every convolution's kernel: 5x5 (LeNet-5) or 3x3")
+    convs_per_block: ConvsPerBlock = Field(
         default=1, description="convolutions before each pooling: 1 as in LeNet-5, 2 as in VGG (same filters)"
     )
     padding: Literal["valid", "same"] = Field(
@@ -331,16 +345,16 @@ class SearchSpace(Strict):
     dense1: list[int] = Field(default=[120, 256], description="first dense layer's sizes")
     dense2: list[int] = Field(default=[84, 128], description="second dense layer's sizes")
     dropout: list[float] = Field(default=[0.0, 0.25], description="dropout rates")
-    kernel_size: list[Literal[3, 5]] = Field(default=[5, 3], description="convolution kernels: 5x5 and 3x3")
-    convs_per_block: list[Literal[1, 2]] = Field(default=[1, 2], description="one convolution per block, or two")
+    kernel_size: list[KernelSize] = Field(default=[5, 3], description="convolution kernels: 5x5 and 3x3")
+    convs_per_block: list[ConvsPerBlock] = Field(default=[1, 2], description="one convolution per block, or two")
     padding: list[Literal["valid", "same"]] = Field(default=["valid", "same"], description="borders trimmed or kept")
     input_padding: list[int] = Field(default=[2, 0], description="background around the input: LeNet-5's 2 px, none")
-    batch_norm: list[bool] = Field(default=[False, True], description="with and without batch normalisation")
+    batch_norm: list[Toggle] = Field(default=[False, True], description="with and without batch normalisation")
     pooling: list[Literal["avg", "max"]] = Field(default=["avg", "max"], description="average and max pooling")
-    standardise: list[bool] = Field(default=[True], description="input scaled to mean 0, variance 1 first")
+    standardise: list[Toggle] = Field(default=[True], description="input scaled to mean 0, variance 1 first")
     learning_rate: list[float] = Field(default=[1e-3, 2e-3], description="peak learning rates")
     batch_size: list[int] = Field(default=[64, 128], description="batch sizes")
-    augment: list[bool] = Field(default=[False, True], description="with and without shifts and flips")
+    augment: list[Toggle] = Field(default=[False, True], description="with and without shifts and flips")
     # The trials keep the schedule the README's tuning table was measured with.
     schedule: list[Literal["cosine", "plateau"]] = Field(default=["plateau"], description="learning-rate schedules")
     relight: list[float] = Field(default=[0.0], description="relit shares of the training images")
