@@ -12,12 +12,15 @@ ARGS ?=
 PYTEST_ARGS ?=
 STACK ?=
 
-.PHONY: install data run test test-fast docs lint format mlflow-ui bench-serving bench-training bench-ood bench-gates bench-photos bench-container bench-reliability bench-swarm docker-up docker-down swarm-up serve rollback tune up down status screenshots clean
+.PHONY: install data run test test-fast test-python docs lint format mlflow-ui bench-serving bench-training bench-ood bench-gates bench-photos bench-container bench-reliability bench-swarm docker-up docker-down swarm-up serve rollback tune up down status screenshots clean
 
 install: $(STAMP)
 
 $(STAMP): pyproject.toml constraints.txt
-	$(PYTHON) -m venv $(VENV)
+	@$(PYTHON) -c 'import sys; sys.exit(not (3, 11) <= sys.version_info[:2] <= (3, 13))' \
+	  || { echo "Python 3.11, 3.12 or 3.13 is needed; $(PYTHON) is $$($(PYTHON) --version 2>&1): make ... PYTHON=python3.12" >&2; exit 1; }
+	@$(PYTHON) -m venv $(VENV) \
+	  || { echo "$(PYTHON) cannot make a venv: on Debian or Ubuntu, sudo apt-get install python3-venv" >&2; exit 1; }
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
 	touch $@
@@ -38,9 +41,11 @@ run: install
 # and restarts the engine must not stop them, so it is skipped by name (MLOPS_TEST_WITHOUT_ENGINE_RESTART).
 PRODUCTION := $(shell docker ps -q --filter label=io.clothes-mlops.role=production 2>/dev/null)
 
-# The whole suite, as CI runs it. A test whose requirement is missing fails saying what is missing
-# (MLOPS_TEST_WITHOUT_<NAME>=1 skips it by name: tests/conftest.py).
+# The whole suite, as CI runs it, with what it needs from the machine set up first (as root on Debian:
+# chromium, PostgreSQL, docker-registry, the Docker engine; else one message). A test whose requirement is
+# still missing fails saying what is missing (MLOPS_TEST_WITHOUT_<NAME>=1 skips it by name: tests/conftest.py).
 test: install data
+	scripts/test-requirements.sh
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
@@ -51,6 +56,10 @@ test: install data
 test-fast: install data
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -m "not slow and not docker and not reliability" $(PYTEST_ARGS)
+
+# The fast suite on another Python in a venv of its own, e.g. `make test-python PYTHON=python3.13`.
+test-python:
+	$(MAKE) test-fast VENV=.venv-$$($(PYTHON) -c 'import sys; print("%d.%d" % sys.version_info[:2])')
 
 # The docs site (MkDocs + Material) into site/, offline and --strict: a broken link or an unlisted page
 # fails. First the configuration page, regenerated from the code's Field descriptions.
@@ -140,4 +149,4 @@ tune: install
 	$(BIN)/clothes-tune $(ARGS)
 
 clean:
-	rm -rf $(VENV) .prefect .keras .cache .pytest_cache .ruff_cache site
+	rm -rf $(VENV) .venv-* .prefect .keras .cache .pytest_cache .ruff_cache site

@@ -20,9 +20,9 @@ from tasks.release import (
     docker_client,
     export_task,
     kubernetes_manifests_task,
+    production_image_task,
     promote_task,
     push_image_task,
-    released_image,
     smoke_test_task,
 )
 from tasks.settings import Settings
@@ -72,13 +72,14 @@ def release(ref: ModelRef, run_id: str, parity: ParityCheck, params: ContainerPa
     # What was smoke-tested is exactly what runs: by digest from the registry, else by tag on this engine.
     runs_as = push_image_task(image, ref, settings) if settings.release.registry else image.tag
     previous = champion_version_task(ref.name)
+    serving_before = production_image_task(settings)  # every model's champion, as production serves them now
     container = deploy_task(runs_as, ref, settings) if params.deploy else None
     try:
         promote_task(ref, run_id, image, runs_as, report, settings)
     except Exception:
-        if container and previous is not None:  # put production back on the champion the registry names
-            logger.error("promotion failed: redeploying champion v%s", previous.version)
-            deploy_task(released_image(previous, settings), ModelRef(ref.name, int(previous.version)), settings)
+        if container and serving_before is not None:  # production back to what it served
+            logger.error("promotion failed: redeploying what production served before (%s)", serving_before)
+            deploy_task(serving_before, ModelRef(ref.name, int(previous.version)) if previous else ref, settings)
         raise
     kubernetes_manifests_task(runs_as, ref, run_id, settings)
     return Release(

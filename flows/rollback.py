@@ -18,6 +18,7 @@ from tasks.release import (
     released_image,
     require_docker,
     tag_champion,
+    with_other_models_task,
 )
 from tasks.settings import Settings
 
@@ -55,6 +56,7 @@ def rollback(model_name: str | None = None) -> dict:
     """
     settings = Settings()
     current, target, image = rollback_target_task(model_name or settings.tracking.model_name, settings)
+    image = with_other_models_task(image, target, settings)  # the other models stay as production serves them
     container = deploy_task(image, target, settings)
     restore_champion_task(current, target, image, settings)
     get_run_logger().info("rolled back %s from v%s to v%s (%s)", target.name, current.version, target.version, image)

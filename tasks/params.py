@@ -31,7 +31,7 @@ def known_fields_only(model: type[BaseModel], data: Any) -> Any:
 def from_text(kind: type) -> BeforeValidator:
     """Text read as `kind` first: a command line hands every value over as text, and pydantic reads "5" as 5
     for an `int` field but not for a choice of numbers (`Literal[3, 5]`)."""
-    adapter = TypeAdapter(kind)
+    adapter: TypeAdapter[Any] = TypeAdapter(kind)
     return BeforeValidator(lambda value: adapter.validate_python(value) if isinstance(value, str) else value)
 
 

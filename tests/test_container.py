@@ -7,7 +7,9 @@ import urllib.request
 import uuid
 from pathlib import Path
 
+import numpy as np
 import pytest
+import requests
 import yaml
 from mlflow import MlflowClient
 from prefect.client.orchestration import get_client
@@ -24,6 +26,7 @@ from tasks.release import export as export_module
 from tasks.release.docker_engine import LABEL, free_port
 from tasks.release.targets.docker import production_containers
 from tests.conftest import LENIENT, require_root
+from tests.test_own_photos import NO_GATES, OWN_PHOTOS
 from tests.traffic import Traffic, served_version
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
@@ -62,7 +65,8 @@ def test_release_swap_and_rollback(release_env, docker_engine, fashion_dir):
     port = release_env["MLOPS_DEPLOY_PORT"]
 
     first = train_and_deploy(**_params(fashion_dir))
-    assert first["promoted"] and first["image"] == f"{release_env['MLOPS_IMAGE_NAME']}:1"
+    assert first["promoted"]
+    assert first["image"] == f"{release_env['MLOPS_IMAGE_NAME']}:clothes-1"
     client = MlflowClient()
     v1 = client.get_model_version_by_alias("clothes", CHAMPION)
     assert str(v1.version) == "1" and v1.tags["smoke"].startswith("parity 200/200, 0/500 errors")
@@ -106,6 +110,35 @@ def test_release_swap_and_rollback(release_env, docker_engine, fashion_dir):
     assert str(client.get_model_version_by_alias("clothes", CHAMPION).version) == "1"
     assert served_version(port) == 1
     assert docker_engine.images.get(f"{release_env['MLOPS_IMAGE_NAME']}:champion").id == image.id
+
+
+def test_releasing_another_model_leaves_the_first_ones_champion_answering(release_env, docker_engine, fashion_dir):
+    """docs/own-photos.md's release on a production server that serves `clothes`: one server then answers
+    for both, each with its own classes, and `clothes` answered every request throughout, as before."""
+    port = release_env["MLOPS_DEPLOY_PORT"]
+    assert train_and_deploy(**_params(fashion_dir))["promoted"]
+    image = {"image": np.linspace(0, 255, 784).reshape(28, 28).round().tolist()}
+    base = f"http://127.0.0.1:{port}"
+    before = requests.post(f"{base}/models/clothes/latest", json=image, timeout=10).json()
+
+    with Traffic(port) as loop:
+        own = train_and_deploy(
+            data=DataSpec(source="image-folder", path=OWN_PHOTOS, holdout_size=10),
+            train=TrainParams(epochs=2, batch_size=16),
+            thresholds=NO_GATES,
+            model_name="own-clothes",
+            container=ContainerParams(enabled=True, parity_images=30, load_requests=200),
+        )
+    assert own["promoted"]
+    assert own["image"] == f"{release_env['MLOPS_IMAGE_NAME']}:own-clothes-1"
+    assert loop.failures == [] and set(loop.versions) == {1}, loop.failures[:3]
+    models = requests.get(f"{base}/models", timeout=10).json()["models"]
+    assert sorted(m["name"] for m in models) == ["clothes", "own-clothes"]
+    assert requests.post(f"{base}/models/clothes/latest", json=image, timeout=10).json()["result"] == before["result"]
+    photo = next((OWN_PHOTOS / "test" / "sneaker").iterdir())
+    answer = requests.post(f"{base}/models/own-clothes/latest", files={"file": photo.open("rb")}, timeout=10).json()
+    assert answer["predictions"][0]["label"] in {p.name for p in (OWN_PHOTOS / "train").iterdir()}
+    assert docker_engine.images.get(own["image"]).labels[f"{LABEL}.models"] == "own-clothes:1,clothes:1"
 
 
 def test_broken_image_fails_the_smoke_test_and_changes_nothing(release_env, docker_engine, fashion_dir, monkeypatch):

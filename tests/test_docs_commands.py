@@ -6,6 +6,7 @@ validates; `curl` of the server a route the server has, for that method."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 import shlex
@@ -13,17 +14,16 @@ import shlex
 import pytest
 import yaml
 from flask import Flask
+from prefect.exceptions import ParameterTypeError
 from werkzeug.exceptions import MethodNotAllowed, NotFound
 
 from flows.monitor import monitor_drift
 from flows.pipeline import train_and_deploy
 from flows.rollback import rollback
 from flows.tune import tune
-from prefect.exceptions import ParameterTypeError
-
 from ops.cli_reference import SCRIPTS, CommandRefused, check
-from serving.route_table import register
 from serving.app import ROUTES
+from serving.route_table import register
 from tests.conftest import REPO
 
 PAGES = [REPO / "README.md", REPO / "CONTRIBUTING.md", REPO / "CHANGELOG.md", *sorted((REPO / "docs").glob("*.md"))]
@@ -82,7 +82,7 @@ def check_prefect(words: list[str]) -> None:
     name = words[3]
     assert name in deployments(), f"{name} is not a deployment of prefect.yaml ({sorted(deployments())})"
     parameters = {}
-    for flag, value in zip(words, words[1:], strict=False):
+    for flag, value in itertools.pairwise(words):
         if flag == "--param":
             key, _, raw = value.partition("=")
             parameters[key] = json.loads(raw)

@@ -5,11 +5,11 @@ Kubernetes manifests."""
 from tasks.release.deploy import deploy_task, released_image, tag_champion
 from tasks.release.docker_engine import ContainerStageError, docker_client, require_docker
 from tasks.release.export import export_task
-from tasks.release.image import build_image_task
 from tasks.release.kubernetes import ARTIFACT as KUBERNETES_ARTIFACT
 from tasks.release.kubernetes import kubernetes_manifests_task
 from tasks.release.promote import promote_task
 from tasks.release.registry import ensure_local, push_image_task
+from tasks.release.served_models import build_image_task, image_tag, production_image_task, with_other_models_task
 from tasks.release.smoke import smoke_test_task
 
 __all__ = [
@@ -20,11 +20,14 @@ __all__ = [
     "docker_client",
     "ensure_local",
     "export_task",
+    "image_tag",
     "kubernetes_manifests_task",
+    "production_image_task",
     "promote_task",
     "push_image_task",
     "released_image",
     "require_docker",
     "smoke_test_task",
     "tag_champion",
+    "with_other_models_task",
 ]

@@ -13,6 +13,7 @@ from prefect.cache_policies import NO_CACHE
 from tasks.params import ModelRef
 from tasks.release.docker_engine import enable_listener_migration, prepare_log_dir, require_docker, retire
 from tasks.release.registry import log_in
+from tasks.release.served_models import image_tag
 from tasks.release.targets.docker import blue_green, production_containers
 from tasks.release.targets.swarm import deploy_service, remove_service, swarm_manager
 from tasks.settings import Settings
@@ -46,7 +47,7 @@ def deploy_replicas(client, image: str, version: int, settings: Settings, log: L
 
 def released_image(version: ModelVersion, settings: Settings) -> str:
     """The image a registered version was released as: the tag promotion recorded, else its build tag."""
-    return version.tags.get("image", f"{settings.release.image_name}:{version.version}")
+    return version.tags.get("image") or image_tag(settings, ModelRef(version.name, int(version.version)))
 
 
 def tag_champion(client, image: str, settings: Settings) -> None:
@@ -64,7 +65,7 @@ def deploy_task(image_tag: str, ref: ModelRef, settings: Settings) -> str:
         name = deploy_replicas(client, image_tag, ref.version, settings, logger.info)
     else:
         name = deploy(
-            client, image_tag, ref.version, deploy_name=settings.deploy.name, host=settings.deploy.host,
+            client, image_tag, ref.version, model=ref.name, deploy_name=settings.deploy.name, host=settings.deploy.host,
             port=settings.deploy.port, log_dir=settings.monitor.prediction_log_dir,
             ready_timeout=settings.release.ready_timeout, log=logger.info,
         ).name  # fmt: skip

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import socket
 from pathlib import Path
 from typing import Any
@@ -55,6 +56,11 @@ def retire(containers: list) -> None:
     for container in containers:
         container.stop(timeout=30)
         container.remove()
+
+
+def docker_name(text: str) -> str:
+    """`text` as Docker accepts it in a tag or a container name ([A-Za-z0-9][A-Za-z0-9_.-]*, at most 100 here)."""
+    return re.sub(r"[^A-Za-z0-9_.-]", "-", text).lstrip(".-")[:100] or "model"
 
 
 def free_port() -> int:

@@ -14,12 +14,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from prefect import get_run_logger, task
-from prefect.cache_policies import NO_CACHE
-
-from tasks.params import ModelRef
-from tasks.release.docker_engine import LABEL, ContainerStageError, require_docker
-from tasks.settings import PROJECT_DIR, Settings
+from tasks.release.docker_engine import ContainerStageError
+from tasks.settings import PROJECT_DIR
 
 # tensorflow-cpu and friends ship manylinux_2_27/2_28 only and pip does not fill in lower tags itself.
 PLATFORMS = ("manylinux_2_28_x86_64", "manylinux_2_27_x86_64", "manylinux_2_17_x86_64", "manylinux2014_x86_64",
@@ -126,24 +122,3 @@ def build_serving_image(
     with tempfile.TemporaryDirectory(prefix="clothes-build-") as tmp:
         context = build_context(Path(tmp), [Path(d) for d in model_dirs], wheelhouse, requirements)
         return build_image(client, context, tag, base_image, labels or {}, log, nocache=nocache)
-
-
-@task(
-    name="build-image",
-    task_run_name="build-image-v{ref.version}",
-    cache_policy=NO_CACHE,
-    retries=1,
-    retry_delay_seconds=5,
-)
-def build_image_task(ref: ModelRef, model_dir: Path, run_id: str, settings: Settings) -> ImageInfo:
-    logger = get_run_logger()
-    client = require_docker()
-    tag = f"{settings.release.image_name}:{ref.version}"
-    labels = {f"{LABEL}.model": ref.name, f"{LABEL}.version": str(ref.version), f"{LABEL}.mlflow-run-id": run_id}
-    image_id, seconds = build_serving_image(
-        client, [model_dir], tag, wheelhouse_dir=settings.release.wheelhouse_dir,
-        base_image=settings.release.base_image, labels=labels, log=logger.info,
-    )  # fmt: skip
-    size_mb = client.images.get(image_id).attrs["Size"] / 1e6
-    logger.info("built %s (%s, %.0f MB) in %.1f s", tag, image_id[:19], size_mb, seconds)
-    return ImageInfo(tag, image_id, size_mb, seconds)

@@ -65,6 +65,6 @@ def push_image_task(image: ImageInfo, ref: ModelRef, settings: Settings) -> str:
     client = require_docker()
     log_in(client, settings.release)
     repository = f"{settings.release.registry}/{settings.release.image_name}"
-    reference = push(client, image.id, repository, str(ref.version), logger.info)
+    reference = push(client, image.id, repository, image.tag.rsplit(":", 1)[1], logger.info)
     logger.info("pushed %s as %s", image.tag, reference)
     return reference

@@ -10,6 +10,7 @@ from tasks.release.docker_engine import (
     CONTAINER_LOG_DIR,
     HARDENING,
     LABEL,
+    docker_name,
     enable_listener_migration,
     free_port,
     prepare_log_dir,
@@ -29,6 +30,7 @@ def blue_green(
     image: str,
     version: int,
     *,
+    model: str,
     deploy_name: str,
     host: str,
     port: int,
@@ -45,7 +47,7 @@ def blue_green(
     container = client.containers.run(
         image,
         detach=True,
-        name=f"{deploy_name}-v{version}-{int(time.time())}",
+        name=f"{deploy_name}-{docker_name(model)}-v{version}-{int(time.time())}",
         network_mode="host",
         environment={
             "MLOPS_SERVE_HOST": host, "MLOPS_SERVE_PORT": str(port), "MLOPS_SERVE_REUSE_PORT": "true",
@@ -53,7 +55,8 @@ def blue_green(
         },
         volumes={str(prepare_log_dir(log_dir)): {"bind": CONTAINER_LOG_DIR, "mode": "rw"}},
         restart_policy={"Name": "unless-stopped"},
-        labels={f"{LABEL}.role": "production", f"{LABEL}.deployment": deploy_name, f"{LABEL}.version": str(version)},
+        labels={f"{LABEL}.role": "production", f"{LABEL}.deployment": deploy_name, f"{LABEL}.model": model,
+                f"{LABEL}.version": str(version)},
         **HARDENING,
     )  # fmt: skip
     try:
