@@ -65,6 +65,8 @@ test-python:
 # fails. First the configuration page, regenerated from the code's Field descriptions.
 docs: install
 	$(BIN)/python -m ops.config_reference > docs/configuration.md
+	$(BIN)/python -m ops.cli_reference > docs/cli.md
+	$(BIN)/python -m ops.api_reference > docs/api/openapi.json
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
 
 lint: install

@@ -5,7 +5,7 @@ page differs from what this prints (`python -m ops.config_reference > docs/confi
 from __future__ import annotations
 
 import sys
-from typing import Any
+from typing import Annotated, Any, Literal, get_args, get_origin
 
 from pydantic import BaseModel
 from pydantic.fields import FieldInfo
@@ -13,7 +13,7 @@ from pydantic_core import PydanticUndefined
 from pydantic_settings import BaseSettings
 
 from serving.settings import ServingSettings
-from tasks.params import ContainerParams, DataSpec, GateThresholds, MonitorThresholds, SearchSpace, TrainParams, Trigger
+from tasks.params import Architecture, ContainerParams, DataSpec, GateThresholds, MonitorThresholds, SearchSpace, TrainParams, Trigger
 from tasks.settings import Settings
 
 # Read straight from the environment, outside any settings object.
@@ -27,7 +27,7 @@ OTHER_VARIABLES = {
     "MLOPS_TEST_WITHOUT_<NAME>": "=1 skips the tests that need DATA, DOCKER, ROOT, ENGINE_RESTART, SWARM, POSTGRES "
     "or CHROMIUM (`tests/conftest.py`); without it a missing requirement fails the test",
 }
-RUN_PARAMETERS = (DataSpec, TrainParams, GateThresholds, ContainerParams, Trigger, MonitorThresholds, SearchSpace)
+RUN_PARAMETERS = (DataSpec, TrainParams, Architecture, GateThresholds, ContainerParams, Trigger, MonitorThresholds, SearchSpace)
 
 
 def default_of(field: FieldInfo) -> str:
@@ -53,6 +53,13 @@ def code(text: str) -> str:
 
 
 def type_name(annotation: Any) -> str:
+    """As a user writes it: a validator's wrapping left out, the two-valued choice as `bool`."""
+    if get_origin(annotation) is Annotated:
+        return type_name(get_args(annotation)[0])
+    if get_origin(annotation) is list:
+        return f"list[{type_name(get_args(annotation)[0])}]"
+    if annotation == Literal[False, True]:
+        return "bool"
     if isinstance(annotation, type):
         return annotation.__name__
     return str(annotation).replace("typing.", "").replace("pathlib.", "").replace("tasks.params.", "")
@@ -105,7 +112,8 @@ def render() -> str:
               "| variable | default | meaning |", "| --- | --- | --- |", *settings_rows(ServingSettings), "",
               "## Run parameters (`tasks/params.py`)", ""]  # fmt: skip
     for model in RUN_PARAMETERS:
-        lines += [f"### `{model.__name__}`", "", summary(model), "", "| field | type | default | meaning |",
+        where = f" (`train.architecture`: `--train.architecture.<field>`)" if model is Architecture else ""
+        lines += [f"### `{model.__name__}`{where}", "", summary(model), "", "| field | type | default | meaning |",
                   "| --- | --- | --- | --- |", *parameter_rows(model), ""]  # fmt: skip
     lines += ["## Other environment variables", "", "| variable | meaning |", "| --- | --- |",
               *[f"| `{k}` | {cell(v)} |" for k, v in OTHER_VARIABLES.items()], ""]  # fmt: skip

@@ -7,6 +7,7 @@ import re
 
 import pytest
 
+from ops import api_reference, cli_reference
 from ops.config_reference import RUN_PARAMETERS, render
 from serving.settings import ServingSettings
 from tasks.params import Architecture
@@ -17,9 +18,13 @@ MODELS = (ServingSettings, Settings, *[type(getattr(Settings(), name)) for name 
           not in ("data_dir",)], *RUN_PARAMETERS, Architecture)  # fmt: skip
 
 
-def test_the_configuration_page_is_what_the_code_says():
-    committed = (REPO / "docs" / "configuration.md").read_text()
-    assert committed == render(), "docs/configuration.md is stale: run `make docs`"
+@pytest.mark.parametrize(
+    ("page", "rendered"),
+    [("configuration.md", render), ("cli.md", cli_reference.render), ("api/openapi.json", api_reference.render)],
+)
+def test_the_generated_reference_pages_are_what_the_code_says(page, rendered):
+    committed = (REPO / "docs" / page).read_text()
+    assert committed == rendered(), f"docs/{page} is stale: run `make docs`"
 
 
 @pytest.mark.parametrize("model", MODELS, ids=lambda m: m.__name__)
