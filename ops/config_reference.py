@@ -13,7 +13,16 @@ from pydantic_core import PydanticUndefined
 from pydantic_settings import BaseSettings
 
 from serving.settings import ServingSettings
-from tasks.params import Architecture, ContainerParams, DataSpec, GateThresholds, MonitorThresholds, SearchSpace, TrainParams, Trigger
+from tasks.params import (
+    Architecture,
+    ContainerParams,
+    DataSpec,
+    GateThresholds,
+    MonitorThresholds,
+    SearchSpace,
+    TrainParams,
+    Trigger,
+)
 from tasks.settings import Settings
 
 # Read straight from the environment, outside any settings object.
@@ -27,7 +36,16 @@ OTHER_VARIABLES = {
     "MLOPS_TEST_WITHOUT_<NAME>": "=1 skips the tests that need DATA, DOCKER, ROOT, ENGINE_RESTART, SWARM, POSTGRES "
     "or CHROMIUM (`tests/conftest.py`); without it a missing requirement fails the test",
 }
-RUN_PARAMETERS = (DataSpec, TrainParams, Architecture, GateThresholds, ContainerParams, Trigger, MonitorThresholds, SearchSpace)
+RUN_PARAMETERS = (
+    DataSpec,
+    TrainParams,
+    Architecture,
+    GateThresholds,
+    ContainerParams,
+    Trigger,
+    MonitorThresholds,
+    SearchSpace,
+)
 
 
 def default_of(field: FieldInfo) -> str:
@@ -112,7 +130,7 @@ def render() -> str:
               "| variable | default | meaning |", "| --- | --- | --- |", *settings_rows(ServingSettings), "",
               "## Run parameters (`tasks/params.py`)", ""]  # fmt: skip
     for model in RUN_PARAMETERS:
-        where = f" (`train.architecture`: `--train.architecture.<field>`)" if model is Architecture else ""
+        where = " (`train.architecture`: `--train.architecture.<field>`)" if model is Architecture else ""
         lines += [f"### `{model.__name__}`{where}", "", summary(model), "", "| field | type | default | meaning |",
                   "| --- | --- | --- | --- |", *parameter_rows(model), ""]  # fmt: skip
     lines += ["## Other environment variables", "", "| variable | meaning |", "| --- | --- |",

@@ -26,7 +26,7 @@ from tasks.release import export as export_module
 from tasks.release.docker_engine import LABEL, free_port
 from tasks.release.targets.docker import production_containers
 from tests.conftest import LENIENT, require_root
-from tests.test_own_photos import NO_GATES, OWN_PHOTOS
+from tests.test_own_photos import DOCUMENTED, OWN_PHOTOS
 from tests.traffic import Traffic, served_version
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
@@ -122,13 +122,7 @@ def test_releasing_another_model_leaves_the_first_ones_champion_answering(releas
     before = requests.post(f"{base}/models/clothes/latest", json=image, timeout=10).json()
 
     with Traffic(port) as loop:
-        own = train_and_deploy(
-            data=DataSpec(source="image-folder", path=OWN_PHOTOS, holdout_size=10),
-            train=TrainParams(epochs=2, batch_size=16),
-            thresholds=NO_GATES,
-            model_name="own-clothes",
-            container=ContainerParams(enabled=True, parity_images=30, load_requests=200),
-        )
+        own = train_and_deploy(**{**DOCUMENTED, "container": ContainerParams(enabled=True, load_requests=200)})
     assert own["promoted"]
     assert own["image"] == f"{release_env['MLOPS_IMAGE_NAME']}:own-clothes-1"
     assert loop.failures == [] and set(loop.versions) == {1}, loop.failures[:3]
@@ -177,7 +171,9 @@ def test_with_a_registry_the_release_pushes_the_smoke_tested_image_and_runs_it_b
             monkeypatch.setenv(key, value)
         result = train_and_deploy(**_params(fashion_dir))
         name = release_env["MLOPS_IMAGE_NAME"]
-        digest = registry.tag_digest(stack.registry_address, name, "1", credentials, stack.registry_dir / CA_CERT)
+        digest = registry.tag_digest(
+            stack.registry_address, name, "clothes-1", credentials, stack.registry_dir / CA_CERT
+        )
         reference = f"{stack.registry_address}/{name}@{digest}"
         assert result["promoted"] and result["image"] == reference
         (production,) = production_containers(docker_engine, release_env["MLOPS_DEPLOY_NAME"])

@@ -41,8 +41,9 @@ def shell_commands(text: str) -> list[str]:
             line = line.strip().removeprefix("$ ")
             if line and not line.startswith("#"):
                 commands.append(line)
-    for inline in re.findall(r"`([^`\n]+)`", text):
-        if "*" not in inline and re.match(
+    prose = re.sub(r"```.*?```", "", text, flags=re.S)
+    for inline in re.findall(r"`([^`\n]+)`", prose):
+        if not {"*", "<"} & set(inline) and re.match(
             r"(\.venv/bin/)?(clothes-\w+ |make (run|tune) ARGS=)|--(train|data|thresholds|container)\.", inline
         ):
             commands.append(inline)

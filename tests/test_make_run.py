@@ -79,5 +79,5 @@ def test_make_run_starts_a_stopped_engine_and_reaches_the_container_stage(docker
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "[docker-engine] engine up" in result.stderr
     summary = _summary(result.stdout)
-    assert summary["container_stage"] == "ran" and summary["image"] == f"{name}:1" and summary["promoted"]
+    assert summary["container_stage"] == "ran" and summary["image"] == f"{name}:clothes-1" and summary["promoted"]
     assert summary["smoke"]["top1_mismatches"] == 0 and summary["production"] is None
