@@ -149,6 +149,7 @@ def _cluster_options(
     return app([*tokens, *(["--space", space_file.read_text()] if space_file else [])])
 
 
+app.meta.usage = "Usage: clothes-tune [OPTIONS]"  # not the name of whatever process imported it
 main = console_script(app.meta)
 
 if __name__ == "__main__":

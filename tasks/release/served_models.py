@@ -17,7 +17,7 @@ from prefect.cache_policies import NO_CACHE
 from tasks.params import ModelRef
 from tasks.release.docker_engine import LABEL, docker_name, require_docker
 from tasks.release.image import ImageInfo, build_serving_image
-from tasks.release.registry import ensure_local
+from tasks.release.registry import ensure_local, log_in, push
 from tasks.release.targets.docker import production_containers
 from tasks.release.targets.swarm import production_service, swarm_manager
 from tasks.settings import Settings
@@ -107,7 +107,8 @@ def build_image_task(ref: ModelRef, model_dir: Path, run_id: str, settings: Sett
 def with_other_models_task(image: str, ref: ModelRef, settings: Settings) -> str:
     """`image` (an earlier release of `ref`'s model, e.g. the one a rollback returns to) as production
     would serve it now: when the other models production serves differ from the ones `image` was built
-    with, a new image with `ref`'s directories from `image` and the others from production."""
+    with, a new image with `ref`'s directories from `image` and the others from production (pushed to the
+    team's registry when there is one)."""
     logger = get_run_logger()
     client = require_docker()
     with tempfile.TemporaryDirectory(prefix="clothes-served-") as tmp:
@@ -126,4 +127,8 @@ def with_other_models_task(image: str, ref: ModelRef, settings: Settings) -> str
             labels={f"{LABEL}.model": ref.name, f"{LABEL}.version": str(ref.version),
                     f"{LABEL}.models": ",".join(f"{d.parent.name}:{d.name}" for d in own + others)},
         )  # fmt: skip
+    if settings.release.registry:  # other nodes pull it: by digest, as every release runs there
+        log_in(client, settings.release)
+        repository = f"{settings.release.registry}/{settings.release.image_name}"
+        return push(client, image_id, repository, tag.rsplit(":", 1)[1], logger.info)
     return image_id
