@@ -14,9 +14,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from serving.client import wait_until_ready
 from tasks.data.dataset import FASHION_MNIST_CLASSES
-from tasks.release.docker_engine import free_port, require_docker
+from tasks.network import free_port, wait_until_ready
+from tasks.release.docker_engine import require_docker
 from tasks.release.export import build_metadata, export_model
 from tasks.release.image import build_serving_image
 from tasks.settings import PROJECT_DIR

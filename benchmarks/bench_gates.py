@@ -19,8 +19,8 @@ from pathlib import Path
 import numpy as np
 
 from tasks.data.sources import load_fashion_mnist
-from tasks.evaluation.gates import TEST, ChampionScore, check_gates, failed_gates
-from tasks.evaluation.holdout import accuracy_of, correct_answers
+from tasks.evaluation.gates import TEST, ChampionScore, Evidence, check_gates, failed_gates
+from tasks.evaluation.holdout import correct_answers
 from tasks.evaluation.metrics import compute_metrics, predict_probabilities
 from tasks.evaluation.slices import build_slices
 from tasks.params import GateThresholds, ModelRef, TrainParams
@@ -35,8 +35,7 @@ def correctness(model, dataset, slices) -> tuple[object, dict[str, np.ndarray]]:
 
 
 def judge(name: str, evaluation, correct: dict[str, np.ndarray], champion: ChampionScore) -> bool:
-    slices = accuracy_of({n: hits for n, hits in correct.items() if n != TEST})
-    failed = failed_gates(check_gates(evaluation, GateThresholds(), correct, champion, slices))
+    failed = failed_gates(check_gates(Evidence(evaluation, correct), GateThresholds(), champion))
     verdict = "REJECTED: " + "; ".join(f"{r.name}: {r.detail}" for r in failed) if failed else "passed"
     print(f"{name:<18} test {correct[TEST].mean():.4f}  {verdict}", flush=True)
     return bool(failed)

@@ -32,9 +32,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_serving import prepare_model, stop
 from wrk import Load, parse_report, wrk_command
 
-from serving.client import wait_until_ready
-from tasks.release.docker_engine import free_port
-from tasks.release.load_generator import probe_latencies
+from tasks.load_generator import probe_latencies
+from tasks.network import free_port, wait_until_ready
 
 IMAGE = orjson.dumps({"image": np.random.default_rng(0).integers(0, 256, (28, 28)).tolist()})
 

@@ -33,11 +33,10 @@ import numpy as np
 import orjson
 from wrk import Load, LoadResult, run_wrk
 
-from serving.client import wait_until_ready
 from serving.oip import HEADER_LENGTH
 from tasks.monitoring.drift import predictions_of
 from tasks.monitoring.monitor import read_records
-from tasks.release.docker_engine import free_port
+from tasks.network import free_port, wait_until_ready
 
 REPO = Path(__file__).resolve().parents[1]
 

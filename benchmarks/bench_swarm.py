@@ -22,7 +22,8 @@ import orjson
 from wrk import Load, parse_report, run_wrk, wrk_command
 
 from tasks.data.dataset import FASHION_MNIST_CLASSES
-from tasks.release.docker_engine import free_port, require_docker
+from tasks.network import free_port
+from tasks.release.docker_engine import require_docker
 from tasks.release.export import build_metadata, export_model
 from tasks.release.image import build_serving_image
 from tasks.release.targets.swarm import deploy_service, production_service, remove_service, running_tasks

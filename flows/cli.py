@@ -18,7 +18,7 @@ from typing import Any
 
 import cyclopts
 
-from serving.client import refused_login
+from tasks.network import refused_login
 
 
 def start_orphan_reaper() -> subprocess.Popen:

@@ -12,13 +12,12 @@ from prefect.artifacts import create_link_artifact, create_markdown_artifact, cr
 
 from flows.cli import console_script, flow_app
 from flows.release import ParityCheck, Release, release
-from tasks.data import load_data_task, validate_data_task
+from tasks.data import load_data_task, log_dataset_task, validate_data_task
 from tasks.evaluation import (
-    TEST,
     ChampionScore,
-    Evaluation,
+    Evidence,
     OodReport,
-    accuracy_of,
+    champion_score_task,
     evaluate_slices_task,
     evaluate_task,
     gates_task,
@@ -28,17 +27,9 @@ from tasks.evaluation import (
     reference_task,
 )
 from tasks.params import ContainerParams, DataSpec, GateThresholds, ModelRef, TrainParams, Trigger
-from tasks.registry import (
-    champion_score_task,
-    git_commit,
-    log_dataset_task,
-    model_card,
-    prepare_tracking_task,
-    register_task,
-    tracked_run,
-    unchanged_champion_task,
-)
+from tasks.registry import model_card, register_task, unchanged_champion_task
 from tasks.settings import Settings, mlflow_ui_link
+from tasks.tracking import git_commit, prepare_tracking_task, tracked_run
 from tasks.training import train_task
 
 
@@ -85,20 +76,18 @@ def train_and_deploy(
         evaluation = evaluate_task(probabilities, dataset, run_id)
         reference_task(probabilities, dataset, run_id)
         holdout = holdout_task(dataset, data.holdout_size, train.seed)
-        on_slices = evaluate_slices_task(trained.model, holdout, dataset.class_names, run_id)
-        correct = {TEST: probabilities.argmax(axis=1) == dataset.y_test, **on_slices}
+        correct = evaluate_slices_task(trained.model, dataset, holdout, probabilities, run_id)
         ood = ood_task(trained.model, dataset, train, holdout, data.ood_size, run_id)
         champion = champion_score_task(model_name, dataset, holdout)
-        slice_accuracy = accuracy_of(on_slices)
-        gates = gates_task(run_id, evaluation, thresholds, correct, champion, slice_accuracy, ood)
+        evidence = Evidence(evaluation, correct, ood)
+        gates = gates_task(run_id, evidence, thresholds, champion)
         card = model_card(run_id, commit, dataset, evaluation, gates, train, trigger)
         ref = register_task(run_id, trained.model, dataset, model_name, card)
-    n = container.parity_images
-    parity = ParityCheck(dataset.x_test[:n], probabilities[:n], int(trained.model.count_params()))
+    parity = ParityCheck(dataset.x_test, probabilities, trained.parameters)
     released = release(ref, run_id, parity, container, settings)
 
-    summary = Summary(experiment_id, run_id, ref, evaluation, trained.epochs_run, champion, slice_accuracy,
-                      ood, dataset.digest, trigger.kind, released)  # fmt: skip
+    summary = Summary(experiment_id, run_id, ref, evidence, ood, trained.epochs_run, champion, dataset.digest,
+                      trigger.kind, released)  # fmt: skip
     summary.publish(settings)
     result = summary.as_dict()
     get_run_logger().info("summary: %s", json.dumps(result, default=str))
@@ -123,11 +112,10 @@ class Summary:
     experiment_id: str
     run_id: str
     ref: ModelRef
-    evaluation: Evaluation
+    evidence: Evidence
+    ood: OodReport
     epochs_run: int
     champion: ChampionScore | None
-    slice_accuracy: dict[str, float]
-    ood: OodReport
     data_digest: str
     trigger: str
     release: Release
@@ -139,11 +127,11 @@ class Summary:
             "experiment_id": self.experiment_id,
             "model_name": self.ref.name,
             "model_version": str(self.ref.version),
-            "test_accuracy": self.evaluation.accuracy,
-            "macro_f1": self.evaluation.macro_f1,
+            "test_accuracy": self.evidence.evaluation.accuracy,
+            "macro_f1": self.evidence.evaluation.macro_f1,
             "epochs_run": self.epochs_run,
             "compared_with": champion and {"version": str(champion.ref.version), "accuracy": champion.accuracy},
-            "slice_accuracy": self.slice_accuracy,
+            "slice_accuracy": self.evidence.slice_accuracy,
             "ood_auroc": self.ood.auroc,
             "ood_detection_rate": self.ood.detected,
             "data_digest": self.data_digest,
@@ -157,8 +145,8 @@ class Summary:
         run = mlflow_ui_link(settings.tracking.mlflow_ui_url, f"experiments/{self.experiment_id}/runs/{self.run_id}")
         version = mlflow_ui_link(settings.tracking.mlflow_ui_url, f"models/{ref.name}/versions/{ref.version}")
         rows = {
-            "test accuracy": round(self.evaluation.accuracy, 4),
-            "macro F1": round(self.evaluation.macro_f1, 4),
+            "test accuracy": round(self.evidence.evaluation.accuracy, 4),
+            "macro F1": round(self.evidence.evaluation.macro_f1, 4),
             "epochs": self.epochs_run,
             "out-of-distribution AUROC": round(self.ood.auroc, 4),
             "compared with": f"champion v{champion.ref.version} at {champion.accuracy:.4f}" if champion else "none yet",

@@ -8,13 +8,13 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import numpy as np
 from prefect import flow, get_run_logger
 
 from tasks.params import ContainerParams, ModelRef
 from tasks.registry import champion_version_task
 from tasks.release import (
     KUBERNETES_ARTIFACT,
+    ParityCheck,
     build_image_task,
     deploy_task,
     docker_client,
@@ -26,16 +26,6 @@ from tasks.release import (
     smoke_test_task,
 )
 from tasks.settings import Settings
-
-
-@dataclass(frozen=True)
-class ParityCheck:
-    """What the smoke test compares the container's answers with: images and the pipeline's own
-    probabilities for them, and the parameter count the container must report."""
-
-    images: np.ndarray
-    expected: np.ndarray
-    parameters: int
 
 
 @dataclass(frozen=True)
@@ -68,7 +58,7 @@ def release(ref: ModelRef, run_id: str, parity: ParityCheck, params: ContainerPa
         logger.warning("container stage %s; %s stays challenger", skipped, ref)
         return Release(skipped, export_dir)
     image = build_image_task(ref, export_dir, run_id, settings)
-    report = smoke_test_task(image, ref, parity.parameters, parity.images, parity.expected, params, settings)
+    report = smoke_test_task(image, ref, parity, params, settings)
     # What was smoke-tested is exactly what runs: by digest from the registry, else by tag on this engine.
     runs_as = push_image_task(image, ref, settings) if settings.release.registry else image.tag
     previous = champion_version_task(ref.name)

@@ -18,8 +18,8 @@ from pydantic import Field
 from flows.cli import console_script, flow_app, run_and_report
 from flows.pipeline import train_and_deploy
 from tasks.params import ContainerParams, DataSpec, GateThresholds, SearchSpace, TrainParams, Trigger
-from tasks.registry import configure_mlflow, tracked_run
 from tasks.settings import Settings
+from tasks.tracking import configure_mlflow, tracked_run
 from tasks.training import sample_trials, trial_task
 
 

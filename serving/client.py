@@ -6,14 +6,12 @@ Standard library only (plus the shared preprocessing), so it is cheap to vendor 
 from __future__ import annotations
 
 import argparse
-import base64
 import json
 import os
 import sys
-import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -68,42 +66,6 @@ def classify_many(
 
 def classify(item: str | os.PathLike | np.ndarray, url: str = DEFAULT_URL, timeout: float = 30.0) -> Prediction:
     return classify_many([item], url, timeout)[0]
-
-
-def wait_until_ready(
-    base_url: str, timeout: float = 60.0, is_alive: Callable[[], bool] | None = None, path: str = "/health/ready"
-) -> float:
-    """Poll `path` (a server without health routes: any GET route) until it answers 200; return the
-    seconds it took. `is_alive` lets a caller fail fast when the server process (or container) died."""
-    started = time.monotonic()
-    while True:
-        try:
-            with urllib.request.urlopen(f"{base_url.rstrip('/')}{path}", timeout=2) as response:
-                if response.status == 200:
-                    return time.monotonic() - started
-        except (urllib.error.URLError, ConnectionError, TimeoutError):
-            pass
-        if is_alive is not None and not is_alive():
-            raise ClientError(f"server behind {base_url} exited before it was ready")
-        if time.monotonic() - started > timeout:
-            raise ClientError(f"{base_url} not ready after {timeout:.0f} s")
-        time.sleep(0.1)
-
-
-def refused_login(url: str, login: str | None, statuses: tuple[int, ...] = (401,)) -> int | None:
-    """The status a server answers a GET of `url` with, when it is one of `statuses` (a missing or wrong
-    HTTP basic `login`, "user:password"); None for any other answer or none at all. What the tools check
-    before they start work on a server with users (the team stack's MLflow and Prefect)."""
-    request = urllib.request.Request(url)
-    if login:
-        request.add_header("Authorization", "Basic " + base64.b64encode(login.encode()).decode())
-    try:
-        urllib.request.urlopen(request, timeout=10).close()
-    except urllib.error.HTTPError as exc:
-        return exc.code if exc.code in statuses else None
-    except OSError:
-        return None
-    return None
 
 
 def argument_parser() -> argparse.ArgumentParser:

@@ -193,8 +193,7 @@ def server(model_root, server_tmp):
     import subprocess
     import sys
 
-    from serving.client import wait_until_ready
-    from tasks.release.docker_engine import free_port
+    from tasks.network import free_port, wait_until_ready
 
     port = free_port()
     temp = server_tmp

@@ -20,11 +20,12 @@ from ops import registry
 from ops.credentials import load_or_create
 from ops.stack import Stack, start_registry, stop_process
 from ops.tls import CA_CERT
+from tasks.network import free_port
 from tasks.params import ContainerParams, DataSpec, TrainParams
-from tasks.registry.policy import CHAMPION
 from tasks.release import export as export_module
-from tasks.release.docker_engine import LABEL, free_port
+from tasks.release.docker_engine import LABEL
 from tasks.release.targets.docker import production_containers
+from tasks.tracking import CHAMPION
 from tests.conftest import LENIENT, require_root
 from tests.test_own_photos import DOCUMENTED, OWN_PHOTOS
 from tests.traffic import Traffic, served_version

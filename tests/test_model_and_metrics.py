@@ -4,7 +4,16 @@ import numpy as np
 import pytest
 
 from serving.preprocessing import to_model_input
-from tasks.evaluation.gates import TEST, ChampionScore, Paired, check_gates, failed_gates, gate_tags, holm_rejections
+from tasks.evaluation.gates import (
+    TEST,
+    ChampionScore,
+    Evidence,
+    Paired,
+    check_gates,
+    failed_gates,
+    gate_tags,
+    holm_rejections,
+)
 from tasks.evaluation.metrics import compute_metrics
 from tasks.params import Architecture, GateThresholds, ModelRef, TrainParams
 from tasks.training.train import (
@@ -144,7 +153,7 @@ def pair(lost: int, won: int, n: int = 1000, both_right: int = 850) -> tuple[np.
 
 
 def test_gates_pass_without_champion_and_say_so():
-    results = check_gates(_evaluation(9), THRESHOLDS)
+    results = check_gates(Evidence(_evaluation(9)), THRESHOLDS)
     assert failed_gates(results) == []
     assert "no champion" in results[-1].detail
     assert gate_tags(results)["gate.no_regression"] == "pass"
@@ -152,14 +161,17 @@ def test_gates_pass_without_champion_and_say_so():
 
 def test_every_failing_gate_is_reported_with_numbers():
     candidate, champion = pair(lost=100, won=0)
-    results = check_gates(_evaluation(5), THRESHOLDS, {TEST: candidate}, ChampionScore(CHAMPION, {TEST: champion}))
+    evidence = Evidence(_evaluation(5), {TEST: candidate})
+    results = check_gates(evidence, THRESHOLDS, ChampionScore(CHAMPION, {TEST: champion}))
     assert {r.name for r in failed_gates(results)} == {"min_accuracy", "min_class_recall", "no_regression"}
     assert "-0.1000 vs champion v3 on the same images (0 won, 100 lost, margin 0.005): worse (p " in results[-1].detail
 
 
 def gates_against(lost: int, won: int, thresholds: GateThresholds = THRESHOLDS) -> list:
     candidate, champion = pair(lost, won)
-    return check_gates(_evaluation(9), thresholds, {TEST: candidate}, ChampionScore(CHAMPION, {TEST: champion}))
+    return check_gates(
+        Evidence(_evaluation(9), {TEST: candidate}), thresholds, ChampionScore(CHAMPION, {TEST: champion})
+    )
 
 
 def test_the_paired_test_passes_an_equally_good_candidate_and_rejects_a_worse_one():

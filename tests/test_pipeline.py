@@ -9,9 +9,10 @@ from mlflow import MlflowClient
 
 from flows.pipeline import train_and_deploy
 from tasks.evaluation.slices import SLICES
+from tasks.network import free_port
 from tasks.params import ContainerParams, DataSpec, GateThresholds, TrainParams
-from tasks.registry.policy import CHALLENGER, CHAMPION, card_of
-from tasks.release.docker_engine import free_port
+from tasks.registry.policy import card_of
+from tasks.tracking import CHALLENGER, CHAMPION
 from tests.conftest import LENIENT
 
 pytestmark = pytest.mark.slow
@@ -84,8 +85,9 @@ def test_registry_lifecycle(prefect_harness, mlflow_store, fashion_dir, capfd, c
 
 
 def test_logging_the_data_leaves_the_pipeline_run_running(mlflow_store, small_dataset):
-    from tasks.registry.tracking import configure_mlflow, log_dataset, tracked_run
+    from tasks.data.lineage import log_dataset
     from tasks.settings import Settings
+    from tasks.tracking import configure_mlflow, tracked_run
 
     experiment_id = configure_mlflow(Settings())
     client = MlflowClient()
@@ -98,8 +100,8 @@ def test_logging_the_data_leaves_the_pipeline_run_running(mlflow_store, small_da
 
 
 def test_experiments_open_in_the_traditional_ml_view(mlflow_store):
-    from tasks.registry.tracking import configure_mlflow
     from tasks.settings import Settings
+    from tasks.tracking import configure_mlflow
 
     settings = Settings()
     created = configure_mlflow(settings)
@@ -112,9 +114,9 @@ def test_experiments_open_in_the_traditional_ml_view(mlflow_store):
 
 @pytest.mark.parametrize(("error", "status"), [(ValueError, "FAILED"), (KeyboardInterrupt, "KILLED")])
 def test_a_tracked_run_ends_with_what_ended_it(mlflow_store, error, status):
-    from tasks.registry.run_owner import PID
-    from tasks.registry.tracking import configure_mlflow, tracked_run
+    from tasks.run_owner import PID
     from tasks.settings import Settings
+    from tasks.tracking import configure_mlflow, tracked_run
 
     experiment_id = configure_mlflow(Settings())
     with pytest.raises(error), tracked_run(experiment_id, "doomed", {"purpose": "test"}) as run_id:

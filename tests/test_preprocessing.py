@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 
 from serving.preprocessing import UNCHANGED, batch_to_dataset_form, decode_image, to_dataset_form
-from tasks.evaluation.gates import TEST, ChampionScore, check_gates, failed_gates
+from tasks.evaluation.gates import TEST, ChampionScore, Evidence, check_gates, failed_gates
 from tasks.evaluation.metrics import compute_metrics
 from tasks.evaluation.slices import SLICES, encode, slice_files
 from tasks.params import GateThresholds, ModelRef
@@ -106,15 +106,15 @@ def test_a_model_that_passes_on_the_dataset_but_fails_a_slice_is_rejected():
     labels = np.arange(10).repeat(10)
     good = compute_metrics(labels, labels, CLASSES)  # accuracy 1.0 on the test split
     thresholds = GateThresholds(min_accuracy=0.9, min_class_recall=0.5, max_regression=0.01)
-    slices = {"catalogue": 0.40, "cutout": 0.95}
-    failed = failed_gates(check_gates(good, thresholds, slice_accuracy=slices))
+    slices = {"catalogue": np.arange(100) < 40, "cutout": np.arange(100) < 95}  # 0.40 and 0.95 right
+    failed = failed_gates(check_gates(Evidence(good, slices), thresholds))
     assert [r.name for r in failed] == ["slice.catalogue"]
     assert "catalogue accuracy 0.4000 vs minimum 0.8600" in failed[0].detail
     # The same test accuracy as the champion, but 50 of its 1,000 cutout images lost: rejected by the paired test.
     champion_cutout = np.ones(1000, bool)
     champion = ChampionScore(ModelRef("clothes", 2), {TEST: labels == labels, "cutout": champion_cutout})
     candidate = {TEST: labels == labels, "cutout": np.r_[np.zeros(50, bool), np.ones(950, bool)]}
-    regressed = check_gates(good, thresholds, candidate, champion, {"cutout": 0.95})
+    regressed = check_gates(Evidence(good, candidate), thresholds, champion)
     assert [r.name for r in failed_gates(regressed)] == ["slice.cutout"]
     assert "-0.0500 vs champion v2 on the same images (0 won, 50 lost, margin 0.02): worse" in regressed[-1].detail
 

@@ -17,9 +17,10 @@ from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
 from tasks.data import Dataset
 from tasks.monitoring import DriftReport, retrain_task
 from tasks.params import ModelRef, MonitorThresholds
-from tasks.registry import configure_mlflow, register_task, tracked_run
-from tasks.registry.policy import CHALLENGER, CHAMPION, promote_version
+from tasks.registry import register_task
+from tasks.registry.policy import promote_version
 from tasks.settings import Settings
+from tasks.tracking import CHALLENGER, CHAMPION, configure_mlflow, tracked_run
 from tasks.training.train import build_lenet5
 
 pytestmark = pytest.mark.slow

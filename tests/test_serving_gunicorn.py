@@ -13,7 +13,7 @@ import requests
 
 from serving.client import ClientError, classify, main
 from tasks.data.dataset import FASHION_MNIST_CLASSES
-from tasks.release.load_generator import load_burst
+from tasks.load_generator import load_burst
 
 pytestmark = pytest.mark.slow
 EXAMPLES = sorted((Path(__file__).resolve().parents[1] / "examples" / "images").glob("*.png"))

@@ -15,9 +15,8 @@ import time
 import orjson
 import pytest
 
-from serving.client import wait_until_ready
-from tasks.release.docker_engine import free_port
-from tasks.release.load_generator import probe_latencies
+from tasks.load_generator import probe_latencies
+from tasks.network import free_port, wait_until_ready
 
 pytestmark = [pytest.mark.slow, pytest.mark.reliability]
 IMAGE = orjson.dumps({"image": [[0] * 28] * 28})

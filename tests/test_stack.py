@@ -22,11 +22,10 @@ from PIL import Image
 
 from ops.screenshots import take_screenshots
 from ops.stack import Stack, deploy, down, main, start, up
+from tasks.network import free_port
 from tasks.params import ModelRef
-from tasks.registry.policy import load_model_version
-from tasks.registry.tracking import configure_mlflow
-from tasks.release.docker_engine import free_port
 from tasks.settings import Settings
+from tasks.tracking import configure_mlflow, load_model_version
 from tests.conftest import SMALL_RUN, require, require_root, run_deployment
 
 pytestmark = pytest.mark.slow

@@ -13,14 +13,14 @@ import orjson
 import pytest
 from mlflow import MlflowClient
 
-from tasks.registry.policy import CHAMPION
-from tasks.registry.tracking import configure_mlflow
+from tasks.network import free_port
 from tasks.release.deploy import deploy, deploy_replicas
-from tasks.release.docker_engine import LABEL, ContainerStageError, free_port
+from tasks.release.docker_engine import LABEL, ContainerStageError
 from tasks.release.image import build_serving_image
 from tasks.release.targets.docker import production_containers
 from tasks.release.targets.swarm import production_service, running_tasks, swarm_manager
 from tasks.settings import Settings
+from tasks.tracking import CHAMPION, configure_mlflow
 from tests.conftest import require
 from tests.traffic import Traffic, served_version
 

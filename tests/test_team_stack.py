@@ -32,15 +32,15 @@ from ops import node as nodes
 from ops import registry
 from ops.stack import WORK_POOL, Stack, StackRefused, down, main, stop_process, up
 from ops.tls import CA_CERT
+from tasks.network import free_port
 from tasks.params import ModelRef
-from tasks.registry.tracking import TrackingUnavailable, check_credentials
 from tasks.release.deploy import deploy_replicas
-from tasks.release.docker_engine import free_port
 from tasks.release.image import build_serving_image
 from tasks.release.kubernetes import manifests, manifests_yaml
 from tasks.release.registry import log_in, push
 from tasks.release.targets.swarm import production_service, remove_service, running_tasks
 from tasks.settings import Settings
+from tasks.tracking import TrackingUnavailable, check_credentials
 from tests.conftest import SMALL_RUN, require, require_root, run_deployment, wait
 from tests.traffic import Traffic, served_version
 

@@ -36,6 +36,21 @@ class ChampionScore:
 
 
 @dataclass(frozen=True)
+class Evidence:
+    """What the gates judge a candidate by: its test-split metrics, which images of the test split
+    (`correct[TEST]`) and of each hold-out slice (`correct[<slice>]`) it got right, as a champion's are
+    scored, and its out-of-distribution flag's report."""
+
+    evaluation: Evaluation
+    correct: dict[str, np.ndarray] = field(default_factory=dict)
+    ood: OodReport | None = None
+
+    @property
+    def slice_accuracy(self) -> dict[str, float]:
+        return {name: float(hits.mean()) for name, hits in self.correct.items() if name != TEST}
+
+
+@dataclass(frozen=True)
 class GateResult:
     name: str
     passed: bool
@@ -85,17 +100,13 @@ def holm_rejections(p_values: dict[str, float], rate: float) -> dict[str, float 
 
 
 def check_gates(
-    candidate: Evaluation,
-    thresholds: GateThresholds,
-    candidate_correct: dict[str, np.ndarray] | None = None,
-    champion: ChampionScore | None = None,
-    slice_accuracy: dict[str, float] | None = None,
-    ood: OodReport | None = None,
+    evidence: Evidence, thresholds: GateThresholds, champion: ChampionScore | None = None
 ) -> list[GateResult]:
     """Every gate is evaluated (no short-circuit) so a reviewer sees all verdicts at once: the absolute
     floors, then each comparison with the champion on the same images (test split and every slice), a
     paired test whose false rejections are bounded for all comparisons together (Holm), then the slices'
     floors, then the out-of-distribution flag's."""
+    candidate, candidate_correct = evidence.evaluation, evidence.correct
     worst_name, worst_recall = candidate.worst_class_recall
     results = [
         GateResult(
@@ -113,7 +124,6 @@ def check_gates(
             f"worst class '{worst_name}' recall {worst_recall:.4f} vs minimum {thresholds.min_class_recall:.4f}",
         ),
     ]
-    candidate_correct = candidate_correct or {}
     paired = {
         name: Paired.of(candidate_correct[name], hits, thresholds.max_regression if name == TEST
                         else thresholds.max_slice_regression)
@@ -140,7 +150,7 @@ def check_gates(
         passed, detail = comparison(TEST, thresholds.max_regression)
         results.append(GateResult("no_regression", passed, paired[TEST].difference, paired[TEST].p_worse,
                                   f"test accuracy {candidate.accuracy:.4f}, {detail}"))  # fmt: skip
-    for name, accuracy in (slice_accuracy or {}).items():
+    for name, accuracy in evidence.slice_accuracy.items():
         floor = thresholds.min_slice_accuracy.get(name)
         passed = floor is None or accuracy >= floor
         detail = f"{name} accuracy {accuracy:.4f} vs minimum " + ("none" if floor is None else f"{floor:.4f}")
@@ -149,8 +159,8 @@ def check_gates(
             passed &= better
             detail += f"; {versus}"
         results.append(GateResult(f"slice.{name}", passed, accuracy, floor, detail))
-    if ood is not None:
-        results += ood_gates(ood, thresholds)
+    if evidence.ood is not None:
+        results += ood_gates(evidence.ood, thresholds)
     return results
 
 
@@ -185,17 +195,11 @@ def as_records(results: list[GateResult]) -> list[dict]:
 
 @task(name="quality-gates", cache_policy=NO_CACHE)
 def gates_task(
-    run_id: str,
-    evaluation: Evaluation,
-    thresholds: GateThresholds,
-    candidate_correct: dict[str, np.ndarray],
-    champion: ChampionScore | None = None,
-    slice_accuracy: dict[str, float] | None = None,
-    ood: OodReport | None = None,
+    run_id: str, evidence: Evidence, thresholds: GateThresholds, champion: ChampionScore | None = None
 ) -> list[GateResult]:
     """Record every verdict in MLflow and as a Prefect artifact; raise GateFailed (the run is marked
     `candidate_status=rejected`) when any gate fails, so nothing is registered."""
-    results = check_gates(evaluation, thresholds, candidate_correct, champion, slice_accuracy, ood)
+    results = check_gates(evidence, thresholds, champion)
     client = MlflowClient()
     for key, value in gate_tags(results).items():
         client.set_tag(run_id, key, value[:5000])

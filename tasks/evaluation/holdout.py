@@ -57,13 +57,16 @@ def holdout_task(dataset: Dataset, size: int, seed: int) -> Slices:
 
 
 @task(name="evaluate-slices", cache_policy=NO_CACHE)
-def evaluate_slices_task(model, slices: Slices, class_names: Sequence[str], run_id: str) -> dict[str, np.ndarray]:
-    """Which images of each slice the candidate got right; the accuracies go to MLflow."""
-    evaluations, correct = evaluate_slices(model, slices, class_names)
+def evaluate_slices_task(
+    model, dataset: Dataset, slices: Slices, probabilities: np.ndarray, run_id: str
+) -> dict[str, np.ndarray]:
+    """Which images of the test split (its `probabilities`, computed once) and of each slice the
+    candidate got right, as `correct_answers` scores a champion; the slices' accuracies go to MLflow."""
+    evaluations, correct = evaluate_slices(model, slices, dataset.class_names)
     accuracies = accuracy_of(correct)
     client = MlflowClient()
     for name, accuracy in accuracies.items():
         client.log_metric(run_id, f"slice.{name}.accuracy", accuracy)
     client.log_table(run_id, recall_table(evaluations), "evaluation/slice_recall.json")
     get_run_logger().info("slice accuracy: %s", ", ".join(f"{k} {v:.4f}" for k, v in accuracies.items()))
-    return correct
+    return {TEST: probabilities.argmax(axis=1) == dataset.y_test, **correct}

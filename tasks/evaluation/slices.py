@@ -18,14 +18,12 @@ import numpy as np
 from PIL import Image, ImageFilter
 
 from serving.preprocessing import decode_image
+from tasks.data.transforms import LIGHTING_BRIGHTNESS, LIGHTING_CONTRAST, moved
 
 PHOTO_SLICES = ("catalogue", "cutout", "small_offcentre", "jpeg30")
 ROBUSTNESS_SLICES = ("lighting", "rotation_shift", "noise")
 SLICES = PHOTO_SLICES + ROBUSTNESS_SLICES
 Slices = dict[str, tuple[np.ndarray, np.ndarray]]  # name -> (pixels (N, 28, 28) uint8, labels)
-# The lighting slice's ranges, which training's relighting (tasks.training.train.relit) also draws from.
-LIGHTING_CONTRAST = (0.6, 1.0)
-LIGHTING_BRIGHTNESS = (0.0, 40.0)
 
 
 def encode(image: Image.Image, kind: str, **options) -> bytes:
@@ -68,12 +66,6 @@ def small_offcentre(pixels: np.ndarray, rng: np.random.Generator) -> bytes:
 def lighting(pixels: np.ndarray, rng: np.random.Generator) -> bytes:
     contrast, brightness = rng.uniform(*LIGHTING_CONTRAST), rng.uniform(*LIGHTING_BRIGHTNESS)
     return encode(Image.fromarray(np.clip(pixels * contrast + brightness, 0, 255).astype(np.uint8)), "PNG")
-
-
-def moved(pixels: np.ndarray, angle: float, dx: int, dy: int) -> Image.Image:
-    """A 28x28 garment rotated by `angle` degrees and shifted, black filling what comes in: the slice
-    below, and the copies training adds (`tasks.training.train.with_moved_copies`)."""
-    return Image.fromarray(pixels).rotate(angle, Image.Resampling.BILINEAR, translate=(dx, dy))
 
 
 def rotation_shift(pixels: np.ndarray, rng: np.random.Generator) -> bytes:

@@ -28,9 +28,8 @@ from serving.log_records import Record, expand
 from tasks.evaluation.reference import REFERENCE_ARTIFACT
 from tasks.monitoring.drift import DriftReport, detect_drift, first_labels, plot_distributions
 from tasks.params import ModelRef, MonitorThresholds, Trigger
-from tasks.registry.policy import champion_version
-from tasks.registry.tracking import configure_mlflow, ensure_experiment, tracked_run
 from tasks.settings import Settings, mlflow_ui_link
+from tasks.tracking import champion_version, configure_mlflow, ensure_experiment, tracked_run
 
 RETRIES: dict[str, Any] = {"retries": 2, "retry_delay_seconds": [2, 10], "cache_policy": NO_CACHE}
 

@@ -1,28 +1,20 @@
-"""Stage 3, the system of record: MLflow runs (who owns them, where artifacts go), the registry
-policy (challenger, champion) and the champion's scores the gates compare with."""
+"""Stage 4, the registry: a candidate that passed the gates becomes a version with alias
+`challenger`, its model card and tags; `champion` moves only when the release proved its image.
+The MLflow bookkeeping every stage shares (runs, the champion's lookup) is the ground floor's
+`tasks.tracking`."""
 
 from tasks.registry.policy import (
-    champion_score_task,
-    champion_version,
     champion_version_task,
     model_card,
     promote_version,
     register_task,
     unchanged_champion_task,
 )
-from tasks.registry.tracking import configure_mlflow, git_commit, log_dataset_task, prepare_tracking_task, tracked_run
 
 __all__ = [
-    "champion_score_task",
-    "champion_version",
     "champion_version_task",
-    "configure_mlflow",
-    "git_commit",
-    "log_dataset_task",
     "model_card",
-    "prepare_tracking_task",
     "promote_version",
     "register_task",
-    "tracked_run",
     "unchanged_champion_task",
 ]

@@ -16,34 +16,14 @@ from prefect.cache_policies import NO_CACHE
 
 from serving.preprocessing import to_model_input
 from tasks.data.dataset import Dataset
-from tasks.evaluation.gates import ChampionScore, GateResult, as_records
-from tasks.evaluation.holdout import correct_answers
+from tasks.evaluation.gates import GateResult, as_records
 from tasks.evaluation.metrics import Evaluation
-from tasks.evaluation.slices import Slices
 from tasks.params import ModelRef, TrainParams, Trigger
+from tasks.tracking import CHALLENGER, CHAMPION, champion_version
 
-CHALLENGER = "challenger"
-CHAMPION = "champion"
 MODEL_CARD = "model_card.json"
 # Pinned so MLflow does not spend ~10 s inferring requirements by importing the model.
 MODEL_PIP_REQUIREMENTS = ["tensorflow-cpu==2.21.*", "keras>=3.10,<4", "numpy<3"]
-
-
-def champion_version(name: str) -> ModelVersion | None:
-    """The version holding alias `champion`, or None when the model or the alias does not exist yet."""
-    client = MlflowClient()
-    try:
-        registered = client.get_registered_model(name)
-    except MlflowException as exc:
-        if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
-            return None
-        raise
-    version = registered.aliases.get(CHAMPION)
-    return None if version is None else client.get_model_version(name, str(version))
-
-
-def load_model_version(ref: ModelRef):  # -> keras.Model
-    return mlflow.tensorflow.load_model(f"models:/{ref.name}/{ref.version}")
 
 
 def log_candidate_model(model, example_pixels: np.ndarray) -> str:
@@ -179,22 +159,6 @@ def unchanged_champion_task(name: str, digest: str, train: TrainParams, commit: 
 def champion_version_task(name: str) -> ModelVersion | None:
     """`champion_version` with retries: the release reads it before deploying, to restore on failure."""
     return champion_version(name)
-
-
-@task(name="evaluate-champion", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[2, 10])
-def champion_score_task(name: str, dataset: Dataset, slices: Slices) -> ChampionScore | None:
-    """The champion re-evaluated on this run's test set and hold-out, so the regression gates compare
-    like with like."""
-    version = champion_version(name)
-    logger = get_run_logger()
-    if version is None:
-        logger.info("no champion for model '%s' yet", name)
-        return None
-    ref = ModelRef(name, int(version.version))
-    model = load_model_version(ref)
-    score = ChampionScore(ref, correct_answers(model, dataset, slices))
-    logger.info("champion v%s scores %.4f on this test set", ref.version, score.accuracy)
-    return score
 
 
 @task(name="register-model", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[2, 10])

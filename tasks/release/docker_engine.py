@@ -6,11 +6,10 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-import socket
 from pathlib import Path
 from typing import Any
 
-from serving.client import ClientError, wait_until_ready
+from tasks.network import NotReady, wait_until_ready
 
 LABEL = "io.clothes-mlops"
 SERVER_UID = 10001  # the serving image's non-root user
@@ -63,12 +62,6 @@ def docker_name(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]", "-", text).lstrip(".-")[:100] or "model"
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def wait_container_ready(container, base_url: str, timeout: float) -> float:
     """Seconds until ready; fails fast with the container's last log lines when it exits."""
 
@@ -78,7 +71,7 @@ def wait_container_ready(container, base_url: str, timeout: float) -> float:
 
     try:
         return wait_until_ready(base_url, timeout, alive)
-    except ClientError as exc:
+    except NotReady as exc:
         logs = container.logs(tail=40).decode(errors="replace")
         raise ContainerStageError(f"{exc}; container log:\n{logs}") from exc
 

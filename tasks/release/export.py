@@ -27,7 +27,8 @@ from serving.model_store import METADATA_FILE, RUNTIME_FILE
 from serving.ood import OOD_FILE
 from tasks.evaluation.ood import OOD_ARTIFACT, current, scoring_model, shipped
 from tasks.params import ModelRef
-from tasks.registry.policy import card_of, load_model_version
+from tasks.registry.policy import card_of
+from tasks.tracking import load_model_version
 
 log = logging.getLogger(__name__)
 METRIC_KEYS = ("test_accuracy", "test_macro_f1", "test_macro_precision", "test_macro_recall")

@@ -12,17 +12,17 @@ import orjson
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
+from tasks.load_generator import load_burst, post
+from tasks.network import free_port
 from tasks.params import ContainerParams, ModelRef
 from tasks.release.docker_engine import (
     HARDENING,
     LABEL,
     ContainerStageError,
-    free_port,
     require_docker,
     wait_container_ready,
 )
 from tasks.release.image import ImageInfo
-from tasks.release.load_generator import load_burst, post
 from tasks.settings import Settings
 
 
@@ -34,6 +34,16 @@ def start_qa_container(client, image: str, name: str, labels: dict[str, str]) ->
         ports={"8080/tcp": ("127.0.0.1", port)}, environment={"MLOPS_SERVE_WORKERS": "2"}, **HARDENING,
     )  # fmt: skip
     return container, f"http://127.0.0.1:{port}"
+
+
+@dataclass(frozen=True)
+class ParityCheck:
+    """What the smoke test compares the container's answers with: images (the test split) and the
+    pipeline's own probabilities for them, and the parameter count the container must report."""
+
+    images: np.ndarray
+    expected: np.ndarray
+    parameters: int
 
 
 @dataclass
@@ -113,23 +123,19 @@ def smoke_test(
 
 @task(name="smoke-test", task_run_name="smoke-test-{image.tag}", cache_policy=NO_CACHE)
 def smoke_test_task(
-    image: ImageInfo,
-    ref: ModelRef,
-    number_of_parameters: int,
-    images: np.ndarray,
-    expected: np.ndarray,
-    params: ContainerParams,
-    settings: Settings,
+    image: ImageInfo, ref: ModelRef, parity: ParityCheck, params: ContainerParams, settings: Settings
 ) -> SmokeReport:
-    """A QA deployment of the candidate; the container is removed whatever happens."""
+    """A QA deployment of the candidate; the container is removed whatever happens. Its answers for the
+    first `params.parity_images` of the parity images must match the pipeline's own."""
     logger = get_run_logger()
     client = require_docker()
     container, base_url = start_qa_container(client, image.id, f"{settings.deploy.name}-qa-v{ref.version}", {})
     try:
         ready = wait_container_ready(container, base_url, settings.release.ready_timeout)
         logger.info("QA container %s ready in %.2f s at %s", container.name, ready, base_url)
+        n = params.parity_images
         report = smoke_test(
-            base_url, ref, number_of_parameters, images, expected,
+            base_url, ref, parity.parameters, parity.images[:n], parity.expected[:n],
             load_requests=params.load_requests, concurrency=params.load_concurrency,
         )  # fmt: skip
         report.ready_seconds = ready

@@ -1,4 +1,4 @@
-"""Stage 4, training: LeNet-5 (and its variants) fitted with per-epoch metrics in MLflow, and the
+"""Stage 2, training: LeNet-5 (and its variants) fitted with per-epoch metrics in MLflow, and the
 trials of the hyperparameter search."""
 
 from tasks.training.train import TrainResult, train_task

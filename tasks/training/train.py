@@ -18,9 +18,9 @@ from prefect.cache_policies import NO_CACHE
 
 from serving.preprocessing import to_model_input
 from tasks.data.dataset import Dataset, stratified_split
-from tasks.evaluation.metrics import plot_training_curves
-from tasks.evaluation.slices import LIGHTING_BRIGHTNESS, LIGHTING_CONTRAST, moved
+from tasks.data.transforms import LIGHTING_BRIGHTNESS, LIGHTING_CONTRAST, moved
 from tasks.params import Architecture, TrainParams
+from tasks.training.curves import plot_training_curves
 
 
 @dataclass
@@ -29,6 +29,11 @@ class TrainResult:
     history: dict[str, list[float]]
     best_epoch: int
     epochs_run: int
+
+    @property
+    def parameters(self) -> int:
+        """The model's parameter count, which its server must report."""
+        return int(self.model.count_params())
 
 
 def build_lenet5(

@@ -16,8 +16,8 @@ from prefect.cache_policies import NO_CACHE
 
 from tasks.data.loader import load_dataset
 from tasks.params import DataSpec, SearchSpace, TrainParams
-from tasks.registry.tracking import tracked_run
 from tasks.settings import Settings
+from tasks.tracking import tracked_run
 from tasks.training.train import run_callbacks, train_model
 
 

@@ -6,13 +6,13 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from tasks.network import free_port
 from tasks.release.docker_engine import (
     CONTAINER_LOG_DIR,
     HARDENING,
     LABEL,
     docker_name,
     enable_listener_migration,
-    free_port,
     prepare_log_dir,
     retire,
     wait_container_ready,

@@ -1,4 +1,5 @@
-"""MLflow bookkeeping: where runs are stored, how a run starts and ends, what a run records about its data.
+"""MLflow bookkeeping every stage shares: where runs are stored, how a run starts and ends, which
+version holds the `champion` alias and how to load it.
 
 `tracked_run` is the one place an MLflow run is started and ended, for the pipeline, the search and
 each of its trials, and the drift checks.
@@ -8,23 +9,25 @@ from __future__ import annotations
 
 import os
 import subprocess
-import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 import mlflow
 from mlflow import MlflowClient
-from mlflow.data.numpy_dataset import from_numpy
+from mlflow.entities.model_registry import ModelVersion
+from mlflow.exceptions import MlflowException
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from serving.client import ClientError, refused_login, wait_until_ready
 from tasks.artifact_store import SCHEME, tracking_server
-from tasks.data.dataset import Dataset
-from tasks.registry.run_owner import end_orphaned_runs, end_status, owner_tags
+from tasks.network import NotReady, refused_login, wait_until_ready
+from tasks.params import ModelRef
+from tasks.run_owner import end_orphaned_runs, end_status, owner_tags
 from tasks.settings import PROJECT_DIR, Settings
 
 EXPERIMENT_KIND, TRADITIONAL_ML = "mlflow.experimentKind", "custom_model_development"
+CHALLENGER = "challenger"  # the registry's aliases: the newest version that passed the gates,
+CHAMPION = "champion"  # and the one production serves
 
 
 class TrackingUnavailable(RuntimeError):
@@ -38,7 +41,7 @@ def check_tracking_server(uri: str, timeout: float = 20) -> None:
         return
     try:
         wait_until_ready(uri, timeout, path="/health")
-    except ClientError as exc:
+    except NotReady as exc:
         raise TrackingUnavailable(
             f"MLflow tracking server {uri} does not answer ({exc}); start it (`make up`) or point "
             "MLOPS_TRACKING_URI at a running one"
@@ -102,7 +105,7 @@ def git_commit() -> str:
 def tracked_run(
     experiment_id: str, run_name: str, tags: dict[str, str] | None = None, parent_run_id: str | None = None
 ) -> Iterator[str]:
-    """Start a run owned by this process (`tasks.registry.run_owner`) and yield its id; it is this thread's
+    """Start a run owned by this process (`tasks.run_owner`) and yield its id; it is this thread's
     active run meanwhile, so MLflow's fluent calls (`log_input`, `log_model`) land in it. It ends
     FINISHED, FAILED on an error, or KILLED when the process was stopped (Ctrl-C, SIGTERM, a
     cancelled deployment). A killed process's runs are ended by the next pipeline run."""
@@ -118,29 +121,26 @@ def tracked_run(
     mlflow.end_run("FINISHED")
 
 
-def log_dataset(dataset: Dataset, counts: dict[str, dict[str, int]]) -> None:
-    """Record on the active run where the data came from, its content digest and class balance."""
-    for split, x, y in (("train", dataset.x_train, dataset.y_train), ("test", dataset.x_test, dataset.y_test)):
-        # Only the digest identifies the data; a one-image profile keeps the run small.
-        with warnings.catch_warnings():  # MLflow registers local paths twice and warns about it
-            warnings.simplefilter("ignore", UserWarning)
-            ds = from_numpy(
-                x[:1], targets=y[:1], source=dataset.source, name=f"fashion-mnist-{split}", digest=dataset.digest[:16]
-            )  # fmt: skip
-        mlflow.log_input(ds, context=split)
-    mlflow.log_params({"data.n_train": len(dataset.y_train), "data.n_test": len(dataset.y_test)})
-    mlflow.set_tags({"data.digest": dataset.digest, "data.source": f"{dataset.origin}:{dataset.source}"})
-    mlflow.log_dict(counts, "data/class_counts.json")
-
-
-@task(name="log-dataset", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[2, 10])
-def log_dataset_task(dataset: Dataset, counts: dict[str, dict[str, int]]) -> None:
-    log_dataset(dataset, counts)
-
-
 @task(name="prepare-tracking", cache_policy=NO_CACHE)  # no retries: the preflight already waits
 def prepare_tracking_task(settings: Settings) -> str:
     """The experiment id, after runs left RUNNING by a killed pipeline on this host are ended."""
     experiment_id = configure_mlflow(settings)
     end_orphaned_runs([experiment_id])
     return experiment_id
+
+
+def champion_version(name: str) -> ModelVersion | None:
+    """The version holding alias `champion`, or None when the model or the alias does not exist yet."""
+    client = MlflowClient()
+    try:
+        registered = client.get_registered_model(name)
+    except MlflowException as exc:
+        if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
+            return None
+        raise
+    version = registered.aliases.get(CHAMPION)
+    return None if version is None else client.get_model_version(name, str(version))
+
+
+def load_model_version(ref: ModelRef):  # -> keras.Model
+    return mlflow.tensorflow.load_model(f"models:/{ref.name}/{ref.version}")
