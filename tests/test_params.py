@@ -10,18 +10,9 @@ from pydantic import BaseModel, ValidationError
 from flows.monitor import monitor_drift
 from flows.pipeline import main as pipeline_main
 from flows.pipeline import train_and_deploy
-from tasks.params import (
-    Architecture,
-    ContainerParams,
-    DataSpec,
-    GateThresholds,
-    MonitorThresholds,
-    SearchSpace,
-    TrainParams,
-    Trigger,
-)
+from ops.config_reference import RUN_PARAMETERS as MODELS  # every run-parameter model the docs list
+from tasks.params import ContainerParams, GateThresholds
 
-MODELS = (Architecture, ContainerParams, DataSpec, GateThresholds, MonitorThresholds, SearchSpace, TrainParams, Trigger)
 # A misspelling of a real field of each flow parameter of train_and_deploy.
 TYPOS = {
     "data": {"train_limt": 5},
