@@ -5,7 +5,8 @@ page differs from what this prints (`python -m ops.config_reference > docs/confi
 from __future__ import annotations
 
 import sys
-from typing import Annotated, Any, Literal, get_args, get_origin
+from types import UnionType
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 from pydantic import BaseModel
 from pydantic.fields import FieldInfo
@@ -71,16 +72,24 @@ def code(text: str) -> str:
 
 
 def type_name(annotation: Any) -> str:
-    """As a user writes it: a validator's wrapping left out, the two-valued choice as `bool`."""
-    if get_origin(annotation) is Annotated:
-        return type_name(get_args(annotation)[0])
-    if get_origin(annotation) is list:
-        return f"list[{type_name(get_args(annotation)[0])}]"
+    """As a user writes it, the same on every Python: classes by their own name (3.13's `Path` lives in
+    `pathlib._local`), a validator's wrapping left out, the two-valued choice as `bool`."""
+    origin, args = get_origin(annotation), get_args(annotation)
+    if origin is Annotated:
+        return type_name(args[0])
     if annotation == Literal[False, True]:
         return "bool"
+    if origin is Literal:
+        return f"Literal[{', '.join(repr(a) for a in args)}]"
+    if origin in (Union, UnionType):
+        return " | ".join(type_name(a) for a in args)
+    if origin in (list, dict):
+        return f"{origin.__name__}[{', '.join(type_name(a) for a in args)}]"
+    if annotation is type(None):
+        return "None"
     if isinstance(annotation, type):
         return annotation.__name__
-    return str(annotation).replace("typing.", "").replace("pathlib.", "").replace("tasks.params.", "")
+    return str(annotation).replace("typing.", "")
 
 
 def summary(model: type) -> str:
