@@ -11,15 +11,18 @@ its graph, larger meaning more unusual:
 Each evidence becomes its rank among held-out garments as a normal z-score, the z-scores are summed
 (Stouffer's method) and the sum is ranked among the same garments: the score is "more unusual than
 this share of held-out garments". An input a little unusual on several evidences scores above one very
-unusual on a single evidence that garments also reach now and then. Since 2026-12-05 the graph does
-all of it (each rank read off the garments' quantiles by linear interpolation) and answers the score
-itself, `ood_score` (N,): the server only compares it with the threshold in `ood.json`.
+unusual on a single evidence that garments also reach now and then. The graph does all of it (each
+rank read off the garments' quantiles by linear interpolation) and answers the score itself,
+`ood_score` (N,): the server only compares it with the threshold in `ood.json`. `in_distribution` is
+`score <= threshold`, calibrated in the pipeline so that at most 5% of held-out garments and 10% of any
+photo slice are flagged.
 
-Versions exported before then answer the evidence, `ood_evidence` (N, 3 or 4), and `ood.json` holds
-each evidence's quantiles on held-out garments, which `OodDetector` ranks with numpy here (the first
-exports took the largest rank instead of Stouffer's sum). `in_distribution` is `score <= threshold`,
-calibrated in the pipeline so that at most 5% of held-out garments and 10% of any photo slice are
-flagged.
+`ood.json` says its format (`format`), and the reader of that format reads it:
+- 2: the threshold; the graph answers `ood_score`.
+- 1: exports of 0.1.x, whose graph answers the evidence, `ood_evidence` (N, 3 or 4), and whose
+  `ood.json` holds each evidence's quantiles on held-out garments, which `OodDetector` ranks with numpy
+  here (the earliest took the largest rank instead of Stouffer's sum). Those files carry no `format`;
+  `served_format` tells them by their quantiles.
 """
 
 from __future__ import annotations
@@ -31,9 +34,16 @@ from statistics import NormalDist
 import numpy as np
 
 OOD_FILE = "ood.json"
-SCORE = "ood_score"  # the exported model's extra output since 2026-12-05
-EVIDENCE = "ood_evidence"  # ... and before: the evidence, ranked here
-EVIDENCES = ("energy", "feature_distance", "texture_distance")  # what the first exports, which named none, ranked
+SCORE = "ood_score"  # the exported model's extra output (format 2)
+EVIDENCE = "ood_evidence"  # format 1's: the evidence, ranked here
+EVIDENCES = ("energy", "feature_distance", "texture_distance")  # what format 1 ranks when it names none
+FORMAT = 2  # what the pipeline writes now
+
+
+def served_format(stats: dict) -> int:
+    """The format an `ood.json` says it has; files written before formats were numbered (0.1.x) are
+    format 1 when they hold the evidences' quantiles, else 2."""
+    return int(stats.get("format") or (1 if "reference_quantiles" in stats else 2))
 
 
 class OodFlag:
@@ -46,8 +56,12 @@ class OodFlag:
 
     @classmethod
     def from_dict(cls, stats: dict) -> OodFlag:
-        detector = OodDetector.from_dict(stats) if "reference_quantiles" in stats else None
-        return cls(float(stats["threshold"]), detector)
+        version = served_format(stats)
+        if version == 1:
+            return cls(float(stats["threshold"]), OodDetector.from_dict(stats))
+        if version == 2:
+            return cls(float(stats["threshold"]))
+        raise ValueError(f"{OOD_FILE} has format {version}; this server reads formats 1 and 2")
 
     @classmethod
     def load(cls, path: Path) -> OodFlag:

@@ -124,7 +124,7 @@ def test_interpolants_in_the_graph_equal_np_interp():
 
 
 def legacy_stats(evidences: int) -> dict:
-    """`ood.json` as versions exported before 2026-12-05 hold it: quantiles ranked by the server."""
+    """`ood.json` of format 1, as exports of 0.1.x hold it (no `format`): quantiles ranked by the server."""
     garments = np.random.default_rng(1).gamma(2.0, 1.0, (5000, evidences))
     reference = np.quantile(garments, np.linspace(0, 1, 1001), axis=0).T
     return {"evidences": ["energy", "feature_distance", "texture_distance", "pixel_distance"][:evidences],
@@ -157,6 +157,36 @@ def test_statistics_of_the_earlier_form_are_not_exported_with_a_graph_they_do_no
     from tasks.evaluation.ood import current
 
     assert current(ood_stats) and not current(legacy_stats(4)) and not current(None)
+
+
+def test_each_ood_file_is_read_by_the_reader_of_its_format():
+    from serving.ood import OodFlag, served_format
+
+    legacy = legacy_stats(3)
+    assert served_format(legacy) == 1  # 0.1.x: no `format`, told by its quantiles
+    assert OodFlag.from_dict({**legacy, "format": 1}).detector is not None
+    assert served_format({"threshold": 0.9}) == 2  # 0.1.x, whose graph already answered the score
+    assert OodFlag.from_dict({"format": 2, "threshold": 0.9}).detector is None
+    with pytest.raises(ValueError, match="has format 3; this server reads formats 1 and 2"):
+        OodFlag.from_dict({"format": 3, "threshold": 0.9})
+
+
+def test_the_statistics_and_the_exported_file_say_their_format(ood_stats):
+    from tasks.evaluation.ood import DETECTOR_FORMAT, current, detector_format, shipped
+
+    assert ood_stats["format"] == DETECTOR_FORMAT
+    assert detector_format({k: v for k, v in ood_stats.items() if k != "format"}) == DETECTOR_FORMAT  # 0.1.x
+    assert shipped(ood_stats)["format"] == 2
+    assert not current({**ood_stats, "format": DETECTOR_FORMAT + 1})
+
+
+def test_a_model_card_of_another_format_is_refused():
+    from tasks.registry.policy import CARD_FORMAT, checked_card
+
+    assert checked_card({"run_id": "r"}, "clothes v1") == {"run_id": "r"}  # 0.1.x: format 1
+    assert checked_card({"format": CARD_FORMAT}, "clothes v2")["format"] == CARD_FORMAT
+    with pytest.raises(ValueError, match="clothes v3 has format 2"):
+        checked_card({"format": 2}, "clothes v3")
 
 
 def test_stouffer_ranks_an_input_unusual_on_every_evidence_above_one_unusual_on_one():

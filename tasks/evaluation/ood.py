@@ -18,6 +18,7 @@ from sklearn.covariance import LedoitWolf
 from sklearn.metrics import roc_auc_score
 
 from serving.ood import EVIDENCE, SCORE
+from serving.ood import FORMAT as OOD_FORMAT
 from serving.preprocessing import decode_image, to_model_input
 from tasks.data.dataset import Dataset, stratified_split
 from tasks.evaluation.ood_sources import build_ood_slices
@@ -231,6 +232,7 @@ def fit_detector(model, dataset: Dataset, params: TrainParams) -> dict:
     feature_means, feature_factor = class_statistics(fitted["features"], labels, classes)
     texture_means, texture_factor = class_statistics(fitted["texture"], labels, classes)
     stats: dict = {
+        "format": DETECTOR_FORMAT,
         "method": "rank among held-out garments of the summed z-scores (Stouffer) of each evidence's rank among "
         "them: the largest logit, feature and texture Mahalanobis distances; computed in the model's graph "
         "(ood_score)",
@@ -254,15 +256,23 @@ def fit_detector(model, dataset: Dataset, params: TrainParams) -> dict:
     return stats
 
 
+DETECTOR_FORMAT = 2  # the statistics (`OOD_ARTIFACT`) this code fits and builds the graph from
+
+
+def detector_format(stats: dict) -> int:
+    """The format statistics say they have; runs of 0.1.x stored none: format 2 when they hold the
+    knots the graph interpolates, else 1 (evidences for the server to rank, of a graph that is gone)."""
+    return int(stats.get("format") or (2 if "evidence_knots" in stats else 1))
+
+
 def current(stats: dict | None) -> bool:
-    """Whether statistics (an `OOD_ARTIFACT`) are of the kind this code exports: runs before 2026-12-05
-    evening stored evidences the server ranked, for a graph (with pixel statistics) that is gone."""
-    return stats is not None and "evidence_knots" in stats
+    """Whether a run's statistics are of the format this code exports a graph from."""
+    return stats is not None and detector_format(stats) == DETECTOR_FORMAT
 
 
 def shipped(stats: dict) -> dict:
-    """What `ood.json` beside the exported model holds: the rest is baked into its graph."""
-    return {key: stats[key] for key in ("method", "evidences", "threshold")}
+    """What `ood.json` beside the exported model holds (format 2): the rest is baked into its graph."""
+    return {"format": OOD_FORMAT, **{key: stats[key] for key in ("method", "evidences", "threshold")}}
 
 
 @dataclass(frozen=True)

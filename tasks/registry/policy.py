@@ -22,6 +22,7 @@ from tasks.params import ModelRef, TrainParams, Trigger
 from tasks.tracking import CHALLENGER, CHAMPION, champion_version
 
 MODEL_CARD = "model_card.json"
+CARD_FORMAT = 1  # `format` in every card; a reader of another format refuses it
 # Pinned so MLflow does not spend ~10 s inferring requirements by importing the model.
 MODEL_PIP_REQUIREMENTS = ["tensorflow-cpu==2.21.*", "keras>=3.10,<4", "numpy<3"]
 
@@ -84,6 +85,7 @@ def model_card(
     """Everything known about a candidate at registration, kept whole as `model_card.json` in its run:
     the registry shows only the few tags of `version_tags`."""
     return {
+        "format": CARD_FORMAT,
         "run_id": run_id,
         "git_commit": commit,
         "trigger": trigger.model_dump(),
@@ -114,7 +116,18 @@ def version_tags(card: dict) -> dict[str, str]:
 
 
 def card_of(version: ModelVersion) -> dict:
-    return mlflow.artifacts.load_dict(f"runs:/{version.run_id}/{MODEL_CARD}")
+    return checked_card(
+        mlflow.artifacts.load_dict(f"runs:/{version.run_id}/{MODEL_CARD}"), f"{version.name} v{version.version}"
+    )
+
+
+def checked_card(card: dict, whose: str) -> dict:
+    """`card` when it is of the format this code reads (cards of 0.1.x say none: they are format 1)."""
+    if card.get("format", 1) != CARD_FORMAT:
+        raise ValueError(
+            f"the {MODEL_CARD} of {whose} has format {card['format']}; this code reads format {CARD_FORMAT}"
+        )
+    return card
 
 
 def promote_version(ref: ModelRef, tags: dict[str, str], record_previous: bool = True) -> ModelRef | None:

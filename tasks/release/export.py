@@ -25,7 +25,7 @@ from prefect.cache_policies import NO_CACHE
 
 from serving.model_store import METADATA_FILE, RUNTIME_FILE
 from serving.ood import OOD_FILE
-from tasks.evaluation.ood import OOD_ARTIFACT, current, scoring_model, shipped
+from tasks.evaluation.ood import DETECTOR_FORMAT, OOD_ARTIFACT, current, detector_format, scoring_model, shipped
 from tasks.params import ModelRef
 from tasks.registry.policy import card_of
 from tasks.tracking import load_model_version
@@ -99,23 +99,23 @@ def export_registered_version(ref: ModelRef, model_root: Path) -> Path:
     model = load_model_version(ref)
     run = client.get_run(model_version.run_id) if model_version.run_id else None
     metrics = {k: run.data.metrics[k] for k in METRIC_KEYS if run and k in run.data.metrics}
-    # Versions registered before the model card carried their class names as a tag.
-    legacy = model_version.tags.get("class_names")
-    class_names = json.loads(legacy) if legacy else card_of(model_version)["data"]["class_names"]
+    # The earliest versions of 0.1.x have no model card: their class names are a tag.
+    tagged = model_version.tags.get("class_names")
+    class_names = json.loads(tagged) if tagged else card_of(model_version)["data"]["class_names"]
     metadata = build_metadata(model, ref.name, ref.version, class_names, model_version.run_id, metrics)
     return export_model(model, model_root, metadata, ood_statistics(model_version.run_id))
 
 
 def ood_statistics(run_id: str | None) -> dict | None:
-    """The flag's statistics stored on the training run, if it made them in the form this code exports;
-    a version trained before 2026-12-05 evening is exported without the flag (its earlier export, if kept,
-    still serves it)."""
+    """The flag's statistics stored on the training run, if they are of the format this code builds the
+    graph from (`DETECTOR_FORMAT`); a version whose statistics are of another format is exported without
+    the flag (its earlier export, if kept, still serves it)."""
     if not run_id or OOD_ARTIFACT not in {f.path for f in MlflowClient().list_artifacts(run_id, "ood")}:
         return None
     stats = mlflow.artifacts.load_dict(f"runs:/{run_id}/{OOD_ARTIFACT}")
     if not current(stats):
-        log.warning("run %s has out-of-distribution statistics of an earlier form: exported without the flag; "
-                    "retrain to get it back", run_id)  # fmt: skip
+        log.warning("run %s has out-of-distribution statistics of format %s, not %s: exported without the flag; "
+                    "retrain to get it back", run_id, detector_format(stats), DETECTOR_FORMAT)  # fmt: skip
         return None
     return stats
 
