@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Sequence
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import mlflow
@@ -146,7 +148,12 @@ def _cluster_options(
 ) -> Any:
     """The Dask cluster is chosen before the flow starts: an option of the command, not of the flow."""
     CLUSTER.update(address=address, workers=workers)
-    return app([*tokens, *(["--space", space_file.read_text()] if space_file else [])])
+    return app(flow_tokens(tokens, space_file))
+
+
+def flow_tokens(tokens: Sequence[str], space_file: Path | None) -> list[str]:
+    """The flow's own command line: what the cluster's options left, and the space file as `--space`."""
+    return [*tokens, *(["--space", space_file.read_text()] if space_file else [])]
 
 
 app.meta.usage = "Usage: clothes-tune [OPTIONS]"  # not the name of whatever process imported it

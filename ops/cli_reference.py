@@ -1,6 +1,6 @@
 """The console scripts' command lines in one place: `python -m ops.cli_reference` renders their `--help`
 into docs/cli.md, and `check` parses a command as the script would, without running it, so that every
-command the docs show is known to be accepted (tests/docs/test_commands.py)."""
+command the docs show is known to be accepted (tests/test_docs_commands.py)."""
 
 from __future__ import annotations
 
@@ -64,9 +64,9 @@ def check(script: str, words: list[str]) -> None:
     try:
         if script == "clothes-tune":  # the cluster's options first, then the flow's own, as the script does
             _command, bound, _ = cli.parse_args(words, exit_on_error=False, print_error=False)
-            space_file = bound.arguments.get("space_file")
-            words = [*bound.arguments.get("tokens", ()), *(["--space", space_file.read_text()] if space_file else [])]
-            cli = _flow_app("flows.tune")
+            tune = importlib.import_module("flows.tune")
+            words = tune.flow_tokens(bound.arguments.get("tokens", ()), bound.arguments.get("space_file"))
+            cli = tune.app
         cli.parse_args(words, exit_on_error=False, print_error=False)
     except Exception as refused:  # cyclopts' and pydantic's errors alike: what the user would read
         raise CommandRefused(f"{type(refused).__name__}: {refused}") from None
@@ -74,9 +74,16 @@ def check(script: str, words: list[str]) -> None:
 
 def help_text(script: str) -> str:
     cli = SCRIPTS[script]()
-    if isinstance(cli, argparse.ArgumentParser):
+    if isinstance(cli, argparse.ArgumentParser):  # argparse reads its width from COLUMNS only
+        previous = os.environ.get("COLUMNS")
         os.environ["COLUMNS"] = str(WIDTH)
-        return cli.format_help()
+        try:
+            return cli.format_help()
+        finally:
+            if previous is None:
+                del os.environ["COLUMNS"]
+            else:
+                os.environ["COLUMNS"] = previous
     console = Console(width=WIDTH, color_system=None, force_terminal=False, record=True, file=io.StringIO())
     cli.help_print([], console=console)
     if script == "clothes-tune":

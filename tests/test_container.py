@@ -135,6 +135,17 @@ def test_releasing_another_model_leaves_the_first_ones_champion_answering(releas
     assert answer["predictions"][0]["label"] in {p.name for p in (OWN_PHOTOS / "train").iterdir()}
     assert docker_engine.images.get(own["image"]).labels[f"{LABEL}.models"] == "own-clothes:1,clothes:1"
 
+    # clothes v2 goes live beside own-clothes; rolling clothes back to v1, whose image was built before
+    # own-clothes existed, rebuilds that image with own-clothes as production serves it.
+    assert train_and_deploy(**_params(fashion_dir, seed=2))["promoted"]
+    rolled = rollback()
+    assert rolled["to_version"] == "1"
+    assert served_version(port) == 1
+    models = requests.get(f"{base}/models", timeout=10).json()["models"]
+    assert {m["name"]: m["versions"] for m in models} == {"clothes": [1], "own-clothes": [1]}
+    champion_image = docker_engine.images.get(f"{release_env['MLOPS_IMAGE_NAME']}:champion")
+    assert champion_image.labels[f"{LABEL}.models"] == "clothes:1,own-clothes:1"
+
 
 def test_broken_image_fails_the_smoke_test_and_changes_nothing(release_env, docker_engine, fashion_dir, monkeypatch):
     port = release_env["MLOPS_DEPLOY_PORT"]

@@ -57,14 +57,18 @@ def push(client, image_id: str, repository: str, tag: str, log: Log) -> str:
     return f"{repository}@{digest}"
 
 
+def push_release(client, image_id: str, tag: str, release: ReleaseSettings, log: Log) -> str:
+    """`image_id` in the team's registry as `<registry>/<image name>:<tag's own tag>`; its digest reference."""
+    log_in(client, release)
+    repository = f"{release.registry}/{release.image_name}"
+    return push(client, image_id, repository, tag.rsplit(":", 1)[1], log)
+
+
 @task(name="push-image", task_run_name="push-image-v{ref.version}", cache_policy=NO_CACHE, retries=2,
       retry_delay_seconds=[2, 10])  # fmt: skip
 def push_image_task(image: ImageInfo, ref: ModelRef, settings: Settings) -> str:
     """The smoke-tested image in the registry; returns the reference every later step runs."""
     logger = get_run_logger()
-    client = require_docker()
-    log_in(client, settings.release)
-    repository = f"{settings.release.registry}/{settings.release.image_name}"
-    reference = push(client, image.id, repository, image.tag.rsplit(":", 1)[1], logger.info)
+    reference = push_release(require_docker(), image.id, image.tag, settings.release, logger.info)
     logger.info("pushed %s as %s", image.tag, reference)
     return reference

@@ -17,7 +17,7 @@ from prefect.cache_policies import NO_CACHE
 from tasks.params import ModelRef
 from tasks.release.docker_engine import LABEL, docker_name, require_docker
 from tasks.release.image import ImageInfo, build_serving_image
-from tasks.release.registry import ensure_local, log_in, push
+from tasks.release.registry import ensure_local, push_release
 from tasks.release.targets.docker import production_containers
 from tasks.release.targets.swarm import production_service, swarm_manager
 from tasks.settings import Settings
@@ -68,6 +68,13 @@ def copy_models(client, image: str, into: Path, wanted: Callable[[str], bool]) -
     return sorted(copied)
 
 
+def served_labels(ref: ModelRef, model_dirs: list[Path], **more: str) -> dict[str, str]:
+    """An image's labels: the model it was released for, and every `<name>:<version>` it serves."""
+    served = ",".join(f"{d.parent.name}:{d.name}" for d in model_dirs)
+    return {f"{LABEL}.model": ref.name, f"{LABEL}.version": str(ref.version), f"{LABEL}.models": served,
+            **{f"{LABEL}.{key}": value for key, value in more.items()}}  # fmt: skip
+
+
 def other_models(client, settings: Settings, ref: ModelRef, into: Path) -> list[Path]:
     """What production serves now of every model but `ref`'s: the rest of the image a release builds."""
     image = production_image(client, settings)
@@ -90,10 +97,8 @@ def build_image_task(ref: ModelRef, model_dir: Path, run_id: str, settings: Sett
     tag = image_tag(settings, ref)
     with tempfile.TemporaryDirectory(prefix="clothes-served-") as others:
         model_dirs = [Path(model_dir), *other_models(client, settings, ref, Path(others))]
-        served = ",".join(f"{d.parent.name}:{d.name}" for d in model_dirs)
-        labels = {f"{LABEL}.model": ref.name, f"{LABEL}.version": str(ref.version), f"{LABEL}.mlflow-run-id": run_id,
-                  f"{LABEL}.models": served}  # fmt: skip
-        logger.info("the image serves %s (the other models as production serves them now)", served)
+        labels = served_labels(ref, model_dirs, **{"mlflow-run-id": run_id})
+        logger.info("the image serves %s (the other models as production serves them now)", labels[f"{LABEL}.models"])
         image_id, seconds = build_serving_image(
             client, model_dirs, tag, wheelhouse_dir=settings.release.wheelhouse_dir,
             base_image=settings.release.base_image, labels=labels, log=logger.info,
@@ -112,23 +117,18 @@ def with_other_models_task(image: str, ref: ModelRef, settings: Settings) -> str
     logger = get_run_logger()
     client = require_docker()
     with tempfile.TemporaryDirectory(prefix="clothes-served-") as tmp:
-        own = copy_models(client, image, Path(tmp) / "own", lambda name: name == ref.name)
-        built_with = copy_models(client, image, Path(tmp) / "built-with", lambda name: name != ref.name)
+        in_image = copy_models(client, image, Path(tmp) / "image", lambda _name: True)
+        own = [d for d in in_image if d.parent.name == ref.name]
+        built_with = [(d.parent.name, d.name) for d in in_image if d.parent.name != ref.name]
         others = other_models(client, settings, ref, Path(tmp) / "others")
-        if [d.relative_to(Path(tmp) / "built-with") for d in built_with] == [
-            d.relative_to(Path(tmp) / "others") for d in others
-        ]:
+        if built_with == [(d.parent.name, d.name) for d in others]:
             return image
         tag = image_tag(settings, ref)
         logger.info("%s was built beside other models than production serves now: rebuilding it as %s", image, tag)
         image_id, _seconds = build_serving_image(
             client, own + others, tag, wheelhouse_dir=settings.release.wheelhouse_dir,
-            base_image=settings.release.base_image, log=logger.info,
-            labels={f"{LABEL}.model": ref.name, f"{LABEL}.version": str(ref.version),
-                    f"{LABEL}.models": ",".join(f"{d.parent.name}:{d.name}" for d in own + others)},
+            base_image=settings.release.base_image, labels=served_labels(ref, own + others), log=logger.info,
         )  # fmt: skip
     if settings.release.registry:  # other nodes pull it: by digest, as every release runs there
-        log_in(client, settings.release)
-        repository = f"{settings.release.registry}/{settings.release.image_name}"
-        return push(client, image_id, repository, tag.rsplit(":", 1)[1], logger.info)
+        return push_release(client, image_id, tag, settings.release, logger.info)
     return image_id
