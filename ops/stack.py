@@ -4,7 +4,7 @@ up: Prefect server (SQLite under the state directory, or PostgreSQL), the `cloth
 every deployment of prefect.yaml (`prefect deploy --all`), a process worker, an MLflow tracking server/UI
 on the same store as `make run` serving the artifacts too (flows log through it over HTTP, so workers on
 other machines need no shared directory), and an image registry. On loopback (the default) it is one
-person's stack as before; on any other address (MLOPS_STACK_HOST) every server asks for credentials,
+person's stack, without logins; on any other address (MLOPS_STACK_HOST) every server asks for credentials,
 made on the first `up` and kept in `<state dir>/credentials.json` (0600). down: stops exactly the
 processes `up` started (pid files).
 """
