@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 from sklearn.metrics import roc_auc_score
 
-from serving.ood import EVIDENCE
+from serving.models.ood import EVIDENCE
 from tasks.data.dataset import stratified_split
 from tasks.data.sources import load_fashion_mnist
 from tasks.evaluation.ood import evidence_model, fit_detector, judge_detector, model_outputs

@@ -1,5 +1,5 @@
 """docs/api/openapi.json: the server's OpenAPI document as a production server with the Fashion-MNIST
-model answers it at `/openapi.json`, written from the same route table and schemas (`serving.openapi`) so
+model answers it at `/openapi.json`, written from the same route table and schemas (`serving.protocols.openapi`) so
 the rendered API reference (docs/api.md) cannot drift from the code: `make docs` writes it, and a test
 fails when the committed file differs from what this prints."""
 
@@ -9,7 +9,7 @@ import json
 import sys
 
 from serving.app import ROUTES
-from serving.openapi import openapi_document
+from serving.protocols.openapi import openapi_document
 from serving.settings import ServingSettings
 from tasks.data.dataset import FASHION_MNIST_CLASSES
 

@@ -47,7 +47,14 @@ def main(argv: list[str] | None = None) -> None:
     for option, env in (("model_root", "MODEL_ROOT"), ("host", "HOST"), ("port", "PORT"), ("workers", "WORKERS")):
         if getattr(args, option) is not None:
             os.environ[f"MLOPS_SERVE_{env}"] = str(getattr(args, option))
-    gunicorn = [sys.executable, "-m", "gunicorn", "-c", "python:serving.gunicorn_config", "serving.wsgi:app"]
+    gunicorn = [
+        sys.executable,
+        "-m",
+        "gunicorn",
+        "-c",
+        "python:serving.server.gunicorn_config",
+        "serving.server.wsgi:app",
+    ]
     os.execv(sys.executable, gunicorn)
 
 

@@ -1,6 +1,6 @@
-"""Flask app factory: the course's REST contract (`serving.routes`), a TensorFlow-Serving-compatible
-API (`serving.tf_serving`), the Open Inference Protocol v2 (`serving.oip`), health and metrics, with
-every error answered as JSON."""
+"""Flask app factory: the course's REST contract, a TensorFlow-Serving-compatible API and the Open
+Inference Protocol v2 (`serving.protocols`), health, metrics and the OpenAPI document, with every error
+answered as JSON (domain errors by `serving.http.errors`)."""
 
 from __future__ import annotations
 
@@ -11,17 +11,20 @@ from pathlib import Path
 from flask import Response, g, request
 from werkzeug.exceptions import HTTPException
 
-from serving import metrics, oip, routes, tf_serving
-from serving.data_plane import DataPlane, ServingApp
-from serving.http import ApiError, json_response
-from serving.preprocessing import ImageTooLarge, InvalidInput
-from serving.route_table import Route
+from serving import metrics
+from serving.data_plane import DataPlane
+from serving.errors import ServingError
+from serving.http.context import ServingApp
+from serving.http.errors import error_response
+from serving.http.responses import json_response
+from serving.http.route_table import Route
+from serving.http.ui import register_ui
+from serving.protocols import course, oip, service, tf_serving
 from serving.settings import ServingSettings
-from serving.ui import register_ui
 
 log = logging.getLogger(__name__)
 # Every route the server answers, in the order /openapi.json lists them.
-ROUTES: list[Route] = [*routes.ROUTES, *tf_serving.ROUTES, *oip.ROUTES]
+ROUTES: list[Route] = [*course.ROUTES, *service.ROUTES, *tf_serving.ROUTES, *oip.ROUTES]
 
 
 def create_app(
@@ -54,15 +57,7 @@ def create_app(
         metrics.latency(endpoint).observe(time.perf_counter() - g.get("started", time.perf_counter()))
         return response
 
-    @app.errorhandler(ApiError)
-    def api_error(exc: ApiError) -> Response:
-        response = json_response({"error": exc.message}, exc.status)
-        response.headers.update(exc.headers)
-        return response
-
-    @app.errorhandler(InvalidInput)
-    def invalid_input(exc: InvalidInput) -> Response:
-        return json_response({"error": str(exc)}, 413 if isinstance(exc, ImageTooLarge) else 400)
+    app.register_error_handler(ServingError, error_response)
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException) -> Response:

@@ -1,27 +1,25 @@
 """The one data plane every protocol adapter delegates to (as in KServe and MLServer): the served models,
 prediction ids, the prediction log, feedback and the settings, built once by the app factory. The
-adapters (`serving.routes` for the course's contract, `serving.tf_serving`, `serving.oip`) only
-translate their wire format to these calls and back, and import none of each other."""
+adapters (`serving.protocols`: the course's contract, TF Serving, OIP) only translate their wire format
+to these calls and back, and import none of each other. It knows no HTTP: what it declines it raises as
+a domain error (`serving.errors`)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar, cast
+from typing import Any, TypeVar
 
 import numpy as np
-from flask import Flask, current_app
 
 from serving import metrics
-from serving.feedback import LabelledIds, PredictionIds, RateLimit, load_key, secret_from_file
-from serving.http import ApiError
-from serving.model_store import ModelStore, ServedModel
-from serving.prediction_log import PredictionLog
-from serving.route_table import Route, register
+from serving.errors import AlreadyLabelled, FeedbackDisabled, ModelNotFound, PredictionNotFound
+from serving.log.feedback import LabelledIds, PredictionIds, RateLimit, load_key, secret_from_file
+from serving.log.prediction_log import PredictionLog
+from serving.models.store import ModelStore, ServedModel
 from serving.settings import ServingSettings
 
 T = TypeVar("T")
-NO_FEEDBACK = "this server does not log predictions (MLOPS_SERVE_PREDICTION_LOG_DIR), so it takes no feedback"
 
 
 @dataclass(frozen=True)
@@ -42,7 +40,7 @@ class DataPlane:
     labelled: LabelledIds
     feedback_rate: RateLimit
     log: PredictionLog | None = None
-    # Where CPU-heavy request work runs; the gevent worker installs its thread pool (`serving.worker`).
+    # Where CPU-heavy request work runs; the gevent worker installs its thread pool (`serving.server.worker`).
     offload: Callable[..., Any] | None = None
 
     @classmethod
@@ -63,13 +61,13 @@ class DataPlane:
         )  # fmt: skip
 
     def find(self, name: str, version: int | None) -> ServedModel:
-        """`version` None: the highest; unknown models and versions are a 404 naming what there is."""
+        """`version` None: the highest; an unknown model or version names what there is."""
         model = self.models.get(name, version)
         if model is None:
             if name not in self.models.models:
-                raise ApiError(404, f"unknown model '{name}'")
+                raise ModelNotFound(f"unknown model '{name}'")
             versions = sorted(self.models.models[name])
-            raise ApiError(404, f"model '{name}' has no version {version}; versions: {versions}")
+            raise ModelNotFound(f"model '{name}' has no version {version}; versions: {versions}")
         return model
 
     def predict(self, model: ServedModel, batch: np.ndarray, *, answer_ids: bool = True) -> Predicted:
@@ -96,12 +94,12 @@ class DataPlane:
     def record_feedback(self, model: ServedModel, prediction_id: str, class_id: int, reviewed: bool = False) -> None:
         """The true label of a prediction this server issued; the first label stands."""
         if self.log is None:
-            raise ApiError(404, NO_FEEDBACK)
+            raise FeedbackDisabled()
         if not self.ids.verify(prediction_id, model.name, model.version):
             made_by = f"{model.name} v{model.version}"
-            raise ApiError(404, f"no prediction with id '{prediction_id}' was made by {made_by} here")
+            raise PredictionNotFound(f"no prediction with id '{prediction_id}' was made by {made_by} here")
         if not self.labelled.claim(prediction_id):
-            raise ApiError(409, f"prediction '{prediction_id}' is already labelled; the first label stands")
+            raise AlreadyLabelled(f"prediction '{prediction_id}' is already labelled; the first label stands")
         self.log.log_feedback(prediction_id, model.name, model.version, class_id, reviewed)
 
     def run(self, function: Callable[..., T], *args: Any) -> T:
@@ -109,23 +107,3 @@ class DataPlane:
         one native thread per gevent worker, so large uploads queue behind each other while the event loop
         keeps answering everything else. Elsewhere (threads, tests) a plain call."""
         return self.offload(function, *args) if self.offload else function(*args)
-
-
-class ServingApp(Flask):
-    """The Flask app with its data plane and its route table as typed attributes (no string-keyed
-    `extensions`)."""
-
-    def __init__(self, import_name: str, plane: DataPlane, routes: list[Route]) -> None:
-        super().__init__(import_name)
-        self.plane, self.routes = plane, routes
-        register(self, routes)
-
-
-def serving_app() -> ServingApp:
-    """The app handling the current request."""
-    return cast(ServingApp, current_app)
-
-
-def data_plane() -> DataPlane:
-    """The data plane of the app handling the current request."""
-    return serving_app().plane

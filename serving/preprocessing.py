@@ -9,6 +9,8 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 from typing_extensions import TypedDict  # pydantic reads it on Python 3.11
 
+from serving.errors import ImageTooLarge, InvalidInput
+
 IMAGE_SIZE = 28
 MAX_IMAGE_PIXELS = 1_600_000  # default per-image decode budget (serving.settings.max_image_pixels)
 JPEG_DRAFT_SIZE = 256  # JPEGs decode at 1/2..1/8 scale (DCT scaling) down to no less than this
@@ -28,14 +30,6 @@ class Preprocessing(TypedDict):
 
 
 UNCHANGED = Preprocessing(inverted=False, trimmed=False, resized=False)
-
-
-class InvalidInput(ValueError):
-    """The client sent something that is not a valid image or batch of images."""
-
-
-class ImageTooLarge(InvalidInput):
-    """An image (or a request's images) would cost more pixels to decode than the budget allows (413)."""
 
 
 def border_medians(images: np.ndarray) -> np.ndarray:

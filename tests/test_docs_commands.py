@@ -23,7 +23,7 @@ from flows.rollback import rollback
 from flows.tune import tune
 from ops.cli_reference import SCRIPTS, CommandRefused, check
 from serving.app import ROUTES
-from serving.route_table import register
+from serving.http.route_table import register
 from tests.conftest import REPO
 
 PAGES = [REPO / "README.md", REPO / "CONTRIBUTING.md", REPO / "CHANGELOG.md", *sorted((REPO / "docs").glob("*.md"))]

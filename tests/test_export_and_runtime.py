@@ -5,9 +5,9 @@ import json
 import numpy as np
 import pytest
 
-from serving.model_store import ModelStore
+from serving.models.runtime import TFLiteModel
+from serving.models.store import ModelStore
 from serving.preprocessing import to_model_input
-from serving.runtime import TFLiteModel
 from tasks.data.dataset import FASHION_MNIST_CLASSES
 from tasks.data.sources import load_fashion_mnist
 from tasks.release import export as export_module

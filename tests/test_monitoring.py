@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from serving import create_app
-from serving.log_retention import Removed, compress, enforce_bounds
+from serving.log.retention import Removed, compress, enforce_bounds
 from serving.settings import ServingSettings
 from tasks.data.sources import load_fashion_mnist
 from tasks.evaluation.metrics import predict_probabilities

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from serving.model_store import ModelStore
+from serving.models.store import ModelStore
 from serving.preprocessing import to_model_input
 from tasks.data.sources import load_fashion_mnist
 from tasks.evaluation.gates import ood_gates
@@ -71,7 +71,7 @@ def test_the_graph_computes_energy_and_the_mahalanobis_distances(trained_model, 
     """The evidence the exported graph computes equals the textbook formulas, in float64 numpy."""
     import keras
 
-    from serving.ood import EVIDENCE
+    from serving.models.ood import EVIDENCE
 
     x = np.concatenate([test_split[0][:200], build_ood_slices(20, seed=6)["stripes"]])
     fitted = model_outputs(feature_model(trained_model), x)
@@ -99,7 +99,7 @@ def test_the_graph_computes_energy_and_the_mahalanobis_distances(trained_model, 
 def test_the_graph_ranks_the_evidence_as_numpy_interpolates_it(trained_model, ood_stats, test_split):
     """The score the graph answers: each evidence's z-score and their sum's rank, read off the garments'
     quantiles by linear interpolation, as np.interp reads them."""
-    from serving.ood import EVIDENCE, SCORE
+    from serving.models.ood import EVIDENCE, SCORE
 
     x = np.concatenate(
         [test_split[0][:300], build_ood_slices(30, seed=4)["noise"], build_ood_slices(30, seed=4)["text"]]
@@ -132,7 +132,7 @@ def legacy_stats(evidences: int) -> dict:
 
 
 def test_versions_exported_with_three_or_four_evidences_still_load():
-    from serving.ood import EVIDENCE, OodDetector, OodFlag
+    from serving.models.ood import EVIDENCE, OodDetector, OodFlag
 
     three, four = legacy_stats(3), legacy_stats(4)
     assert OodDetector.from_dict(three).scores(np.zeros((2, 3))).shape == (2,)
@@ -144,7 +144,7 @@ def test_versions_exported_with_three_or_four_evidences_still_load():
 
 
 def test_exports_before_stouffers_method_keep_the_largest_rank():
-    from serving.ood import OodDetector
+    from serving.models.ood import OodDetector
 
     stats = legacy_stats(4)
     evidence = np.asarray(stats["reference_quantiles"])[:, [100, 500, 900]].T  # three images, 4 evidences
@@ -160,7 +160,7 @@ def test_statistics_of_the_earlier_form_are_not_exported_with_a_graph_they_do_no
 
 
 def test_each_ood_file_is_read_by_the_reader_of_its_format():
-    from serving.ood import OodFlag, served_format
+    from serving.models.ood import OodFlag, served_format
 
     legacy = legacy_stats(3)
     assert served_format(legacy) == 1  # 0.1.x: no `format`, told by its quantiles
@@ -194,7 +194,7 @@ def test_stouffer_ranks_an_input_unusual_on_every_evidence_above_one_unusual_on_
     is rarer still, and the largest rank cannot see it."""
     from scipy.stats import norm
 
-    from serving.ood import OodDetector
+    from serving.models.ood import OodDetector
 
     rng = np.random.default_rng(0)
     garments = rng.uniform(0, 1, (20_000, 4))
@@ -227,7 +227,7 @@ def test_threshold_respects_both_budgets():
 
 def test_server_scores_equal_the_pipelines(model_root, trained_model, ood_stats, test_split):
     """The exported LiteRT model gives what the pipeline computed with Keras, image by image."""
-    from serving.ood import SCORE
+    from serving.models.ood import SCORE
 
     x = np.concatenate([test_split[0][:300], build_ood_slices(50, seed=3)["noise"]])
     model = ModelStore.discover(model_root).get("clothes", 2)

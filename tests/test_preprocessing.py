@@ -120,7 +120,8 @@ def test_a_model_that_passes_on_the_dataset_but_fails_a_slice_is_rejected():
 
 
 def test_integer_pixels_take_the_fast_conversion_with_the_same_result():
-    from serving.preprocessing import InvalidInput, pixels_from_nested
+    from serving.errors import InvalidInput
+    from serving.preprocessing import pixels_from_nested
 
     images = np.random.default_rng(3).integers(0, 256, (5, 28, 28))
     for value, batch in ((images.tolist(), True), (images[0].tolist(), False)):

@@ -14,8 +14,8 @@ import pytest
 from PIL import Image
 
 from serving import create_app
+from serving.http.ui import UI_ENDPOINTS
 from serving.settings import ServingSettings
-from serving.ui import UI_ENDPOINTS
 
 IMAGES = sorted((Path(__file__).resolve().parents[1] / "examples" / "images").glob("*.png"))
 
@@ -199,7 +199,7 @@ def test_openapi_document_lists_every_route(client, app):
 
 def test_serving_imports_nothing_from_the_pipeline():
     code = (
-        "import sys, serving.app, serving.client, serving.gunicorn_config, serving.__main__;"
+        "import sys, serving.app, serving.client, serving.server.gunicorn_config, serving.__main__;"
         "bad = sorted(m for m in sys.modules if m.split('.')[0] in "
         "{'prefect', 'mlflow', 'tensorflow', 'keras', 'tasks', 'flows'});"
         "print(bad); sys.exit(1 if bad else 0)"

@@ -8,7 +8,7 @@ import numpy as np
 import orjson
 import pytest
 
-from serving.oip import HEADER_LENGTH, bytes_tensor
+from serving.protocols.oip import HEADER_LENGTH, bytes_tensor
 
 
 @pytest.fixture(scope="module")

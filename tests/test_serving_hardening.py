@@ -18,8 +18,8 @@ import pytest
 from PIL import Image
 
 from serving import create_app
-from serving.model_store import ModelStore
-from serving.prediction_log import PredictionLog
+from serving.log.prediction_log import PredictionLog
+from serving.models.store import ModelStore
 from serving.settings import ServingSettings
 
 IMAGE = {"image": [[0] * 28] * 28}
@@ -233,7 +233,7 @@ def test_prediction_log_bounds_its_queue(tmp_path):
 
 GEVENT_WORKER = """
 import sys, numpy as np, gevent.monkey
-from serving.prediction_log import PredictionLog
+from serving.log.prediction_log import PredictionLog
 log = PredictionLog(sys.argv[1])  # as the preloaded app makes it: before gevent patches threading
 gevent.monkey.patch_all()
 import gevent

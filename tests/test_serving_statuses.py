@@ -11,7 +11,7 @@ import pytest
 
 from serving import create_app
 from serving.app import ROUTES
-from serving.route_table import Route
+from serving.http.route_table import Route
 from serving.settings import ServingSettings
 
 TOKEN = "let-me-label"
@@ -92,3 +92,12 @@ def test_the_document_lists_exactly_the_table(client):
     documented = {(p, m.upper(), int(s)) for p, item in paths.items() for m, op in item.items() if m != "parameters"
                   for s in op["responses"] if int(s) >= 400}  # fmt: skip
     assert documented == {(r.path, r.method, s) for r in ROUTES for s in r.statuses}
+
+
+def test_every_domain_error_has_its_status():
+    """A new kind of error is mapped on purpose, not answered with the fallback."""
+    from serving import errors
+    from serving.http.errors import STATUS
+
+    kinds = {k for k in vars(errors).values() if isinstance(k, type) and issubclass(k, errors.ServingError)}
+    assert kinds - {errors.ServingError} == set(STATUS)

@@ -27,7 +27,18 @@ GROUND_FLOOR = {
 # The lifecycle in the order a run goes through it: a stage may import the ground floor and the stages
 # before it, never one after it.
 STAGES = ("data", "training", "evaluation", "registry", "release", "monitoring")
-MAX_PIPELINE_IMPORTS = 9  # four stages, three ground-floor modules, its CLI and the release subflow
+MAX_PIPELINE_IMPORTS = 9
+# serving/'s rooms from the ground up: a module may import its own room and those below it. The data
+# plane knows no HTTP (it raises domain errors, `serving.errors`); the protocols stand on the HTTP edge.
+SERVING_ROOMS = (
+    {"serving.version", "serving.errors", "serving.settings", "serving.metrics", "serving.preprocessing"},
+    {"serving.models", "serving.log"},
+    {"serving.data_plane"},
+    {"serving.http"},
+    {"serving.protocols"},
+    {"serving.app"},
+    {"serving", "serving.server", "serving.__main__", "serving.healthcheck", "serving.client"},
+)  # four stages, three ground-floor modules, its CLI and the release subflow
 
 
 def module_name(path: Path) -> str:
@@ -102,6 +113,17 @@ def test_stages_import_only_earlier_stages(module):
 def test_flows_import_stages_not_their_files(module):
     files = {m for m in GRAPH[module] if stage_of(m) and m.count(".") > 1}
     assert not files, f"{module} imports stage internals {sorted(files)}: import from the stage package"
+
+
+def serving_room(module: str) -> int:
+    room = ".".join(module.split(".")[:2])
+    return next(i for i, names in enumerate(SERVING_ROOMS) if room in names)
+
+
+@pytest.mark.parametrize("module", sorted(m for m in GRAPH if m.startswith("serving")))
+def test_serving_rooms_import_only_downwards(module):
+    above = {m for m in GRAPH[module] if serving_room(m) > serving_room(module)}
+    assert not above, f"{module} reaches up into {sorted(above)}"
 
 
 def test_the_pipeline_reads_as_a_short_list_of_stages():

@@ -3,7 +3,7 @@ its threshold on held-out garments (the validation split, plain and as photos), 
 test split and on inputs that are not clothing (`tasks.evaluation.ood_sources`), and store everything
 on the run (`ood/detector.json`), where the export finds it: the statistics and the garments'
 quantiles go into the exported model's graph (`scoring_model`), the threshold into `ood.json`
-(`serving.ood`)."""
+(`serving.models.ood`)."""
 
 from __future__ import annotations
 
@@ -17,8 +17,8 @@ from prefect.cache_policies import NO_CACHE
 from sklearn.covariance import LedoitWolf
 from sklearn.metrics import roc_auc_score
 
-from serving.ood import EVIDENCE, SCORE
-from serving.ood import FORMAT as OOD_FORMAT
+from serving.models.ood import EVIDENCE, SCORE
+from serving.models.ood import FORMAT as OOD_FORMAT
 from serving.preprocessing import decode_image, to_model_input
 from tasks.data.dataset import Dataset, stratified_split
 from tasks.evaluation.ood_sources import build_ood_slices
@@ -26,7 +26,7 @@ from tasks.evaluation.slices import PHOTO_SLICES, Slices, slice_files
 from tasks.params import TrainParams
 
 OOD_ARTIFACT = "ood/detector.json"
-QUANTILES = 1001  # the ranks the first exports' numpy ranking resolved (`serving.ood.OodDetector`)
+QUANTILES = 1001  # the ranks the first exports' numpy ranking resolved (`serving.models.ood.OodDetector`)
 Z_KNOTS = 33  # knots of each evidence's rank as a z-score: steps of 0.2 in z
 # Knots of the final rank: every 2% up to 90%, every 0.1% above, where the threshold lies.
 SCORE_LEVELS = np.r_[np.linspace(0, 0.9, 46)[:-1], np.linspace(0.9, 1, 101)]
@@ -112,7 +112,7 @@ def evidence(model, stats: dict):  # -> (KerasTensor (N, 3), KerasTensor (N, cla
 
 
 def evidence_model(model, stats: dict):  # -> keras.Model
-    """The classifier with its evidence (`serving.ood.EVIDENCE`), what the score's quantiles are taken of."""
+    """The classifier with its evidence (`serving.models.ood.EVIDENCE`), what the score's quantiles are taken of."""
     import keras
 
     values, probabilities = evidence(model, stats)
@@ -156,7 +156,7 @@ def summed_interpolants(x, knots: list[np.ndarray], values: list[np.ndarray]):  
 
 
 def scoring_model(model, stats: dict):  # -> keras.Model
-    """The classifier with the extra output `serving.ood.SCORE` (N,): each evidence's rank among held-out
+    """The classifier with the extra output `serving.models.ood.SCORE` (N,): each evidence's rank among held-out
     garments as a z-score, their sum ranked among the same garments, all in the graph, so the server
     reads one number per image (ranking the evidence with numpy cost a single-image request a tenth
     of its time; docs/benchmarks.md)."""
@@ -210,7 +210,7 @@ def calibrated_threshold(garments: np.ndarray, photos: dict[str, np.ndarray]) ->
 
 def z_levels() -> np.ndarray:
     """The z-scores each evidence's rank is read at: evenly spread over those of ranks 0.5/Q..1-0.5/Q,
-    where the ranking with numpy (`serving.ood.OodDetector`) clips them."""
+    where the ranking with numpy (`serving.models.ood.OodDetector`) clips them."""
     return np.linspace(-1, 1, Z_KNOTS) * NormalDist().inv_cdf(1 - 0.5 / QUANTILES)
 
 

@@ -9,8 +9,8 @@ from mlflow import MlflowClient
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from serving.log_records import INPUT_STATS
-from serving.prediction_log import input_summary
+from serving.log.prediction_log import input_summary
+from serving.log.records import INPUT_STATS
 from serving.preprocessing import to_model_input
 from tasks.data.dataset import Dataset
 

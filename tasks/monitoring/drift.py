@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 from scipy import stats
 
-from serving.log_records import INPUT_STATS, Prediction, Record
+from serving.log.records import INPUT_STATS, Prediction, Record
 from tasks.params import MonitorThresholds
 
 EPS = 1e-4

@@ -24,7 +24,7 @@ from prefect.client.schemas.objects import FlowRun
 from prefect.deployments import run_deployment
 from prefect.events import emit_event
 
-from serving.log_records import Record, expand
+from serving.log.records import Record, expand
 from tasks.evaluation.reference import REFERENCE_ARTIFACT
 from tasks.monitoring.drift import DriftReport, detect_drift, first_labels, plot_distributions
 from tasks.params import ModelRef, MonitorThresholds, Trigger

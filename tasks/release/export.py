@@ -23,8 +23,8 @@ from mlflow import MlflowClient
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from serving.model_store import METADATA_FILE, RUNTIME_FILE
-from serving.ood import OOD_FILE
+from serving.models.ood import OOD_FILE
+from serving.models.store import METADATA_FILE, RUNTIME_FILE
 from tasks.evaluation.ood import DETECTOR_FORMAT, OOD_ARTIFACT, current, detector_format, scoring_model, shipped
 from tasks.params import ModelRef
 from tasks.registry.policy import card_of

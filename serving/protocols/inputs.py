@@ -1,4 +1,4 @@
-"""Reading a request's body into pixels: JSON (validated by `serving.schemas`), a raw PNG/JPEG body,
+"""Reading a request's body into pixels: JSON (validated by `serving.protocols.schemas`), a raw PNG/JPEG body,
 or multipart file uploads; image work runs off the event loop (`offload`)."""
 
 from __future__ import annotations
@@ -10,20 +10,18 @@ import orjson
 from flask import request
 from werkzeug.formparser import parse_form_data
 
-from serving.data_plane import data_plane
-from serving.http import ApiError
+from serving.errors import BodyTooLarge, ImageTooLarge, InvalidInput, UnsupportedMediaType
+from serving.http.context import data_plane
 from serving.preprocessing import (
     IMAGE_SIZE,
     UNCHANGED,
-    ImageTooLarge,
-    InvalidInput,
     Preprocessing,
     batch_to_dataset_form,
     contains_bool,
     decode_image,
     decoded_pixels,
 )
-from serving.schemas import ClassifyRequest, OneImage, check_batch_size, validate
+from serving.protocols.schemas import ClassifyRequest, OneImage, check_batch_size, validate
 from serving.settings import ServingSettings
 
 IMAGE_TYPES = {"image/png", "image/jpeg"}
@@ -37,7 +35,7 @@ def read_body() -> bytes:
     body = request.get_data(cache=False)
     limit = data_plane().settings.max_body_bytes
     if request.content_length is None and len(body) >= limit:
-        raise ApiError(413, f"request body over {limit} bytes")
+        raise BodyTooLarge(f"request body over {limit} bytes")
     return body
 
 
@@ -48,7 +46,7 @@ def read_json(numbers_only: bool = False) -> Any:
     payload = parse_json(body)
     suspicious = numbers_only and (b"true" in body or b"false" in body) and isinstance(payload, dict)
     if suspicious and any(contains_bool(payload.get(key)) for key in PIXEL_FIELDS):
-        raise ApiError(400, "pixel values must be numbers, not booleans")
+        raise InvalidInput("pixel values must be numbers, not booleans")
     return payload
 
 
@@ -56,7 +54,7 @@ def parse_json(body: bytes) -> Any:
     try:
         return orjson.loads(body)
     except orjson.JSONDecodeError as exc:
-        raise ApiError(400, f"malformed JSON: {exc}") from exc
+        raise InvalidInput(f"malformed JSON: {exc}") from exc
 
 
 def read_pixels() -> tuple[np.ndarray, list[Preprocessing]]:
@@ -74,11 +72,10 @@ def read_pixels() -> tuple[np.ndarray, list[Preprocessing]]:
     if mimetype == "multipart/form-data":
         files = plane.run(multipart_files, request.environ, settings)
         if not files:
-            raise ApiError(400, "multipart upload needs one or more 'file' fields")
+            raise InvalidInput("multipart upload needs one or more 'file' fields")
         check_batch_size(files, settings.max_batch)
         return plane.run(decode_files, files, settings)
-    raise ApiError(
-        415,
+    raise UnsupportedMediaType(
         f"unsupported content type '{mimetype or 'none'}'; send application/json, image/png, "
         "image/jpeg, multipart/form-data or application/octet-stream",
     )

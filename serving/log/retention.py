@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from serving.feedback import LabelledIds
+from serving.log.feedback import LabelledIds
 
 CHUNK = 256 * 1024
 # A rotated file: predictions-<host>-<pid>-<time_ns>.jsonl, compressed to ....jsonl.gz. The files workers
@@ -72,7 +72,7 @@ def enforce_bounds(directory: Path, max_total_bytes: int, max_age_seconds: float
 
 
 def expire_claims(root: Path, before: float) -> None:
-    """Feedback claims (`serving.feedback.LabelledIds`) older than the oldest log worth keeping."""
+    """Feedback claims (`serving.log.feedback.LabelledIds`) older than the oldest log worth keeping."""
     for path in root.glob("*/*") if root.is_dir() else ():
         with contextlib.suppress(FileNotFoundError):
             if path.stat().st_mtime < before:

@@ -1,24 +1,21 @@
 """The course's REST contract, as a protocol adapter of the data plane: model info and classification
-per model and version, feedback on earlier predictions, health, metrics and the OpenAPI document."""
+per model and version, and feedback on earlier predictions."""
 
 from __future__ import annotations
 
 import hmac
-from typing import Any
 
 import numpy as np
 from flask import Response, request
-from prometheus_client import CONTENT_TYPE_LATEST
 
-from serving import metrics
-from serving.data_plane import NO_FEEDBACK, data_plane, serving_app
-from serving.feedback import bearer_token
-from serving.http import ApiError, json_response
-from serving.inputs import read_json, read_pixels
-from serving.openapi import openapi_document
+from serving.errors import FeedbackDisabled, InvalidInput, RateLimited, Unauthorized, UnsupportedMediaType
+from serving.http.context import data_plane
+from serving.http.responses import json_response
+from serving.http.route_table import Route
+from serving.log.feedback import bearer_token
 from serving.preprocessing import to_model_input
-from serving.route_table import Route
-from serving.schemas import FeedbackAccepted, FeedbackRequest, Prediction, PredictionResponse, validate
+from serving.protocols.inputs import read_json, read_pixels
+from serving.protocols.schemas import FeedbackAccepted, FeedbackRequest, Prediction, PredictionResponse, validate
 
 
 def classify(name: str, version: int | None) -> Response:
@@ -72,53 +69,23 @@ def feedback(name: str, version: int) -> Response:
     plane = data_plane()
     model = plane.find(name, version)
     if plane.log is None:
-        raise ApiError(404, NO_FEEDBACK)
+        raise FeedbackDisabled()
     token = plane.settings.feedback_token
     if token and not hmac.compare_digest(bearer_token(request.headers.get("Authorization")) or "", token):
-        raise ApiError(401, "feedback needs 'Authorization: Bearer <token>'", {"WWW-Authenticate": "Bearer"})
+        raise Unauthorized("feedback needs 'Authorization: Bearer <token>'")
     limit = plane.feedback_rate
     if not limit.allow():
-        raise ApiError(429, "too much feedback; slow down", {"Retry-After": str(limit.retry_after())})
+        raise RateLimited("too much feedback; slow down", limit.retry_after())
     if request.mimetype != "application/json":
-        raise ApiError(415, "feedback is application/json")
+        raise UnsupportedMediaType("feedback is application/json")
     body: FeedbackRequest = validate(FeedbackRequest, read_json())
     class_id = body.class_id
     if body.label is not None and body.label in model.class_names:
         class_id = model.class_names.index(body.label)
     elif class_id is None or not 0 <= class_id < len(model.class_names):
-        raise ApiError(400, f"feedback needs 'label' (one of {model.class_names}) or a valid 'class_id'")
+        raise InvalidInput(f"feedback needs 'label' (one of {model.class_names}) or a valid 'class_id'")
     plane.record_feedback(model, body.id, class_id, body.reviewed)
     return json_response(FeedbackAccepted(status="recorded", id=body.id, class_id=class_id), 202)
-
-
-def live() -> Response:
-    return json_response({"status": "alive"})
-
-
-def ready() -> Response:
-    """Ready when every model has at least one working version; a failing prediction log is reported
-    (`prediction_log`) but does not take the server out of rotation: serving matters more."""
-    plane = data_plane()
-    if not plane.models.ready:
-        return json_response({"status": "not ready", "models": plane.models.listing()}, 503)
-    body: dict[str, Any] = {"status": "ready", "models": plane.models.listing()}
-    log = plane.log
-    if log is not None:
-        body["prediction_log"] = f"degraded: {log.error}" if log.error else "ok"
-    return json_response(body)
-
-
-def prometheus_metrics() -> Response:
-    return Response(metrics.render(), content_type=CONTENT_TYPE_LATEST)
-
-
-def openapi() -> Response:
-    plane = data_plane()
-    models = plane.models
-    class_names = sorted({c for versions in models.models.values() for m in versions.values() for c in m.class_names})
-    return json_response(
-        openapi_document(serving_app().routes, models.listing(), class_names, plane.settings.max_batch)
-    )
 
 
 ROUTES = [
@@ -128,8 +95,4 @@ ROUTES = [
     Route("/models/<name>/latest", "GET", latest_info, "info", (404,)),
     Route("/models/<name>/latest", "POST", classify_latest, "classify", (400, 404, 415)),
     Route("/models/<name>/v<int:version>/feedback", "POST", feedback, "feedback", (400, 401, 404, 409, 415, 429)),
-    Route("/health/live", "GET", live, "live"),
-    Route("/health/ready", "GET", ready, "ready", (503,)),
-    Route("/metrics", "GET", prometheus_metrics, "metrics"),
-    Route("/openapi.json", "GET", openapi, "openapi"),
 ]

@@ -1,11 +1,11 @@
 """gunicorn settings, read from the same MLOPS_SERVE_* environment as the app. Importing this file binds
-nothing: the listening sockets are made in the master's `on_starting` hook (see serving.listeners)."""
+nothing: the listening sockets are made in the master's `on_starting` hook (see serving.server.listeners)."""
 
 import os
 import shutil
 import tempfile
 
-from serving.listeners import gunicorn_binds
+from serving.server.listeners import gunicorn_binds
 from serving.settings import ServingSettings
 
 _settings = ServingSettings()
@@ -17,7 +17,7 @@ if "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
 
 workers = _settings.workers
 # gevent worker that reads each request whole before dispatch: slow clients cost a socket, not a thread.
-worker_class = "serving.worker.BufferingGeventWorker"
+worker_class = "serving.server.worker.BufferingGeventWorker"
 worker_connections = _settings.worker_connections
 timeout = _settings.timeout
 graceful_timeout = _settings.graceful_timeout

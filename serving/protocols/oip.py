@@ -14,11 +14,15 @@ from __future__ import annotations
 import numpy as np
 from flask import Response, request
 
-from serving.data_plane import Predicted, data_plane
-from serving.http import ApiError, json_response
-from serving.inputs import dataset_form, parse_json, read_body
-from serving.model_store import ServedModel
-from serving.oip_schemas import (
+from serving.data_plane import Predicted
+from serving.errors import InvalidInput, UnsupportedMediaType
+from serving.http.context import data_plane
+from serving.http.responses import json_response
+from serving.http.route_table import Route
+from serving.models.store import ServedModel
+from serving.preprocessing import IMAGE_SIZE, contains_bool, to_model_input, uint8_rows
+from serving.protocols.inputs import dataset_form, parse_json, read_body
+from serving.protocols.oip_schemas import (
     INPUT,
     OOD_OUTPUTS,
     OUTPUTS,
@@ -31,9 +35,7 @@ from serving.oip_schemas import (
     ServerMetadata,
     TensorMetadata,
 )
-from serving.preprocessing import IMAGE_SIZE, InvalidInput, contains_bool, to_model_input, uint8_rows
-from serving.route_table import Route
-from serving.schemas import check_batch_size, validate
+from serving.protocols.schemas import check_batch_size, validate
 from serving.version import __version__
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
@@ -104,7 +106,7 @@ def split_body(body: bytes, header_length: str | None, mimetype: str) -> tuple[b
     where it ends."""
     if header_length is None:
         if mimetype not in ("", "application/json"):
-            raise ApiError(415, f"inference requests are application/json, or carry a {HEADER_LENGTH} header")
+            raise UnsupportedMediaType(f"inference requests are application/json, or carry a {HEADER_LENGTH} header")
         return body, b""
     if not header_length.isdigit() or not 0 < int(header_length) <= len(body):
         raise InvalidInput(f"{HEADER_LENGTH} must be a number of bytes within the body's {len(body)}")

@@ -1,12 +1,12 @@
 """Prediction log: compact JSON Lines records of every prediction (and feedback), for drift monitoring.
 
 A line holds one request: its images' ids, predicted classes, confidences and input statistics as
-columns (`serving.log_records` defines the record types; the monitor expands them per prediction).
+columns (`serving.log.records` defines the record types; the monitor expands them per prediction).
 
 Each worker process writes its own file (no interleaving between processes) and rotates it by
 size: `predictions-<host>-<pid>.jsonl`, rotated to `predictions-<host>-<pid>-<time>.jsonl` and then
 compressed to `....jsonl.gz`; the directory's total size and the rotated files' age are bounded
-(`serving.log_retention`).
+(`serving.log.retention`).
 """
 
 from __future__ import annotations
@@ -27,8 +27,8 @@ import numpy as np
 import orjson
 
 from serving import metrics
-from serving.log_records import FeedbackLine, LogGapLine, PredictionsLine
-from serving.log_retention import compress, enforce_bounds
+from serving.log.records import FeedbackLine, LogGapLine, PredictionsLine
+from serving.log.retention import compress, enforce_bounds
 
 log = logging.getLogger(__name__)
 DARK_LEVEL = 0.1  # a pixel darker than 10% of full scale counts as background

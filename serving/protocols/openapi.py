@@ -1,4 +1,4 @@
-"""The OpenAPI 3.1 document, generated from the request and response types in `serving.schemas`;
+"""The OpenAPI 3.1 document, generated from the request and response types in `serving.protocols.schemas`;
 only what is known at run time is filled in here: the served model names and class names."""
 
 from __future__ import annotations
@@ -7,8 +7,8 @@ from typing import Any
 
 from pydantic import TypeAdapter
 
-from serving import oip_schemas, schemas
-from serving.route_table import Route
+from serving.http.route_table import Route
+from serving.protocols import oip_schemas, schemas
 
 REF = "#/components/schemas/{model}"
 # name -> the type whose JSON Schema the document carries under that name

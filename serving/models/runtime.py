@@ -23,7 +23,7 @@ class TFLiteModel:
 
     def predict(self, batch: np.ndarray) -> dict[str, np.ndarray]:
         """(N, 28, 28, 1) float32 in 0-1 -> every output by name: `probabilities` (N, classes), and in
-        models exported with the out-of-distribution flag its score (`serving.ood`)."""
+        models exported with the out-of-distribution flag its score (`serving.models.ood`)."""
         with self._lock:
             runner = self._idle.pop() if self._idle else None
         if runner is None:

@@ -6,12 +6,13 @@ from __future__ import annotations
 import numpy as np
 from flask import Response, request
 
-from serving.data_plane import data_plane
-from serving.http import ApiError, json_response
-from serving.inputs import read_json
-from serving.model_store import ServedModel
-from serving.route_table import Route
-from serving.schemas import TFServingInputs, TFServingRequest, TFServingResponse, validate
+from serving.errors import UnsupportedMediaType
+from serving.http.context import data_plane
+from serving.http.responses import json_response
+from serving.http.route_table import Route
+from serving.models.store import ServedModel
+from serving.protocols.inputs import read_json
+from serving.protocols.schemas import TFServingInputs, TFServingRequest, TFServingResponse, validate
 
 
 def status(model: ServedModel) -> dict:
@@ -40,7 +41,7 @@ def tfs_predict(name: str, version: int | None) -> Response:
     plane = data_plane()
     model = plane.find(name, version)
     if request.mimetype != "application/json":
-        raise ApiError(415, "TensorFlow Serving requests are application/json")
+        raise UnsupportedMediaType("TensorFlow Serving requests are application/json")
     body = validate(TFServingRequest, read_json(numbers_only=True), max_batch=plane.settings.max_batch)
     batch = body.inputs if isinstance(body, TFServingInputs) else body.instances
     predicted = plane.predict(model, batch[..., np.newaxis], answer_ids=False)

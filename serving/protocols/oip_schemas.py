@@ -1,5 +1,5 @@
 """Open Inference Protocol (v2, as KServe, Triton and MLServer speak it) bodies, declared as types:
-the routes in `serving.oip` validate with them and `serving.openapi` documents them.
+the routes in `serving.protocols.oip` validate with them and `serving.protocols.openapi` documents them.
 
 Tensor data is left as it came (`Any`): it is converted by numpy in one step, never walked here.
 """

@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 
 from serving import metrics
-from serving.ood import OOD_FILE, OodFlag
-from serving.runtime import TFLiteModel
+from serving.models.ood import OOD_FILE, OodFlag
+from serving.models.runtime import TFLiteModel
 
 log = logging.getLogger(__name__)
 METADATA_FILE = "metadata.json"

@@ -1,5 +1,5 @@
 """Request and response bodies, declared once as types: the routes validate requests with them and
-`serving.openapi` generates /openapi.json from them, so the document cannot drift from the server.
+`serving.protocols.openapi` generates /openapi.json from them, so the document cannot drift from the server.
 
 Pixel arrays are validated by numpy (`serving.preprocessing`), 100x faster than walking 784 numbers
 per image in Python; the types carry the JSON Schema that describes them. Limits that are server
@@ -27,7 +27,8 @@ from pydantic import (
 )
 from typing_extensions import TypedDict  # pydantic needs it on Python < 3.12
 
-from serving.preprocessing import IMAGE_SIZE, ImageTooLarge, InvalidInput, Preprocessing, pixels_from_nested
+from serving.errors import ImageTooLarge, InvalidInput
+from serving.preprocessing import IMAGE_SIZE, Preprocessing, pixels_from_nested
 
 BATCH_LIMIT = "at most MLOPS_SERVE_MAX_BATCH images (default 1024); more: 413"
 

@@ -1,5 +1,5 @@
 """Every HTTP route of the server as one table of records: the app registers its Flask rules from it and
-`serving.openapi` documents its paths, parameters and error statuses from it, so what is served and what
+`serving.protocols.openapi` documents its paths, parameters and error statuses from it, so what is served and what
 is documented cannot drift apart (tests/test_serving_statuses.py sends a request for every documented
 status and gets it). Each protocol adapter declares its rows beside its handlers."""
 
@@ -15,7 +15,7 @@ from werkzeug.routing import BaseConverter
 
 _VARIABLE = re.compile(r"<(?:\w+:)?(\w+)>")
 # Answered for the server, not by a handler: a request body that does not arrive in time (the gevent
-# worker, serving.worker) and one over MLOPS_SERVE_MAX_BODY_BYTES (Werkzeug, before the handler reads it).
+# worker, serving.server.worker) and one over MLOPS_SERVE_MAX_BODY_BYTES (Werkzeug, before the handler reads it).
 BODY_ERRORS = (408, 413)
 
 
@@ -31,7 +31,7 @@ class Route:
     rule: str  # Flask's rule, e.g. "/models/<name>/v<int:version>"
     method: str  # "GET" or "POST"
     view: Callable[..., Any]
-    doc: str  # the operation `serving.openapi` documents for it (summary, bodies, success answer)
+    doc: str  # the operation `serving.protocols.openapi` documents for it (summary, bodies, success answer)
     errors: tuple[int, ...] = ()  # every error status it answers besides BODY_ERRORS
 
     @property
