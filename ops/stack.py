@@ -33,7 +33,7 @@ from ops.tls import CA_CERT
 from tasks.release.docker_engine import docker_client, retire
 from tasks.release.targets.docker import production_containers
 from tasks.release.targets.swarm import production_service, swarm_manager
-from tasks.settings import PROJECT_DIR, Settings
+from tasks.settings import PROJECT_DIR, Settings, runtime_defaults
 
 WORK_POOL = "clothes-process"
 RECORD = "stack.json"  # how the last `up` configured the stack: `env`, `status` and `down` follow it
@@ -125,20 +125,18 @@ class Stack:
         """What every stack process (and the flows the worker runs) sees."""
         state = self.state_dir.resolve()
         credentials = self.credentials() if self.auth else None
+        defaults = runtime_defaults(state)
         return {
+            **defaults,
             **os.environ,
             **self.client_env(),
-            "PREFECT_HOME": str(state / "prefect"),
-            "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+            "PREFECT_HOME": defaults["PREFECT_HOME"],  # the stack's server and worker share one database
             "PREFECT_UI_API_URL": self.prefect_api,
             # `prefect deployment run --watch` shows a run's logs (e.g. which gate failed) only when the
             # server streams them; Prefect ships with both off.
             "PREFECT_SERVER_LOGS_STREAM_OUT_ENABLED": "true",
             "PREFECT_SERVER_LOGS_STREAM_PUBLISHING_ENABLED": "true",
             "CLOTHES_PROJECT_DIR": str(PROJECT_DIR),
-            "KERAS_HOME": os.environ.get("KERAS_HOME", str(state / "keras")),
-            "MPLCONFIGDIR": os.environ.get("MPLCONFIGDIR", str(state / "matplotlib")),
-            "TF_CPP_MIN_LOG_LEVEL": "2",
             # The UI needs no GenAI job runner (it starts half a dozen consumer processes).
             "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": os.environ.get("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false"),
             **(

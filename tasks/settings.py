@@ -33,17 +33,22 @@ def mlflow_ui_link(ui_url: str, page: str) -> str:
     return f"{ui_url.rstrip('/')}/#/{page}?workflowType=machine_learning"
 
 
-def runtime_defaults(project_dir: Path = PROJECT_DIR) -> dict[str, str]:
-    """The process environment the flows want, whether started by `make`, a console script or a worker:
-    project-local homes (nothing leaks into ~), no analytics calls from an offline machine, the time a
-    fresh Prefect database needs to start, and no TensorFlow C++ info lines or MLflow download bars on the
-    console."""
+def runtime_defaults(state_dir: Path | None = None) -> dict[str, str]:
+    """The process environment the flows want, whether started by `make`, a console script, a worker, the
+    stack or the tests: homes of their own (nothing leaks into ~; the project's hidden directories, or
+    `state_dir`'s subdirectories for the stack and the tests), no analytics calls from an offline
+    machine, the time a fresh Prefect database needs to start, and no TensorFlow C++ info lines or MLflow
+    download bars on the console."""
+    if state_dir is None:
+        homes = {"PREFECT_HOME": PROJECT_DIR / ".prefect", "KERAS_HOME": PROJECT_DIR / ".keras",
+                 "MPLCONFIGDIR": PROJECT_DIR / ".cache" / "matplotlib"}  # fmt: skip
+    else:
+        homes = {"PREFECT_HOME": state_dir / "prefect", "KERAS_HOME": state_dir / "keras",
+                 "MPLCONFIGDIR": state_dir / "matplotlib"}  # fmt: skip
     return {
-        "PREFECT_HOME": str(project_dir / ".prefect"),
+        **{key: str(path) for key, path in homes.items()},
         "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-        "KERAS_HOME": str(project_dir / ".keras"),
-        "MPLCONFIGDIR": str(project_dir / ".cache" / "matplotlib"),
         "TF_CPP_MIN_LOG_LEVEL": "2",
         "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",  # a bar per model download, in the middle of the log
     }

@@ -7,8 +7,6 @@ import hashlib
 import logging
 import os
 import shutil
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
@@ -27,15 +25,10 @@ for _key, _value in {
     "MLOPS_WHEELHOUSE_DIR": str(_HOME / "wheelhouse"),
 }.items():
     os.environ[_key] = _value  # not setdefault: a user's own MLOPS_* must not lead tests into their data
-for _key, _value in {
-    "PREFECT_HOME": str(_HOME / "prefect"),
-    "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
-    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-    "PREFECT_LOGGING_TO_API_BATCH_INTERVAL": "0.3",
-    "KERAS_HOME": str(_HOME / "keras"),
-    "MPLCONFIGDIR": str(_HOME / "matplotlib"),
-    "TF_CPP_MIN_LOG_LEVEL": "2",
-}.items():
+# The flows' own defaults (tasks/settings.py), with every home under this run's directory.
+from tasks.settings import runtime_defaults  # noqa: E402  (after the MLOPS_* above)
+
+for _key, _value in {**runtime_defaults(_HOME), "PREFECT_LOGGING_TO_API_BATCH_INTERVAL": "0.3"}.items():
     os.environ.setdefault(_key, _value)
 os.environ.pop("MLFLOW_TRACKING_URI", None)
 os.environ.pop("MLOPS_TRACKING_URI", None)
@@ -95,11 +88,17 @@ def fashion_dir() -> Path:
 
 
 @pytest.fixture(scope="session")
-def small_dataset(fashion_dir: Path):
-    """A small real subset: 2,000 train / 500 test images."""
+def fashion_mnist(fashion_dir: Path):
+    """The whole dataset, read once per session."""
     from tasks.data.sources import load_fashion_mnist
 
-    return load_fashion_mnist(fashion_dir).subset(2000, 500)
+    return load_fashion_mnist(fashion_dir)
+
+
+@pytest.fixture(scope="session")
+def small_dataset(fashion_mnist):
+    """A small real subset: 2,000 train / 500 test images."""
+    return fashion_mnist.subset(2000, 500)
 
 
 @pytest.fixture(scope="session")
@@ -124,24 +123,21 @@ def mlflow_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 @pytest.fixture(scope="session")
-def trained_model(fashion_dir: Path):
+def trained_model(fashion_mnist):
     """LeNet-5 after 3 quick epochs on the full training split (~85% test accuracy, ~10 s)."""
-    from tasks.data.sources import load_fashion_mnist
     from tasks.params import TrainParams
     from tasks.training.train import train_model
 
-    dataset = load_fashion_mnist(fashion_dir)
-    return train_model(dataset, TrainParams(epochs=3, validation_fraction=0.05)).model
+    return train_model(fashion_mnist, TrainParams(epochs=3, validation_fraction=0.05)).model
 
 
 @pytest.fixture(scope="session")
-def ood_stats(trained_model, fashion_dir: Path) -> dict:
+def ood_stats(trained_model, fashion_mnist) -> dict:
     """The out-of-distribution flag fitted and calibrated for `trained_model` as the pipeline does it."""
-    from tasks.data.sources import load_fashion_mnist
     from tasks.evaluation.ood import fit_detector
     from tasks.params import TrainParams
 
-    return fit_detector(trained_model, load_fashion_mnist(fashion_dir), TrainParams(validation_fraction=0.05))
+    return fit_detector(trained_model, fashion_mnist, TrainParams(validation_fraction=0.05))
 
 
 @pytest.fixture(scope="session")
@@ -156,64 +152,6 @@ def model_root(tmp_path_factory: pytest.TempPathFactory, trained_model, ood_stat
         metadata = build_metadata(trained_model, "clothes", version, FASHION_MNIST_CLASSES, f"run-{version}", {})
         export_model(trained_model, root, metadata, ood_stats if version == 2 else None)
     return root
-
-
-@pytest.fixture(scope="module")
-def app(model_root):
-    """The serving app over `model_root` with default settings."""
-    from serving import create_app
-
-    return create_app(model_root)
-
-
-@pytest.fixture
-def client(app):
-    return app.test_client()
-
-
-@pytest.fixture(scope="module")
-def client_with(model_root):
-    """A test client of an app over `model_root` with the given serving settings (`client_with(max_batch=64)`)."""
-    from serving import create_app
-    from serving.settings import ServingSettings
-
-    return lambda **settings: create_app(model_root, ServingSettings(**settings)).test_client()
-
-
-@pytest.fixture(scope="module")
-def server_tmp(tmp_path_factory) -> Path:
-    """The server's TMPDIR: its per-start Prometheus directory (one file per worker) lives there."""
-    return tmp_path_factory.mktemp("server-tmp")
-
-
-@pytest.fixture(scope="module")
-def server(model_root, server_tmp):
-    """The production server (`python -m serving`: gunicorn, 2 workers) on a free loopback port."""
-    import signal
-    import subprocess
-    import sys
-
-    from tasks.network import free_port, wait_until_ready
-
-    port = free_port()
-    temp = server_tmp
-    env = {**os.environ, "MLOPS_SERVE_HOST": "127.0.0.1", "MLOPS_SERVE_PORT": str(port), "MLOPS_SERVE_WORKERS": "2",
-           "TMPDIR": str(temp), "MLOPS_SERVE_PREDICTION_LOG_DIR": str(temp / "predictions")}  # fmt: skip
-    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
-    process = subprocess.Popen(
-        [sys.executable, "-m", "serving", "--model-root", str(model_root)], env=env,
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )  # fmt: skip
-    base = f"http://127.0.0.1:{port}"
-    try:
-        wait_until_ready(base, timeout=60, is_alive=lambda: process.poll() is None)
-        yield base
-    finally:
-        process.send_signal(signal.SIGTERM)
-        output, _ = process.communicate(timeout=30)
-        assert process.returncode == 0, output
-        assert "Shutting down" in output or "Handling signal: term" in output
-        assert not list(temp.glob("clothes-prometheus-*")), "the metrics directory outlived the server"
 
 
 @pytest.fixture(scope="session")
@@ -269,24 +207,6 @@ def users_data_untouched():
     changed = sorted(k for k in before.keys() | after.keys() if before.get(k) != after.get(k))
     assert not changed, f"the tests changed the user's data: {changed[:10]}"
     assert {c.id for c in production_containers()} == containers, "the tests changed the running production"
-
-
-# `prefect deployment run` parameters of a run that trains in seconds and builds no image (the stack tests).
-SMALL_RUN = {
-    "data": '{"train_limit": 2000, "test_limit": 500, "holdout_size": 50}',
-    "train": '{"epochs": 1, "batch_size": 64}',
-    "thresholds": '{"min_accuracy": 0.3, "min_class_recall": 0, "max_regression": 0.5, "min_slice_accuracy": {}, '
-    '"min_ood_auroc": 0, "min_ood_detection": 0, "max_ood_flagged": 1}',
-    "container": '{"enabled": false}',
-}
-
-
-def run_deployment(env: dict[str, str], params: dict[str, str]) -> subprocess.CompletedProcess:
-    """`prefect deployment run train-and-deploy/weekly --watch`, as a user runs it, with `env`."""
-    arguments = [a for k, v in params.items() for a in ("--param", f"{k}={v}")]
-    command = [sys.executable, "-m", "prefect", "deployment", "run", "train-and-deploy/weekly", "--watch",
-               "--watch-timeout", "400", *arguments]  # fmt: skip
-    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=450)
 
 
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"

@@ -35,7 +35,8 @@ def test_without_a_startable_engine_make_run_stops_before_training_and_says_what
     env = {**os.environ, "DOCKER_HOST": f"unix://{tmp_path}/no-engine.sock", "HOME": str(tmp_path)}
     result = _make_run("--train.epochs 1", env, user="65534")  # nobody: may not start dockerd
     assert result.returncode != 0
-    assert "make run ARGS=--container.no-enabled" in result.stderr and "sudo make docker-up" in result.stderr
+    assert "make run ARGS=--container.no-enabled" in result.stderr
+    assert "sudo make docker-up" in result.stderr
     assert "epoch" not in result.stdout + result.stderr  # nothing was trained
 
 
@@ -79,5 +80,8 @@ def test_make_run_starts_a_stopped_engine_and_reaches_the_container_stage(docker
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "[docker-engine] engine up" in result.stderr
     summary = _summary(result.stdout)
-    assert summary["container_stage"] == "ran" and summary["image"] == f"{name}:clothes-1" and summary["promoted"]
-    assert summary["smoke"]["top1_mismatches"] == 0 and summary["production"] is None
+    assert summary["container_stage"] == "ran"
+    assert summary["image"] == f"{name}:clothes-1"
+    assert summary["promoted"]
+    assert summary["smoke"]["top1_mismatches"] == 0
+    assert summary["production"] is None

@@ -1,6 +1,6 @@
 """Every HTTP route of the server as one table of records: the app registers its Flask rules from it and
 `serving.protocols.openapi` documents its paths, parameters and error statuses from it, so what is served and what
-is documented cannot drift apart (tests/test_serving_statuses.py sends a request for every documented
+is documented cannot drift apart (tests/serving/test_statuses.py sends a request for every documented
 status and gets it). Each protocol adapter declares its rows beside its handlers."""
 
 from __future__ import annotations

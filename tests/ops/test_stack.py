@@ -1,0 +1,281 @@
+"""The stack as users run it: real Prefect server + worker + MLflow server, deployments from prefect.yaml."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import time
+import urllib.request
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+from mlflow import MlflowClient
+from mlflow.entities import Metric
+from PIL import Image
+
+from ops.screenshots import take_screenshots
+from ops.stack import Stack, deploy, down, main, start, up
+from tasks.network import free_port
+from tasks.params import ModelRef
+from tasks.settings import Settings
+from tasks.tracking import configure_mlflow, load_model_version
+from tests.conftest import REPO, require, require_root
+from tests.ops.deployments import SMALL_RUN, run_deployment
+
+pytestmark = pytest.mark.slow
+
+
+def _api(stack: Stack, path: str, body: dict | None = None):
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(f"{stack.prefect_api}{path}", data, {"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return json.load(response)
+
+
+def _scheduled_start_times(stack: Stack, deployment_id: str) -> list[str]:
+    runs = _api(stack, "/flow_runs/filter", {
+        "flow_runs": {"state": {"type": {"any_": ["SCHEDULED"]}}},
+        "deployments": {"id": {"any_": [deployment_id]}},
+    })  # fmt: skip
+    return sorted(r["expected_start_time"] for r in runs)
+
+
+@pytest.fixture
+def stack(tmp_path, monkeypatch, fashion_dir):
+    for key, value in {
+        "MLOPS_MLRUNS_DIR": str(tmp_path / "mlruns"),
+        "MLOPS_MODEL_ROOT": str(tmp_path / "models"),
+        "MLOPS_DATA_DIR": str(fashion_dir),
+        "PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS": "2",  # recreate scheduled runs quickly after redeploy
+    }.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    stack = Stack(tmp_path / "stack", prefect_port=free_port(), mlflow_port=free_port())
+    try:
+        up(stack)
+        yield stack
+    finally:
+        down(stack)
+        assert all(stack.running_pid(name) is None for name in stack.commands())
+
+
+def test_deployment_runs_on_the_worker_and_redeploy_keeps_one_schedule(stack, tmp_path):
+    deployment = _api(stack, "/deployments/name/train-and-deploy/weekly")
+    assert [(s["slug"], s["schedule"]["cron"]) for s in deployment["schedules"]] == [("weekly-retrain", "0 3 * * 1")]
+    assert _api(stack, "/deployments/name/rollback/rollback")["work_pool_name"] == "clothes-process"
+
+    result = run_deployment(stack.env(), SMALL_RUN)
+    finished = result.stdout.strip().splitlines()[-1] if result.stdout.strip() else ""
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
+    assert finished.endswith("in 'Completed'."), result.stdout[-3000:] + result.stderr[-2000:]
+
+    mlflow_server = MlflowClient(tracking_uri=stack.mlflow_url, registry_uri=stack.mlflow_url)
+    version = mlflow_server.get_model_version("clothes", "1")
+    assert "challenger" in version.aliases
+    assert version.tags["trigger"] == "manual"
+    card = json.loads(Path(mlflow_server.download_artifacts(version.run_id, "model_card.json")).read_text())
+    assert card["train"]["epochs"] == 1
+    # The worker logged through the server (proxied artifacts), into the directory the server serves...
+    run = mlflow_server.get_run(version.run_id)
+    assert run.info.artifact_uri.startswith("mlflow-artifacts:/")
+    assert list((tmp_path / "mlruns" / "artifacts").rglob("model_card.json"))
+    # ...and a client on this machine that opens the SQLite store directly (`make run`) reads it all.
+    direct = Settings()
+    configure_mlflow(direct)
+    assert direct.tracking.resolved_tracking_uri().startswith("sqlite:")
+    model = load_model_version(ModelRef("clothes", 1))
+    assert model.predict(np.zeros((2, 28, 28, 1), np.float32), verbose=0).shape == (2, 10)
+    assert os.path.isfile(os.path.join(os.environ["MLOPS_MODEL_ROOT"], "clothes", "1", "model.tflite"))
+
+    # A misspelt parameter is refused before anything trains: no new version, production untouched.
+    typo = run_deployment(stack.env(), {**SMALL_RUN, "container": '{"deploi": false}'})
+    said = " ".join((typo.stdout + typo.stderr).split())
+    assert typo.returncode != 0, said[-3000:]
+    assert "deploi" in said, said[-3000:]
+    assert len(mlflow_server.search_model_versions("name='clothes'")) == 1
+
+    # A run that fails its gates says which and by how much where the user watches it.
+    impossible = '{"min_accuracy": 0.99, "min_class_recall": 0, "max_regression": 0.5, "max_ood_flagged": 1}'
+    rejected = run_deployment(stack.env(), {**SMALL_RUN, "thresholds": impossible})
+    assert rejected.returncode == 1
+    watched = " ".join(rejected.stdout.split())  # the console folds long lines at its width
+    reason = re.search(r"min_accuracy: test accuracy 0\.\d{4} vs minimum 0\.9900", watched)
+    assert reason, rejected.stdout[-3000:]
+
+    # The weekly schedule's runs are marked as scheduled.
+    scheduled = _api(stack, "/flow_runs/filter", {
+        "deployments": {"id": {"any_": [deployment["id"]]}},
+        "flow_runs": {"state": {"type": {"any_": ["SCHEDULED"]}}},
+    })  # fmt: skip
+    assert scheduled
+    assert all(run["parameters"]["trigger"] == {"kind": "schedule"} for run in scheduled)
+
+    if not shutil.which("chromium"):
+        require("chromium", "no chromium for the screenshots `make screenshots` takes (`apt-get install chromium`)")
+    else:  # what `make screenshots` takes, of this stack
+        shots = take_screenshots(stack.mlflow_url, stack.prefect_api, tmp_path / "shots", "clothes", "clothes")
+        assert [p.name for p in shots] == ["mlflow-experiment.png", "mlflow-registry.png", "prefect-flow-run.png"]
+        for shot in shots:
+            with Image.open(shot) as image:
+                assert image.size == (1600, 1000)
+                assert len(image.convert("L").getcolors(1 << 16) or ()) > 20
+
+    before = _scheduled_start_times(stack, deployment["id"])
+    assert before
+    assert len(before) == len(set(before))
+    deploy(stack)  # what `clothes-stack up` or `prefect deploy --all` does again
+    redeployed = _api(stack, "/deployments/name/train-and-deploy/weekly")
+    assert redeployed["id"] == deployment["id"]
+    assert len(redeployed["schedules"]) == 1
+    deadline = time.monotonic() + 60  # the scheduler replaces the runs of a redeployed schedule
+    while len(after := _scheduled_start_times(stack, deployment["id"])) < len(before) and time.monotonic() < deadline:
+        time.sleep(1)
+    time.sleep(5)  # a few more scheduler loops: a duplicating schedule would add runs now
+    after = _scheduled_start_times(stack, deployment["id"])
+    assert after == before
+
+
+POSTGRES = REPO / "scripts" / "postgres.sh"
+
+
+def test_stack_on_postgres_keeps_mlflow_and_prefect_there(tmp_path, monkeypatch):
+    """MLOPS_STACK_DB=postgres: `up` starts the cluster and makes the databases; MLflow's runs and
+    Prefect's deployments land in them (read back with SQL), artifacts still go through the server."""
+    if not shutil.which("pg_ctlcluster"):
+        require("postgres", "Debian's postgresql package is not installed (`apt-get install postgresql`)")
+    require_root()  # to start the cluster
+    import psycopg2
+
+    prefix = f"clothes_test_{uuid.uuid4().hex[:8]}_"
+    for key, value in {"MLOPS_STACK_DB": "postgres", "MLOPS_POSTGRES_PREFIX": prefix,
+                       "MLOPS_MLRUNS_DIR": str(tmp_path / "mlruns")}.items():  # fmt: skip
+        monkeypatch.setenv(key, value)
+    stack = Stack(tmp_path / "stack", prefect_port=free_port(), mlflow_port=free_port())
+    was_online = "online" in subprocess.run(["pg_lsclusters", "-h"], capture_output=True, text=True).stdout
+    try:
+        up(stack)
+        server = MlflowClient(tracking_uri=stack.mlflow_url)
+        experiment = server.create_experiment("on-postgres")
+        run = server.create_run(experiment)
+        server.log_metric(run.info.run_id, "accuracy", 0.9)
+        server.log_text(run.info.run_id, "hello", "notes/hello.txt")
+        server.set_terminated(run.info.run_id)
+        assert list((tmp_path / "mlruns" / "artifacts").rglob("hello.txt"))
+
+        def rows(database: str, query: str) -> list[tuple]:
+            connection = psycopg2.connect(dbname=prefix + database, host="/var/run/postgresql")
+            with contextlib.closing(connection), connection.cursor() as cursor:
+                cursor.execute(query)
+                return cursor.fetchall()
+
+        assert ("on-postgres",) in rows("mlflow", "SELECT name FROM experiments")
+        assert rows("mlflow", "SELECT key, value FROM metrics") == [("accuracy", 0.9)]
+        deployments = {name for (name,) in rows("prefect", "SELECT name FROM deployment")}
+        assert {"weekly", "rollback", "hourly", "search"} <= deployments
+        assert _api(stack, "/deployments/name/train-and-deploy/weekly")["work_pool_name"] == "clothes-process"
+    finally:
+        down(stack)
+        subprocess.run([str(POSTGRES), "drop", prefix], check=True)
+        if not was_online:  # leave the cluster as it was found
+            subprocess.run([str(POSTGRES), "down"], check=True)
+
+
+WRITERS, STEPS, FILES = 8, 40, 3
+
+
+def _write_a_run(url: str, experiment_id: str, writer: int) -> str:
+    """One client's work: params, a metric step by step, a batch, files; as a training run logs them."""
+    client = MlflowClient(tracking_uri=url)
+    run_id = client.create_run(experiment_id, run_name=f"writer-{writer}").info.run_id
+    for key in range(10):
+        client.log_param(run_id, f"param{key}", f"{writer}-{key}")
+    for step in range(STEPS):
+        client.log_metric(run_id, "loss", writer + step / 1000, step=step)
+    client.log_batch(run_id, metrics=[Metric(f"slice{k}", writer / 10 + k, 0, 0) for k in range(20)])
+    for number in range(FILES):
+        client.log_text(run_id, f"writer {writer} file {number}\n" * 100, f"files/{number}.txt")
+    client.set_terminated(run_id)
+    return run_id
+
+
+def test_several_mlflow_workers_on_postgres_lose_no_concurrent_write(tmp_path, monkeypatch):
+    """MLOPS_STACK_DB=postgres runs MLflow with 4 processes; 8 clients logging at once lose nothing."""
+    if not shutil.which("pg_ctlcluster"):
+        require("postgres", "Debian's postgresql package is not installed (`apt-get install postgresql`)")
+    require_root()
+    import psutil
+
+    prefix = f"clothes_test_{uuid.uuid4().hex[:8]}_"
+    for key, value in {"MLOPS_STACK_DB": "postgres", "MLOPS_POSTGRES_PREFIX": prefix,
+                       "MLOPS_MLRUNS_DIR": str(tmp_path / "mlruns")}.items():  # fmt: skip
+        monkeypatch.setenv(key, value)
+    stack = Stack(tmp_path / "stack", prefect_port=free_port(), mlflow_port=free_port())
+    stack.state_dir.mkdir()
+    was_online = "online" in subprocess.run(["pg_lsclusters", "-h"], capture_output=True, text=True).stdout
+    try:
+        subprocess.run([str(POSTGRES), "up", prefix], check=True)
+        start(stack, "mlflow")
+        pid = stack.running_pid("mlflow")
+        assert pid
+        assert len(psutil.Process(pid).children(recursive=True)) >= stack.mlflow_workers() == 4
+        experiment_id = MlflowClient(tracking_uri=stack.mlflow_url).create_experiment("writers")
+        with ThreadPoolExecutor(WRITERS) as pool:
+            run_ids = list(pool.map(lambda w: _write_a_run(stack.mlflow_url, experiment_id, w), range(WRITERS)))
+
+        reader = MlflowClient(tracking_uri=stack.mlflow_url)
+        assert len(reader.search_runs([experiment_id], max_results=100)) == WRITERS
+        for writer, run_id in enumerate(run_ids):
+            run = reader.get_run(run_id)
+            assert run.info.status == "FINISHED"
+            assert run.data.params == {f"param{k}": f"{writer}-{k}" for k in range(10)}
+            history = sorted((m.step, m.value) for m in reader.get_metric_history(run_id, "loss"))
+            assert history == [(step, writer + step / 1000) for step in range(STEPS)]
+            assert {k: v for k, v in run.data.metrics.items() if k.startswith("slice")} == {
+                f"slice{k}": writer / 10 + k for k in range(20)
+            }
+            for number in range(FILES):
+                path = reader.download_artifacts(run_id, f"files/{number}.txt", str(tmp_path / run_id))
+                assert Path(path).read_text() == f"writer {writer} file {number}\n" * 100
+    finally:
+        down(stack)
+        subprocess.run([str(POSTGRES), "drop", prefix], check=True)
+        if not was_online:
+            subprocess.run([str(POSTGRES), "down"], check=True)
+
+
+def test_status_of_a_stopped_stack_is_a_state_not_an_error(tmp_path, capsys):
+    assert main(["status", "--state-dir", str(tmp_path)]) == 0
+    assert "stack stopped" in capsys.readouterr().out
+
+
+@pytest.mark.docker
+def test_down_names_the_production_container_it_leaves_and_stops_it_on_request(
+    docker_engine, tmp_path, monkeypatch, capsys
+):
+    from tasks.release.docker_engine import LABEL
+
+    name = f"clothes-test-{uuid.uuid4().hex[:8]}"
+    monkeypatch.setenv("MLOPS_DEPLOY_NAME", name)
+    labels = {f"{LABEL}.role": "production", f"{LABEL}.deployment": name, f"{LABEL}.version": "1"}
+    container = docker_engine.containers.run(
+        "python:3.11-slim", ["sleep", "120"], name=f"{name}-v1", labels=labels, detach=True, init=True
+    )
+    try:
+        stack = Stack(tmp_path)
+        down(stack)
+        assert f"left running: production container {name}-v1" in capsys.readouterr().out
+        container.reload()
+        assert container.status == "running"
+        down(stack, serving=True)
+        assert f"production container {name}-v1: stopped" in capsys.readouterr().out
+        assert not docker_engine.containers.list(all=True, filters={"name": name})
+    finally:
+        for leftover in docker_engine.containers.list(all=True, filters={"name": name}):
+            leftover.remove(force=True)
