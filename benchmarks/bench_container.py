@@ -39,9 +39,13 @@ def main() -> None:
 
     def build(nocache: bool) -> float:
         return build_serving_image(
-            client, [model_dir], TAG, wheelhouse_dir=PROJECT_DIR / "wheelhouse", base_image=args.base_image,
+            client,
+            [model_dir],
+            TAG,
+            wheelhouse_dir=PROJECT_DIR / "wheelhouse",
+            base_image=args.base_image,
             nocache=nocache,
-        )[1]  # fmt: skip
+        )[1]
 
     cold = build(nocache=True)
     metadata = json.loads((model_dir / "metadata.json").read_text())
@@ -64,8 +68,10 @@ def main() -> None:
     print(f"image size           {size_mb:8.1f} MB   (target <= 350)")
     print(f"cold build           {cold:8.1f} s    (dependencies installed from the wheelhouse, no cache)")
     print(f"model-only rebuild   {rebuild:8.1f} s    (target <= 15)")
-    print(f"start to ready       {statistics.median(ready_times):8.2f} s    median of {len(ready_times)}, "
-          f"max {max(ready_times):.2f} (target <= 3)")  # fmt: skip
+    print(
+        f"start to ready       {statistics.median(ready_times):8.2f} s    median of {len(ready_times)}, "
+        f"max {max(ready_times):.2f} (target <= 3)"
+    )
     print(
         f"container: image_mb={size_mb:.0f} cold_build_s={cold:.1f} rebuild_s={rebuild:.1f} "
         f"ready_s={statistics.median(ready_times):.2f} ready_max_s={max(ready_times):.2f}"

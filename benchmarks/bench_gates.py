@@ -52,8 +52,12 @@ def main() -> None:
     champion_evaluation, champion_correct = correctness(train_model(dataset, TrainParams()).model, dataset, slices)
     champion = ChampionScore(ModelRef("clothes", 1), champion_correct)
     print(f"champion (seed 42) test {champion.accuracy:.4f}", flush=True)
-    same = [judge(f"seed {seed}", *correctness(train_model(dataset, TrainParams(seed=seed)).model, dataset, slices),
-                  champion) for seed in args.seeds]  # fmt: skip
+    same = [
+        judge(
+            f"seed {seed}", *correctness(train_model(dataset, TrainParams(seed=seed)).model, dataset, slices), champion
+        )
+        for seed in args.seeds
+    ]
     short = train_model(dataset, TrainParams(epochs=3)).model
     worse = [judge("3 epochs", *correctness(short, dataset, slices), champion)]
     for name in [n for n in champion_correct if n != TEST]:

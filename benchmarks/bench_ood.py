@@ -65,19 +65,29 @@ def main() -> None:
         rates = [float((strange[s][name] > threshold).mean()) for s in sources]
         everything = np.concatenate([strange[s][name] for s in sources])
         auroc = roc_auc_score(np.r_[np.zeros(len(test[name])), np.ones(len(everything))], np.r_[test[name], everything])
-        print(f"{name:<26}{(test[name] > threshold).mean():>6.3f}{photo:>8.3f} "
-              + "".join(f"{r:>9.2f}" for r in rates) + f"{auroc:>8.3f}")  # fmt: skip
+        print(
+            f"{name:<26}{(test[name] > threshold).mean():>6.3f}{photo:>8.3f} "
+            + "".join(f"{r:>9.2f}" for r in rates)
+            + f"{auroc:>8.3f}"
+        )
     report = judge_detector(stats, model, dataset.x_test, slices, outliers)
     worst_photo = max(rate for name, rate in report.flagged.items() if name != "test")
-    print(f"{'combined (shipped)':<26}{report.flagged['test']:>6.3f}{worst_photo:>8.3f} "
-          + "".join(f"{report.detected[s]:>9.2f}" for s in sources) + f"{report.auroc:>8.3f}")  # fmt: skip
-    print(f"{os.cpu_count()} cores; {params.preset}, {params.epochs} epochs, seed {args.seed}; "
-          f"threshold {stats['threshold']:.3f} (combined); photos: the most flagged of {', '.join(PHOTO_SLICES)}; "
-          f"{args.size} inputs per source")  # fmt: skip
+    print(
+        f"{'combined (shipped)':<26}{report.flagged['test']:>6.3f}{worst_photo:>8.3f} "
+        + "".join(f"{report.detected[s]:>9.2f}" for s in sources)
+        + f"{report.auroc:>8.3f}"
+    )
+    print(
+        f"{os.cpu_count()} cores; {params.preset}, {params.epochs} epochs, seed {args.seed}; "
+        f"threshold {stats['threshold']:.3f} (combined); photos: the most flagged of {', '.join(PHOTO_SLICES)}; "
+        f"{args.size} inputs per source"
+    )
     metrics = report.metrics()
-    print(f"ood: auroc={report.auroc:.4f} detection={metrics['ood.detection_rate']:.4f} "
-          f"test_flagged={report.flagged['test']:.4f} worst_photo_flagged={worst_photo:.4f} "
-          + " ".join(f"{s}={report.detected[s]:.3f}" for s in sources))  # fmt: skip
+    print(
+        f"ood: auroc={report.auroc:.4f} detection={metrics['ood.detection_rate']:.4f} "
+        f"test_flagged={report.flagged['test']:.4f} worst_photo_flagged={worst_photo:.4f} "
+        + " ".join(f"{s}={report.detected[s]:.3f}" for s in sources)
+    )
 
 
 if __name__ == "__main__":

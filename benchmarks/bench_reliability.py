@@ -41,12 +41,19 @@ IMAGE = orjson.dumps({"image": np.random.default_rng(0).integers(0, 256, (28, 28
 @contextlib.contextmanager
 def server(model_root: Path, **env: str) -> Iterator[tuple[int, subprocess.Popen]]:
     port = free_port()
-    full_env = {**os.environ, "MLOPS_SERVE_HOST": "127.0.0.1", "MLOPS_SERVE_PORT": str(port),
-                "MLOPS_SERVE_WORKERS": "2", **env}  # fmt: skip
+    full_env = {
+        **os.environ,
+        "MLOPS_SERVE_HOST": "127.0.0.1",
+        "MLOPS_SERVE_PORT": str(port),
+        "MLOPS_SERVE_WORKERS": "2",
+        **env,
+    }
     process = subprocess.Popen(
-        [sys.executable, "-m", "serving", "--model-root", str(model_root)], env=full_env,
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
+        [sys.executable, "-m", "serving", "--model-root", str(model_root)],
+        env=full_env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         wait_until_ready(f"http://127.0.0.1:{port}", timeout=60, is_alive=lambda: process.poll() is None)
         yield port, process
@@ -102,8 +109,13 @@ def slow_clients(model_root: Path, connections: int, hold: float) -> dict:
         latencies, failures = probe_latencies(url(port), IMAGE, hold - 1)
         for thread in threads:
             thread.join(hold + 10)
-    result = {"p99_ms": p99_ms(latencies), "failures": failures, "requests": len(latencies),
-              "closed": len(closed), "closed_after_s": max(closed) if closed else float("nan")}  # fmt: skip
+    result = {
+        "p99_ms": p99_ms(latencies),
+        "failures": failures,
+        "requests": len(latencies),
+        "closed": len(closed),
+        "closed_after_s": max(closed) if closed else float("nan"),
+    }
     print(
         f"slow clients: {connections} slow-header + {connections} slow-body for {hold:g} s: normal requests "
         f"{result['requests']} ok, {failures} failed, p99 {result['p99_ms']:.1f} ms; {len(closed)} of "
@@ -232,9 +244,10 @@ def image_bombs(model_root: Path, seconds: float) -> dict:
     with server(model_root) as (port, _process):
         # The attackers are wrk in its own process: 8 connections sending the costliest request back to back.
         attackers = subprocess.Popen(
-            wrk_command(f"http://127.0.0.1:{port}/models/clothes/v1", bomb, 8, seconds), stdout=subprocess.PIPE,
+            wrk_command(f"http://127.0.0.1:{port}/models/clothes/v1", bomb, 8, seconds),
+            stdout=subprocess.PIPE,
             text=True,
-        )  # fmt: skip
+        )
         time.sleep(0.5)
         latencies, failures = probe_latencies(url(port), IMAGE, seconds - 1)
         out, _ = attackers.communicate(timeout=seconds + 30)

@@ -80,11 +80,19 @@ def write_loads(workdir: Path, images: np.ndarray, batch: int) -> dict[str, Load
         return path
 
     one, many = images[:1], images[:batch]
-    oip_header = orjson.dumps({
-        "inputs": [{"name": "image", "datatype": "UINT8", "shape": list(many.shape),
-                    "parameters": {"binary_data_size": many.nbytes}}],
-        "parameters": {"binary_data_output": True},
-    })  # fmt: skip
+    oip_header = orjson.dumps(
+        {
+            "inputs": [
+                {
+                    "name": "image",
+                    "datatype": "UINT8",
+                    "shape": list(many.shape),
+                    "parameters": {"binary_data_size": many.nbytes},
+                }
+            ],
+            "parameters": {"binary_data_output": True},
+        }
+    )
     json, octet = "application/json", "application/octet-stream"
     oip_length = str(len(oip_header))
     mlflow_inputs = {"inputs": (one[..., None] / 255.0).tolist()}  # the model's own input: (N, 28, 28, 1) in 0-1
@@ -137,8 +145,11 @@ def main() -> None:
     # `mlflow models serve` execs `uvicorn` from PATH: this interpreter's environment first.
     path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "MLFLOW_TRACKING_URI": tracking_uri, "PATH": path}
-    ours = {"MLOPS_SERVE_HOST": "127.0.0.1", "MLOPS_SERVE_WORKERS": str(args.workers),
-            "MLOPS_SERVE_MODEL_ROOT": str(model_root)}  # fmt: skip
+    ours = {
+        "MLOPS_SERVE_HOST": "127.0.0.1",
+        "MLOPS_SERVE_WORKERS": str(args.workers),
+        "MLOPS_SERVE_MODEL_ROOT": str(model_root),
+    }
     servers: dict[str, subprocess.Popen] = {}
     urls: dict[str, str] = {}
     try:
@@ -148,12 +159,33 @@ def main() -> None:
         urls["seed"] = f"http://127.0.0.1:{port}/models/clothes/v1"
         port = free_port()
         servers["mlflow"] = start(
-            [sys.executable, "-m", "mlflow", "models", "serve", "-m", "models:/clothes/1", "--env-manager", "local",
-             "--workers", "2", "--host", "127.0.0.1", "--port", str(port)], env, f"http://127.0.0.1:{port}", "/ping",
-        )  # fmt: skip
+            [
+                sys.executable,
+                "-m",
+                "mlflow",
+                "models",
+                "serve",
+                "-m",
+                "models:/clothes/1",
+                "--env-manager",
+                "local",
+                "--workers",
+                "2",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+            ],
+            env,
+            f"http://127.0.0.1:{port}",
+            "/ping",
+        )
         urls["mlflow"] = f"http://127.0.0.1:{port}/invocations"
-        variants = (("ours", {}), ("ours+log", {"MLOPS_SERVE_PREDICTION_LOG_DIR": str(workdir / "log")}),
-                    ("ours+ood", {"MLOPS_SERVE_MODEL_ROOT": str(flagged_root)}))  # fmt: skip
+        variants = (
+            ("ours", {}),
+            ("ours+log", {"MLOPS_SERVE_PREDICTION_LOG_DIR": str(workdir / "log")}),
+            ("ours+ood", {"MLOPS_SERVE_MODEL_ROOT": str(flagged_root)}),
+        )
         for name, extra in variants:
             port = free_port()
             server_env = {**env, **ours, **extra, "MLOPS_SERVE_PORT": str(port)}
@@ -165,9 +197,20 @@ def main() -> None:
                 return f"{urls[server]}/v2/models/clothes/versions/1/infer"
             return urls[server] if server in ("seed", "mlflow") else f"{urls[server]}/models/clothes/v1"
 
-        pairs = [("seed", "single"), ("mlflow", "mlflow"), ("ours", "single"), ("ours+log", "single"),
-                 ("ours+ood", "single"), ("ours", "json"), ("ours+log", "json"), ("ours+ood", "json"),
-                 ("ours", "binary"), ("ours+log", "binary"), ("ours+ood", "binary"), ("ours", "octet")]  # fmt: skip
+        pairs = [
+            ("seed", "single"),
+            ("mlflow", "mlflow"),
+            ("ours", "single"),
+            ("ours+log", "single"),
+            ("ours+ood", "single"),
+            ("ours", "json"),
+            ("ours+log", "json"),
+            ("ours+ood", "json"),
+            ("ours", "binary"),
+            ("ours+log", "binary"),
+            ("ours+ood", "binary"),
+            ("ours", "octet"),
+        ]
         for server, load in pairs:  # warm-up: TF builds its graph on the first predict()
             run_wrk(url(server, load), loads[load], 2, 2)
         results: dict[tuple[str, str], list[LoadResult]] = {pair: [] for pair in pairs}
@@ -186,18 +229,29 @@ def main() -> None:
 
     median = {pair: sorted(r, key=lambda r: r.requests_per_s)[len(r) // 2] for pair, r in results.items()}
     print(f"{'server':<10}{'load':<34}{'req/s':>9}{'images/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'errors':>8}")
-    titles = {"single": "1 image, JSON", "mlflow": "1 image, MLflow JSON inputs", "json": f"{args.batch} images, JSON",
-              "binary": f"{args.batch} images, OIP binary", "octet": f"{args.batch} images, octet-stream"}  # fmt: skip
+    titles = {
+        "single": "1 image, JSON",
+        "mlflow": "1 image, MLflow JSON inputs",
+        "json": f"{args.batch} images, JSON",
+        "binary": f"{args.batch} images, OIP binary",
+        "octet": f"{args.batch} images, octet-stream",
+    }
     for (server, load), r in median.items():
-        print(f"{server:<10}{titles[load]:<34}{r.requests_per_s:>9.1f}{r.requests_per_s * loads[load].images:>10.0f}"
-              f"{r.p50_ms:>9.2f}{r.p99_ms:>9.2f}{r.errors:>8}")  # fmt: skip
-    print(f"wrk -t1 -c{args.connections}, {args.seconds} s per run, median of {args.rounds} alternating rounds, "
-          f"{os.cpu_count()} cores, {args.workers} workers")  # fmt: skip
+        print(
+            f"{server:<10}{titles[load]:<34}{r.requests_per_s:>9.1f}{r.requests_per_s * loads[load].images:>10.0f}"
+            f"{r.p50_ms:>9.2f}{r.p99_ms:>9.2f}{r.errors:>8}"
+        )
+    print(
+        f"wrk -t1 -c{args.connections}, {args.seconds} s per run, median of {args.rounds} alternating rounds, "
+        f"{os.cpu_count()} cores, {args.workers} workers"
+    )
     errors = sum(r.errors for rounds in results.values() for r in rounds)
     if errors:
         print(f"WARNING: {errors} failed requests", file=sys.stderr)
-    print(f"prediction log: {logged} of the {served:.0f} predictions served with it on are in the log, "
-          f"{dropped} more reported dropped by its log_gap lines")  # fmt: skip
+    print(
+        f"prediction log: {logged} of the {served:.0f} predictions served with it on are in the log, "
+        f"{dropped} more reported dropped by its log_gap lines"
+    )
     single = median["ours", "single"]
     ood_single = median["ours+ood", "single"].requests_per_s / single.requests_per_s
     ood_batch = median["ours+ood", "binary"].requests_per_s / median["ours", "binary"].requests_per_s

@@ -93,7 +93,7 @@ def main() -> None:
         started = time.monotonic()
         update = under_load(
             url, load, 40, lambda: deploy_service(client, v2, 2, timeout=120, log=print, replicas=2, cpus=1.0, **common)
-        )  # fmt: skip
+        )
         seconds = time.monotonic() - started
         print(f"rolling update v1 -> v2 under load: {update[0]} failed of {update[1]} ({seconds:.0f} s)")
 

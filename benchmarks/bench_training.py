@@ -42,9 +42,11 @@ def measure(name: str, dataset, slices, params: TrainParams) -> tuple[float, flo
     seconds = time.perf_counter() - started
     accuracy = float(result.model.evaluate(to_model_input(dataset.x_test), dataset.y_test, verbose=0)[1])
     per_slice = accuracy_of(evaluate_slices(result.model, slices, dataset.class_names)[1])
-    print(f"{name:<10} {result.epochs_run:>3} epochs {seconds:>7.1f} s  test accuracy {accuracy:.4f}  "
-          f"moved copies {params.moved_copies}, relight {params.relight}",
-          flush=True)  # fmt: skip
+    print(
+        f"{name:<10} {result.epochs_run:>3} epochs {seconds:>7.1f} s  test accuracy {accuracy:.4f}  "
+        f"moved copies {params.moved_copies}, relight {params.relight}",
+        flush=True,
+    )
     print("           slices: " + ", ".join(f"{k} {v:.3f}" for k, v in per_slice.items()), flush=True)
     return seconds, accuracy, per_slice
 
@@ -94,9 +96,11 @@ def main() -> None:
     below = sorted({name for r in runs["default"] for name, floor in SLICE_FLOORS.items() if r[2][name] < floor})
     for name in runs:
         mean_slices = {k: np.mean([r[2][k] for r in runs[name]]) for k in runs[name][0][2]}
-        print(f"{name:<9} mean over {len(args.seeds)} seeds: {seconds[name]:.1f} s, test accuracy mean "
-              f"{np.mean(accuracy[name]):.4f} min {np.min(accuracy[name]):.4f}; slices "
-              + ", ".join(f"{k} {v:.3f}" for k, v in mean_slices.items()))  # fmt: skip
+        print(
+            f"{name:<9} mean over {len(args.seeds)} seeds: {seconds[name]:.1f} s, test accuracy mean "
+            f"{np.mean(accuracy[name]):.4f} min {np.min(accuracy[name]):.4f}; slices "
+            + ", ".join(f"{k} {v:.3f}" for k, v in mean_slices.items())
+        )
     vgg_figures = (
         f" vgg_s={seconds['vgg']:.1f} vgg_ratio={seconds['vgg'] / seconds['default']:.2f} "
         f"vgg_mean={np.mean(accuracy['vgg']):.4f} vgg_min={np.min(accuracy['vgg']):.4f} "

@@ -40,8 +40,10 @@ def prefect_refusal(api_url: str | None, auth_string: str | None) -> str | None:
     if not api_url or refused_login(f"{api_url.rstrip('/')}/admin/version", auth_string) is None:
         return None  # also when unreachable: Prefect's own client says so, with its retries
     given = "the credentials in PREFECT_API_AUTH_STRING were refused" if auth_string else "no credentials"
-    return (f"the Prefect server at {api_url} answered 401 ({given}): set PREFECT_API_AUTH_STRING "
-            "(`clothes-stack env` on the stack's machine prints it)")  # fmt: skip
+    return (
+        f"the Prefect server at {api_url} answered 401 ({given}): set PREFECT_API_AUTH_STRING "
+        "(`clothes-stack env` on the stack's machine prints it)"
+    )
 
 
 def run_and_report(flow: Any, *args: Any, **parameters: Any) -> int:

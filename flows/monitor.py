@@ -62,10 +62,16 @@ def monitor_drift(
         triggered = retrain_task(ref, records, report, window, run_id, settings, thresholds)
     create_table_artifact(
         [{"metric": key, "value": float(f"{value:.4g}")} for key, value in sorted(report.metrics.items())],
-        key="drift-check", description=check_description(ref, report, window, triggered),
-    )  # fmt: skip
-    return {**report.as_dict(), "model": ref.name, "version": str(ref.version), "mlflow_run_id": run_id,
-            "retraining": triggered}  # fmt: skip
+        key="drift-check",
+        description=check_description(ref, report, window, triggered),
+    )
+    return {
+        **report.as_dict(),
+        "model": ref.name,
+        "version": str(ref.version),
+        "mlflow_run_id": run_id,
+        "retraining": triggered,
+    }
 
 
 def check_description(

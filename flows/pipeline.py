@@ -67,8 +67,12 @@ def train_and_deploy(
     champion_again = unchanged_champion_task(model_name, dataset.digest, train, commit)
     if champion_again is not None:  # training is seeded: the same model again, nothing new to register
         return unchanged(champion_again, dataset.digest, trigger)
-    tags = {"git_commit": commit, "prefect.flow_run_id": str(runtime.flow_run.id or ""), "model_name": model_name,
-            **trigger.tags()}  # fmt: skip
+    tags = {
+        "git_commit": commit,
+        "prefect.flow_run_id": str(runtime.flow_run.id or ""),
+        "model_name": model_name,
+        **trigger.tags(),
+    }
     with tracked_run(experiment_id, f"lenet5-{runtime.flow_run.name or 'local'}", tags) as run_id:
         log_dataset_task(dataset, counts)
         trained = train_task(dataset, train, run_id)
@@ -86,8 +90,9 @@ def train_and_deploy(
     parity = ParityCheck(dataset.x_test, probabilities, trained.parameters)
     released = release(ref, run_id, parity, container, settings)
 
-    summary = Summary(experiment_id, run_id, ref, evidence, ood, trained.epochs_run, champion, dataset.digest,
-                      trigger.kind, released)  # fmt: skip
+    summary = Summary(
+        experiment_id, run_id, ref, evidence, ood, trained.epochs_run, champion, dataset.digest, trigger.kind, released
+    )
     summary.publish(settings)
     result = summary.as_dict()
     get_run_logger().info("summary: %s", json.dumps(result, default=str))
@@ -96,12 +101,21 @@ def train_and_deploy(
 
 def unchanged(champion: ModelRef, digest: str, trigger: Trigger) -> dict:
     """The result of a run that would retrain the champion as it is: it says so and registers nothing."""
-    reason = (f"{champion} is champion and was trained on the same data ({digest[:12]}), parameters and code: "
-              "nothing new to learn from, nothing trained or registered")  # fmt: skip
+    reason = (
+        f"{champion} is champion and was trained on the same data ({digest[:12]}), parameters and code: "
+        "nothing new to learn from, nothing trained or registered"
+    )
     get_run_logger().warning(reason)
     create_markdown_artifact(key="train-and-deploy-summary", markdown=f"## Unchanged\n\n{reason}.\n")
-    return {"status": "unchanged", "model_name": champion.name, "champion_version": str(champion.version),
-            "data_digest": digest, "trigger": trigger.kind, "reason": reason, "promoted": False}  # fmt: skip
+    return {
+        "status": "unchanged",
+        "model_name": champion.name,
+        "champion_version": str(champion.version),
+        "data_digest": digest,
+        "trigger": trigger.kind,
+        "reason": reason,
+        "promoted": False,
+    }
 
 
 @dataclass(frozen=True)
@@ -157,8 +171,11 @@ class Summary:
             "alias": "champion" if release.promoted else "challenger",
             "MLflow run": f"{self.run_id} in {settings.tracking.resolved_tracking_uri()}",
         }
-        create_table_artifact([{"what": k, "value": v} for k, v in rows.items()], key="train-and-deploy-summary",
-                              description=f"{ref}: {rows['alias']}")  # fmt: skip
+        create_table_artifact(
+            [{"what": k, "value": v} for k, v in rows.items()],
+            key="train-and-deploy-summary",
+            description=f"{ref}: {rows['alias']}",
+        )
         create_link_artifact(run, link_text=f"MLflow run {self.run_id}", key="mlflow-run")
         create_link_artifact(version, link_text=f"MLflow {ref}", key="mlflow-model-version")
 

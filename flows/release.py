@@ -73,7 +73,13 @@ def release(ref: ModelRef, run_id: str, parity: ParityCheck, params: ContainerPa
         raise
     kubernetes_manifests_task(runs_as, ref, run_id, settings)
     return Release(
-        "ran", export_dir, runs_as, image.size_mb, asdict(report), promoted=True,
+        "ran",
+        export_dir,
+        runs_as,
+        image.size_mb,
+        asdict(report),
+        promoted=True,
         production=container and f"http://{settings.deploy.host}:{settings.deploy.port}",
-        deploy_target=container and settings.deploy.target, kubernetes_manifests=KUBERNETES_ARTIFACT,
-    )  # fmt: skip
+        deploy_target=container and settings.deploy.target,
+        kubernetes_manifests=KUBERNETES_ARTIFACT,
+    )

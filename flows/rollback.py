@@ -26,8 +26,12 @@ def rollback(model_name: str | None = None) -> dict:
     container = deploy_task(image, target, settings)
     restore_champion_task(current, target, image, settings)
     get_run_logger().info("rolled back %s from v%s to v%s (%s)", target.name, current.version, target.version, image)
-    return {"model_name": target.name, "from_version": str(current.version), "to_version": str(target.version),
-            "container": container}  # fmt: skip
+    return {
+        "model_name": target.name,
+        "from_version": str(current.version),
+        "to_version": str(target.version),
+        "container": container,
+    }
 
 
 app = flow_app(rollback, "clothes-rollback")

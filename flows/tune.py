@@ -34,9 +34,13 @@ def dask_runner(address: str | None = None, workers: int | None = None) -> DaskT
     if address:
         return DaskTaskRunner(address=address)
     return DaskTaskRunner(
-        cluster_kwargs={"n_workers": workers or settings.search.workers, "threads_per_worker": 1, "processes": True,
-                        "dashboard_address": None},
-    )  # fmt: skip
+        cluster_kwargs={
+            "n_workers": workers or settings.search.workers,
+            "threads_per_worker": 1,
+            "processes": True,
+            "dashboard_address": None,
+        },
+    )
 
 
 @flow(name="tune", task_runner=dask_runner())  # type: ignore[arg-type]  # prefect-dask is not typed to match
@@ -106,10 +110,15 @@ def record_search(results: list[dict], seconds: float) -> None:
     mlflow.log_dict(results, "tune/trials.json")  # type: ignore[arg-type]  # any JSON value
     mlflow.set_tag("best_trial_run_id", best["run_id"])
     rows = [
-        {"trial": r["index"], "val acc": round(r["best_val_accuracy"], 4), "epochs": r["epochs_run"],
-         "s": round(r["trial_seconds"]), "parameters": describe(TrainParams.model_validate(r["params"]))}
+        {
+            "trial": r["index"],
+            "val acc": round(r["best_val_accuracy"], 4),
+            "epochs": r["epochs_run"],
+            "s": round(r["trial_seconds"]),
+            "parameters": describe(TrainParams.model_validate(r["params"])),
+        }
         for r in results
-    ]  # fmt: skip
+    ]
     create_table_artifact(rows, key="tune", description=f"Search: {len(results)} trials in {seconds:.0f} s")
     get_run_logger().info(
         "best trial %d: val accuracy %.4f (%s)", best["index"], best["best_val_accuracy"], best["params"]

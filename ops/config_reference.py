@@ -131,19 +131,51 @@ def render() -> str:
         rows = settings_rows(model)
         if rows:
             title = f"`settings.{name}`" if name else "top level"
-            lines += [f"### {title}", "", summary(model), "", "| variable | default | meaning |", "| --- | --- | --- |",
-                      *rows, ""]  # fmt: skip
-    lines += ["The gate policy's environment names are `GateThresholds`' fields below, prefixed `MLOPS_`",
-              "(`MLOPS_MIN_ACCURACY`, `MLOPS_MIN_SLICE_ACCURACY` as JSON, ...).", "",
-              "## Server settings (`serving/settings.py`)", "", summary(ServingSettings), "",
-              "| variable | default | meaning |", "| --- | --- | --- |", *settings_rows(ServingSettings), "",
-              "## Run parameters (`tasks/params.py`)", ""]  # fmt: skip
+            lines += [
+                f"### {title}",
+                "",
+                summary(model),
+                "",
+                "| variable | default | meaning |",
+                "| --- | --- | --- |",
+                *rows,
+                "",
+            ]
+    lines += [
+        "The gate policy's environment names are `GateThresholds`' fields below, prefixed `MLOPS_`",
+        "(`MLOPS_MIN_ACCURACY`, `MLOPS_MIN_SLICE_ACCURACY` as JSON, ...).",
+        "",
+        "## Server settings (`serving/settings.py`)",
+        "",
+        summary(ServingSettings),
+        "",
+        "| variable | default | meaning |",
+        "| --- | --- | --- |",
+        *settings_rows(ServingSettings),
+        "",
+        "## Run parameters (`tasks/params.py`)",
+        "",
+    ]
     for model in RUN_PARAMETERS:
         where = " (`train.architecture`: `--train.architecture.<field>`)" if model is Architecture else ""
-        lines += [f"### `{model.__name__}`{where}", "", summary(model), "", "| field | type | default | meaning |",
-                  "| --- | --- | --- | --- |", *parameter_rows(model), ""]  # fmt: skip
-    lines += ["## Other environment variables", "", "| variable | meaning |", "| --- | --- |",
-              *[f"| `{k}` | {cell(v)} |" for k, v in OTHER_VARIABLES.items()], ""]  # fmt: skip
+        lines += [
+            f"### `{model.__name__}`{where}",
+            "",
+            summary(model),
+            "",
+            "| field | type | default | meaning |",
+            "| --- | --- | --- | --- |",
+            *parameter_rows(model),
+            "",
+        ]
+    lines += [
+        "## Other environment variables",
+        "",
+        "| variable | meaning |",
+        "| --- | --- |",
+        *[f"| `{k}` | {cell(v)} |" for k, v in OTHER_VARIABLES.items()],
+        "",
+    ]
     return "\n".join(lines)
 
 

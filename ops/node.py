@@ -107,10 +107,20 @@ def engine_up(node: Node, timeout: float = 60) -> None:
     for directory in ("data", "exec"):
         (state / directory).mkdir(parents=True, exist_ok=True)
     dockerd = [
-        "dockerd", "--data-root", str(state / "data"), "--exec-root", str(state / "exec"),
-        "--pidfile", str(state / "docker.pid"), "-H", node.socket, "--bridge", "none", "--iptables=false",
+        "dockerd",
+        "--data-root",
+        str(state / "data"),
+        "--exec-root",
+        str(state / "exec"),
+        "--pidfile",
+        str(state / "docker.pid"),
+        "-H",
+        node.socket,
+        "--bridge",
+        "none",
+        "--iptables=false",
         "--ip6tables=false",
-    ]  # fmt: skip
+    ]
     script = f'hostname {node.name} && exec "$@"'
     with (state / "dockerd.log").open("ab") as log:
         command = ["unshare", "--uts", "sh", "-c", script, "sh", *node.enter(), *dockerd]
@@ -131,8 +141,12 @@ def join_swarm(node: Node, manager) -> str:
     manager_address = manager.info()["Swarm"]["RemoteManagers"][0]["Addr"]
     token = manager.swarm.attrs["JoinTokens"]["Worker"]
     client = node.client()
-    client.swarm.join(remote_addrs=[manager_address], join_token=token, listen_addr=f"{node.address}:2377",
-                      advertise_addr=node.address)  # fmt: skip
+    client.swarm.join(
+        remote_addrs=[manager_address],
+        join_token=token,
+        listen_addr=f"{node.address}:2377",
+        advertise_addr=node.address,
+    )
     return client.info()["Swarm"]["NodeID"]
 
 
@@ -268,15 +282,22 @@ def prune(manager=None, certs_root: Path = DOCKER_CERTS) -> list[str]:
 
 def argument_parser() -> argparse.ArgumentParser:
     """The command line, apart from running it: the docs' commands are checked against it."""
-    parser = argparse.ArgumentParser(prog="clothes-node", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
-    parser.add_argument("action", choices=["up", "down", "kill", "prune"],
-                        help="prune: remove what nodes killed with their machine left (dead namespaces, a swarm "
-                             "on a vanished link, stale CAs)")  # fmt: skip
+    parser = argparse.ArgumentParser(
+        prog="clothes-node", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "action",
+        choices=["up", "down", "kill", "prune"],
+        help="prune: remove what nodes killed with their machine left (dead namespaces, a swarm "
+        "on a vanished link, stale CAs)",
+    )
     parser.add_argument("name", nargs="?", help="the namespace's and the node's name, e.g. node2")
     parser.add_argument("--index", type=int, default=1, help="the node's network: 10.231.<index>.0/24")
-    parser.add_argument("--no-swarm", action="store_true",
-                        help="up: join no swarm (else this engine's, made on the link if it has none)")  # fmt: skip
+    parser.add_argument(
+        "--no-swarm",
+        action="store_true",
+        help="up: join no swarm (else this engine's, made on the link if it has none)",
+    )
     return parser
 
 

@@ -76,9 +76,10 @@ def tag_digest(address: str, repository: str, tag: str, credentials: Credentials
     """The digest the registry's `repository:tag` names (its Docker-Content-Digest): what a pull gets."""
     login = base64.b64encode(f"{credentials.username}:{credentials.registry_password}".encode()).decode()
     request = urllib.request.Request(
-        f"https://{address}/v2/{repository}/manifests/{tag}", method="HEAD",
+        f"https://{address}/v2/{repository}/manifests/{tag}",
+        method="HEAD",
         headers={"Accept": "application/vnd.docker.distribution.manifest.v2+json", "Authorization": f"Basic {login}"},
-    )  # fmt: skip
+    )
     context = ssl.create_default_context(cafile=ca_cert)
     with urllib.request.urlopen(request, timeout=20, context=context) as response:
         return response.headers["Docker-Content-Digest"]

@@ -48,9 +48,13 @@ def pages(mlflow_url: str, prefect_api: str, experiment: str, model: str) -> dic
     finished = {"type": {"any_": ["COMPLETED", "FAILED", "CRASHED", "CANCELLED"]}}
     runs = _get_json(
         f"{prefect_api}/flow_runs/filter",
-        {"flows": {"name": {"any_": ["train-and-deploy"]}}, "flow_runs": {"state": finished},
-         "sort": "END_TIME_DESC", "limit": 1},
-    )  # fmt: skip
+        {
+            "flows": {"name": {"any_": ["train-and-deploy"]}},
+            "flow_runs": {"state": finished},
+            "sort": "END_TIME_DESC",
+            "limit": 1,
+        },
+    )
     if not runs:
         raise ScreenshotError(
             "no finished train-and-deploy run yet: `prefect deployment run 'train-and-deploy/weekly'`"
@@ -66,9 +70,18 @@ def capture(chromium: str, url: str, path: Path, size: tuple[int, int] = (1600, 
     """One PNG of `url` after `wait_ms` of the page's own (virtual) time, so the single-page apps have
     fetched and rendered their data."""
     with tempfile.TemporaryDirectory() as profile:
-        command = [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
-                   f"--user-data-dir={profile}", f"--window-size={size[0]},{size[1]}",
-                   f"--virtual-time-budget={wait_ms}", f"--screenshot={path}", url]  # fmt: skip
+        command = [
+            chromium,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--hide-scrollbars",
+            f"--user-data-dir={profile}",
+            f"--window-size={size[0]},{size[1]}",
+            f"--virtual-time-budget={wait_ms}",
+            f"--screenshot={path}",
+            url,
+        ]
         result = subprocess.run(command, capture_output=True, text=True, timeout=180)
     if result.returncode != 0 or not path.is_file():
         raise ScreenshotError(f"chromium could not capture {url}: {result.stderr[-500:]}")

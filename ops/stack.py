@@ -70,9 +70,16 @@ class Stack:
         """The stack MLOPS_STACK_* asks for: credentials and a registry unless it listens on loopback only."""
         stack = settings.stack
         team = not loopback(stack.host)
-        return cls(state_dir, prefect_port, mlflow_port, stack.host, auth=team if stack.auth is None else stack.auth,
-                   registry=team if stack.registry is None else stack.registry, registry_port=stack.registry_port,
-                   settings=settings)  # fmt: skip
+        return cls(
+            state_dir,
+            prefect_port,
+            mlflow_port,
+            stack.host,
+            auth=team if stack.auth is None else stack.auth,
+            registry=team if stack.registry is None else stack.registry,
+            registry_port=stack.registry_port,
+            settings=settings,
+        )
 
     @classmethod
     def running(cls, state_dir: Path, settings: Settings) -> Stack | None:
@@ -109,16 +116,24 @@ class Stack:
 
     def client_env(self) -> dict[str, str]:
         """What a colleague's shell, `make run` or a worker on another machine needs: URLs and credentials."""
-        env = {"PREFECT_API_URL": self.prefect_api, "MLOPS_TRACKING_URI": self.mlflow_url,
-               "MLOPS_MLFLOW_UI_URL": self.mlflow_url}  # fmt: skip
+        env = {
+            "PREFECT_API_URL": self.prefect_api,
+            "MLOPS_TRACKING_URI": self.mlflow_url,
+            "MLOPS_MLFLOW_UI_URL": self.mlflow_url,
+        }
         credentials = self.credentials()
         if credentials and self.auth:
-            env |= {"PREFECT_API_AUTH_STRING": credentials.prefect_auth_string,
-                    "MLFLOW_TRACKING_USERNAME": credentials.username,
-                    "MLFLOW_TRACKING_PASSWORD": credentials.mlflow_password}  # fmt: skip
+            env |= {
+                "PREFECT_API_AUTH_STRING": credentials.prefect_auth_string,
+                "MLFLOW_TRACKING_USERNAME": credentials.username,
+                "MLFLOW_TRACKING_PASSWORD": credentials.mlflow_password,
+            }
         if credentials and self.registry:
-            env |= {"MLOPS_REGISTRY": self.registry_address, "MLOPS_REGISTRY_USERNAME": credentials.username,
-                    "MLOPS_REGISTRY_PASSWORD": credentials.registry_password}  # fmt: skip
+            env |= {
+                "MLOPS_REGISTRY": self.registry_address,
+                "MLOPS_REGISTRY_USERNAME": credentials.username,
+                "MLOPS_REGISTRY_PASSWORD": credentials.registry_password,
+            }
         return env
 
     def env(self) -> dict[str, str]:
@@ -165,12 +180,23 @@ class Stack:
         settings = self.settings  # the store `make run` writes
         python = sys.executable
         mlflow = [
-            python, "-m", "mlflow", "server", *(["--app-name", "basic-auth"] if self.auth else []),
-            "--host", self.host, "--port", str(self.mlflow_port), "--workers", str(self.mlflow_workers()),
-            "--backend-store-uri", settings.tracking.backend_store_uri,
+            python,
+            "-m",
+            "mlflow",
+            "server",
+            *(["--app-name", "basic-auth"] if self.auth else []),
+            "--host",
+            self.host,
+            "--port",
+            str(self.mlflow_port),
+            "--workers",
+            str(self.mlflow_workers()),
+            "--backend-store-uri",
+            settings.tracking.backend_store_uri,
             "--serve-artifacts",  # clients upload and download artifacts through the server
-            "--artifacts-destination", settings.tracking.artifacts_dir.as_uri(),
-        ]  # fmt: skip
+            "--artifacts-destination",
+            settings.tracking.artifacts_dir.as_uri(),
+        ]
         prefect = [python, "-m", "prefect", "server", "start", "--host", self.host, "--port", str(self.prefect_port)]
         commands: dict[str, tuple[list[str], str | None]] = {
             "prefect-server": (prefect, f"{self.prefect_api}/health"),
@@ -231,9 +257,14 @@ def start(stack: Stack, name: str) -> None:
     started = time.monotonic()
     log = (stack.state_dir / f"{name}.log").open("ab")
     process = subprocess.Popen(
-        command, env=stack.env(), cwd=PROJECT_DIR, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+        command,
+        env=stack.env(),
+        cwd=PROJECT_DIR,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
         start_new_session=True,  # its own process group: `down` stops it and its children, nothing else
-    )  # fmt: skip
+    )
     stack.pid_file(name).write_text(str(process.pid))
     if url:
         wait_for(url, name, stack)
@@ -242,9 +273,14 @@ def start(stack: Stack, name: str) -> None:
 
 def prefect_cli(stack: Stack, *args: str, check: bool = True) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "prefect", *args], env=stack.env(), cwd=PROJECT_DIR, capture_output=True, text=True,
-        check=check, timeout=300,
-    )  # fmt: skip
+        [sys.executable, "-m", "prefect", *args],
+        env=stack.env(),
+        cwd=PROJECT_DIR,
+        capture_output=True,
+        text=True,
+        check=check,
+        timeout=300,
+    )
 
 
 def deploy(stack: Stack) -> None:
@@ -262,16 +298,22 @@ def start_registry(stack: Stack, credentials: Credentials) -> None:
     """Certificates, users and config, this machine's engines trusting the CA, then the registry."""
     registry.prepare(stack.registry_dir, stack.host, stack.registry_port, credentials)
     trusted = registry.trust(stack.registry_address, stack.registry_dir / CA_CERT)
-    print(f"registry: this machine's Docker engines trust its CA ({trusted})" if trusted else
-          f"registry: copy {stack.registry_dir / CA_CERT} to {registry.DOCKER_CERTS}/{stack.registry_address}/"
-          "ca.crt as root, or Docker will not pull from it", flush=True)  # fmt: skip
+    print(
+        f"registry: this machine's Docker engines trust its CA ({trusted})"
+        if trusted
+        else f"registry: copy {stack.registry_dir / CA_CERT} to {registry.DOCKER_CERTS}/{stack.registry_address}/"
+        "ca.crt as root, or Docker will not pull from it",
+        flush=True,
+    )
     start(stack, "registry")
 
 
 def up(stack: Stack) -> None:
     if not loopback(stack.host) and not stack.auth:
-        raise StackRefused(f"refusing to listen on {stack.host} without credentials: anyone who reaches it could "
-                           "register models, move aliases and start deployments (unset MLOPS_STACK_AUTH)")  # fmt: skip
+        raise StackRefused(
+            f"refusing to listen on {stack.host} without credentials: anyone who reaches it could "
+            "register models, move aliases and start deployments (unset MLOPS_STACK_AUTH)"
+        )
     stack.state_dir.mkdir(parents=True, exist_ok=True)
     if stack.auth:  # its databases and logs are the team's: only this user reads them
         stack.state_dir.chmod(0o700)
@@ -282,8 +324,10 @@ def up(stack: Stack) -> None:
         print(f"postgres: databases {prefix}mlflow and {prefix}prefect", flush=True)
         subprocess.run([str(PROJECT_DIR / "scripts" / "postgres.sh"), "up", prefix], check=True)
     if credentials and stack.auth:  # MLflow makes its admin user from this on its first start
-        write_private(stack.state_dir / "mlflow-auth.ini",
-                      mlflow_auth_config(credentials, stack.state_dir.resolve() / "mlflow-auth.db"))  # fmt: skip
+        write_private(
+            stack.state_dir / "mlflow-auth.ini",
+            mlflow_auth_config(credentials, stack.state_dir.resolve() / "mlflow-auth.db"),
+        )
     stack.record()
     start(stack, "prefect-server")
     start(stack, "mlflow")
@@ -295,8 +339,10 @@ def up(stack: Stack) -> None:
     if stack.registry:
         print(f"Registry     {stack.registry_address} (CA {stack.registry_dir / CA_CERT})")
     if made and stack.auth:  # the only time the passwords are printed; `clothes-stack env` prints them again
-        print(f"\nCredentials, made now and kept in {stack.state_dir / 'credentials.json'} (0600). Both UIs "
-              "ask for them (user admin). A colleague's shell or a worker on another machine needs:")  # fmt: skip
+        print(
+            f"\nCredentials, made now and kept in {stack.state_dir / 'credentials.json'} (0600). Both UIs "
+            "ask for them (user admin). A colleague's shell or a worker on another machine needs:"
+        )
     elif stack.auth:
         print("\nCredentials: `clothes-stack env` prints what a colleague's shell or worker needs.")
         return
@@ -370,10 +416,14 @@ def status(stack: Stack) -> bool:
 
 def argument_parser() -> argparse.ArgumentParser:
     """The command line, apart from running it: the docs' commands are checked against it."""
-    parser = argparse.ArgumentParser(prog="clothes-stack", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
-    parser.add_argument("action", choices=["up", "down", "status", "env", "mlflow-ui", "screenshots"],
-                        help="env: the export lines a shell, `make run` or a remote worker needs")  # fmt: skip
+    parser = argparse.ArgumentParser(
+        prog="clothes-stack", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "action",
+        choices=["up", "down", "status", "env", "mlflow-ui", "screenshots"],
+        help="env: the export lines a shell, `make run` or a remote worker needs",
+    )
     parser.add_argument(
         "--state-dir", type=Path, default=Path(os.environ.get("CLOTHES_STACK_DIR", PROJECT_DIR / ".stack"))
     )
@@ -407,8 +457,9 @@ def main(argv: list[str] | None = None) -> int:
     elif args.action == "screenshots":
         try:
             tracking = stack.settings.tracking
-            paths = take_screenshots(stack.mlflow_url, stack.prefect_api, args.out, tracking.experiment_name,
-                                     tracking.model_name)  # fmt: skip
+            paths = take_screenshots(
+                stack.mlflow_url, stack.prefect_api, args.out, tracking.experiment_name, tracking.model_name
+            )
         except ScreenshotError as exc:
             print(f"screenshots: {exc}", file=sys.stderr)
             return 1

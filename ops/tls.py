@@ -20,13 +20,18 @@ VALID = datetime.timedelta(days=825)  # the longest validity clients accept for 
 
 
 def _name(common_name: str) -> x509.Name:
-    return x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "clothes-mlops stack"),
-                      x509.NameAttribute(NameOID.COMMON_NAME, common_name)])  # fmt: skip
+    return x509.Name(
+        [
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "clothes-mlops stack"),
+            x509.NameAttribute(NameOID.COMMON_NAME, common_name),
+        ]
+    )
 
 
 def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
-    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                             serialization.NoEncryption())  # fmt: skip
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
 
 
 def _subject_alternative_names(hosts: list[str]) -> x509.SubjectAlternativeName:
@@ -48,15 +53,30 @@ def ensure_certificates(directory: Path, hosts: list[str]) -> Path:
         ca_key = ec.generate_private_key(ec.SECP256R1())
         name = _name("clothes-mlops stack CA")
         ca = (
-            x509.CertificateBuilder().subject_name(name).issuer_name(name)
-            .public_key(ca_key.public_key()).serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + 5 * VALID)
+            x509.CertificateBuilder()
+            .subject_name(name)
+            .issuer_name(name)
+            .public_key(ca_key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + 5 * VALID)
             .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-            .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=True, crl_sign=True,
-                                         content_commitment=False, key_encipherment=False, data_encipherment=False,
-                                         key_agreement=False, encipher_only=False, decipher_only=False), critical=True)
+            .add_extension(
+                x509.KeyUsage(
+                    digital_signature=True,
+                    key_cert_sign=True,
+                    crl_sign=True,
+                    content_commitment=False,
+                    key_encipherment=False,
+                    data_encipherment=False,
+                    key_agreement=False,
+                    encipher_only=False,
+                    decipher_only=False,
+                ),
+                critical=True,
+            )
             .sign(ca_key, hashes.SHA256())
-        )  # fmt: skip
+        )
         write_private(directory / CA_KEY, _key_pem(ca_key))
         (directory / CA_CERT).write_bytes(ca.public_bytes(serialization.Encoding.PEM))
     wanted = _subject_alternative_names(hosts)
@@ -68,13 +88,17 @@ def ensure_certificates(directory: Path, hosts: list[str]) -> Path:
     signer = serialization.load_pem_private_key((directory / CA_KEY).read_bytes(), None)
     key = ec.generate_private_key(ec.SECP256R1())
     cert = (
-        x509.CertificateBuilder().subject_name(_name(hosts[0])).issuer_name(ca.subject)
-        .public_key(key.public_key()).serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + VALID)
+        x509.CertificateBuilder()
+        .subject_name(_name(hosts[0]))
+        .issuer_name(ca.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + VALID)
         .add_extension(wanted, critical=False)
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
         .sign(signer, hashes.SHA256())  # type: ignore[arg-type]
-    )  # fmt: skip
+    )
     write_private(directory / KEY, _key_pem(key))
     (directory / CERT).write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     return directory / CA_CERT

@@ -41,9 +41,12 @@ def main(argv: list[str] | None = None) -> None:
         host = args.host or os.environ.get("MLOPS_SERVE_HOST", "0.0.0.0")
         args.port = first_free_port(host, DEFAULT_PORT)
         if args.port != DEFAULT_PORT:
-            print(f"port {DEFAULT_PORT} is in use (production from `make run`? `make status` says; "
-                  f"`.venv/bin/clothes-stack down --serving` stops it): serving on {host}:{args.port}",
-                  file=sys.stderr, flush=True)  # fmt: skip
+            print(
+                f"port {DEFAULT_PORT} is in use (production from `make run`? `make status` says; "
+                f"`.venv/bin/clothes-stack down --serving` stops it): serving on {host}:{args.port}",
+                file=sys.stderr,
+                flush=True,
+            )
     for option, env in (("model_root", "MODEL_ROOT"), ("host", "HOST"), ("port", "PORT"), ("workers", "WORKERS")):
         if getattr(args, option) is not None:
             os.environ[f"MLOPS_SERVE_{env}"] = str(getattr(args, option))

@@ -48,17 +48,21 @@ class DataPlane:
         log = None
         if settings.prediction_log_dir is not None:
             log = PredictionLog(
-                settings.prediction_log_dir, settings.prediction_log_max_bytes, settings.prediction_log_inputs,
+                settings.prediction_log_dir,
+                settings.prediction_log_max_bytes,
+                settings.prediction_log_inputs,
                 max_total_bytes=settings.prediction_log_max_total_bytes,
                 max_age_seconds=settings.prediction_log_max_age_days * 86400,
-            )  # fmt: skip
+            )
         secret = secret_from_file(settings.feedback_secret_file) or settings.feedback_secret
         return cls(
-            settings=settings, models=ModelStore.discover(settings.model_root),
+            settings=settings,
+            models=ModelStore.discover(settings.model_root),
             ids=PredictionIds(load_key(secret, settings.prediction_log_dir)),
             labelled=LabelledIds(settings.prediction_log_dir),
-            feedback_rate=RateLimit(settings.feedback_per_minute), log=log,
-        )  # fmt: skip
+            feedback_rate=RateLimit(settings.feedback_per_minute),
+            log=log,
+        )
 
     def find(self, name: str, version: int | None) -> ServedModel:
         """`version` None: the highest; an unknown model or version names what there is."""

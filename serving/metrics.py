@@ -17,9 +17,10 @@ LATENCY = Histogram(
 )
 PREDICTIONS = Counter("clothes_predictions_total", "Predicted images per class", ["model", "version", "label"])
 OOD_PREDICTIONS = Counter(
-    "clothes_ood_predictions", "Images flagged as not like the training garments (in_distribution false)",
+    "clothes_ood_predictions",
+    "Images flagged as not like the training garments (in_distribution false)",
     ["model", "version"],
-)  # fmt: skip
+)
 
 
 @lru_cache(maxsize=1024)  # bounded: the method is whatever the client sent
@@ -59,6 +60,8 @@ LOG_REMOVED_FILES = Counter(
 )
 LOG_REMOVED_BYTES = Counter("clothes_prediction_log_removed_bytes_total", "Bytes of prediction-log files removed")
 MODELS_FAILED = Gauge(
-    "clothes_model_versions_failed", "Model versions that could not be loaded", ["model", "version"],
+    "clothes_model_versions_failed",
+    "Model versions that could not be loaded",
+    ["model", "version"],
     multiprocess_mode="max",
-)  # fmt: skip
+)

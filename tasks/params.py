@@ -130,13 +130,27 @@ class Architecture(Strict):
 PRESETS: dict[str, dict[str, Any]] = {
     "lenet5": {},
     "vgg": {
-        "architecture": {"conv1_filters": 32, "conv2_filters": 64, "kernel_size": 3, "convs_per_block": 2,
-                         "padding": "same", "input_padding": 0, "pooling": "max", "dense1": 256, "dense2": 128,
-                         "dropout": 0.25},
-        "epochs": 12, "batch_size": 256, "learning_rate": 2e-3, "moved_copies": 0.0, "flip": True,
-        "mixed_precision": True, "monitor": "val_accuracy",
+        "architecture": {
+            "conv1_filters": 32,
+            "conv2_filters": 64,
+            "kernel_size": 3,
+            "convs_per_block": 2,
+            "padding": "same",
+            "input_padding": 0,
+            "pooling": "max",
+            "dense1": 256,
+            "dense2": 128,
+            "dropout": 0.25,
+        },
+        "epochs": 12,
+        "batch_size": 256,
+        "learning_rate": 2e-3,
+        "moved_copies": 0.0,
+        "flip": True,
+        "mixed_precision": True,
+        "monitor": "val_accuracy",
     },
-}  # fmt: skip
+}
 
 
 class TrainParams(Strict):
@@ -223,9 +237,14 @@ class TrainParams(Strict):
 # default LeNet-5 measured over 3 seeds (0.896-0.911 on the photo slices, 0.861-0.867 rotated; the vgg preset
 # 0.840 rotated; docs/benchmarks.md, "Training"), so seed-to-seed variation passes and a regression does not.
 SLICE_FLOORS = {
-    "catalogue": 0.86, "cutout": 0.86, "small_offcentre": 0.86, "jpeg30": 0.86,
-    "lighting": 0.86, "rotation_shift": 0.81, "noise": 0.86,
-}  # fmt: skip
+    "catalogue": 0.86,
+    "cutout": 0.86,
+    "small_offcentre": 0.86,
+    "jpeg30": 0.86,
+    "lighting": 0.86,
+    "rotation_shift": 0.81,
+    "noise": 0.86,
+}
 
 
 class GateThresholds(BaseSettings):
@@ -312,8 +331,12 @@ class Trigger(Strict):
     source_run: str | None = Field(default=None, description="the Prefect flow run that started this one")
 
     def tags(self) -> dict[str, str]:
-        details = {"window": self.window, "signals": "; ".join(self.signals), "monitoring_run": self.monitoring_run,
-                   "source_run": self.source_run}  # fmt: skip
+        details = {
+            "window": self.window,
+            "signals": "; ".join(self.signals),
+            "monitoring_run": self.monitoring_run,
+            "source_run": self.source_run,
+        }
         return {"trigger": self.kind, **{f"trigger.{k}": v[:5000] for k, v in details.items() if v}}
 
 

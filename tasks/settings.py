@@ -40,11 +40,17 @@ def runtime_defaults(state_dir: Path | None = None) -> dict[str, str]:
     machine, the time a fresh Prefect database needs to start, and no TensorFlow C++ info lines or MLflow
     download bars on the console."""
     if state_dir is None:
-        homes = {"PREFECT_HOME": PROJECT_DIR / ".prefect", "KERAS_HOME": PROJECT_DIR / ".keras",
-                 "MPLCONFIGDIR": PROJECT_DIR / ".cache" / "matplotlib"}  # fmt: skip
+        homes = {
+            "PREFECT_HOME": PROJECT_DIR / ".prefect",
+            "KERAS_HOME": PROJECT_DIR / ".keras",
+            "MPLCONFIGDIR": PROJECT_DIR / ".cache" / "matplotlib",
+        }
     else:
-        homes = {"PREFECT_HOME": state_dir / "prefect", "KERAS_HOME": state_dir / "keras",
-                 "MPLCONFIGDIR": state_dir / "matplotlib"}  # fmt: skip
+        homes = {
+            "PREFECT_HOME": state_dir / "prefect",
+            "KERAS_HOME": state_dir / "keras",
+            "MPLCONFIGDIR": state_dir / "matplotlib",
+        }
     return {
         **{key: str(path) for key, path in homes.items()},
         "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",

@@ -93,9 +93,7 @@ def ensure_experiment(settings: Settings, name: str, artifact_subdir: str = "") 
 
 def git_commit() -> str:
     try:
-        out = subprocess.run(
-            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, cwd=PROJECT_DIR
-        )  # fmt: skip
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, cwd=PROJECT_DIR)
     except (OSError, subprocess.SubprocessError):
         return "unknown"
     return out.stdout.strip() if out.returncode == 0 else "unknown"
@@ -110,9 +108,11 @@ def tracked_run(
     FINISHED, FAILED on an error, or KILLED when the process was stopped (Ctrl-C, SIGTERM, a
     cancelled deployment). A killed process's runs are ended by the next pipeline run."""
     run = mlflow.start_run(
-        experiment_id=experiment_id, run_name=run_name, parent_run_id=parent_run_id,
+        experiment_id=experiment_id,
+        run_name=run_name,
+        parent_run_id=parent_run_id,
         tags={**owner_tags(), **(tags or {})},
-    )  # fmt: skip
+    )
     try:
         yield run.info.run_id
     except BaseException as exc:

@@ -38,9 +38,15 @@ from tasks.params import GateThresholds  # noqa: E402  (after the environment ab
 # The one set of gates a tiny training run (1-2 epochs on a few thousand images) passes: these tests judge
 # the pipeline's mechanics, not the model.
 LENIENT = GateThresholds(
-    min_accuracy=0.3, min_class_recall=0.0, max_regression=0.5, min_slice_accuracy={}, max_slice_regression=1.0,
-    min_ood_auroc=0.0, min_ood_detection=0.0, max_ood_flagged=1.0,
-)  # fmt: skip
+    min_accuracy=0.3,
+    min_class_recall=0.0,
+    max_regression=0.5,
+    min_slice_accuracy={},
+    max_slice_regression=1.0,
+    min_ood_auroc=0.0,
+    min_ood_detection=0.0,
+    max_ood_flagged=1.0,
+)
 
 
 # What some tests need from the machine, and the variable that skips them by name. Without its variable a
@@ -224,9 +230,18 @@ def browser(tmp_path_factory):
     os.environ["SE_OFFLINE"] = "true"  # Selenium Manager must not look anything up: the paths are given
     options = Options()
     options.binary_location = CHROMIUM
-    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 "--window-size=1280,1000", f"--user-data-dir={tmp_path_factory.mktemp('chromium')}"):  # fmt: skip
+    for flag in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--window-size=1280,1000",
+        f"--user-data-dir={tmp_path_factory.mktemp('chromium')}",
+    ):
         options.add_argument(flag)
     driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
     try:

@@ -14,8 +14,13 @@ from tasks.params import Architecture
 from tasks.settings import Settings
 from tests.conftest import REPO
 
-MODELS = (ServingSettings, Settings, *[type(getattr(Settings(), name)) for name in Settings.model_fields if name
-          not in ("data_dir",)], *RUN_PARAMETERS, Architecture)  # fmt: skip
+MODELS = (
+    ServingSettings,
+    Settings,
+    *[type(getattr(Settings(), name)) for name in Settings.model_fields if name not in ("data_dir",)],
+    *RUN_PARAMETERS,
+    Architecture,
+)
 
 
 @pytest.mark.parametrize(

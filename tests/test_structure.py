@@ -11,8 +11,12 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 PACKAGES = ("serving", "tasks", "flows", "ops")
 # What each layer may import from the project (serving is the image: nothing of the pipeline).
-ALLOWED = {"serving": {"serving"}, "tasks": {"serving", "tasks"}, "flows": {"serving", "tasks", "flows"},
-           "ops": {"serving", "tasks", "ops"}}  # fmt: skip
+ALLOWED = {
+    "serving": {"serving"},
+    "tasks": {"serving", "tasks"},
+    "flows": {"serving", "tasks", "flows"},
+    "ops": {"serving", "tasks", "ops"},
+}
 # `artifact_store` is an MLflow plugin, loaded while `import mlflow` runs: outside the stages that import mlflow.
 # The ground floor every stage stands on: what each of its modules may import (of the project).
 GROUND_FLOOR = {
@@ -57,8 +61,10 @@ def project_imports() -> dict[str, set[str]]:
             names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
             if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
                 # `from serving import metrics` imports the submodule serving.metrics
-                names = [f"{node.module}.{a.name}" if f"{node.module}.{a.name}" in SOURCES else node.module
-                         for a in node.names]  # fmt: skip
+                names = [
+                    f"{node.module}.{a.name}" if f"{node.module}.{a.name}" in SOURCES else node.module
+                    for a in node.names
+                ]
             imported |= {n for n in names if n.split(".")[0] in PACKAGES}
         graph[module] = imported
     return graph

@@ -154,9 +154,14 @@ class PredictionLog:
 
     def log_feedback(self, record_id: str, model: str, version: int, class_id: int, reviewed: bool = False) -> None:
         record = FeedbackLine(
-            type="feedback", time=time.time(), model=model, version=version, id=record_id, true_class_id=class_id,
+            type="feedback",
+            time=time.time(),
+            model=model,
+            version=version,
+            id=record_id,
+            true_class_id=class_id,
             reviewed=reviewed,
-        )  # fmt: skip
+        )
         self._submit(record, 0)
 
     def _flush_loop(self) -> None:

@@ -78,10 +78,17 @@ def expand(line: PredictionsLine | FeedbackLine | LogGapLine) -> list[Record]:
     predictions: list[Record] = []
     for i, record_id in enumerate(line["ids"]):
         item = Prediction(
-            type="prediction", time=line["time"], model=line["model"], version=line["version"], id=record_id,
-            class_id=line["class_id"][i], confidence=line["confidence"][i], mean=line["mean"][i],
-            std=line["std"][i], dark_fraction=line["dark_fraction"][i],
-        )  # fmt: skip
+            type="prediction",
+            time=line["time"],
+            model=line["model"],
+            version=line["version"],
+            id=record_id,
+            class_id=line["class_id"][i],
+            confidence=line["confidence"][i],
+            mean=line["mean"][i],
+            std=line["std"][i],
+            dark_fraction=line["dark_fraction"][i],
+        )
         if "ood_score" in line and "in_distribution" in line:
             item["ood_score"], item["in_distribution"] = line["ood_score"][i], bool(line["in_distribution"][i])
         if "pixels" in line:

@@ -58,7 +58,7 @@ class ServedModel:
                 "meaning": "ood_score: the share of held-out garments that look more usual than this input "
                 "(0-1); in_distribution is false above the threshold",
             },
-        }  # fmt: skip
+        }
 
 
 @dataclass

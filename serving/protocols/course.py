@@ -28,10 +28,17 @@ def classify(name: str, version: int | None) -> Response:
     scores = [None] * len(class_ids) if predicted.ood_scores is None else predicted.ood_scores.tolist()
     usual = [None] * len(class_ids) if predicted.in_distribution is None else predicted.in_distribution.tolist()
     predictions = [
-        Prediction(id=i, label=model.class_names[c], class_id=int(c), confidence=float(p[c]), ood_score=score,
-                   in_distribution=flag, preprocessing=a)
+        Prediction(
+            id=i,
+            label=model.class_names[c],
+            class_id=int(c),
+            confidence=float(p[c]),
+            ood_score=score,
+            in_distribution=flag,
+            preprocessing=a,
+        )
         for i, c, p, score, flag, a in zip(predicted.ids, class_ids, probabilities, scores, usual, applied, strict=True)
-    ]  # fmt: skip
+    ]
     if request.args.get("input", "").lower() in ("1", "true"):  # what the model saw, e.g. for the upload page
         for prediction, seen in zip(predictions, np.rint(pixels).astype(np.uint8), strict=True):
             prediction["input"] = seen  # orjson writes the array as lists

@@ -85,10 +85,14 @@ def openapi_document(routes: list[Route], listing: list[dict], class_names: list
     feedback["label"]["enum"] = class_names
     feedback["class_id"]["maximum"] = max(len(class_names) - 1, 0)
     parameters = {
-        "name": {"name": "name", "in": "path", "required": True,
-                 "schema": {"type": "string", "enum": [m["name"] for m in listing]}},
+        "name": {
+            "name": "name",
+            "in": "path",
+            "required": True,
+            "schema": {"type": "string", "enum": [m["name"] for m in listing]},
+        },
         "version": {"name": "version", "in": "path", "required": True, "schema": {"type": "integer", "minimum": 1}},
-    }  # fmt: skip
+    }
     operations = operations_by_doc(max_batch)
     paths: dict[str, dict] = {}
     for route in routes:
@@ -121,9 +125,13 @@ def operations_by_doc(max_batch: int) -> dict[str, dict]:
     """What each kind of operation takes and answers when it succeeds (`Route.doc` names one)."""
     binary = {"schema": {"type": "string", "format": "binary"}}
     plain = {"responses": _ok({"type": "object"})}
-    header = {"name": "Inference-Header-Content-Length", "in": "header", "required": False,
-              "description": "binary tensor data extension: the JSON header's length; raw tensors follow",
-              "schema": {"type": "integer", "minimum": 1}}  # fmt: skip
+    header = {
+        "name": "Inference-Header-Content-Length",
+        "in": "header",
+        "required": False,
+        "description": "binary tensor data extension: the JSON header's length; raw tensors follow",
+        "schema": {"type": "integer", "minimum": 1},
+    }
 
     def json_or_binary(schema: str) -> dict:
         return {"application/json": {"schema": _ref(schema)}, "application/octet-stream": binary}
@@ -133,19 +141,34 @@ def operations_by_doc(max_batch: int) -> dict[str, dict]:
         "info": {"summary": "Model metadata", **plain},
         "classify": {
             "summary": f"Classify 28x28 images (pixels 0-255) or PNG/JPEG files, at most {max_batch} per request",
-            "parameters": [{"name": "input", "in": "query", "required": False, "schema": {"type": "boolean"},
-                            "description": "true: each prediction also carries the 28x28 pixels the model saw"}],
-            "requestBody": _body({
-                "application/json": {"schema": _ref("ClassifyRequest")},
-                "image/png": binary,
-                "image/jpeg": binary,
-                "application/octet-stream": {**binary, "description": "N x 784 bytes: 28x28 uint8 pixels, row-major"},
-                "multipart/form-data": {
-                    "schema": {"type": "object", "required": ["file"],
-                               "properties": {"file": {"type": "string", "format": "binary"}}},
-                    "encoding": {"file": {"contentType": "image/png, image/jpeg"}},
-                },
-            }),
+            "parameters": [
+                {
+                    "name": "input",
+                    "in": "query",
+                    "required": False,
+                    "schema": {"type": "boolean"},
+                    "description": "true: each prediction also carries the 28x28 pixels the model saw",
+                }
+            ],
+            "requestBody": _body(
+                {
+                    "application/json": {"schema": _ref("ClassifyRequest")},
+                    "image/png": binary,
+                    "image/jpeg": binary,
+                    "application/octet-stream": {
+                        **binary,
+                        "description": "N x 784 bytes: 28x28 uint8 pixels, row-major",
+                    },
+                    "multipart/form-data": {
+                        "schema": {
+                            "type": "object",
+                            "required": ["file"],
+                            "properties": {"file": {"type": "string", "format": "binary"}},
+                        },
+                        "encoding": {"file": {"contentType": "image/png, image/jpeg"}},
+                    },
+                }
+            ),
             "responses": _ok(_ref("PredictionResponse"), links=FEEDBACK_LINK),
         },
         "feedback": {
@@ -166,13 +189,19 @@ def operations_by_doc(max_batch: int) -> dict[str, dict]:
         },
         "oip_server": {"responses": _ok(_ref("ServerMetadata"))},
         "oip_ready": {"responses": _ok(_ref("ReadyResponse"))},
-        "oip_metadata": {"summary": "Open Inference Protocol v2 model metadata",
-                         "responses": _ok(_ref("ModelMetadata"))},
+        "oip_metadata": {
+            "summary": "Open Inference Protocol v2 model metadata",
+            "responses": _ok(_ref("ModelMetadata")),
+        },
         "oip_infer": {
             "summary": "Open Inference Protocol v2 inference: input 'image' (UINT8 or FP32 pixels 0-255)",
             "parameters": [header],
             "requestBody": _body(json_or_binary("InferenceRequest")),
-            "responses": {"200": {"description": "outputs as JSON data, or (binary_data) raw after the JSON header",
-                                  "content": json_or_binary("InferenceResponse")}},
+            "responses": {
+                "200": {
+                    "description": "outputs as JSON data, or (binary_data) raw after the JSON header",
+                    "content": json_or_binary("InferenceResponse"),
+                }
+            },
         },
-    }  # fmt: skip
+    }

@@ -159,13 +159,19 @@ def _union(first: tuple[str, type], second: tuple[str, type], message: str) -> A
 
 
 ClassifyRequest = TypeAdapter(
-    _union(("image", OneImage), ("images", Images),
-           "JSON body must be an object with exactly one of 'image' (28x28) or 'images'"),
-)  # fmt: skip
+    _union(
+        ("image", OneImage),
+        ("images", Images),
+        "JSON body must be an object with exactly one of 'image' (28x28) or 'images'",
+    ),
+)
 TFServingRequest = TypeAdapter(
-    _union(("instances", TFServingInstances), ("inputs", TFServingInputs),
-           "JSON body must be an object with exactly one of 'instances' or 'inputs'"),
-)  # fmt: skip
+    _union(
+        ("instances", TFServingInstances),
+        ("inputs", TFServingInputs),
+        "JSON body must be an object with exactly one of 'instances' or 'inputs'",
+    ),
+)
 
 
 def _integral(value: Any) -> Any:
@@ -188,9 +194,12 @@ class FeedbackRequest(BaseModel):
     ] = None
     reviewed: Annotated[
         bool,
-        Field(strict=True, description="a person looked at the image and chose the label: only then does feedback on "
-              "a prediction flagged out of distribution (in_distribution false) become training data"),
-    ] = False  # fmt: skip
+        Field(
+            strict=True,
+            description="a person looked at the image and chose the label: only then does feedback on "
+            "a prediction flagged out of distribution (in_distribution false) become training data",
+        ),
+    ] = False
 
     @model_validator(mode="after")
     def _label_given(self) -> FeedbackRequest:
@@ -212,14 +221,18 @@ class Prediction(TypedDict):
     confidence: float
     ood_score: Annotated[
         float | None,
-        Field(description="0-1: the share of held-out garments that look more usual than this input "
-              "(null: a model version exported without the out-of-distribution flag)"),
-    ]  # fmt: skip
+        Field(
+            description="0-1: the share of held-out garments that look more usual than this input "
+            "(null: a model version exported without the out-of-distribution flag)"
+        ),
+    ]
     in_distribution: Annotated[
         bool | None,
-        Field(description="false: the input does not look like the clothing the model knows; treat the label "
-              "with suspicion (null: no flag)"),
-    ]  # fmt: skip
+        Field(
+            description="false: the input does not look like the clothing the model knows; treat the label "
+            "with suspicion (null: no flag)"
+        ),
+    ]
     preprocessing: Annotated[
         Preprocessing, Field(description="what turned the input into the dataset's form (all false: nothing)")
     ]

@@ -55,6 +55,11 @@ ROUTES = [
     Route("/v1/models/<model:name>", "GET", model_status, "tfs_status", (404,)),
     Route("/v1/models/<model:name>/versions/<int:version>", "GET", version_status, "tfs_status", (404,)),
     Route("/v1/models/<model:name>:predict", "POST", predict_latest, "tfs_predict", (400, 404, 415)),
-    Route("/v1/models/<model:name>/versions/<int:version>:predict", "POST", predict_version, "tfs_predict",
-          (400, 404, 415)),
-]  # fmt: skip
+    Route(
+        "/v1/models/<model:name>/versions/<int:version>:predict",
+        "POST",
+        predict_version,
+        "tfs_predict",
+        (400, 404, 415),
+    ),
+]

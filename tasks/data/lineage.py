@@ -20,7 +20,7 @@ def log_dataset(dataset: Dataset, counts: dict[str, dict[str, int]]) -> None:
             warnings.simplefilter("ignore", UserWarning)
             ds = from_numpy(
                 x[:1], targets=y[:1], source=dataset.source, name=f"fashion-mnist-{split}", digest=dataset.digest[:16]
-            )  # fmt: skip
+            )
         mlflow.log_input(ds, context=split)
     mlflow.log_params({"data.n_train": len(dataset.y_train), "data.n_test": len(dataset.y_test)})
     mlflow.set_tags({"data.digest": dataset.digest, "data.source": f"{dataset.origin}:{dataset.source}"})

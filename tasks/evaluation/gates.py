@@ -125,11 +125,14 @@ def check_gates(
         ),
     ]
     paired = {
-        name: Paired.of(candidate_correct[name], hits, thresholds.max_regression if name == TEST
-                        else thresholds.max_slice_regression)
+        name: Paired.of(
+            candidate_correct[name],
+            hits,
+            thresholds.max_regression if name == TEST else thresholds.max_slice_regression,
+        )
         for name, hits in (champion.correct if champion else {}).items()
         if name in candidate_correct
-    }  # fmt: skip
+    }
     rejected = holm_rejections({name: p.p_worse for name, p in paired.items()}, thresholds.false_rejection_rate)
     label = f"champion v{champion.ref.version}" if champion else "champion"
 
@@ -148,8 +151,15 @@ def check_gates(
         results.append(GateResult("no_regression", True, None, None, "no champion yet: nothing to regress from"))
     else:
         passed, detail = comparison(TEST, thresholds.max_regression)
-        results.append(GateResult("no_regression", passed, paired[TEST].difference, paired[TEST].p_worse,
-                                  f"test accuracy {candidate.accuracy:.4f}, {detail}"))  # fmt: skip
+        results.append(
+            GateResult(
+                "no_regression",
+                passed,
+                paired[TEST].difference,
+                paired[TEST].p_worse,
+                f"test accuracy {candidate.accuracy:.4f}, {detail}",
+            )
+        )
     for name, accuracy in evidence.slice_accuracy.items():
         floor = thresholds.min_slice_accuracy.get(name)
         passed = floor is None or accuracy >= floor
@@ -169,13 +179,28 @@ def ood_gates(ood: OodReport, thresholds: GateThresholds) -> list[GateResult]:
     per_source = ", ".join(f"{source} {rate:.3f}" for source, rate in ood.detected.items())
     flagged = ood.flagged["test"]
     return [
-        GateResult("ood.auroc", ood.auroc >= thresholds.min_ood_auroc, ood.auroc, thresholds.min_ood_auroc,
-                   f"AUROC {ood.auroc:.4f} (test garments vs non-clothing) vs minimum {thresholds.min_ood_auroc:.4f}"),
-        GateResult("ood.detection", detection >= floor, detection, floor,
-                   f"non-clothing flagged {detection:.4f} ({per_source}) vs minimum {floor:.4f}"),
-        GateResult("ood.false_flags", flagged <= thresholds.max_ood_flagged, flagged, thresholds.max_ood_flagged,
-                   f"test garments flagged {flagged:.4f} vs maximum {thresholds.max_ood_flagged:.4f}"),
-    ]  # fmt: skip
+        GateResult(
+            "ood.auroc",
+            ood.auroc >= thresholds.min_ood_auroc,
+            ood.auroc,
+            thresholds.min_ood_auroc,
+            f"AUROC {ood.auroc:.4f} (test garments vs non-clothing) vs minimum {thresholds.min_ood_auroc:.4f}",
+        ),
+        GateResult(
+            "ood.detection",
+            detection >= floor,
+            detection,
+            floor,
+            f"non-clothing flagged {detection:.4f} ({per_source}) vs minimum {floor:.4f}",
+        ),
+        GateResult(
+            "ood.false_flags",
+            flagged <= thresholds.max_ood_flagged,
+            flagged,
+            thresholds.max_ood_flagged,
+            f"test garments flagged {flagged:.4f} vs maximum {thresholds.max_ood_flagged:.4f}",
+        ),
+    ]
 
 
 def failed_gates(results: list[GateResult]) -> list[GateResult]:
@@ -209,8 +234,9 @@ def gates_task(
     client.log_dict(run_id, as_records(results), "evaluation/gates.json")  # type: ignore[arg-type]  # any JSON
     create_table_artifact(
         [{"gate": r.name, "verdict": "PASS" if r.passed else "FAIL", "numbers": r.detail} for r in results],
-        key="quality-gates", description="Quality gates: " + ("REJECTED" if failed_gates(results) else "all passed"),
-    )  # fmt: skip
+        key="quality-gates",
+        description="Quality gates: " + ("REJECTED" if failed_gates(results) else "all passed"),
+    )
     logger = get_run_logger()
     for result in results:
         logger.info("gate %s: %s (%s)", result.name, "PASS" if result.passed else "FAIL", result.detail)

@@ -41,8 +41,11 @@ def accuracy_of(correct: dict[str, np.ndarray]) -> dict[str, float]:
 
 def recall_table(evaluations: dict[str, Evaluation]) -> dict[str, list]:
     """Columns for `mlflow.log_table`: one row per slice and class."""
-    rows = [(name, cls, values["recall"], int(values["support"]))
-            for name, evaluation in evaluations.items() for cls, values in evaluation.per_class.items()]  # fmt: skip
+    rows = [
+        (name, cls, values["recall"], int(values["support"]))
+        for name, evaluation in evaluations.items()
+        for cls, values in evaluation.per_class.items()
+    ]
     return {column: [row[i] for row in rows] for i, column in enumerate(("slice", "class", "recall", "support"))}
 
 

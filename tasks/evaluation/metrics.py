@@ -54,9 +54,7 @@ class Evaluation:
 def compute_metrics(y_true: np.ndarray, y_pred: np.ndarray, class_names: Sequence[str]) -> Evaluation:
     """scikit-learn's metrics; a class never predicted has precision 0 (zero_division=0), not NaN."""
     labels = list(range(len(class_names)))
-    precision, recall, f1, support = precision_recall_fscore_support(
-        y_true, y_pred, labels=labels, zero_division=0
-    )  # fmt: skip
+    precision, recall, f1, support = precision_recall_fscore_support(y_true, y_pred, labels=labels, zero_division=0)
     per_class = {
         name: {"precision": float(p), "recall": float(r), "f1": float(f), "support": int(s)}
         for name, p, r, f, s in zip(class_names, precision, recall, f1, support, strict=True)

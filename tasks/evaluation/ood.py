@@ -328,8 +328,9 @@ def ood_task(model, dataset: Dataset, params: TrainParams, slices: Slices, size:
         client.log_metric(run_id, key, value)
     get_run_logger().info(
         "out-of-distribution flag (threshold %.3f): AUROC %.3f; flagged garments %s; detected %s",
-        stats["threshold"], report.auroc,
+        stats["threshold"],
+        report.auroc,
         ", ".join(f"{k} {v:.3f}" for k, v in report.flagged.items()),
         ", ".join(f"{k} {v:.3f}" for k, v in report.detected.items()),
-    )  # fmt: skip
+    )
     return report

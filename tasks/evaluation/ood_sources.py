@@ -98,8 +98,13 @@ def noise(rng: np.random.Generator) -> bytes:
 
 
 MAKERS: dict[str, Callable[[np.random.Generator], bytes]] = {
-    "digits": digits, "scenes": scenes, "text": text, "shapes": shapes, "stripes": stripes, "noise": noise,
-}  # fmt: skip
+    "digits": digits,
+    "scenes": scenes,
+    "text": text,
+    "shapes": shapes,
+    "stripes": stripes,
+    "noise": noise,
+}
 
 
 def ood_files(source: str, size: int, seed: int) -> list[bytes]:

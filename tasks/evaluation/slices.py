@@ -79,9 +79,14 @@ def noise(pixels: np.ndarray, rng: np.random.Generator) -> bytes:
 
 
 MAKERS: dict[str, Callable[[np.ndarray, np.random.Generator], bytes]] = {
-    "catalogue": catalogue, "cutout": cutout, "small_offcentre": small_offcentre, "jpeg30": jpeg30,
-    "lighting": lighting, "rotation_shift": rotation_shift, "noise": noise,
-}  # fmt: skip
+    "catalogue": catalogue,
+    "cutout": cutout,
+    "small_offcentre": small_offcentre,
+    "jpeg30": jpeg30,
+    "lighting": lighting,
+    "rotation_shift": rotation_shift,
+    "noise": noise,
+}
 
 
 def slice_files(name: str, x: np.ndarray, y: np.ndarray, size: int, seed: int) -> tuple[list[bytes], np.ndarray]:

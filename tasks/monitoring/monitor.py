@@ -117,21 +117,30 @@ DRIFT_EVENT = "clothes.drift.detected"
 
 @task(name="start-retraining", **RETRIES)
 def retrain_task(
-    ref: ModelRef, records: list[Record], report: DriftReport, window: tuple[datetime, datetime],
-    check_run_id: str, settings: Settings, thresholds: MonitorThresholds,
-) -> str | None:  # fmt: skip
+    ref: ModelRef,
+    records: list[Record],
+    report: DriftReport,
+    window: tuple[datetime, datetime],
+    check_run_id: str,
+    settings: Settings,
+    thresholds: MonitorThresholds,
+) -> str | None:
     """The retraining deployment, with the window's labelled inputs added to its training split and a
     `drift` trigger naming the window, the signals and the drift check's MLflow run (which in turn
     names the retraining flow run). Safe to retry: the samples go to a directory named after the check,
     and the flow run is created with the check as its idempotency key, so a retry after a partial success
     finds the same run instead of starting a second retrain."""
-    extra = save_labelled_samples(records, settings.monitor.feedback_data_dir.resolve() / check_run_id,
-                                  thresholds.max_feedback_samples)  # fmt: skip
+    extra = save_labelled_samples(
+        records, settings.monitor.feedback_data_dir.resolve() / check_run_id, thresholds.max_feedback_samples
+    )
     if extra is None:  # the same data would train the same model again: raise the drift for people instead
         raise_drift(ref, report, window, check_run_id, retraining=None)
         MlflowClient().set_tag(check_run_id, "retraining", "not started: no new labelled data to learn from")
-        get_run_logger().warning("drift (%s) with no new labelled data: raised as event %s, not retrained",
-                                 "; ".join(report.reasons), DRIFT_EVENT)  # fmt: skip
+        get_run_logger().warning(
+            "drift (%s) with no new labelled data: raised as event %s, not retrained",
+            "; ".join(report.reasons),
+            DRIFT_EVENT,
+        )
         return None
     check = MlflowClient().get_run(check_run_id)
     trigger = Trigger(
@@ -146,10 +155,16 @@ def retrain_task(
     parameters: dict[str, Any] = {"trigger": trigger.model_dump()}
     if extra:
         parameters["data"] = {"extra_path": str(extra)}
-    flow_run = cast(FlowRun, run_deployment(
-        settings.monitor.retrain_deployment, parameters=parameters, timeout=0, tags=["trigger:drift"],
-        idempotency_key=f"retrain-after-drift-check-{check_run_id}",
-    ))  # fmt: skip
+    flow_run = cast(
+        FlowRun,
+        run_deployment(
+            settings.monitor.retrain_deployment,
+            parameters=parameters,
+            timeout=0,
+            tags=["trigger:drift"],
+            idempotency_key=f"retrain-after-drift-check-{check_run_id}",
+        ),
+    )
     triggered = f"{settings.monitor.retrain_deployment} flow run {flow_run.id}"
     raise_drift(ref, report, window, check_run_id, retraining=triggered)
     MlflowClient().set_tag(check_run_id, "retraining", triggered)
@@ -159,19 +174,31 @@ def retrain_task(
 
 @task(name="record-drift-check", **RETRIES)
 def record_check_task(
-    ref: ModelRef, window: tuple[datetime, datetime], report: DriftReport, reference: dict, records: list[Record],
-    thresholds: MonitorThresholds, settings: Settings,
-) -> str:  # fmt: skip
+    ref: ModelRef,
+    window: tuple[datetime, datetime],
+    report: DriftReport,
+    reference: dict,
+    records: list[Record],
+    thresholds: MonitorThresholds,
+    settings: Settings,
+) -> str:
     """One run per check in the `<experiment>-monitoring` experiment, so each signal plots over time.
     MLflow was configured (and its server checked) by `champion_task`."""
     experiment_id = ensure_experiment(settings, f"{settings.tracking.experiment_name}-monitoring", "monitoring")
     minutes = round((window[1] - window[0]).total_seconds() / 60)
     with tracked_run(experiment_id, f"{ref.name}-v{ref.version}-{window[1]:%Y%m%dT%H%M}") as run_id:
-        mlflow.log_params({"model": ref.name, "version": ref.version, "window_minutes": minutes,
-                           **thresholds.model_dump()})  # fmt: skip
+        mlflow.log_params(
+            {"model": ref.name, "version": ref.version, "window_minutes": minutes, **thresholds.model_dump()}
+        )
         mlflow.log_metrics({"n_predictions": report.n_predictions, "n_feedback": report.n_feedback, **report.metrics})
-        mlflow.set_tags({"drift": str(report.drifted).lower(), "enough_data": str(report.enough_data).lower(),
-                         "verdict": verdict(report), "reasons": "; ".join(report.reasons)[:5000]})  # fmt: skip
+        mlflow.set_tags(
+            {
+                "drift": str(report.drifted).lower(),
+                "enough_data": str(report.enough_data).lower(),
+                "verdict": verdict(report),
+                "reasons": "; ".join(report.reasons)[:5000],
+            }
+        )
         if report.enough_data:
             with tempfile.TemporaryDirectory() as tmp:
                 mlflow.log_artifact(str(plot_distributions(reference, records, Path(tmp) / "drift.png")), "plots")

@@ -38,7 +38,7 @@ def log_candidate_model(model, example_pixels: np.ndarray) -> str:
     signature = infer_signature(example, np.asarray(model(example, training=False)))
     info = mlflow.tensorflow.log_model(
         model, name="model", signature=signature, input_example=example, pip_requirements=MODEL_PIP_REQUIREMENTS
-    )  # fmt: skip
+    )
     return info.model_uri
 
 
@@ -46,9 +46,10 @@ def logged_model_uri(run_id: str) -> str | None:
     """The model a run already logged (a retried registration logs it once), or None."""
     run = MlflowClient().get_run(run_id)
     found = mlflow.search_logged_models(
-        experiment_ids=[run.info.experiment_id], filter_string=f"source_run_id = '{run_id}' AND name = 'model'",
+        experiment_ids=[run.info.experiment_id],
+        filter_string=f"source_run_id = '{run_id}' AND name = 'model'",
         output_format="list",
-    )  # fmt: skip
+    )
     return found[0].model_uri if found else None
 
 
@@ -79,9 +80,14 @@ def register_candidate(
 
 
 def model_card(
-    run_id: str, commit: str, dataset: Dataset, evaluation: Evaluation, gates: list[GateResult], train: TrainParams,
+    run_id: str,
+    commit: str,
+    dataset: Dataset,
+    evaluation: Evaluation,
+    gates: list[GateResult],
+    train: TrainParams,
     trigger: Trigger,
-) -> dict:  # fmt: skip
+) -> dict:
     """Everything known about a candidate at registration, kept whole as `model_card.json` in its run:
     the registry shows only the few tags of `version_tags`."""
     return {

@@ -33,11 +33,19 @@ def deploy_replicas(client, image: str, version: int, settings: Settings, log: L
     """The `swarm` target: roll the service onto `image`, then retire the `docker` target's container."""
     enable_listener_migration()
     name = deploy_service(
-        client, image, version, timeout=settings.deploy.timeout, log=log, deploy_name=settings.deploy.name,
-        host=settings.deploy.host, port=settings.deploy.port, replicas=settings.deploy.replicas,
-        mode=settings.deploy.mode, cpus=settings.deploy.cpus,
+        client,
+        image,
+        version,
+        timeout=settings.deploy.timeout,
+        log=log,
+        deploy_name=settings.deploy.name,
+        host=settings.deploy.host,
+        port=settings.deploy.port,
+        replicas=settings.deploy.replicas,
+        mode=settings.deploy.mode,
+        cpus=settings.deploy.cpus,
         log_dir=prepare_log_dir(settings.monitor.prediction_log_dir),
-    )  # fmt: skip
+    )
     previous = production_containers(client, settings.deploy.name)
     if previous:
         log(f"retiring {[c.name for c in previous]}: the service {name} serves the port now")
@@ -65,10 +73,23 @@ def deploy_task(image_tag: str, ref: ModelRef, settings: Settings) -> str:
         name = deploy_replicas(client, image_tag, ref.version, settings, logger.info)
     else:
         name = deploy(
-            client, image_tag, ref.version, model=ref.name, deploy_name=settings.deploy.name, host=settings.deploy.host,
-            port=settings.deploy.port, log_dir=settings.monitor.prediction_log_dir,
-            ready_timeout=settings.release.ready_timeout, log=logger.info,
-        ).name  # fmt: skip
-    logger.info("production (%s): %s serving %s on http://%s:%d", settings.deploy.target, name, image_tag,
-                settings.deploy.host, settings.deploy.port)  # fmt: skip
+            client,
+            image_tag,
+            ref.version,
+            model=ref.name,
+            deploy_name=settings.deploy.name,
+            host=settings.deploy.host,
+            port=settings.deploy.port,
+            log_dir=settings.monitor.prediction_log_dir,
+            ready_timeout=settings.release.ready_timeout,
+            log=logger.info,
+        ).name
+    logger.info(
+        "production (%s): %s serving %s on http://%s:%d",
+        settings.deploy.target,
+        name,
+        image_tag,
+        settings.deploy.host,
+        settings.deploy.port,
+    )
     return name

@@ -114,8 +114,13 @@ def ood_statistics(run_id: str | None) -> dict | None:
         return None
     stats = mlflow.artifacts.load_dict(f"runs:/{run_id}/{OOD_ARTIFACT}")
     if not current(stats):
-        log.warning("run %s has out-of-distribution statistics of format %s, not %s: exported without the flag; "
-                    "retrain to get it back", run_id, detector_format(stats), DETECTOR_FORMAT)  # fmt: skip
+        log.warning(
+            "run %s has out-of-distribution statistics of format %s, not %s: exported without the flag; "
+            "retrain to get it back",
+            run_id,
+            detector_format(stats),
+            DETECTOR_FORMAT,
+        )
         return None
     return stats
 

@@ -18,8 +18,13 @@ from tasks.release.docker_engine import ContainerStageError
 from tasks.settings import PROJECT_DIR
 
 # tensorflow-cpu and friends ship manylinux_2_27/2_28 only and pip does not fill in lower tags itself.
-PLATFORMS = ("manylinux_2_28_x86_64", "manylinux_2_27_x86_64", "manylinux_2_17_x86_64", "manylinux2014_x86_64",
-             "linux_x86_64")  # fmt: skip
+PLATFORMS = (
+    "manylinux_2_28_x86_64",
+    "manylinux_2_27_x86_64",
+    "manylinux_2_17_x86_64",
+    "manylinux2014_x86_64",
+    "linux_x86_64",
+)
 Log = Callable[[str], None]
 
 
@@ -46,9 +51,27 @@ def ensure_wheelhouse(wheelhouse: Path, requirements: list[str], constraints: Pa
         return wheelhouse
     wheelhouse.mkdir(parents=True, exist_ok=True)
     platforms = [arg for tag in PLATFORMS for arg in ("--platform", tag)]
-    command = [sys.executable, "-m", "pip", "download", "--quiet", "--disable-pip-version-check", "-d", str(wheelhouse),
-               "--only-binary=:all:", "--python-version", "3.11", "--implementation", "cp", "--abi", "cp311",
-               *platforms, "-c", str(constraints), *requirements]  # fmt: skip
+    command = [
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "--quiet",
+        "--disable-pip-version-check",
+        "-d",
+        str(wheelhouse),
+        "--only-binary=:all:",
+        "--python-version",
+        "3.11",
+        "--implementation",
+        "cp",
+        "--abi",
+        "cp311",
+        *platforms,
+        "-c",
+        str(constraints),
+        *requirements,
+    ]
     result = subprocess.run(command, capture_output=True, text=True, timeout=900)
     if result.returncode != 0:
         raise ContainerStageError(f"could not prepare the wheelhouse in {wheelhouse}:\n{result.stderr[-2000:]}")
@@ -90,9 +113,17 @@ def build_image(
     started = time.perf_counter()
     image_id = None
     for chunk in client.api.build(
-        path=str(context), dockerfile="Dockerfile.serve", tag=tag, buildargs={"BASE_IMAGE": base_image},
-        labels=labels, rm=True, forcerm=True, pull=False, decode=True, nocache=nocache,
-    ):  # fmt: skip
+        path=str(context),
+        dockerfile="Dockerfile.serve",
+        tag=tag,
+        buildargs={"BASE_IMAGE": base_image},
+        labels=labels,
+        rm=True,
+        forcerm=True,
+        pull=False,
+        decode=True,
+        nocache=nocache,
+    ):
         if "stream" in chunk and chunk["stream"].strip():
             log(chunk["stream"].rstrip())
         if "error" in chunk:

@@ -36,7 +36,8 @@ def promote_task(
     previous = promote_version(ref, {"image": runs_as, "smoke": report.summary()})
     tag_champion(require_docker(), image.id, settings)
     create_table_artifact(
-        [{"figure": key, "value": float(f"{value:.4g}")} for key, value in figures.items()], key="release",
+        [{"figure": key, "value": float(f"{value:.4g}")} for key, value in figures.items()],
+        key="release",
         description=f"{ref} is champion (was {previous or 'none'}): image {runs_as} ({image.id[:19]})",
-    )  # fmt: skip
+    )
     get_run_logger().info("promoted %s to champion (previous: %s)", ref, previous)

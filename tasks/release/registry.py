@@ -64,8 +64,13 @@ def push_release(client, image_id: str, tag: str, release: ReleaseSettings, log:
     return push(client, image_id, repository, tag.rsplit(":", 1)[1], log)
 
 
-@task(name="push-image", task_run_name="push-image-v{ref.version}", cache_policy=NO_CACHE, retries=2,
-      retry_delay_seconds=[2, 10])  # fmt: skip
+@task(
+    name="push-image",
+    task_run_name="push-image-v{ref.version}",
+    cache_policy=NO_CACHE,
+    retries=2,
+    retry_delay_seconds=[2, 10],
+)
 def push_image_task(image: ImageInfo, ref: ModelRef, settings: Settings) -> str:
     """The smoke-tested image in the registry; returns the reference every later step runs."""
     logger = get_run_logger()

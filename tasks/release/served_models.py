@@ -71,8 +71,12 @@ def copy_models(client, image: str, into: Path, wanted: Callable[[str], bool]) -
 def served_labels(ref: ModelRef, model_dirs: list[Path], **more: str) -> dict[str, str]:
     """An image's labels: the model it was released for, and every `<name>:<version>` it serves."""
     served = ",".join(f"{d.parent.name}:{d.name}" for d in model_dirs)
-    return {f"{LABEL}.model": ref.name, f"{LABEL}.version": str(ref.version), f"{LABEL}.models": served,
-            **{f"{LABEL}.{key}": value for key, value in more.items()}}  # fmt: skip
+    return {
+        f"{LABEL}.model": ref.name,
+        f"{LABEL}.version": str(ref.version),
+        f"{LABEL}.models": served,
+        **{f"{LABEL}.{key}": value for key, value in more.items()},
+    }
 
 
 def other_models(client, settings: Settings, ref: ModelRef, into: Path) -> list[Path]:
@@ -100,9 +104,14 @@ def build_image_task(ref: ModelRef, model_dir: Path, run_id: str, settings: Sett
         labels = served_labels(ref, model_dirs, **{"mlflow-run-id": run_id})
         logger.info("the image serves %s (the other models as production serves them now)", labels[f"{LABEL}.models"])
         image_id, seconds = build_serving_image(
-            client, model_dirs, tag, wheelhouse_dir=settings.release.wheelhouse_dir,
-            base_image=settings.release.base_image, labels=labels, log=logger.info,
-        )  # fmt: skip
+            client,
+            model_dirs,
+            tag,
+            wheelhouse_dir=settings.release.wheelhouse_dir,
+            base_image=settings.release.base_image,
+            labels=labels,
+            log=logger.info,
+        )
     size_mb = client.images.get(image_id).attrs["Size"] / 1e6
     logger.info("built %s (%s, %.0f MB) in %.1f s", tag, image_id[:19], size_mb, seconds)
     return ImageInfo(tag, image_id, size_mb, seconds)
@@ -126,9 +135,14 @@ def with_other_models_task(image: str, ref: ModelRef, settings: Settings) -> str
         tag = image_tag(settings, ref)
         logger.info("%s was built beside other models than production serves now: rebuilding it as %s", image, tag)
         image_id, _seconds = build_serving_image(
-            client, own + others, tag, wheelhouse_dir=settings.release.wheelhouse_dir,
-            base_image=settings.release.base_image, labels=served_labels(ref, own + others), log=logger.info,
-        )  # fmt: skip
+            client,
+            own + others,
+            tag,
+            wheelhouse_dir=settings.release.wheelhouse_dir,
+            base_image=settings.release.base_image,
+            labels=served_labels(ref, own + others),
+            log=logger.info,
+        )
     if settings.release.registry:  # other nodes pull it: by digest, as every release runs there
         return push_release(client, image_id, tag, settings.release, logger.info)
     return image_id

@@ -30,9 +30,14 @@ def start_qa_container(client, image: str, name: str, labels: dict[str, str]) ->
     """The candidate on a free loopback port, bridge network; returns (container, base URL)."""
     port = free_port()
     container = client.containers.run(
-        image, detach=True, name=name, labels={**labels, f"{LABEL}.role": "qa"},
-        ports={"8080/tcp": ("127.0.0.1", port)}, environment={"MLOPS_SERVE_WORKERS": "2"}, **HARDENING,
-    )  # fmt: skip
+        image,
+        detach=True,
+        name=name,
+        labels={**labels, f"{LABEL}.role": "qa"},
+        ports={"8080/tcp": ("127.0.0.1", port)},
+        environment={"MLOPS_SERVE_WORKERS": "2"},
+        **HARDENING,
+    )
     return container, f"http://127.0.0.1:{port}"
 
 
@@ -86,9 +91,11 @@ def check_metadata(base_url: str, ref: ModelRef, number_of_parameters: int) -> N
 def check_parity(url: str, images: np.ndarray, expected: np.ndarray, batch: int = 100) -> tuple[int, float]:
     """Send held-out images; return (top-1 mismatches, max probability difference) vs the pipeline."""
     served = np.concatenate(
-        [np.asarray(_post_json(url, {"images": images[i : i + batch].tolist()})["result"])
-         for i in range(0, len(images), batch)]
-    )  # fmt: skip
+        [
+            np.asarray(_post_json(url, {"images": images[i : i + batch].tolist()})["result"])
+            for i in range(0, len(images), batch)
+        ]
+    )
     return int((served.argmax(1) != expected.argmax(1)).sum()), float(np.abs(served - expected).max())
 
 
@@ -135,9 +142,14 @@ def smoke_test_task(
         logger.info("QA container %s ready in %.2f s at %s", container.name, ready, base_url)
         n = params.parity_images
         report = smoke_test(
-            base_url, ref, parity.parameters, parity.images[:n], parity.expected[:n],
-            load_requests=params.load_requests, concurrency=params.load_concurrency,
-        )  # fmt: skip
+            base_url,
+            ref,
+            parity.parameters,
+            parity.images[:n],
+            parity.expected[:n],
+            load_requests=params.load_requests,
+            concurrency=params.load_concurrency,
+        )
         report.ready_seconds = ready
     finally:
         container.remove(force=True)

@@ -143,10 +143,12 @@ def with_moved_copies(pixels: np.ndarray, labels: np.ndarray, params: TrainParam
     angles = rng.uniform(-params.max_rotation, params.max_rotation, len(chosen))
     shifts = rng.integers(-params.max_shift, params.max_shift + 1, (len(chosen), 2))
     # Moved as the rotation_shift slice is (Pillow): ~60 us an image, and the same copies on every machine.
-    copies = np.stack([
-        np.asarray(moved(pixels[i], angle, int(dx), int(dy)))
-        for i, angle, (dx, dy) in zip(chosen, angles, shifts, strict=True)
-    ])  # fmt: skip
+    copies = np.stack(
+        [
+            np.asarray(moved(pixels[i], angle, int(dx), int(dy)))
+            for i, angle, (dx, dy) in zip(chosen, angles, shifts, strict=True)
+        ]
+    )
     return np.concatenate([pixels, copies]), np.concatenate([labels, labels[chosen]])
 
 

@@ -19,10 +19,18 @@ from pydantic.fields import FieldInfo
 
 from flows import monitor, pipeline, rollback, tune
 
-APPS = {"clothes-pipeline": pipeline.app, "clothes-monitor": monitor.app, "clothes-rollback": rollback.app,
-        "clothes-tune": tune.app}  # fmt: skip
-FLOWS = {"clothes-pipeline": pipeline.train_and_deploy, "clothes-monitor": monitor.monitor_drift,
-         "clothes-rollback": rollback.rollback, "clothes-tune": tune.tune}  # fmt: skip
+APPS = {
+    "clothes-pipeline": pipeline.app,
+    "clothes-monitor": monitor.app,
+    "clothes-rollback": rollback.app,
+    "clothes-tune": tune.app,
+}
+FLOWS = {
+    "clothes-pipeline": pipeline.train_and_deploy,
+    "clothes-monitor": monitor.monitor_drift,
+    "clothes-rollback": rollback.rollback,
+    "clothes-tune": tune.tune,
+}
 
 
 def _unwrapped(kind: Any) -> Any:

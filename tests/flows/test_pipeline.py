@@ -194,8 +194,9 @@ def test_command_line_maps_to_flow_parameters(tmp_path):
     def parse(*tokens: str) -> dict:
         return app.parse_args(list(tokens))[1].arguments
 
-    params = parse("--data.path", str(tmp_path), "--data.train-limit", "500", "--train.epochs", "3",
-                   "--container.no-deploy")  # fmt: skip
+    params = parse(
+        "--data.path", str(tmp_path), "--data.train-limit", "500", "--train.epochs", "3", "--container.no-deploy"
+    )
     assert params["data"].path == tmp_path
     assert params["data"].train_limit == 500
     assert params["data"].source == "fashion-mnist"

@@ -20,14 +20,27 @@ pytestmark = [pytest.mark.slow, pytest.mark.reliability]
 
 
 def start(tmp_path: Path, fashion_dir: Path, epochs: int) -> tuple[subprocess.Popen, Path]:
-    env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect"), "MLOPS_MLRUNS_DIR": str(tmp_path / "mlruns"),
-           "MLOPS_DATA_DIR": str(fashion_dir)}  # fmt: skip
+    env = {
+        **os.environ,
+        "PREFECT_HOME": str(tmp_path / "prefect"),
+        "MLOPS_MLRUNS_DIR": str(tmp_path / "mlruns"),
+        "MLOPS_DATA_DIR": str(fashion_dir),
+    }
     for leftover in ("PREFECT_API_URL", "MLFLOW_TRACKING_URI", "MLOPS_TRACKING_URI"):  # set by earlier tests
         env.pop(leftover, None)
     log = tmp_path / f"pipeline-{time.monotonic_ns()}.log"
-    command = [str(Path(sys.executable).parent / "clothes-pipeline"), "--data.train-limit", "3000",
-               "--data.test-limit", "500", "--data.holdout-size", "50", "--train.epochs", str(epochs),
-               "--container.no-enabled"]  # fmt: skip
+    command = [
+        str(Path(sys.executable).parent / "clothes-pipeline"),
+        "--data.train-limit",
+        "3000",
+        "--data.test-limit",
+        "500",
+        "--data.holdout-size",
+        "50",
+        "--train.epochs",
+        str(epochs),
+        "--container.no-enabled",
+    ]
     process = subprocess.Popen(command, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT, cwd=REPO)
     return process, log
 

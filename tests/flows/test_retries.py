@@ -48,8 +48,15 @@ def test_register_model_retried_after_the_version_was_made_registers_one_version
     experiment_id = configure_mlflow(settings)
     pixels = np.zeros((4, 28, 28), np.uint8)
     dataset = Dataset(pixels, np.arange(4) % 10, pixels, np.arange(4) % 10)
-    card = {"run_id": "", "git_commit": "x", "trigger": {"kind": "manual"}, "gates": [], "train": {},
-            "test": {"accuracy": 0.9, "macro_f1": 0.9}, "data": {"digest": "d", "train_examples": 4}}  # fmt: skip
+    card = {
+        "run_id": "",
+        "git_commit": "x",
+        "trigger": {"kind": "manual"},
+        "gates": [],
+        "train": {},
+        "test": {"accuracy": 0.9, "macro_f1": 0.9},
+        "data": {"digest": "d", "train_examples": 4},
+    }
     # The version is created, then the alias move fails: the retry must not make a second version.
     calls = fail_once_after(monkeypatch, MlflowClient, "set_registered_model_alias")
     with tracked_run(experiment_id, "retried-registration") as run_id:

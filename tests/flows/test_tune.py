@@ -27,10 +27,22 @@ def test_trials_are_deterministic_and_distinct():
     assert len({t.model_dump_json(exclude={"seed"}) for t in first}) == 5
     assert [t.seed for t in first] == [3, 4, 5, 6, 7]
     assert {t.epochs for t in first} == {2}
-    small = SearchSpace(conv1_filters=[6, 8], conv2_filters=[16], kernel_size=[5], convs_per_block=[1],
-                        padding=["valid"], input_padding=[2], dense1=[120], dense2=[84], dropout=[0.0],
-                        batch_norm=[False], pooling=["max"], learning_rate=[1e-3], batch_size=[64],
-                        augment=[False, True])  # fmt: skip
+    small = SearchSpace(
+        conv1_filters=[6, 8],
+        conv2_filters=[16],
+        kernel_size=[5],
+        convs_per_block=[1],
+        padding=["valid"],
+        input_padding=[2],
+        dense1=[120],
+        dense2=[84],
+        dropout=[0.0],
+        batch_norm=[False],
+        pooling=["max"],
+        learning_rate=[1e-3],
+        batch_size=[64],
+        augment=[False, True],
+    )
     grid = sample_trials(small, 10, "grid", 0, 1)
     assert [(t.architecture.conv1_filters, t.augment) for t in grid] == [(6, False), (6, True), (8, False), (8, True)]
     assert {t.architecture.pooling for t in grid} == {"max"}
@@ -67,15 +79,44 @@ def dask_cluster(tmp_path, fashion_dir, mlflow_store, monkeypatch):
     monkeypatch.setenv("MLOPS_DATA_DIR", str(fashion_dir))
     dask = str(Path(sys.executable).parent / "dask")
     scheduler_file = tmp_path / "scheduler.json"
-    processes = [subprocess.Popen([dask, "scheduler", "--host", "127.0.0.1", "--port", "0", "--no-dashboard",
-                                   "--scheduler-file", str(scheduler_file)], stderr=subprocess.DEVNULL)]  # fmt: skip
+    processes = [
+        subprocess.Popen(
+            [
+                dask,
+                "scheduler",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                "0",
+                "--no-dashboard",
+                "--scheduler-file",
+                str(scheduler_file),
+            ],
+            stderr=subprocess.DEVNULL,
+        )
+    ]
     try:
         for name in ("w1", "w2"):
-            processes.append(subprocess.Popen(
-                [dask, "worker", "--scheduler-file", str(scheduler_file), "--name", name, "--nthreads", "1",
-                 "--no-dashboard", "--host", "127.0.0.1", "--local-directory", str(tmp_path / name)],
-                stderr=subprocess.DEVNULL,
-            ))  # fmt: skip
+            processes.append(
+                subprocess.Popen(
+                    [
+                        dask,
+                        "worker",
+                        "--scheduler-file",
+                        str(scheduler_file),
+                        "--name",
+                        name,
+                        "--nthreads",
+                        "1",
+                        "--no-dashboard",
+                        "--host",
+                        "127.0.0.1",
+                        "--local-directory",
+                        str(tmp_path / name),
+                    ],
+                    stderr=subprocess.DEVNULL,
+                )
+            )
         for _ in range(600):  # the scheduler writes its address once it listens
             if scheduler_file.exists():
                 break
@@ -93,15 +134,26 @@ def dask_cluster(tmp_path, fashion_dir, mlflow_store, monkeypatch):
 def test_search_on_a_dask_cluster_picks_the_best_and_hands_it_to_the_gates(prefect_harness, dask_cluster):
     from flows.tune import dask_runner, tune
 
-    space = SearchSpace(conv1_filters=[6, 16], conv2_filters=[16, 32], dense1=[120], dense2=[84], dropout=[0.0],
-                        batch_norm=[False, True], learning_rate=[2e-3], batch_size=[128])  # fmt: skip
+    space = SearchSpace(
+        conv1_filters=[6, 16],
+        conv2_filters=[16, 32],
+        dense1=[120],
+        dense2=[84],
+        dropout=[0.0],
+        batch_norm=[False, True],
+        learning_rate=[2e-3],
+        batch_size=[128],
+    )
     runner = dask_runner(address=dask_cluster.scheduler.address)
     summary = tune.with_options(task_runner=runner)(
-        space=space, data=DataSpec(train_limit=2000, test_limit=500, holdout_size=100), budget=3, epochs=1,
+        space=space,
+        data=DataSpec(train_limit=2000, test_limit=500, holdout_size=100),
+        budget=3,
+        epochs=1,
         final_epochs=1,
         thresholds=LENIENT,
         container=ContainerParams(enabled=False),
-    )  # fmt: skip
+    )
 
     client = MlflowClient()
     parent = client.get_run(summary["parent_run_id"])

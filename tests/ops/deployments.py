@@ -19,6 +19,16 @@ SMALL_RUN = {
 def run_deployment(env: dict[str, str], params: dict[str, str]) -> subprocess.CompletedProcess:
     """`prefect deployment run train-and-deploy/weekly --watch`, as a user runs it, with `env`."""
     arguments = [a for k, v in params.items() for a in ("--param", f"{k}={v}")]
-    command = [sys.executable, "-m", "prefect", "deployment", "run", "train-and-deploy/weekly", "--watch",
-               "--watch-timeout", "400", *arguments]  # fmt: skip
+    command = [
+        sys.executable,
+        "-m",
+        "prefect",
+        "deployment",
+        "run",
+        "train-and-deploy/weekly",
+        "--watch",
+        "--watch-timeout",
+        "400",
+        *arguments,
+    ]
     return subprocess.run(command, env=env, capture_output=True, text=True, timeout=450)

@@ -40,10 +40,14 @@ def _api(stack: Stack, path: str, body: dict | None = None):
 
 
 def _scheduled_start_times(stack: Stack, deployment_id: str) -> list[str]:
-    runs = _api(stack, "/flow_runs/filter", {
-        "flow_runs": {"state": {"type": {"any_": ["SCHEDULED"]}}},
-        "deployments": {"id": {"any_": [deployment_id]}},
-    })  # fmt: skip
+    runs = _api(
+        stack,
+        "/flow_runs/filter",
+        {
+            "flow_runs": {"state": {"type": {"any_": ["SCHEDULED"]}}},
+            "deployments": {"id": {"any_": [deployment_id]}},
+        },
+    )
     return sorted(r["expected_start_time"] for r in runs)
 
 
@@ -110,10 +114,14 @@ def test_deployment_runs_on_the_worker_and_redeploy_keeps_one_schedule(stack, tm
     assert reason, rejected.stdout[-3000:]
 
     # The weekly schedule's runs are marked as scheduled.
-    scheduled = _api(stack, "/flow_runs/filter", {
-        "deployments": {"id": {"any_": [deployment["id"]]}},
-        "flow_runs": {"state": {"type": {"any_": ["SCHEDULED"]}}},
-    })  # fmt: skip
+    scheduled = _api(
+        stack,
+        "/flow_runs/filter",
+        {
+            "deployments": {"id": {"any_": [deployment["id"]]}},
+            "flow_runs": {"state": {"type": {"any_": ["SCHEDULED"]}}},
+        },
+    )
     assert scheduled
     assert all(run["parameters"]["trigger"] == {"kind": "schedule"} for run in scheduled)
 
@@ -154,8 +162,11 @@ def test_stack_on_postgres_keeps_mlflow_and_prefect_there(tmp_path, monkeypatch)
     import psycopg2
 
     prefix = f"clothes_test_{uuid.uuid4().hex[:8]}_"
-    for key, value in {"MLOPS_STACK_DB": "postgres", "MLOPS_POSTGRES_PREFIX": prefix,
-                       "MLOPS_MLRUNS_DIR": str(tmp_path / "mlruns")}.items():  # fmt: skip
+    for key, value in {
+        "MLOPS_STACK_DB": "postgres",
+        "MLOPS_POSTGRES_PREFIX": prefix,
+        "MLOPS_MLRUNS_DIR": str(tmp_path / "mlruns"),
+    }.items():
         monkeypatch.setenv(key, value)
     stack = Stack(tmp_path / "stack", prefect_port=free_port(), mlflow_port=free_port())
     was_online = "online" in subprocess.run(["pg_lsclusters", "-h"], capture_output=True, text=True).stdout
@@ -213,8 +224,11 @@ def test_several_mlflow_workers_on_postgres_lose_no_concurrent_write(tmp_path, m
     import psutil
 
     prefix = f"clothes_test_{uuid.uuid4().hex[:8]}_"
-    for key, value in {"MLOPS_STACK_DB": "postgres", "MLOPS_POSTGRES_PREFIX": prefix,
-                       "MLOPS_MLRUNS_DIR": str(tmp_path / "mlruns")}.items():  # fmt: skip
+    for key, value in {
+        "MLOPS_STACK_DB": "postgres",
+        "MLOPS_POSTGRES_PREFIX": prefix,
+        "MLOPS_MLRUNS_DIR": str(tmp_path / "mlruns"),
+    }.items():
         monkeypatch.setenv(key, value)
     stack = Stack(tmp_path / "stack", prefect_port=free_port(), mlflow_port=free_port())
     stack.state_dir.mkdir()

@@ -97,13 +97,23 @@ def team_stack(node, fashion_dir, tmp_path_factory):
     """`clothes-stack up` on the link's address: credentials, MLflow's basic-auth app, the registry."""
     work = tmp_path_factory.mktemp("team")
     with pytest.MonkeyPatch.context() as patch:
-        for key, value in {"MLOPS_MLRUNS_DIR": str(work / "mlruns"), "MLOPS_MODEL_ROOT": str(work / "models"),
-                           "MLOPS_DATA_DIR": str(fashion_dir)}.items():  # fmt: skip
+        for key, value in {
+            "MLOPS_MLRUNS_DIR": str(work / "mlruns"),
+            "MLOPS_MODEL_ROOT": str(work / "models"),
+            "MLOPS_DATA_DIR": str(fashion_dir),
+        }.items():
             patch.setenv(key, value)
         for key in ("MLFLOW_TRACKING_URI", "MLOPS_TRACKING_URI", "PREFECT_API_URL", "PREFECT_API_AUTH_STRING"):
             patch.delenv(key, raising=False)
-        stack = Stack(work / "stack", free_port(), free_port(), host=node.host_address, auth=True, registry=True,
-                      registry_port=free_port())  # fmt: skip
+        stack = Stack(
+            work / "stack",
+            free_port(),
+            free_port(),
+            host=node.host_address,
+            auth=True,
+            registry=True,
+            registry_port=free_port(),
+        )
         try:
             up(stack)
             yield stack
@@ -150,16 +160,18 @@ def test_every_server_asks_for_credentials(team_stack, monkeypatch, tmp_path, ca
     assert {d["name"] for d in json.loads(found)} >= {"weekly", "rollback", "hourly", "search"}
     assert _request(f"{stack.prefect_api}/health")[0] == 200
     wrong = {**stack.env(), "PREFECT_API_AUTH_STRING": f"{credentials.username}:wrong"}
-    refused = subprocess.run([sys.executable, "-m", "prefect", "deployment", "ls"], env=wrong, capture_output=True,
-                             text=True, timeout=120)  # fmt: skip
+    refused = subprocess.run(
+        [sys.executable, "-m", "prefect", "deployment", "ls"], env=wrong, capture_output=True, text=True, timeout=120
+    )
     assert refused.returncode != 0
     assert "401" in refused.stdout + refused.stderr
     # Our own commands say it in one line, before anything trains.
     assert prefect_refusal(stack.prefect_api, credentials.prefect_auth_string) is None
     assert "401 (no credentials)" in str(prefect_refusal(stack.prefect_api, None))
     bare_shell = {k: v for k, v in stack.env().items() if k != "PREFECT_API_AUTH_STRING"}
-    pipeline = subprocess.run([sys.executable, "-m", "flows.pipeline"], env=bare_shell, capture_output=True, text=True,
-                              timeout=120)  # fmt: skip
+    pipeline = subprocess.run(
+        [sys.executable, "-m", "flows.pipeline"], env=bare_shell, capture_output=True, text=True, timeout=120
+    )
     assert pipeline.returncode == 2
     assert "answered 401 (no credentials): set PREFECT_API_AUTH_STRING" in pipeline.stderr
 
@@ -223,21 +235,43 @@ def test_a_worker_in_the_second_namespace_trains_and_registers(team_stack, node,
     stop_process(stack, "worker")  # the first machine's worker: the run must go to the other one
     remote = tmp_path / "remote"
     env = {
-        "PATH": os.environ["PATH"], "HOME": str(remote / "home"), "LANG": "C.UTF-8",
+        "PATH": os.environ["PATH"],
+        "HOME": str(remote / "home"),
+        "LANG": "C.UTF-8",
         **stack.client_env(),
-        "CLOTHES_PROJECT_DIR": str(REPO), "MLOPS_DATA_DIR": str(fashion_dir),
-        "PREFECT_HOME": str(remote / "prefect"), "MLOPS_MLRUNS_DIR": str(remote / "mlruns"),
-        "MLOPS_MODEL_ROOT": str(remote / "models"), "KERAS_HOME": str(remote / "keras"),
-        "MPLCONFIGDIR": str(remote / "matplotlib"), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-    }  # fmt: skip
+        "CLOTHES_PROJECT_DIR": str(REPO),
+        "MLOPS_DATA_DIR": str(fashion_dir),
+        "PREFECT_HOME": str(remote / "prefect"),
+        "MLOPS_MLRUNS_DIR": str(remote / "mlruns"),
+        "MLOPS_MODEL_ROOT": str(remote / "models"),
+        "KERAS_HOME": str(remote / "keras"),
+        "MPLCONFIGDIR": str(remote / "matplotlib"),
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    }
     assert not any(str(stack.state_dir) in value or "sqlite" in value for value in env.values())
     (remote / "home").mkdir(parents=True)
     log = (remote / "worker.log").open("w")
     worker = subprocess.Popen(
-        [*node.enter(), sys.executable, "-m", "prefect", "worker", "start", "--pool", WORK_POOL, "--type", "process",
-         "--name", f"remote-{node.name}"],
-        env=env, cwd=remote, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-    )  # fmt: skip
+        [
+            *node.enter(),
+            sys.executable,
+            "-m",
+            "prefect",
+            "worker",
+            "start",
+            "--pool",
+            WORK_POOL,
+            "--type",
+            "process",
+            "--name",
+            f"remote-{node.name}",
+        ],
+        env=env,
+        cwd=remote,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     try:
         small = {**SMALL_RUN, "data": '{"train_limit": 2000, "test_limit": 500, "holdout_size": 50, "ood_size": 50}'}
         result = run_deployment(stack.env(), small)
@@ -303,10 +337,17 @@ def test_two_nodes_run_the_pushed_digest_update_under_load_and_survive_a_dead_en
     stack, node = team_stack, swarm_of_two
     name = f"clothes-test-{uuid.uuid4().hex[:8]}"
     port = free_port()
-    for key, value in {**stack.client_env(), "MLOPS_DEPLOY_TARGET": "swarm", "MLOPS_DEPLOY_NAME": name,
-                       "MLOPS_DEPLOY_HOST": "0.0.0.0", "MLOPS_DEPLOY_PORT": str(port), "MLOPS_DEPLOY_MODE": "global",
-                       "MLOPS_DEPLOY_TIMEOUT": "180", "MLOPS_PREDICTION_LOG_DIR": str(tmp_path / "logs"),
-                       "MLOPS_IMAGE_NAME": name}.items():  # fmt: skip
+    for key, value in {
+        **stack.client_env(),
+        "MLOPS_DEPLOY_TARGET": "swarm",
+        "MLOPS_DEPLOY_NAME": name,
+        "MLOPS_DEPLOY_HOST": "0.0.0.0",
+        "MLOPS_DEPLOY_PORT": str(port),
+        "MLOPS_DEPLOY_MODE": "global",
+        "MLOPS_DEPLOY_TIMEOUT": "180",
+        "MLOPS_PREDICTION_LOG_DIR": str(tmp_path / "logs"),
+        "MLOPS_IMAGE_NAME": name,
+    }.items():
         monkeypatch.setenv(key, value)
     settings = Settings()
     figures: dict[str, float] = {}
@@ -315,15 +356,19 @@ def test_two_nodes_run_the_pushed_digest_update_under_load_and_survive_a_dead_en
         references = {}
         for version in (1, 2):
             image_id, _ = build_serving_image(
-                docker_engine, [model_root / "clothes" / str(version)], f"{name}:{version}",
-                wheelhouse_dir=settings.release.wheelhouse_dir, base_image=settings.release.base_image,
-            )  # fmt: skip
+                docker_engine,
+                [model_root / "clothes" / str(version)],
+                f"{name}:{version}",
+                wheelhouse_dir=settings.release.wheelhouse_dir,
+                base_image=settings.release.base_image,
+            )
             started = time.monotonic()
             references[version] = push(docker_engine, image_id, f"{stack.registry_address}/{name}", str(version), print)
             figures[f"push_v{version}_seconds"] = time.monotonic() - started
             # The registry's tag names exactly the digest the release runs.
-            digest = registry.tag_digest(stack.registry_address, name, str(version), stack.credentials(),
-                                         stack.registry_dir / CA_CERT)  # fmt: skip
+            digest = registry.tag_digest(
+                stack.registry_address, name, str(version), stack.credentials(), stack.registry_dir / CA_CERT
+            )
             assert references[version].endswith("@" + digest)
 
         started = time.monotonic()
@@ -353,8 +398,13 @@ def test_two_nodes_run_the_pushed_digest_update_under_load_and_survive_a_dead_en
         figures["update_failures"] = len(first.failures) + len(second.failures)
 
         # Beside it, a replicated service (2 replicas spread over the nodes): swarm moves a dead node's share.
-        spread = settings.model_copy(update={"deploy": settings.deploy.model_copy(
-            update={"mode": "replicated", "name": f"{name}-spread", "port": free_port(), "replicas": 2})})  # fmt: skip
+        spread = settings.model_copy(
+            update={
+                "deploy": settings.deploy.model_copy(
+                    update={"mode": "replicated", "name": f"{name}-spread", "port": free_port(), "replicas": 2}
+                )
+            }
+        )
         deploy_replicas(docker_engine, references[2], 2, spread, print)
         spread_service = production_service(docker_engine, spread.deploy.name)
         dead, manager = swarm_id(docker_engine, node), docker_engine.info()["Swarm"]["NodeID"]

@@ -48,13 +48,22 @@ def server(model_root, server_tmp):
 
     port = free_port()
     temp = server_tmp
-    env = {**os.environ, "MLOPS_SERVE_HOST": "127.0.0.1", "MLOPS_SERVE_PORT": str(port), "MLOPS_SERVE_WORKERS": "2",
-           "TMPDIR": str(temp), "MLOPS_SERVE_PREDICTION_LOG_DIR": str(temp / "predictions")}  # fmt: skip
+    env = {
+        **os.environ,
+        "MLOPS_SERVE_HOST": "127.0.0.1",
+        "MLOPS_SERVE_PORT": str(port),
+        "MLOPS_SERVE_WORKERS": "2",
+        "TMPDIR": str(temp),
+        "MLOPS_SERVE_PREDICTION_LOG_DIR": str(temp / "predictions"),
+    }
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)
     process = subprocess.Popen(
-        [sys.executable, "-m", "serving", "--model-root", str(model_root)], env=env,
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )  # fmt: skip
+        [sys.executable, "-m", "serving", "--model-root", str(model_root)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     base = f"http://127.0.0.1:{port}"
     try:
         wait_until_ready(base, timeout=60, is_alive=lambda: process.poll() is None)

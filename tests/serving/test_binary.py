@@ -80,8 +80,12 @@ def test_oip_metadata_health_and_readiness(client):
 def test_oip_json_tensors_answer_like_the_course_route(client, images, datatype, shape_tail):
     x, _ = images
     data = x.astype(np.float32 if datatype == "FP32" else np.uint8)
-    request = {"id": "req-7", "inputs": [{"name": "image", "datatype": datatype, "shape": [len(x), *shape_tail],
-                                          "data": data.ravel().tolist()}]}  # fmt: skip
+    request = {
+        "id": "req-7",
+        "inputs": [
+            {"name": "image", "datatype": datatype, "shape": [len(x), *shape_tail], "data": data.ravel().tolist()}
+        ],
+    }
     response = client.post("/v2/models/clothes/versions/1/infer", json=request)
     assert response.status_code == 200, response.json
     answer = response.json
@@ -108,11 +112,21 @@ def test_oip_nested_json_data(client, images):
 def test_oip_binary_tensors_in_and_out(client, images, datatype):
     x, _ = images
     data = x.astype("<f4" if datatype == "FP32" else np.uint8)
-    header = {"inputs": [{"name": "image", "datatype": datatype, "shape": list(x.shape),
-                          "parameters": {"binary_data_size": data.nbytes}}],
-              "outputs": [{"name": "label", "parameters": {"binary_data": True}},
-                          {"name": "probabilities", "parameters": {"binary_data": True}},
-                          {"name": "class_id"}]}  # fmt: skip
+    header = {
+        "inputs": [
+            {
+                "name": "image",
+                "datatype": datatype,
+                "shape": list(x.shape),
+                "parameters": {"binary_data_size": data.nbytes},
+            }
+        ],
+        "outputs": [
+            {"name": "label", "parameters": {"binary_data": True}},
+            {"name": "probabilities", "parameters": {"binary_data": True}},
+            {"name": "class_id"},
+        ],
+    }
     body, headers = binary_request(data.tobytes(), header)
     response = client.post("/v2/models/clothes/infer", data=body, headers=headers)
     assert response.status_code == 200, response.get_data()
@@ -131,8 +145,10 @@ def test_oip_binary_tensors_in_and_out(client, images, datatype):
 
 def test_oip_binary_data_output_for_every_output(client, images):
     x, _ = images
-    header = {"inputs": [{"name": "image", "datatype": "UINT8", "shape": [4, 784], "data": x[:4].ravel().tolist()}],
-              "parameters": {"binary_data_output": True}}  # fmt: skip
+    header = {
+        "inputs": [{"name": "image", "datatype": "UINT8", "shape": [4, 784], "data": x[:4].ravel().tolist()}],
+        "parameters": {"binary_data_output": True},
+    }
     answer, tensors = split_binary(client.post("/v2/models/clothes/infer", json=header))
     sizes = [o["parameters"]["binary_data_size"] for o in answer["outputs"]]
     assert sizes[:2] == [4 * 10 * 4, 4 * 8]

@@ -11,17 +11,40 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 PATHS = [
-    "/models", "/models/clothes/v1", "/models/clothes/v2", "/models/clothes/latest", "/models/clothes/v0",
-    "/models/other/v1", "/v1/models/clothes", "/v1/models/clothes:predict", "/v1/models/clothes/versions/1:predict",
-    "/v1/models/clothes/versions/7", "/health/ready", "/metrics", "/openapi.json", "/models/clothes/v1/feedback",
-    "/v2", "/v2/health/ready", "/v2/models/clothes", "/v2/models/clothes/infer", "/v2/models/clothes/versions/1/infer",
-    "/v2/models/clothes/versions/9/ready", "/v2/models/other/infer",
-]  # fmt: skip
+    "/models",
+    "/models/clothes/v1",
+    "/models/clothes/v2",
+    "/models/clothes/latest",
+    "/models/clothes/v0",
+    "/models/other/v1",
+    "/v1/models/clothes",
+    "/v1/models/clothes:predict",
+    "/v1/models/clothes/versions/1:predict",
+    "/v1/models/clothes/versions/7",
+    "/health/ready",
+    "/metrics",
+    "/openapi.json",
+    "/models/clothes/v1/feedback",
+    "/v2",
+    "/v2/health/ready",
+    "/v2/models/clothes",
+    "/v2/models/clothes/infer",
+    "/v2/models/clothes/versions/1/infer",
+    "/v2/models/clothes/versions/9/ready",
+    "/v2/models/other/infer",
+]
 CONTENT_TYPES = [
-    "application/json", "image/png", "image/jpeg", "multipart/form-data", "text/plain",
-    "application/x-www-form-urlencoded", "application/json; charset=latin-1", "", "image/gif",
+    "application/json",
+    "image/png",
+    "image/jpeg",
+    "multipart/form-data",
+    "text/plain",
+    "application/x-www-form-urlencoded",
+    "application/json; charset=latin-1",
+    "",
+    "image/gif",
     "application/octet-stream",
-]  # fmt: skip
+]
 json_scalars = st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.floats() | st.text(max_size=8)
 json_values = st.recursive(
     json_scalars,
@@ -30,26 +53,43 @@ json_values = st.recursive(
 )
 nearly_images = st.builds(
     lambda rows, cols, value: [[value] * cols for _ in range(rows)],
-    st.integers(0, 30), st.integers(0, 30), json_scalars,
-)  # fmt: skip
+    st.integers(0, 30),
+    st.integers(0, 30),
+    json_scalars,
+)
 oip_inputs = st.fixed_dictionaries(
-    {"name": st.sampled_from(["image", "x"]), "datatype": st.sampled_from(["UINT8", "FP32", "INT8", ""]),
-     "shape": st.lists(st.integers(-1, 800), max_size=4) | json_values},
-    optional={"data": nearly_images | st.lists(json_scalars, max_size=800) | json_values,
-              "parameters": st.fixed_dictionaries({}, optional={"binary_data_size": json_scalars})},
-)  # fmt: skip
+    {
+        "name": st.sampled_from(["image", "x"]),
+        "datatype": st.sampled_from(["UINT8", "FP32", "INT8", ""]),
+        "shape": st.lists(st.integers(-1, 800), max_size=4) | json_values,
+    },
+    optional={
+        "data": nearly_images | st.lists(json_scalars, max_size=800) | json_values,
+        "parameters": st.fixed_dictionaries({}, optional={"binary_data_size": json_scalars}),
+    },
+)
 bodies = st.one_of(
     st.binary(max_size=2048),
     json_values.map(lambda v: json.dumps(v).encode()),
-    st.fixed_dictionaries({}, optional={"image": nearly_images, "images": st.lists(nearly_images, max_size=3),
-                                        "instances": st.lists(nearly_images, max_size=3)})
-    .map(lambda v: json.dumps(v).encode()),
-    st.fixed_dictionaries({"inputs": st.lists(oip_inputs, max_size=2)},
-                          optional={"outputs": st.lists(st.fixed_dictionaries({"name": st.text(max_size=14)},
-                                                                              optional={"parameters": json_values})),
-                                    "parameters": json_values, "id": json_scalars})
-    .map(lambda v: json.dumps(v).encode()),
-)  # fmt: skip
+    st.fixed_dictionaries(
+        {},
+        optional={
+            "image": nearly_images,
+            "images": st.lists(nearly_images, max_size=3),
+            "instances": st.lists(nearly_images, max_size=3),
+        },
+    ).map(lambda v: json.dumps(v).encode()),
+    st.fixed_dictionaries(
+        {"inputs": st.lists(oip_inputs, max_size=2)},
+        optional={
+            "outputs": st.lists(
+                st.fixed_dictionaries({"name": st.text(max_size=14)}, optional={"parameters": json_values})
+            ),
+            "parameters": json_values,
+            "id": json_scalars,
+        },
+    ).map(lambda v: json.dumps(v).encode()),
+)
 # Open Inference Protocol: a JSON header followed by binary tensors, split where this header says.
 printable = st.characters(min_codepoint=33, max_codepoint=126)
 header_lengths = st.none() | st.integers(-5, 3000).map(str) | st.text(printable, max_size=6)

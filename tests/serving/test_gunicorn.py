@@ -130,8 +130,11 @@ def test_tritonclient_speaks_the_open_inference_protocol(server, small_dataset, 
     assert client.is_server_live()
     assert client.is_server_ready()
     assert client.is_model_ready("clothes", "2")
-    assert client.get_model_metadata("clothes")["inputs"][0] == {"name": "image", "datatype": "UINT8",
-                                                                 "shape": [-1, 28, 28]}  # fmt: skip
+    assert client.get_model_metadata("clothes")["inputs"][0] == {
+        "name": "image",
+        "datatype": "UINT8",
+        "shape": [-1, 28, 28],
+    }
     expected = np.argmax(orjson.loads(load_json(f"{server}/models/clothes/v2", {"images": x.tolist()}))["result"], 1)
     for datatype, data in (("UINT8", x), ("FP32", x.astype(np.float32))):
         tensor = triton.InferInput("image", list(data.shape), datatype)
@@ -174,9 +177,13 @@ def requests_per_worker(metrics_dir: Path) -> dict[str, float]:
             shutil.copy(path, alone)
             registry = CollectorRegistry()
             MultiProcessCollector(registry, path=alone)
-            counts[path.stem] = registry.get_sample_value(
-                "clothes_http_requests_total", {"endpoint": "/models/<name>/v<int:version>", "method": "POST",
-                                                "status": "200"}) or 0.0  # fmt: skip
+            counts[path.stem] = (
+                registry.get_sample_value(
+                    "clothes_http_requests_total",
+                    {"endpoint": "/models/<name>/v<int:version>", "method": "POST", "status": "200"},
+                )
+                or 0.0
+            )
     return counts
 
 

@@ -37,8 +37,11 @@ def test_tf_serving_and_oip_carry_it_as_extra_outputs(client, test_split):
     assert len(tfs["predictions"]) == 2
     assert len(tfs["ood_score"]) == 2
     assert tfs["in_distribution"] == [True, True]
-    body = {"inputs": [{"name": "image", "datatype": "UINT8", "shape": [2, 28, 28],
-                        "data": test_split[0][:2].ravel().tolist()}]}  # fmt: skip
+    body = {
+        "inputs": [
+            {"name": "image", "datatype": "UINT8", "shape": [2, 28, 28], "data": test_split[0][:2].ravel().tolist()}
+        ]
+    }
     outputs = {
         o["name"]: o for o in client.post("/v2/models/clothes/versions/2/infer", json=body).get_json()["outputs"]
     }

@@ -25,13 +25,22 @@ IMAGE = orjson.dumps({"image": [[0] * 28] * 28})
 @pytest.fixture(scope="module")
 def server(model_root):
     port = free_port()
-    env = {**os.environ, "MLOPS_SERVE_HOST": "127.0.0.1", "MLOPS_SERVE_PORT": str(port), "MLOPS_SERVE_WORKERS": "2",
-           "MLOPS_SERVE_HEADER_TIMEOUT": "2", "MLOPS_SERVE_BODY_TIMEOUT": "3",
-           "MLOPS_SERVE_MAX_BODY_BYTES": "65536"}  # fmt: skip
+    env = {
+        **os.environ,
+        "MLOPS_SERVE_HOST": "127.0.0.1",
+        "MLOPS_SERVE_PORT": str(port),
+        "MLOPS_SERVE_WORKERS": "2",
+        "MLOPS_SERVE_HEADER_TIMEOUT": "2",
+        "MLOPS_SERVE_BODY_TIMEOUT": "3",
+        "MLOPS_SERVE_MAX_BODY_BYTES": "65536",
+    }
     process = subprocess.Popen(
-        [sys.executable, "-m", "serving", "--model-root", str(model_root)], env=env,
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )  # fmt: skip
+        [sys.executable, "-m", "serving", "--model-root", str(model_root)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
         wait_until_ready(f"http://127.0.0.1:{port}", timeout=60, is_alive=lambda: process.poll() is None)
         yield port

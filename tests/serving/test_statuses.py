@@ -90,8 +90,14 @@ def test_every_documented_status_is_answered(route, status, apps):
 
 def test_the_document_lists_exactly_the_table(client):
     paths = client.get("/openapi.json").json["paths"]
-    documented = {(p, m.upper(), int(s)) for p, item in paths.items() for m, op in item.items() if m != "parameters"
-                  for s in op["responses"] if int(s) >= 400}  # fmt: skip
+    documented = {
+        (p, m.upper(), int(s))
+        for p, item in paths.items()
+        for m, op in item.items()
+        if m != "parameters"
+        for s in op["responses"]
+        if int(s) >= 400
+    }
     assert documented == {(r.path, r.method, s) for r in ROUTES for s in r.statuses}
 
 

@@ -50,15 +50,22 @@ def blue_green(
         name=f"{deploy_name}-{docker_name(model)}-v{version}-{int(time.time())}",
         network_mode="host",
         environment={
-            "MLOPS_SERVE_HOST": host, "MLOPS_SERVE_PORT": str(port), "MLOPS_SERVE_REUSE_PORT": "true",
-            "MLOPS_SERVE_PRIVATE_PORT": str(private_port), "MLOPS_SERVE_PREDICTION_LOG_DIR": CONTAINER_LOG_DIR,
+            "MLOPS_SERVE_HOST": host,
+            "MLOPS_SERVE_PORT": str(port),
+            "MLOPS_SERVE_REUSE_PORT": "true",
+            "MLOPS_SERVE_PRIVATE_PORT": str(private_port),
+            "MLOPS_SERVE_PREDICTION_LOG_DIR": CONTAINER_LOG_DIR,
         },
         volumes={str(prepare_log_dir(log_dir)): {"bind": CONTAINER_LOG_DIR, "mode": "rw"}},
         restart_policy={"Name": "unless-stopped"},
-        labels={f"{LABEL}.role": "production", f"{LABEL}.deployment": deploy_name, f"{LABEL}.model": model,
-                f"{LABEL}.version": str(version)},
+        labels={
+            f"{LABEL}.role": "production",
+            f"{LABEL}.deployment": deploy_name,
+            f"{LABEL}.model": model,
+            f"{LABEL}.version": str(version),
+        },
         **HARDENING,
-    )  # fmt: skip
+    )
     try:
         seconds = wait_container_ready(container, f"http://{host}:{private_port}", ready_timeout)
     except Exception:

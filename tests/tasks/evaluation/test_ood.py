@@ -117,8 +117,9 @@ def test_interpolants_in_the_graph_equal_np_interp():
     knots = [np.array([0.0, 1.0, 1.0, 3.0, 10.0]), np.array([-5.0, -2.0, 4.0])]
     values = [np.array([-3.0, -1.0, 0.0, 2.0, 3.0]), np.array([0.0, 0.5, 1.0])]
     x = np.array([[-7.0, -9.0], [0.5, -2.0], [1.0, 0.0], [2.0, 3.9], [9.0, 4.0], [1e6, 1e7]], np.float32)
-    expected = sum(np.interp(x[:, k], np.unique(knots[k]), [-3.0, 0.0, 2.0, 3.0] if k == 0 else values[k])
-                   for k in range(2))  # fmt: skip
+    expected = sum(
+        np.interp(x[:, k], np.unique(knots[k]), [-3.0, 0.0, 2.0, 3.0] if k == 0 else values[k]) for k in range(2)
+    )
     got = np.asarray(summed_interpolants(x, knots, values))
     np.testing.assert_allclose(got, expected, atol=1e-5)
 
@@ -127,8 +128,11 @@ def legacy_stats(evidences: int) -> dict:
     """`ood.json` of format 1, as exports of 0.1.x hold it (no `format`): quantiles ranked by the server."""
     garments = np.random.default_rng(1).gamma(2.0, 1.0, (5000, evidences))
     reference = np.quantile(garments, np.linspace(0, 1, 1001), axis=0).T
-    return {"evidences": ["energy", "feature_distance", "texture_distance", "pixel_distance"][:evidences],
-            "reference_quantiles": reference.tolist(), "threshold": 0.95}  # fmt: skip
+    return {
+        "evidences": ["energy", "feature_distance", "texture_distance", "pixel_distance"][:evidences],
+        "reference_quantiles": reference.tolist(),
+        "threshold": 0.95,
+    }
 
 
 def test_versions_exported_with_three_or_four_evidences_still_load():
@@ -246,12 +250,20 @@ def test_server_scores_equal_the_pipelines(model_root, trained_model, ood_stats,
 @pytest.mark.parametrize(
     "train",
     [
-        {"architecture": {"conv1_filters": 8, "conv2_filters": 16, "kernel_size": 3, "batch_norm": True,
-                          "pooling": "max"}, "moved_copies": 0.2},
+        {
+            "architecture": {
+                "conv1_filters": 8,
+                "conv2_filters": 16,
+                "kernel_size": 3,
+                "batch_norm": True,
+                "pooling": "max",
+            },
+            "moved_copies": 0.2,
+        },
         {"preset": "vgg", "architecture": {"conv1_filters": 8, "conv2_filters": 16}},
     ],
     ids=["batch-normalised", "vgg"],
-)  # fmt: skip
+)
 def test_another_architecture_exports_and_serves_with_the_flag(fashion_dir, tmp_path, train):
     """The flag reads layers by kind (pooling, flatten, the last layer), not by name: a 3x3 variant with
     batch normalisation and max pooling, and the vgg preset (trained in bfloat16 with a flip layer), are

@@ -136,8 +136,14 @@ def test_feedback_is_recorded_and_validated(model_root, tmp_path, test_split):
     relabel = client.post("/models/clothes/v1/feedback", json={"id": answer["id"], "class_id": 3})
     assert relabel.status_code == 409
     assert "first label stands" in relabel.json["error"]
-    for bad in ({"id": answer["id"], "label": "Hat"}, {"id": answer["id"]}, {"label": "Bag"},
-                {"id": answer["id"], "class_id": 10}, {"id": answer["id"], "class_id": True}, [1]):  # fmt: skip
+    for bad in (
+        {"id": answer["id"], "label": "Hat"},
+        {"id": answer["id"]},
+        {"label": "Bag"},
+        {"id": answer["id"], "class_id": 10},
+        {"id": answer["id"], "class_id": True},
+        [1],
+    ):
         response = client.post("/models/clothes/v1/feedback", json=bad)
         assert response.status_code == 400
         assert response.json["error"]
@@ -272,8 +278,12 @@ def test_feedback_on_a_flagged_prediction_trains_only_when_a_person_reviewed_it(
     for answer, body in ((garment, {}), (unreviewed, {}), (reviewed, {"reviewed": True})):
         response = client.post("/models/clothes/v2/feedback", json={"id": answer["id"], "label": "Bag", **body})
         assert response.status_code == 202
-    assert client.post("/models/clothes/v2/feedback", json={"id": garment["id"], "label": "Bag",
-                                                             "reviewed": "yes"}).status_code == 400  # fmt: skip
+    assert (
+        client.post(
+            "/models/clothes/v2/feedback", json={"id": garment["id"], "label": "Bag", "reviewed": "yes"}
+        ).status_code
+        == 400
+    )
     app.plane.log.close()
     samples = labelled_samples(read_records(tmp_path, since=0))
     assert sorted(record_id for record_id, _pixels, _label in samples) == sorted([garment["id"], reviewed["id"]])
@@ -309,10 +319,12 @@ def test_monitor_flow_records_verdicts_and_triggers_retraining(
     from tasks.monitoring import monitor as monitoring_tasks
 
     monkeypatch.setattr(
-        monitoring_tasks, "run_deployment",
-        lambda name, parameters, timeout, tags, idempotency_key: triggered.append((name, parameters, tags))
-        or types.SimpleNamespace(id="run-1"),
-    )  # fmt: skip
+        monitoring_tasks,
+        "run_deployment",
+        lambda name, parameters, timeout, tags, idempotency_key: (
+            triggered.append((name, parameters, tags)) or types.SimpleNamespace(id="run-1")
+        ),
+    )
 
     x, y, _names = test_split
     root = tmp_path / "models"

@@ -192,8 +192,11 @@ def test_with_a_registry_the_release_pushes_the_smoke_tested_image_and_runs_it_b
     credentials, _ = load_or_create(stack.state_dir)
     try:
         start_registry(stack, credentials)
-        for key, value in {"MLOPS_REGISTRY": stack.registry_address, "MLOPS_REGISTRY_USERNAME": credentials.username,
-                           "MLOPS_REGISTRY_PASSWORD": credentials.registry_password}.items():  # fmt: skip
+        for key, value in {
+            "MLOPS_REGISTRY": stack.registry_address,
+            "MLOPS_REGISTRY_USERNAME": credentials.username,
+            "MLOPS_REGISTRY_PASSWORD": credentials.registry_password,
+        }.items():
             monkeypatch.setenv(key, value)
         result = train_and_deploy(**_params(fashion_dir))
         name = release_env["MLOPS_IMAGE_NAME"]

@@ -178,9 +178,17 @@ def test_switching_targets_and_the_rollback_flow(swarm, images, settings, mlflow
     from flows.rollback import rollback
 
     container = deploy(
-        swarm, images["1"], 1, model="clothes", deploy_name=settings.deploy.name, host=settings.deploy.host,
-        port=settings.deploy.port, log_dir=settings.monitor.prediction_log_dir, ready_timeout=60, log=print,
-    )  # fmt: skip
+        swarm,
+        images["1"],
+        1,
+        model="clothes",
+        deploy_name=settings.deploy.name,
+        host=settings.deploy.host,
+        port=settings.deploy.port,
+        log_dir=settings.monitor.prediction_log_dir,
+        ready_timeout=60,
+        log=print,
+    )
     assert served_version(settings.deploy.port) == 1
     configure_mlflow(Settings())  # the test's own store (mlflow_store)
     client = MlflowClient()
@@ -207,9 +215,17 @@ def test_switching_targets_and_the_rollback_flow(swarm, images, settings, mlflow
 
     with Traffic(settings.deploy.port, CLIENTS) as back_to_docker:
         deploy(
-            swarm, images["2"], 2, model="clothes", deploy_name=settings.deploy.name, host=settings.deploy.host,
-            port=settings.deploy.port, log_dir=settings.monitor.prediction_log_dir, ready_timeout=60, log=print,
-        )  # fmt: skip
+            swarm,
+            images["2"],
+            2,
+            model="clothes",
+            deploy_name=settings.deploy.name,
+            host=settings.deploy.host,
+            port=settings.deploy.port,
+            log_dir=settings.monitor.prediction_log_dir,
+            ready_timeout=60,
+            log=print,
+        )
     assert back_to_docker.failures == [], back_to_docker.failures[:3]
     assert production_service(swarm, settings.deploy.name) is None
     assert served_version(settings.deploy.port) == 2

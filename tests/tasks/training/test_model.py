@@ -21,8 +21,17 @@ def test_lenet5_has_the_course_architecture():
     model = build_lenet5()
     assert model.count_params() == 61_706  # LeCun et al. 1998
     assert [layer.name for layer in model.layers] == [
-        "pad", "standardise", "conv1", "pool1", "conv2", "pool2", "flatten", "fc1", "fc2", "probabilities",
-    ]  # fmt: skip
+        "pad",
+        "standardise",
+        "conv1",
+        "pool1",
+        "conv2",
+        "pool2",
+        "flatten",
+        "fc1",
+        "fc2",
+        "probabilities",
+    ]
     assert model.get_layer("conv1").output.shape[1:] == (28, 28, 6)  # C1 of a 32x32 input
     assert model.get_layer("pool2").output.shape[1:] == (5, 5, 16)  # S4: 400 inputs to the first dense layer
     out = np.asarray(model(to_model_input(np.zeros((3, 28, 28), np.uint8))))
