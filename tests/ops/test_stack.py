@@ -153,14 +153,13 @@ def test_deployment_runs_on_the_worker_and_redeploy_keeps_one_schedule(stack, tm
 POSTGRES = REPO / "scripts" / "postgres.sh"
 
 
-def test_stack_on_postgres_keeps_mlflow_and_prefect_there(tmp_path, monkeypatch):
-    """MLOPS_STACK_DB=postgres: `up` starts the cluster and makes the databases; MLflow's runs and
-    Prefect's deployments land in them (read back with SQL), artifacts still go through the server."""
+@pytest.fixture
+def postgres_stack(tmp_path, monkeypatch):
+    """A stack set to MLOPS_STACK_DB=postgres with databases of its own (a fresh prefix), and its
+    `scripts/postgres.sh` prefix; afterwards the databases are dropped and the cluster left as it was found."""
     if not shutil.which("pg_ctlcluster"):
         require("postgres", "Debian's postgresql package is not installed (`apt-get install postgresql`)")
     require_root()  # to start the cluster
-    import psycopg2
-
     prefix = f"clothes_test_{uuid.uuid4().hex[:8]}_"
     for key, value in {
         "MLOPS_STACK_DB": "postgres",
@@ -170,6 +169,20 @@ def test_stack_on_postgres_keeps_mlflow_and_prefect_there(tmp_path, monkeypatch)
         monkeypatch.setenv(key, value)
     stack = Stack(tmp_path / "stack", prefect_port=free_port(), mlflow_port=free_port())
     was_online = "online" in subprocess.run(["pg_lsclusters", "-h"], capture_output=True, text=True).stdout
+    try:
+        yield stack, prefix
+    finally:
+        subprocess.run([str(POSTGRES), "drop", prefix], check=True)
+        if not was_online:
+            subprocess.run([str(POSTGRES), "down"], check=True)
+
+
+def test_stack_on_postgres_keeps_mlflow_and_prefect_there(postgres_stack, tmp_path):
+    """MLOPS_STACK_DB=postgres: `up` starts the cluster and makes the databases; MLflow's runs and
+    Prefect's deployments land in them (read back with SQL), artifacts still go through the server."""
+    import psycopg2
+
+    stack, prefix = postgres_stack
     try:
         up(stack)
         server = MlflowClient(tracking_uri=stack.mlflow_url)
@@ -193,9 +206,6 @@ def test_stack_on_postgres_keeps_mlflow_and_prefect_there(tmp_path, monkeypatch)
         assert _api(stack, "/deployments/name/train-and-deploy/weekly")["work_pool_name"] == "clothes-process"
     finally:
         down(stack)
-        subprocess.run([str(POSTGRES), "drop", prefix], check=True)
-        if not was_online:  # leave the cluster as it was found
-            subprocess.run([str(POSTGRES), "down"], check=True)
 
 
 WRITERS, STEPS, FILES = 8, 40, 3
@@ -216,23 +226,12 @@ def _write_a_run(url: str, experiment_id: str, writer: int) -> str:
     return run_id
 
 
-def test_several_mlflow_workers_on_postgres_lose_no_concurrent_write(tmp_path, monkeypatch):
+def test_several_mlflow_workers_on_postgres_lose_no_concurrent_write(postgres_stack, tmp_path):
     """MLOPS_STACK_DB=postgres runs MLflow with 4 processes; 8 clients logging at once lose nothing."""
-    if not shutil.which("pg_ctlcluster"):
-        require("postgres", "Debian's postgresql package is not installed (`apt-get install postgresql`)")
-    require_root()
     import psutil
 
-    prefix = f"clothes_test_{uuid.uuid4().hex[:8]}_"
-    for key, value in {
-        "MLOPS_STACK_DB": "postgres",
-        "MLOPS_POSTGRES_PREFIX": prefix,
-        "MLOPS_MLRUNS_DIR": str(tmp_path / "mlruns"),
-    }.items():
-        monkeypatch.setenv(key, value)
-    stack = Stack(tmp_path / "stack", prefect_port=free_port(), mlflow_port=free_port())
+    stack, prefix = postgres_stack
     stack.state_dir.mkdir()
-    was_online = "online" in subprocess.run(["pg_lsclusters", "-h"], capture_output=True, text=True).stdout
     try:
         subprocess.run([str(POSTGRES), "up", prefix], check=True)
         start(stack, "mlflow")
@@ -259,9 +258,6 @@ def test_several_mlflow_workers_on_postgres_lose_no_concurrent_write(tmp_path, m
                 assert Path(path).read_text() == f"writer {writer} file {number}\n" * 100
     finally:
         down(stack)
-        subprocess.run([str(POSTGRES), "drop", prefix], check=True)
-        if not was_online:
-            subprocess.run([str(POSTGRES), "down"], check=True)
 
 
 def test_status_of_a_stopped_stack_is_a_state_not_an_error(tmp_path, capsys):

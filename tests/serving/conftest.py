@@ -3,10 +3,11 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
+
+from tests.serving.servers import running_server
 
 
 @pytest.fixture(scope="module")
@@ -40,37 +41,9 @@ def server_tmp(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def server(model_root, server_tmp):
     """The production server (`python -m serving`: gunicorn, 2 workers) on a free loopback port."""
-    import signal
-    import subprocess
-    import sys
-
-    from tasks.network import free_port, wait_until_ready
-
-    port = free_port()
-    temp = server_tmp
-    env = {
-        **os.environ,
-        "MLOPS_SERVE_HOST": "127.0.0.1",
-        "MLOPS_SERVE_PORT": str(port),
-        "MLOPS_SERVE_WORKERS": "2",
-        "TMPDIR": str(temp),
-        "MLOPS_SERVE_PREDICTION_LOG_DIR": str(temp / "predictions"),
-    }
-    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
-    process = subprocess.Popen(
-        [sys.executable, "-m", "serving", "--model-root", str(model_root)],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        wait_until_ready(base, timeout=60, is_alive=lambda: process.poll() is None)
-        yield base
-    finally:
-        process.send_signal(signal.SIGTERM)
-        output, _ = process.communicate(timeout=30)
-        assert process.returncode == 0, output
-        assert "Shutting down" in output or "Handling signal: term" in output
-        assert not list(temp.glob("clothes-prometheus-*")), "the metrics directory outlived the server"
+    predictions = str(server_tmp / "predictions")
+    with running_server(model_root, {"TMPDIR": str(server_tmp)}, prediction_log_dir=predictions) as running:
+        yield running.base
+    assert running.process.returncode == 0, running.output
+    assert "Shutting down" in running.output or "Handling signal: term" in running.output
+    assert not list(server_tmp.glob("clothes-prometheus-*")), "the metrics directory outlived the server"

@@ -4,11 +4,7 @@ Bounded: a few dozen connections for about ten seconds."""
 from __future__ import annotations
 
 import contextlib
-import os
-import signal
 import socket
-import subprocess
-import sys
 import threading
 import time
 
@@ -16,7 +12,7 @@ import orjson
 import pytest
 
 from tasks.load_generator import probe_latencies
-from tasks.network import free_port, wait_until_ready
+from tests.serving.servers import running_server
 
 pytestmark = [pytest.mark.slow, pytest.mark.reliability]
 IMAGE = orjson.dumps({"image": [[0] * 28] * 28})
@@ -24,29 +20,10 @@ IMAGE = orjson.dumps({"image": [[0] * 28] * 28})
 
 @pytest.fixture(scope="module")
 def server(model_root):
-    port = free_port()
-    env = {
-        **os.environ,
-        "MLOPS_SERVE_HOST": "127.0.0.1",
-        "MLOPS_SERVE_PORT": str(port),
-        "MLOPS_SERVE_WORKERS": "2",
-        "MLOPS_SERVE_HEADER_TIMEOUT": "2",
-        "MLOPS_SERVE_BODY_TIMEOUT": "3",
-        "MLOPS_SERVE_MAX_BODY_BYTES": "65536",
-    }
-    process = subprocess.Popen(
-        [sys.executable, "-m", "serving", "--model-root", str(model_root)],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    try:
-        wait_until_ready(f"http://127.0.0.1:{port}", timeout=60, is_alive=lambda: process.poll() is None)
-        yield port
-    finally:
-        process.send_signal(signal.SIGTERM)
-        process.communicate(timeout=30)
+    """Short header and body deadlines and a small body limit, so slow clients are cut off within the test."""
+    limits = {"header_timeout": "2", "body_timeout": "3", "max_body_bytes": "65536"}
+    with running_server(model_root, **limits) as running:
+        yield running.port
 
 
 def trickle(port: int, head: bytes, body: bytes, seconds: float, result: list) -> None:

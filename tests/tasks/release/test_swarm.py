@@ -173,22 +173,28 @@ def test_rolling_update_killed_replica_and_failed_update(swarm, images, settings
     assert len(hosts) >= 4, f"each task writes its own prediction log files: {hosts}"
 
 
-def test_switching_targets_and_the_rollback_flow(swarm, images, settings, mlflow_store, prefect_harness, monkeypatch):
-    """docker -> swarm -> rollback on swarm -> docker: each target retires the other's deployment."""
-    from flows.rollback import rollback
-
-    container = deploy(
-        swarm,
-        images["1"],
-        1,
+def deploy_container(engine, image: str, version: int, settings: Settings):
+    """The docker target's deployment of `image`, where the swarm target's service would run."""
+    deploy_settings = settings.deploy
+    return deploy(
+        engine,
+        image,
+        version,
         model="clothes",
-        deploy_name=settings.deploy.name,
-        host=settings.deploy.host,
-        port=settings.deploy.port,
+        deploy_name=deploy_settings.name,
+        host=deploy_settings.host,
+        port=deploy_settings.port,
         log_dir=settings.monitor.prediction_log_dir,
         ready_timeout=60,
         log=print,
     )
+
+
+def test_switching_targets_and_the_rollback_flow(swarm, images, settings, mlflow_store, prefect_harness, monkeypatch):
+    """docker -> swarm -> rollback on swarm -> docker: each target retires the other's deployment."""
+    from flows.rollback import rollback
+
+    container = deploy_container(swarm, images["1"], 1, settings)
     assert served_version(settings.deploy.port) == 1
     configure_mlflow(Settings())  # the test's own store (mlflow_store)
     client = MlflowClient()
@@ -214,18 +220,7 @@ def test_switching_targets_and_the_rollback_flow(swarm, images, settings, mlflow
     assert str(client.get_model_version_by_alias("clothes", CHAMPION).version) == "1"
 
     with Traffic(settings.deploy.port, CLIENTS) as back_to_docker:
-        deploy(
-            swarm,
-            images["2"],
-            2,
-            model="clothes",
-            deploy_name=settings.deploy.name,
-            host=settings.deploy.host,
-            port=settings.deploy.port,
-            log_dir=settings.monitor.prediction_log_dir,
-            ready_timeout=60,
-            log=print,
-        )
+        deploy_container(swarm, images["2"], 2, settings)
     assert back_to_docker.failures == [], back_to_docker.failures[:3]
     assert production_service(swarm, settings.deploy.name) is None
     assert served_version(settings.deploy.port) == 2
