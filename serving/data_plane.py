@@ -6,6 +6,7 @@ a domain error (`serving.errors`)."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -16,6 +17,7 @@ from serving import metrics
 from serving.errors import AlreadyLabelled, FeedbackDisabled, ModelNotFound, PredictionNotFound
 from serving.log.feedback import LabelledIds, PredictionIds, RateLimit, load_key, secret_from_file
 from serving.log.prediction_log import PredictionLog
+from serving.mirror import CONFIG_FILE, Mirror, Offered, ShadowConfig
 from serving.models.store import ModelStore, ServedModel
 from serving.settings import ServingSettings
 
@@ -40,6 +42,7 @@ class DataPlane:
     labelled: LabelledIds
     feedback_rate: RateLimit
     log: PredictionLog | None = None
+    mirror: Mirror | None = None  # shadow traffic, when the prediction log is on (its records go there)
     # Where CPU-heavy request work runs; the gevent worker installs its thread pool (`serving.server.worker`).
     offload: Callable[..., Any] | None = None
 
@@ -54,6 +57,9 @@ class DataPlane:
                 max_total_bytes=settings.prediction_log_max_total_bytes,
                 max_age_seconds=settings.prediction_log_max_age_days * 86400,
             )
+        mirror = None
+        if log is not None and settings.prediction_log_dir is not None:
+            mirror = Mirror(settings.shadow_config or settings.prediction_log_dir / CONFIG_FILE, log)
         secret = secret_from_file(settings.feedback_secret_file) or settings.feedback_secret
         return cls(
             settings=settings,
@@ -62,6 +68,7 @@ class DataPlane:
             labelled=LabelledIds(settings.prediction_log_dir),
             feedback_rate=RateLimit(settings.feedback_per_minute),
             log=log,
+            mirror=mirror,
         )
 
     def find(self, name: str, version: int | None) -> ServedModel:
@@ -94,6 +101,31 @@ class DataPlane:
         if self.log is not None:
             self.log.log_predictions(ids, model.name, model.version, probabilities, batch, scores, in_distribution)
         return Predicted(probabilities, ids, scores, in_distribution)
+
+    def mirrored(
+        self,
+        shadow: ShadowConfig,
+        model: ServedModel,
+        predicted: Predicted,
+        body: bytes,
+        content_type: str,
+        started: float,
+    ) -> Offered:
+        """A classification as the mirror sends it again: the client's own body, production's answers."""
+        class_ids = predicted.probabilities.argmax(axis=1)
+        confidence = predicted.probabilities[np.arange(len(class_ids)), class_ids]
+        return Offered(
+            shadow,
+            body,
+            content_type,
+            model.name,
+            model.version,
+            predicted.ids,
+            class_ids,
+            confidence,
+            predicted.in_distribution,
+            time.perf_counter() - started,
+        )
 
     def record_feedback(self, model: ServedModel, prediction_id: str, class_id: int, reviewed: bool = False) -> None:
         """The true label of a prediction this server issued; the first label stands."""

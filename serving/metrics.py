@@ -65,3 +65,8 @@ MODELS_FAILED = Gauge(
     ["model", "version"],
     multiprocess_mode="max",
 )
+SHADOW_MIRRORED = Counter("clothes_shadow_mirrored_total", "Classifications sent again to the shadow")
+SHADOW_DROPPED = Counter("clothes_shadow_dropped_total", "Classifications not mirrored: the mirror's queue was full")
+SHADOW_ERRORS = Counter(
+    "clothes_shadow_errors_total", "Mirrored classifications the shadow did not answer with 200 in time"
+)

@@ -33,6 +33,11 @@ class ServingSettings(BaseSettings):
         default=2 * 1024**3, ge=1024, description="all prediction-log files together; the oldest rotated go first"
     )
     prediction_log_max_age_days: float = Field(default=30, gt=0, description="rotated files older than this go")
+    shadow_config: Path | None = Field(
+        default=None,
+        description="the file a release writes to mirror a sample of classifications to a shadow "
+        "(re-read when it changes); unset: shadow.json in the prediction-log directory",
+    )
     prediction_log_inputs: bool = Field(default=False, description="also store each input (784 bytes, base64)")
     preprocess: bool = Field(
         default=True,

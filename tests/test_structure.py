@@ -36,7 +36,7 @@ MAX_PIPELINE_IMPORTS = 9
 # plane knows no HTTP (it raises domain errors, `serving.errors`); the protocols stand on the HTTP edge.
 SERVING_ROOMS = (
     {"serving.version", "serving.errors", "serving.settings", "serving.metrics", "serving.preprocessing"},
-    {"serving.models", "serving.log"},
+    {"serving.models", "serving.log", "serving.mirror"},
     {"serving.data_plane"},
     {"serving.http"},
     {"serving.protocols"},

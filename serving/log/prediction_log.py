@@ -27,7 +27,7 @@ import numpy as np
 import orjson
 
 from serving import metrics
-from serving.log.records import FeedbackLine, LogGapLine, PredictionsLine
+from serving.log.records import FeedbackLine, LogGapLine, PredictionsLine, ShadowLine
 from serving.log.retention import compress, enforce_bounds
 
 log = logging.getLogger(__name__)
@@ -95,7 +95,7 @@ class PredictionLog:
         self.error: str | None = None  # set while writes fail: what /health/ready reports
         self._lock = threading.Lock()  # guards _pending, _pending_images, _dropped
         self._write_lock = threading.Lock()  # one writer at a time (flush thread, close)
-        self._pending: list[_PendingPredictions | FeedbackLine] = []
+        self._pending: list[_PendingPredictions | FeedbackLine | ShadowLine] = []
         self._pending_images = 0
         self._dropped = 0  # since the last successful write
         self._handle: BinaryIO | None = None
@@ -109,7 +109,7 @@ class PredictionLog:
     def path(self) -> Path:
         return self.directory / f"predictions-{socket.gethostname()}-{os.getpid()}.jsonl"
 
-    def _submit(self, item: _PendingPredictions | FeedbackLine, images: int) -> None:
+    def _submit(self, item: _PendingPredictions | FeedbackLine | ShadowLine, images: int) -> None:
         with self._lock:
             if self._pid != os.getpid():  # first record in this (forked) process: start its writer
                 self._start_writer()
@@ -162,6 +162,10 @@ class PredictionLog:
             true_class_id=class_id,
             reviewed=reviewed,
         )
+        self._submit(record, 0)
+
+    def log_shadow(self, record: ShadowLine) -> None:
+        """A mirrored request's paired answers (`serving.mirror`)."""
         self._submit(record, 0)
 
     def _flush_loop(self) -> None:
@@ -238,14 +242,14 @@ class PredictionLog:
             log.warning("prediction log %s not writable (%s): dropping records until it is", self.path, exc)
         self.error = f"{type(exc).__name__}: {exc.strerror or exc}"
 
-    def _lines(self, pending: list[_PendingPredictions | FeedbackLine]) -> list[bytes]:
+    def _lines(self, pending: list[_PendingPredictions | FeedbackLine | ShadowLine]) -> list[bytes]:
         """One line per request, columnar (one entry per image), so a batch of 256 costs one dump."""
         predictions = [item for item in pending if isinstance(item, _PendingPredictions)]
         if predictions:
             summary = input_summary(np.concatenate([item.images for item in predictions]))
         lines, row = [], 0
         for item in pending:
-            record: PredictionsLine | FeedbackLine
+            record: PredictionsLine | FeedbackLine | ShadowLine
             if isinstance(item, _PendingPredictions):
                 class_ids = item.probabilities.argmax(axis=1)
                 rows = slice(row, row + len(item.ids))

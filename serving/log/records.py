@@ -42,6 +42,28 @@ class FeedbackLine(TypedDict):
     reviewed: NotRequired[bool]  # a person chose the label (older records: unknown, treated as not)
 
 
+class ShadowLine(TypedDict):
+    """One mirrored request: production's answers and the shadow's, column by column (entry i: image i).
+    `shadow_status` is the shadow's HTTP status; 0: no answer in time or no connection; -1: an answer
+    that was not one prediction per image. The shadow's columns are there only when it answered."""
+
+    type: Literal["shadow"]
+    time: float
+    model: str
+    version: int  # production's version
+    shadow_version: int
+    ids: list[str]  # production's prediction ids: feedback on them labels both answers
+    class_id: Ints
+    confidence: Floats
+    in_distribution: NotRequired[list[bool] | np.ndarray]
+    seconds: float  # production's handling time
+    shadow_status: int
+    shadow_seconds: float  # the shadow's round trip, seen from production
+    shadow_class_id: NotRequired[Ints]
+    shadow_confidence: NotRequired[Floats]
+    shadow_in_distribution: NotRequired[list[bool]]
+
+
 class LogGapLine(TypedDict):
     """Written first after records were dropped (full disk, overload): how many are missing."""
 
@@ -68,10 +90,10 @@ class Prediction(TypedDict):
     pixels: NotRequired[str]
 
 
-Record = Prediction | FeedbackLine | LogGapLine
+Record = Prediction | FeedbackLine | LogGapLine | ShadowLine
 
 
-def expand(line: PredictionsLine | FeedbackLine | LogGapLine) -> list[Record]:
+def expand(line: PredictionsLine | FeedbackLine | LogGapLine | ShadowLine) -> list[Record]:
     """A columnar `predictions` line becomes one `prediction` record per image; others pass through."""
     if line["type"] != "predictions":
         return [line]

@@ -4,6 +4,7 @@ per model and version, and feedback on earlier predictions."""
 from __future__ import annotations
 
 import hmac
+import time
 
 import numpy as np
 from flask import Response, request
@@ -14,14 +15,16 @@ from serving.http.responses import json_response
 from serving.http.route_table import Route
 from serving.log.feedback import bearer_token
 from serving.preprocessing import to_model_input
-from serving.protocols.inputs import read_json, read_pixels
+from serving.protocols.inputs import read_body, read_json, read_pixels
 from serving.protocols.schemas import FeedbackAccepted, FeedbackRequest, Prediction, PredictionResponse, validate
 
 
 def classify(name: str, version: int | None) -> Response:
+    started = time.perf_counter()
     plane = data_plane()
     model = plane.find(name, version)
-    pixels, applied = read_pixels()
+    body = read_body()
+    pixels, applied = read_pixels(body)
     predicted = plane.predict(model, to_model_input(pixels))
     probabilities = predicted.probabilities
     class_ids = probabilities.argmax(axis=1)
@@ -47,7 +50,13 @@ def classify(name: str, version: int | None) -> Response:
         result=probabilities,  # type: ignore[typeddict-item]  # orjson writes the array as lists
         predictions=predictions,
     )
-    return json_response(answer)
+    response = json_response(answer)
+    mirror = plane.mirror
+    shadow = mirror.wants(model.name) if mirror else None
+    if mirror and shadow:  # sent again once this answer is on its way (WSGI close)
+        offered = plane.mirrored(shadow, model, predicted, body, request.content_type or "", started)
+        response.call_on_close(lambda: mirror.offer(offered))
+    return response
 
 
 def list_models() -> Response:

@@ -3,6 +3,7 @@ or multipart file uploads; image work runs off the event loop (`offload`)."""
 
 from __future__ import annotations
 
+import io
 from typing import Any
 
 import numpy as np
@@ -39,10 +40,10 @@ def read_body() -> bytes:
     return body
 
 
-def read_json(numbers_only: bool = False) -> Any:
+def read_json(numbers_only: bool = False, body: bytes | None = None) -> Any:
     """`numbers_only`: the payload carries pixel arrays, where a boolean must be an error (numpy would
     read True as 1); the full walk runs only when the raw body holds such a token."""
-    body = read_body()
+    body = read_body() if body is None else body
     payload = parse_json(body)
     suspicious = numbers_only and (b"true" in body or b"false" in body) and isinstance(payload, dict)
     if suspicious and any(contains_bool(payload.get(key)) for key in PIXEL_FIELDS):
@@ -57,20 +58,21 @@ def parse_json(body: bytes) -> Any:
         raise InvalidInput(f"malformed JSON: {exc}") from exc
 
 
-def read_pixels() -> tuple[np.ndarray, list[Preprocessing]]:
-    """(N, 28, 28) float32 pixels 0-255 in the dataset's form from JSON, a raw PNG/JPEG body or
-    multipart `file` uploads, and what the conversion did to each image."""
+def read_pixels(body: bytes) -> tuple[np.ndarray, list[Preprocessing]]:
+    """(N, 28, 28) float32 pixels 0-255 in the dataset's form from a request `body` (`read_body()`) of
+    JSON, a raw PNG/JPEG image or multipart `file` uploads, and what the conversion did to each image."""
     mimetype, plane = request.mimetype, data_plane()
     settings = plane.settings
     if mimetype == "application/json":
-        body = validate(ClassifyRequest, read_json(numbers_only=True), max_batch=settings.max_batch)
-        return dataset_form(body.image if isinstance(body, OneImage) else body.images)  # both (N, 28, 28)
+        typed = validate(ClassifyRequest, read_json(numbers_only=True, body=body), max_batch=settings.max_batch)
+        return dataset_form(typed.image if isinstance(typed, OneImage) else typed.images)  # both (N, 28, 28)
     if mimetype == "application/octet-stream":
-        return dataset_form(raw_pixels(read_body(), settings.max_batch))
+        return dataset_form(raw_pixels(body, settings.max_batch))
     if mimetype in IMAGE_TYPES:
-        return plane.run(decode_files, [read_body()], settings)
+        return plane.run(decode_files, [body], settings)
     if mimetype == "multipart/form-data":
-        files = plane.run(multipart_files, request.environ, settings)
+        environ = {**request.environ, "wsgi.input": io.BytesIO(body), "CONTENT_LENGTH": str(len(body))}
+        files = plane.run(multipart_files, environ, settings)
         if not files:
             raise InvalidInput("multipart upload needs one or more 'file' fields")
         check_batch_size(files, settings.max_batch)

@@ -1,0 +1,203 @@
+"""Shadow traffic: a sampled share of production's classifications is sent again, as the client sent
+it, to a candidate running beside production (a shadow that answers no user), and each pair of answers
+is written to the prediction log as one `shadow` record for the release's analysis.
+
+Nothing a client can reach starts, stops or redirects it: the release writes a small JSON file into
+the deployment's own prediction-log directory (`shadow.json`: url, model, sample, timeout), which each
+worker re-reads when it changes. The mirror never hurts production: a request is offered only after
+its answer was sent (WSGI close), through a bounded queue that drops and counts when full, and one
+sender per worker with a short timeout; a slow, dead or failing shadow only shows in the records."""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import random
+import threading
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import orjson
+
+from serving import metrics
+from serving.log.prediction_log import PredictionLog
+from serving.log.records import ShadowLine
+
+log = logging.getLogger(__name__)
+CONFIG_FILE = "shadow.json"
+
+
+@dataclass(frozen=True)
+class ShadowConfig:
+    """Where and how much to mirror; the release writes it, the server only reads it."""
+
+    url: str  # the shadow's base URL, e.g. http://127.0.0.1:41234
+    model: str  # only this model's classifications are mirrored
+    version: int  # the candidate version the shadow serves
+    sample: float  # share of requests mirrored, 0-1
+    timeout: float = 2.0  # seconds the sender waits for the shadow's answer
+
+    @classmethod
+    def from_file(cls, path: Path) -> ShadowConfig | None:
+        """The configuration, or None when there is none or it is not valid (said once in the log)."""
+        try:
+            raw = orjson.loads(path.read_bytes())
+            config = cls(
+                url=str(raw["url"]).rstrip("/"),
+                model=str(raw["model"]),
+                version=int(raw["version"]),
+                sample=float(raw["sample"]),
+                timeout=float(raw.get("timeout", 2.0)),
+            )
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            log.warning("shadow configuration %s not valid (%s): not mirroring", path, exc)
+            return None
+        if not config.url.startswith(("http://", "https://")) or not 0 <= config.sample <= 1:
+            log.warning("shadow configuration %s: url must be http(s) and sample within 0-1: not mirroring", path)
+            return None
+        return config
+
+
+@dataclass
+class Offered:
+    """One classification production answered, waiting to be sent to the shadow."""
+
+    config: ShadowConfig
+    body: bytes
+    content_type: str
+    model: str
+    version: int
+    ids: list[str]
+    class_id: np.ndarray
+    confidence: np.ndarray
+    in_distribution: np.ndarray | None
+    seconds: float  # production's own handling time
+
+
+class Mirror:
+    """Per worker: the configuration (re-read at most every `check_seconds`), the bounded queue and the
+    sender thread, made lazily in the process that mirrors (after gunicorn's fork and gevent's patching)."""
+
+    def __init__(self, config_path: Path, log_: PredictionLog, max_queue: int = 64, check_seconds: float = 2.0):
+        self.config_path = config_path
+        self.log = log_
+        self.max_queue = max_queue
+        self.check_seconds = check_seconds
+        self._config: ShadowConfig | None = None
+        self._checked = 0.0
+        self._mtime: float | None = None
+        self._queue: queue.Queue[Offered] | None = None
+        self._pid: int | None = None
+
+    def config(self) -> ShadowConfig | None:
+        now = time.monotonic()
+        if now - self._checked >= self.check_seconds:
+            self._checked = now
+            try:
+                mtime: float | None = self.config_path.stat().st_mtime
+            except OSError:
+                mtime = None
+            if mtime != self._mtime:
+                self._mtime = mtime
+                self._config = ShadowConfig.from_file(self.config_path) if mtime is not None else None
+        return self._config
+
+    def wants(self, model: str) -> ShadowConfig | None:
+        """The configuration when this request of `model` is to be mirrored (sampled), else None."""
+        config = self.config()
+        if config is None or config.model != model or random.random() >= config.sample:
+            return None
+        return config
+
+    def offer(self, item: Offered) -> None:
+        """Queue a classification for the shadow; never blocks: a full queue drops and counts it."""
+        if self._pid != os.getpid():
+            self._start()
+        assert self._queue is not None
+        try:
+            self._queue.put_nowait(item)
+        except queue.Full:
+            metrics.SHADOW_DROPPED.inc()
+
+    def start_in_worker(self) -> None:
+        """The queue and sender of this worker, made once gevent patched `threading` and `queue`."""
+        self._start()
+
+    def _start(self) -> None:
+        self._pid = os.getpid()
+        self._queue = queue.Queue(self.max_queue)
+        threading.Thread(target=self._send_loop, args=(self._queue,), name="shadow-mirror", daemon=True).start()
+
+    def _send_loop(self, jobs: queue.Queue[Offered]) -> None:
+        while True:
+            item = jobs.get()
+            try:
+                self.log.log_shadow(paired_record(item, *send(item)))
+            except Exception:  # a bug here must not end the sender: the next request is mirrored again
+                log.exception("shadow mirror: could not pair a request")
+
+
+def send(item: Offered) -> tuple[int, float, dict | None]:
+    """(status, seconds, answer): status 0 when the shadow did not answer in time or refused the connection."""
+    config = item.config
+    request = urllib.request.Request(
+        f"{config.url}/models/{config.model}/v{config.version}",
+        data=item.body,
+        headers={"Content-Type": item.content_type},
+        method="POST",
+    )
+    started = time.perf_counter()
+    try:
+        with urllib.request.urlopen(request, timeout=config.timeout) as response:
+            status, body = response.status, response.read()
+    except urllib.error.HTTPError as exc:
+        status, body = exc.code, b""
+    except (OSError, ValueError):  # refused, reset, timed out
+        status, body = 0, b""
+    seconds = time.perf_counter() - started
+    metrics.SHADOW_MIRRORED.inc()
+    answer = None
+    if status == 200:
+        try:
+            answer = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            status = -1  # answered 200 with something that is not an answer
+    if status != 200:
+        metrics.SHADOW_ERRORS.inc()
+    return status, seconds, answer
+
+
+def paired_record(item: Offered, status: int, seconds: float, answer: dict | None) -> ShadowLine:
+    """Production's and the shadow's answers to one request, column by column (one entry per image)."""
+    record = ShadowLine(
+        type="shadow",
+        time=time.time(),
+        model=item.model,
+        version=item.version,
+        shadow_version=item.config.version,
+        ids=item.ids,
+        class_id=item.class_id,
+        confidence=item.confidence,
+        seconds=item.seconds,
+        shadow_status=status,
+        shadow_seconds=seconds,
+    )
+    if item.in_distribution is not None:
+        record["in_distribution"] = item.in_distribution
+    predictions = (answer or {}).get("predictions")
+    if isinstance(predictions, list) and len(predictions) == len(item.ids):
+        record["shadow_class_id"] = [int(p.get("class_id", -1)) for p in predictions]
+        record["shadow_confidence"] = [float(p.get("confidence", 0.0)) for p in predictions]
+        flags = [p.get("in_distribution") for p in predictions]
+        if all(isinstance(f, bool) for f in flags):
+            record["shadow_in_distribution"] = flags
+    elif status == 200:
+        record["shadow_status"] = -1  # an answer, but not one image per image sent
+    return record
