@@ -12,7 +12,7 @@ ARGS ?=
 PYTEST_ARGS ?=
 STACK ?=
 
-.PHONY: install data run test test-fast test-python docs lint format mlflow-ui bench-serving bench-training bench-ood bench-gates bench-photos bench-container bench-reliability bench-swarm docker-up docker-down swarm-up serve rollback tune up down status screenshots clean
+.PHONY: install data run test test-fast test-python docs lint format mlflow-ui bench-serving bench-training bench-ood bench-gates bench-photos bench-container bench-reliability bench-shadow bench-swarm docker-up docker-down swarm-up serve rollback tune up down status screenshots clean
 
 install: $(STAMP)
 
@@ -119,6 +119,9 @@ bench-gates: install
 # Hostile clients and faults against the real server on 127.0.0.1 (bounded; the full-disk probe mounts a tmpfs: root).
 bench-reliability: install
 	$(BIN)/python benchmarks/bench_reliability.py
+
+bench-shadow: install
+	$(BIN)/python benchmarks/bench_shadow.py
 
 # Real-photo accuracy of the server on 127.0.0.1:8080 (`make run` deploys one): dataset PNGs vs photo-style files.
 bench-photos: install

@@ -33,9 +33,9 @@ import numpy as np
 import orjson
 from wrk import Load, LoadResult, run_wrk
 
+from serving.log.reader import read_records
 from serving.protocols.oip import HEADER_LENGTH
 from tasks.monitoring.drift import predictions_of
-from tasks.monitoring.monitor import read_records
 from tasks.network import free_port, wait_until_ready
 
 REPO = Path(__file__).resolve().parents[1]

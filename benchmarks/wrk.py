@@ -34,12 +34,16 @@ class Load:
     content_type: str
     images: int = 1
     headers: dict[str, str] | None = None
+    delay_ms: float | None = None  # each connection waits this long before its next request: a paced load
 
     def script(self) -> Path:
         headers = {"Content-Type": self.content_type, **(self.headers or {})}
         lines = "\n".join(f'wrk.headers["{k}"] = "{v}"' for k, v in headers.items())
-        path = self.body.with_suffix(".lua")
-        path.write_text(WRK_SCRIPT.format(headers=lines, body=self.body))
+        script = WRK_SCRIPT.format(headers=lines, body=self.body)
+        if self.delay_ms is not None:
+            script += f"function delay()\n  return {self.delay_ms:.3f}\nend\n"
+        path = self.body.with_name(f"{self.body.stem}-{self.delay_ms or 0:g}.lua")
+        path.write_text(script)
         return path
 
 

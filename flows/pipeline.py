@@ -11,7 +11,7 @@ from prefect import flow, get_run_logger, runtime
 from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
 
 from flows.cli import console_script, flow_app
-from flows.release import ParityCheck, Release, release
+from flows.release import ParityCheck, Release, release_flow
 from tasks.data import load_data_task, log_dataset_task, validate_data_task
 from tasks.evaluation import (
     ChampionScore,
@@ -26,7 +26,7 @@ from tasks.evaluation import (
     predict_task,
     reference_task,
 )
-from tasks.params import ContainerParams, DataSpec, GateThresholds, ModelRef, TrainParams, Trigger
+from tasks.params import ContainerParams, DataSpec, GateThresholds, ModelRef, ReleaseParams, TrainParams, Trigger
 from tasks.registry import model_card, register_task, unchanged_champion_task
 from tasks.settings import Settings, mlflow_ui_link
 from tasks.tracking import git_commit, prepare_tracking_task, tracked_run
@@ -40,6 +40,7 @@ def train_and_deploy(
     thresholds: GateThresholds | None = None,
     model_name: str | None = None,
     container: ContainerParams | None = None,
+    release: ReleaseParams | None = None,
     trigger: Trigger | None = None,
 ) -> dict:
     """Train, evaluate, gate, register, export, and release the clothes classifier. A candidate that
@@ -51,6 +52,8 @@ def train_and_deploy(
         Quality gates; unset: MLOPS_MIN_ACCURACY, MLOPS_MIN_CLASS_RECALL, MLOPS_MAX_REGRESSION.
     model_name
         Registered model name; unset: MLOPS_MODEL_NAME ('clothes').
+    release
+        How the new version reaches users: direct, or judged first as a shadow on live traffic.
     trigger
         Why this run started (tags `trigger*` on the MLflow run and model version); unset: manual.
     """
@@ -88,7 +91,7 @@ def train_and_deploy(
         card = model_card(run_id, commit, dataset, evaluation, gates, train, trigger)
         ref = register_task(run_id, trained.model, dataset, model_name, card)
     parity = ParityCheck(dataset.x_test, probabilities, trained.parameters)
-    released = release(ref, run_id, parity, container, settings)
+    released = release_flow(ref, run_id, parity, container, release or ReleaseParams(), champion, settings)
 
     summary = Summary(
         experiment_id, run_id, ref, evidence, ood, trained.epochs_run, champion, dataset.digest, trigger.kind, released

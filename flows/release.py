@@ -1,7 +1,9 @@
 """`release`: the subflow that takes a registered version to production. Export -> build -> smoke test
 (QA container) -> push to the team's registry (when there is one; from then on the image is named by
-digest) -> deploy -> promote -> Kubernetes manifests of the promoted image. Any failure before promotion
-leaves `champion` and production as they were."""
+digest) -> with `release.strategy=shadow`, the candidate beside production on a sample of its live
+traffic until the analysis decides -> deploy -> promote -> Kubernetes manifests of the promoted image.
+Any failure before promotion, and a shadow analysis that does not promote, leave `champion` and
+production as they were."""
 
 from __future__ import annotations
 
@@ -10,7 +12,8 @@ from pathlib import Path
 
 from prefect import flow, get_run_logger
 
-from tasks.params import ContainerParams, ModelRef
+from tasks.evaluation import ChampionScore
+from tasks.params import ContainerParams, ModelRef, ReleaseParams
 from tasks.registry import champion_version_task
 from tasks.release import (
     KUBERNETES_ARTIFACT,
@@ -23,6 +26,8 @@ from tasks.release import (
     production_image_task,
     promote_task,
     push_image_task,
+    record_shadow_task,
+    shadow_task,
     smoke_test_task,
 )
 from tasks.settings import Settings
@@ -41,6 +46,7 @@ class Release:
     production: str | None = None
     deploy_target: str | None = None
     kubernetes_manifests: str | None = None
+    shadow: dict | None = None  # the shadow analysis, when the release went through one
 
     def as_dict(self) -> dict:
         fields = {k: v for k, v in asdict(self).items() if k != "stage"}
@@ -48,7 +54,15 @@ class Release:
 
 
 @flow(name="release", validate_parameters=False)  # numpy arrays and the settings object pass as they are
-def release(ref: ModelRef, run_id: str, parity: ParityCheck, params: ContainerParams, settings: Settings) -> Release:
+def release_flow(
+    ref: ModelRef,
+    run_id: str,
+    parity: ParityCheck,
+    params: ContainerParams,
+    strategy: ReleaseParams,
+    champion: ChampionScore | None,
+    settings: Settings,
+) -> Release:
     logger = get_run_logger()
     export_dir = export_task(ref, settings.release.model_root)
     if params.enabled is False:
@@ -63,6 +77,18 @@ def release(ref: ModelRef, run_id: str, parity: ParityCheck, params: ContainerPa
     runs_as = push_image_task(image, ref, settings) if settings.release.registry else image.tag
     previous = champion_version_task(ref.name)
     serving_before = production_image_task(settings)  # every model's champion, as production serves them now
+    shadow = None
+    if strategy.strategy == "shadow" and params.deploy and previous is not None:
+        offline = champion.disagreement(parity.expected) if champion else None
+        verdict = shadow_task(runs_as, ref, strategy, offline, settings)
+        record_shadow_task(ref, run_id, verdict)
+        shadow = verdict.as_dict()
+        if verdict.outcome != "promote":
+            logger.warning("%s not promoted (shadow analysis: %s); production unchanged", ref, verdict.outcome)
+            stage = f"not promoted: shadow analysis {verdict.outcome}"
+            return Release(stage, export_dir, runs_as, image.size_mb, asdict(report), shadow=shadow)
+    elif strategy.strategy == "shadow" and params.deploy:
+        logger.info("no champion of '%s' yet: the first release goes direct", ref.name)
     container = deploy_task(runs_as, ref, settings) if params.deploy else None
     try:
         promote_task(ref, run_id, image, runs_as, report, settings)
@@ -82,4 +108,5 @@ def release(ref: ModelRef, run_id: str, parity: ParityCheck, params: ContainerPa
         production=container and f"http://{settings.deploy.host}:{settings.deploy.port}",
         deploy_target=container and settings.deploy.target,
         kubernetes_manifests=KUBERNETES_ARTIFACT,
+        shadow=shadow,
     )

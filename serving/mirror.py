@@ -10,14 +10,14 @@ sender per worker with a short timeout; a slow, dead or failing shadow only show
 
 from __future__ import annotations
 
+import http.client
 import logging
 import os
 import queue
 import random
 import threading
 import time
-import urllib.error
-import urllib.request
+import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -136,32 +136,56 @@ class Mirror:
         threading.Thread(target=self._send_loop, args=(self._queue,), name="shadow-mirror", daemon=True).start()
 
     def _send_loop(self, jobs: queue.Queue[Offered]) -> None:
+        shadow = Connection()
         while True:
             item = jobs.get()
             try:
-                self.log.log_shadow(paired_record(item, *send(item)))
+                self.log.log_shadow(paired_record(item, *shadow.send(item)))
             except Exception:  # a bug here must not end the sender: the next request is mirrored again
                 log.exception("shadow mirror: could not pair a request")
 
 
-def send(item: Offered) -> tuple[int, float, dict | None]:
-    """(status, seconds, answer): status 0 when the shadow did not answer in time or refused the connection."""
-    config = item.config
-    request = urllib.request.Request(
-        f"{config.url}/models/{config.model}/v{config.version}",
-        data=item.body,
-        headers={"Content-Type": item.content_type},
-        method="POST",
-    )
-    started = time.perf_counter()
-    try:
-        with urllib.request.urlopen(request, timeout=config.timeout) as response:
+class Connection:
+    """One kept-alive connection to the shadow per sender (a new one per request costs production more
+    CPU than the request itself); opened again after any failure or when the shadow changes."""
+
+    def __init__(self) -> None:
+        self.url: str | None = None
+        self.connection: http.client.HTTPConnection | None = None
+
+    def open(self, config: ShadowConfig) -> http.client.HTTPConnection:
+        if self.connection is None or self.url != config.url:
+            self.close()
+            parts = urllib.parse.urlsplit(config.url)
+            kind = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
+            self.connection, self.url = kind(parts.netloc, timeout=config.timeout), config.url
+        return self.connection
+
+    def close(self) -> None:
+        if self.connection is not None:
+            self.connection.close()
+        self.connection = None
+
+    def send(self, item: Offered) -> tuple[int, float, dict | None]:
+        """(status, seconds, answer): status 0 when the shadow did not answer in time or refused the connection."""
+        config = item.config
+        path = f"{urllib.parse.urlsplit(config.url).path}/models/{config.model}/v{config.version}"
+        started = time.perf_counter()
+        try:
+            connection = self.open(config)
+            connection.request("POST", path, item.body, {"Content-Type": item.content_type})
+            response = connection.getresponse()
             status, body = response.status, response.read()
-    except urllib.error.HTTPError as exc:
-        status, body = exc.code, b""
-    except (OSError, ValueError):  # refused, reset, timed out
-        status, body = 0, b""
-    seconds = time.perf_counter() - started
+            if response.will_close:
+                self.close()
+        except (OSError, http.client.HTTPException, ValueError):  # refused, reset, timed out
+            self.close()
+            status, body = 0, b""
+        return answered(status, body, time.perf_counter() - started)
+
+
+def answered(status: int, body: bytes, seconds: float) -> tuple[int, float, dict | None]:
+    """Counted in /metrics; a 200 whose body is not JSON is an error (-1)."""
     metrics.SHADOW_MIRRORED.inc()
     answer = None
     if status == 200:

@@ -319,6 +319,39 @@ class ContainerParams(Strict):
     load_concurrency: int = Field(default=8, ge=1, le=64, description="connections of the load burst")
 
 
+class ReleaseParams(Strict):
+    """How a registered version reaches users. `direct`: it replaces production as soon as its smoke
+    test passes. `shadow`: it first runs beside production, which mirrors a sample of its live requests
+    to it, and an analysis of the paired answers promotes it, aborts it or calls the evidence
+    inconclusive (then production stays as it is). The first release of a model is direct whatever
+    is asked: there is no champion to compare with."""
+
+    strategy: Literal["direct", "shadow"] = Field(default="direct", description="direct, or shadow first")
+    sample: float = Field(
+        default=0.05, gt=0, le=1, description="share of production's classifications mirrored (docs/releasing.md: cost)"
+    )
+    min_images: int = Field(
+        default=300, ge=20, le=1_000_000, description="compared images (both in distribution) before promoting"
+    )
+    interval_seconds: float = Field(default=30, gt=0, le=3600, description="seconds between two analyses")
+    deadline_minutes: float = Field(default=60, gt=0, le=7 * 24 * 60, description="then the evidence is inconclusive")
+    max_disagreement: float = Field(
+        default=0.15, gt=0, le=1, description="most live top-1 disagreement with the champion tolerated (upper bound)"
+    )
+    disagreement_margin: float = Field(
+        default=0.05, ge=0, le=1, description="live disagreement tolerated above what the test split measured"
+    )
+    max_error_rate: float = Field(default=0.01, ge=0, le=1, description="share of mirrored requests the shadow fails")
+    max_latency_ratio: float = Field(default=2.0, gt=0, description="the shadow's p99 over production's")
+    max_ood_share_difference: float = Field(
+        default=0.05, ge=0, le=1, description="difference in the share of inputs flagged not clothing"
+    )
+    max_p_worse: float = Field(
+        default=0.01, gt=0, lt=1, description="labelled mirrored requests: p-value at which the shadow is worse"
+    )
+    mirror_timeout_seconds: float = Field(default=1.0, gt=0, le=30, description="the mirror's wait for the shadow")
+
+
 class Trigger(Strict):
     """Why a training run started, recorded as `trigger*` tags on its MLflow run and model version so
     the UI can tell a drift retrain from a weekly one. The weekly schedule sets `schedule`, the drift

@@ -4,11 +4,13 @@ deploy tests (blue/green, swarm) count their failures and served versions with."
 from __future__ import annotations
 
 import http.client
+import itertools
 import threading
 import time
 import urllib.request
 from collections import Counter
 
+import numpy as np
 import orjson
 
 
@@ -16,18 +18,31 @@ class Traffic:
     """`clients` threads classifying on the port, a new connection per request (as most clients do);
     records every failure and how often each model version answered. Use as a context manager."""
 
-    def __init__(self, port: int | str, clients: int = 1, host: str = "127.0.0.1") -> None:
+    def __init__(
+        self,
+        port: int | str,
+        clients: int = 1,
+        host: str = "127.0.0.1",
+        images: np.ndarray | None = None,
+        seconds: float = 300,
+    ) -> None:
+        """`images`: (N, 28, 28) sent in turn, one per request; unset: a blank image every time. The
+        clients stop by themselves after `seconds`."""
+        self.seconds = seconds
         self.url = f"http://{host}:{port}/models/clothes/latest"
-        self.body = orjson.dumps({"image": [[0] * 28] * 28})
+        images = np.zeros((1, 28, 28), np.uint8) if images is None else images
+        self.bodies = itertools.cycle([orjson.dumps({"image": image.tolist()}) for image in images])
         self.stop = threading.Event()
         self.ok, self.failures, self.versions = 0, [], Counter()
         self.lock = threading.Lock()
         self.threads = [threading.Thread(target=self.run, daemon=True) for _ in range(clients)]
 
     def run(self) -> None:
-        deadline = time.monotonic() + 300
+        deadline = time.monotonic() + self.seconds
         while not self.stop.is_set() and time.monotonic() < deadline:
-            request = urllib.request.Request(self.url, self.body, {"Content-Type": "application/json"})
+            with self.lock:
+                body = next(self.bodies)
+            request = urllib.request.Request(self.url, body, {"Content-Type": "application/json"})
             try:
                 with urllib.request.urlopen(request, timeout=10) as response:
                     version = orjson.loads(response.read())["model"]["version"]

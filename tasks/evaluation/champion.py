@@ -9,6 +9,7 @@ from prefect.cache_policies import NO_CACHE
 from tasks.data.dataset import Dataset
 from tasks.evaluation.gates import ChampionScore
 from tasks.evaluation.holdout import correct_answers
+from tasks.evaluation.metrics import predict_probabilities
 from tasks.evaluation.slices import Slices
 from tasks.params import ModelRef
 from tasks.tracking import champion_version, load_model_version
@@ -25,6 +26,7 @@ def champion_score_task(name: str, dataset: Dataset, slices: Slices) -> Champion
         return None
     ref = ModelRef(name, int(version.version))
     model = load_model_version(ref)
-    score = ChampionScore(ref, correct_answers(model, dataset, slices))
+    predicted = predict_probabilities(model, dataset.x_test).argmax(axis=1)
+    score = ChampionScore(ref, correct_answers(model, dataset, slices, predicted), predicted)
     logger.info("champion v%s scores %.4f on this test set", ref.version, score.accuracy)
     return score

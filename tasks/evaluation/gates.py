@@ -25,10 +25,18 @@ class ChampionScore:
 
     ref: ModelRef
     correct: dict[str, np.ndarray] = field(default_factory=dict)
+    test_predictions: np.ndarray | None = None  # its top-1 class per test image
 
     @property
     def accuracy(self) -> float:
         return float(self.correct[TEST].mean())
+
+    def disagreement(self, candidate_probabilities: np.ndarray) -> float | None:
+        """The share of test images the candidate and the champion answer differently: what a shadow
+        release expects to see live, before the traffic's own mix."""
+        if self.test_predictions is None or len(self.test_predictions) != len(candidate_probabilities):
+            return None
+        return float(np.mean(candidate_probabilities.argmax(axis=1) != self.test_predictions))
 
     @property
     def slice_accuracy(self) -> dict[str, float]:

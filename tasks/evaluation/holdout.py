@@ -28,10 +28,13 @@ def evaluate_slices(
     return evaluations, correct
 
 
-def correct_answers(model, dataset: Dataset, slices: Slices) -> dict[str, np.ndarray]:
+def correct_answers(
+    model, dataset: Dataset, slices: Slices, predicted: np.ndarray | None = None
+) -> dict[str, np.ndarray]:
     """Which images of the test split (`TEST`) and of each slice `model` gets right: a champion's side of
-    the paired gates."""
-    predicted = predict_probabilities(model, dataset.x_test).argmax(axis=1)
+    the paired gates. `predicted`: its test-split classes, when the caller has them already."""
+    if predicted is None:
+        predicted = predict_probabilities(model, dataset.x_test).argmax(axis=1)
     return {TEST: predicted == dataset.y_test, **evaluate_slices(model, slices, dataset.class_names)[1]}
 
 

@@ -5,7 +5,6 @@ inputs feedback collected."""
 from __future__ import annotations
 
 import base64
-import gzip
 import tempfile
 import time
 from collections.abc import Iterable
@@ -15,7 +14,6 @@ from typing import Any, cast
 
 import mlflow
 import numpy as np
-import orjson
 from mlflow import MlflowClient
 from PIL import Image
 from prefect import get_run_logger, runtime, task
@@ -24,7 +22,8 @@ from prefect.client.schemas.objects import FlowRun
 from prefect.deployments import run_deployment
 from prefect.events import emit_event
 
-from serving.log.records import Record, expand
+from serving.log.reader import read_records
+from serving.log.records import Record
 from tasks.evaluation.reference import REFERENCE_ARTIFACT
 from tasks.monitoring.drift import DriftReport, detect_drift, first_labels, plot_distributions
 from tasks.params import ModelRef, MonitorThresholds, Trigger
@@ -32,29 +31,6 @@ from tasks.settings import Settings, mlflow_ui_link
 from tasks.tracking import champion_version, configure_mlflow, ensure_experiment, tracked_run
 
 RETRIES: dict[str, Any] = {"retries": 2, "retry_delay_seconds": [2, 10], "cache_policy": NO_CACHE}
-
-
-def read_records(log_dir: Path, since: float, until: float | None = None) -> list[Record]:
-    """Every record in the window from every worker's files, rotated and compressed ones included; torn
-    last lines are skipped, and so are files removed by the log's bounds while this reads."""
-    until = until or time.time()
-    records: list[Record] = []
-    for path in sorted([*Path(log_dir).glob("predictions-*.jsonl"), *Path(log_dir).glob("predictions-*.jsonl.gz")]):
-        try:
-            if path.stat().st_mtime < since:
-                continue
-            with gzip.open(path, "rb") if path.suffix == ".gz" else path.open("rb") as handle:
-                lines = list(handle)
-        except (FileNotFoundError, EOFError):
-            continue
-        for line in lines:
-            try:
-                record = orjson.loads(line)
-            except orjson.JSONDecodeError:
-                continue
-            if isinstance(record, dict) and since <= record.get("time", 0) <= until:
-                records.extend(expand(record))  # type: ignore[arg-type]
-    return records
 
 
 def labelled_samples(records: Iterable[Record], max_samples: int = 1000) -> list[tuple[str, np.ndarray, int]]:

@@ -11,6 +11,7 @@ from tasks.release.promote import promote_task
 from tasks.release.registry import ensure_local, push_image_task
 from tasks.release.rollback import restore_champion_task, rollback_target_task
 from tasks.release.served_models import build_image_task, image_tag, production_image_task, with_other_models_task
+from tasks.release.shadow import record_shadow_task, shadow_task
 from tasks.release.smoke import ParityCheck, smoke_test_task
 
 __all__ = [
@@ -27,10 +28,12 @@ __all__ = [
     "production_image_task",
     "promote_task",
     "push_image_task",
+    "record_shadow_task",
     "released_image",
     "require_docker",
     "restore_champion_task",
     "rollback_target_task",
+    "shadow_task",
     "smoke_test_task",
     "tag_champion",
     "with_other_models_task",

@@ -13,13 +13,14 @@ import numpy as np
 import pytest
 
 from serving import create_app
+from serving.log.reader import read_records
 from serving.log.retention import Removed, compress, enforce_bounds
 from serving.settings import ServingSettings
 from tasks.evaluation.metrics import predict_probabilities
 from tasks.evaluation.ood_sources import build_ood_slices
 from tasks.evaluation.reference import build_reference
 from tasks.monitoring.drift import binned_psi, detect_drift, psi
-from tasks.monitoring.monitor import labelled_samples, read_records
+from tasks.monitoring.monitor import labelled_samples
 from tasks.params import MonitorThresholds
 from tests.conftest import LENIENT
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import urllib.request
-import uuid
 from pathlib import Path
 
 import numpy as np
@@ -31,26 +30,6 @@ from tests.test_own_photos import DOCUMENTED, OWN_PHOTOS
 from tests.traffic import Traffic, served_version
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
-
-
-@pytest.fixture
-def release_env(docker_engine, mlflow_store, tmp_path, monkeypatch):
-    """Own image name, deployment name and port, so a test never touches anything it did not create."""
-    suffix = uuid.uuid4().hex[:8]
-    env = {
-        "MLOPS_IMAGE_NAME": f"clothes-test-{suffix}",
-        "MLOPS_DEPLOY_NAME": f"clothes-test-{suffix}",
-        "MLOPS_DEPLOY_PORT": str(free_port()),
-        "MLOPS_MODEL_ROOT": str(tmp_path / "models"),
-        "MLOPS_PREDICTION_LOG_DIR": str(tmp_path / "logs"),
-    }
-    for key, value in env.items():
-        monkeypatch.setenv(key, value)
-    yield env
-    for container in docker_engine.containers.list(all=True, filters={"name": env["MLOPS_DEPLOY_NAME"]}):
-        container.remove(force=True)
-    for image in docker_engine.images.list(name=env["MLOPS_IMAGE_NAME"]):
-        docker_engine.images.remove(image.id, force=True)
 
 
 def _params(fashion_dir, seed: int = 1) -> dict:

@@ -1,0 +1,151 @@
+"""The shadow analysis on paired records with known answers: it promotes a candidate that agrees as the
+test split said it would, aborts one that disagrees, fails, is slow or is worse on labelled requests,
+waits while the evidence is thin and calls it inconclusive at the deadline."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tasks.params import ReleaseParams
+from tasks.release.shadow_analysis import judge, shadow_evidence, wilson
+
+PARAMS = ReleaseParams(strategy="shadow", min_images=300)
+
+
+def records(
+    count: int,
+    disagree: float = 0.0,
+    status: int = 200,
+    seconds: float = 0.004,
+    shadow_seconds: float = 0.006,
+    flagged: float = 0.0,
+    seed: int = 0,
+) -> list[dict]:
+    """`count` single-image requests; the shadow answers another class on `disagree` of them and flags
+    `flagged` of them not clothing where production does not."""
+    rng = np.random.default_rng(seed)
+    lines = []
+    for i in range(count):
+        production = int(rng.integers(10))
+        shadow = (production + 1) % 10 if rng.random() < disagree else production
+        line = {
+            "type": "shadow",
+            "time": 1000.0 + i,
+            "model": "clothes",
+            "version": 1,
+            "shadow_version": 2,
+            "ids": [f"id{i}"],
+            "class_id": [production],
+            "confidence": [0.9],
+            "in_distribution": [True],
+            "seconds": seconds,
+            "shadow_status": status,
+            "shadow_seconds": shadow_seconds,
+        }
+        if status == 200:
+            line |= {
+                "shadow_class_id": [shadow],
+                "shadow_confidence": [0.8],
+                "shadow_in_distribution": [bool(rng.random() >= flagged)],
+            }
+        lines.append(line)
+    return lines
+
+
+def verdict_of(lines: list[dict], offline: float | None = 0.06, final: bool = False):
+    return judge(shadow_evidence(lines, 2), PARAMS, offline, final)
+
+
+def test_wilson_interval_holds_the_proportion_and_narrows_with_trials():
+    low, high = wilson(10, 100)
+    assert low < 0.1 < high
+    wide = high - low
+    low, high = wilson(100, 1000)
+    assert high - low < wide / 2
+
+
+def test_a_candidate_that_disagrees_as_offline_is_promoted():
+    verdict = verdict_of(records(600, disagree=0.06))
+    assert verdict.outcome == "promote"
+    assert verdict.evidence.compared == 600
+    assert verdict.allowed_disagreement == pytest.approx(0.11)
+
+
+def test_thin_evidence_waits_then_is_inconclusive_at_the_deadline():
+    assert verdict_of(records(100, disagree=0.06)).outcome == "wait"
+    final = verdict_of(records(100, disagree=0.06), final=True)
+    assert final.outcome == "inconclusive"
+    assert "100 of 300 images compared" in final.reasons[0]
+    assert verdict_of([], final=True).outcome == "inconclusive"
+
+
+def test_disagreement_far_above_the_test_splits_aborts_early():
+    verdict = verdict_of(records(60, disagree=0.5))
+    assert verdict.outcome == "abort"
+    assert "disagrees with production" in verdict.reasons[0]
+
+
+def test_the_absolute_bound_holds_whatever_the_test_split_said():
+    verdict = verdict_of(records(600, disagree=0.3), offline=0.3)
+    assert verdict.allowed_disagreement == PARAMS.max_disagreement
+    assert verdict.outcome == "abort"
+
+
+def test_inputs_either_model_flags_not_clothing_do_not_count_as_disagreement():
+    lines = records(600, disagree=0.06)
+    for line in lines[:200]:
+        line["in_distribution"] = [False]
+        line["shadow_class_id"] = [(line["class_id"][0] + 3) % 10]
+    evidence = shadow_evidence(lines, 2)
+    assert evidence.images == 600
+    assert evidence.compared == 400
+
+
+@pytest.mark.parametrize("status", [500, 0])
+def test_a_failing_shadow_is_aborted(status):
+    verdict = verdict_of(records(30, status=status))
+    assert verdict.outcome == "abort"
+    assert "failed 30 of 30" in verdict.reasons[0]
+
+
+def test_a_slow_shadow_is_aborted_once_enough_is_compared():
+    assert verdict_of(records(100, shadow_seconds=0.5)).outcome == "wait"
+    verdict = verdict_of(records(600, shadow_seconds=0.5))
+    assert verdict.outcome == "abort"
+    assert "p99 latency" in verdict.reasons[0]
+
+
+def test_a_shadow_flagging_many_more_inputs_is_aborted():
+    verdict = verdict_of(records(600, flagged=0.2))
+    assert verdict.outcome == "abort"
+    assert "not clothing" in verdict.reasons[0]
+
+
+def test_labelled_mirrored_requests_show_a_worse_candidate():
+    lines = records(600, disagree=0.08, seed=3)
+    feedback = []
+    for i, line in enumerate(lines):  # the truth is production's answer: each disagreement is a loss
+        feedback.append(
+            {
+                "type": "feedback",
+                "time": 2000.0 + i,
+                "model": "clothes",
+                "version": 1,
+                "id": line["ids"][0],
+                "true_class_id": line["class_id"][0],
+            }
+        )
+    verdict = verdict_of(lines + feedback, offline=0.2)
+    assert verdict.evidence.labelled == 600
+    assert verdict.evidence.paired is not None
+    assert verdict.evidence.paired.won == 0
+    assert verdict.outcome == "abort"
+    assert "worse on labelled live requests" in verdict.reasons[0]
+
+
+def test_records_of_another_candidate_are_not_counted():
+    lines = records(600, disagree=0.06)
+    for line in lines:
+        line["shadow_version"] = 3
+    assert shadow_evidence(lines, 2).requests == 0

@@ -1,0 +1,69 @@
+"""Shadow releases on a real Docker engine, with live traffic on production throughout: a candidate of
+the champion's recipe (another seed) is promoted by the analysis; a clearly worse one, let through
+offline by lenient gates, is aborted by its disagreement with production, and production, the champion
+and the log directory stay as they were."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from mlflow import MlflowClient
+
+from flows.pipeline import train_and_deploy
+from serving.mirror import CONFIG_FILE
+from tasks.params import ContainerParams, DataSpec, ReleaseParams, TrainParams
+from tasks.release.docker_engine import LABEL
+from tasks.tracking import CHAMPION
+from tests.conftest import LENIENT
+from tests.traffic import Traffic, served_version
+
+pytestmark = [pytest.mark.docker, pytest.mark.slow]
+SHADOW = ReleaseParams(strategy="shadow", sample=1.0, min_images=600, interval_seconds=3, deadline_minutes=4)
+
+
+def params(fashion_dir, seed: int, train_limit: int = 60000, epochs: int = 3) -> dict:
+    return {
+        "data": DataSpec(path=fashion_dir, train_limit=train_limit, test_limit=2000, holdout_size=100),
+        "train": TrainParams(epochs=epochs, seed=seed),
+        "thresholds": LENIENT,
+        "container": ContainerParams(enabled=True, parity_images=200, load_requests=200),
+    }
+
+
+def test_shadow_promotes_a_sibling_and_aborts_a_worse_candidate(release_env, docker_engine, fashion_dir, fashion_mnist):
+    port = release_env["MLOPS_DEPLOY_PORT"]
+    log_dir = release_env["MLOPS_PREDICTION_LOG_DIR"]
+    first = train_and_deploy(**params(fashion_dir, seed=1), release=SHADOW)
+    assert first["promoted"]  # no champion yet: the first release goes direct
+    assert first["shadow"] is None
+    client = MlflowClient()
+
+    with Traffic(port, clients=2, images=fashion_mnist.x_test[5000:6000], seconds=900) as traffic:
+        sibling = train_and_deploy(**params(fashion_dir, seed=7), release=SHADOW)
+        assert sibling["shadow"]["outcome"] == "promote", sibling["shadow"]
+        assert sibling["promoted"]
+        assert served_version(port) == 2
+        worse = train_and_deploy(**params(fashion_dir, seed=3, train_limit=2000, epochs=1), release=SHADOW)
+    assert traffic.failures == []
+    assert traffic.versions.keys() == {1, 2}
+
+    promoted = sibling["shadow"]
+    assert promoted["compared"] >= SHADOW.min_images
+    assert promoted["disagreement_high"] <= promoted["allowed_disagreement"]
+    v2 = client.get_model_version("clothes", "2")
+    assert v2.tags["shadow.decision"] == "promote"
+    assert client.get_run(v2.run_id).data.metrics["shadow.compared"] >= SHADOW.min_images
+
+    aborted = worse["shadow"]
+    assert aborted["outcome"] == "abort", aborted
+    assert "disagrees with production" in " ".join(aborted["reasons"])
+    assert not worse["promoted"]
+    assert worse["container_stage"] == "not promoted: shadow analysis abort"
+    v3 = client.get_model_version("clothes", "3")
+    assert v3.tags["shadow.decision"] == "abort"
+    assert str(client.get_model_version_by_alias("clothes", CHAMPION).version) == "2"
+    assert served_version(port) == 2
+    shadows = docker_engine.containers.list(all=True, filters={"label": f"{LABEL}.role=shadow"})
+    assert [c.name for c in shadows if c.name.startswith(release_env["MLOPS_DEPLOY_NAME"])] == []
+    assert not (Path(log_dir) / CONFIG_FILE).exists()
