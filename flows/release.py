@@ -19,6 +19,7 @@ from tasks.release import (
     KUBERNETES_ARTIFACT,
     ParityCheck,
     build_image_task,
+    decide,
     deploy_task,
     docker_client,
     export_task,
@@ -82,10 +83,11 @@ def release_flow(
         offline = champion.disagreement(parity.expected) if champion else None
         verdict = shadow_task(runs_as, ref, strategy, offline, settings)
         record_shadow_task(ref, run_id, verdict)
-        shadow = verdict.as_dict()
-        if verdict.outcome != "promote":
-            logger.warning("%s not promoted (shadow analysis: %s); production unchanged", ref, verdict.outcome)
-            stage = f"not promoted: shadow analysis {verdict.outcome}"
+        decision = decide(ref, verdict, strategy)  # a person's, when release.approval asks for one: the run pauses
+        shadow = {**verdict.as_dict(), "decision": decision.as_dict()}
+        if not decision.promote:
+            logger.warning("%s not promoted (%s); production unchanged", ref, decision.said)
+            stage = f"not promoted: {decision.said}"
             return Release(stage, export_dir, runs_as, image.size_mb, asdict(report), shadow=shadow)
     elif strategy.strategy == "shadow" and params.deploy:
         logger.info("no champion of '%s' yet: the first release goes direct", ref.name)

@@ -350,6 +350,14 @@ class ReleaseParams(Strict):
         default=0.01, gt=0, lt=1, description="labelled mirrored requests: p-value at which the shadow is worse"
     )
     mirror_timeout_seconds: float = Field(default=1.0, gt=0, le=30, description="the mirror's wait for the shadow")
+    approval: Literal["never", "inconclusive", "always"] = Field(
+        default="inconclusive",
+        description="when a person decides (the run pauses for a form in the Prefect UI): never, when the "
+        "analysis is inconclusive, or always",
+    )
+    approval_timeout_hours: float = Field(
+        default=24, gt=0, le=24 * 14, description="then a paused release ends without moving production"
+    )
 
 
 class Trigger(Strict):

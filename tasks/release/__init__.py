@@ -2,6 +2,7 @@
 deployment, push it to the team's registry, deploy it on a target (`targets/`), promote it, render
 Kubernetes manifests; and roll a model back to its previous champion."""
 
+from tasks.release.approval import decide
 from tasks.release.deploy import deploy_task, released_image, tag_champion
 from tasks.release.docker_engine import ContainerStageError, docker_client, require_docker
 from tasks.release.export import export_task
@@ -19,6 +20,7 @@ __all__ = [
     "ContainerStageError",
     "ParityCheck",
     "build_image_task",
+    "decide",
     "deploy_task",
     "docker_client",
     "ensure_local",
