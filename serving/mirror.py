@@ -85,9 +85,11 @@ class Mirror:
     """Per worker: the configuration (re-read at most every `check_seconds`), the bounded queue and the
     sender thread, made lazily in the process that mirrors (after gunicorn's fork and gevent's patching)."""
 
-    def __init__(self, config_path: Path, log_: PredictionLog, max_queue: int = 64, check_seconds: float = 2.0):
+    def __init__(
+        self, config_path: Path, prediction_log: PredictionLog, max_queue: int = 64, check_seconds: float = 2.0
+    ) -> None:
         self.config_path = config_path
-        self.log = log_
+        self.prediction_log = prediction_log
         self.max_queue = max_queue
         self.check_seconds = check_seconds
         self._config: ShadowConfig | None = None
@@ -140,7 +142,7 @@ class Mirror:
         while True:
             item = jobs.get()
             try:
-                self.log.log_shadow(paired_record(item, *shadow.send(item)))
+                self.prediction_log.log_shadow(paired_record(item, *shadow.send(item)))
             except Exception:  # a bug here must not end the sender: the next request is mirrored again
                 log.exception("shadow mirror: could not pair a request")
 
