@@ -294,6 +294,15 @@ def deploy(stack: Stack) -> None:
     print("deployments: registered", flush=True)
 
 
+def notify(stack: Stack) -> None:
+    """Prefect automations posting the lifecycle's events to MLOPS_NOTIFY_WEBHOOK (when it is set)."""
+    command = [sys.executable, "-m", "ops.notifications"]
+    result = subprocess.run(command, env=stack.env(), cwd=PROJECT_DIR, capture_output=True, text=True, timeout=120)
+    if result.returncode != 0:
+        raise RuntimeError(f"notifications failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
+    print(result.stdout.strip(), flush=True)
+
+
 def start_registry(stack: Stack, credentials: Credentials) -> None:
     """Certificates, users and config, this machine's engines trusting the CA, then the registry."""
     registry.prepare(stack.registry_dir, stack.host, stack.registry_port, credentials)
@@ -334,6 +343,7 @@ def up(stack: Stack) -> None:
     if credentials and stack.registry:
         start_registry(stack, credentials)
     deploy(stack)
+    notify(stack)
     start(stack, "worker")
     print(f"Prefect UI   {stack.prefect_api.removesuffix('/api')}\nMLflow UI    {stack.mlflow_url}")
     if stack.registry:

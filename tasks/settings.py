@@ -183,6 +183,10 @@ class MonitorSettings(Group):
     prediction_log_dir: Path = Field(default=Path("logs/predictions"), description="mounted into production")
     feedback_data_dir: Path = Field(default=Path("data/feedback"), description="labelled samples for retraining")
     retrain_deployment: str = Field(default="train-and-deploy/weekly", description="started when drift is found")
+    notify_webhook: SecretStr | None = Field(
+        default=None,
+        description="Slack-compatible webhook `make up` sends releases, approvals, drift and gate failures to",
+    )
 
 
 class SearchSettings(Group):

@@ -26,6 +26,7 @@ GROUND_FLOOR = {
     "tasks.network": set(),
     "tasks.load_generator": set(),
     "tasks.run_owner": set(),
+    "tasks.events": set(),
     "tasks.tracking": {"tasks.params", "tasks.settings", "tasks.artifact_store", "tasks.network", "tasks.run_owner"},
 }
 # The lifecycle in the order a run goes through it: a stage may import the ground floor and the stages

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gzip
 import time
+from collections.abc import Iterable
 from pathlib import Path
 
 import orjson
@@ -33,3 +34,12 @@ def read_records(log_dir: Path, since: float, until: float | None = None) -> lis
             if isinstance(record, dict) and since <= record.get("time", 0) <= until:
                 records.extend(expand(record))  # type: ignore[arg-type]
     return records
+
+
+def first_labels(records: Iterable[Record]) -> dict[str, int]:
+    """The first label given to each prediction id; later ones (from another worker) are ignored, as the
+    server ignores them."""
+    labels: dict[str, int] = {}
+    for record in sorted((r for r in records if r["type"] == "feedback"), key=lambda r: r["time"]):
+        labels.setdefault(record["id"], record["true_class_id"])
+    return labels

@@ -13,6 +13,7 @@ from scipy import stats
 
 from tasks.evaluation.metrics import Evaluation
 from tasks.evaluation.ood import OodReport
+from tasks.events import GATES_FAILED, emit
 from tasks.params import GateThresholds, ModelRef
 
 TEST = "test"  # the comparison on the test split; the others are named after their hold-out slice
@@ -251,5 +252,14 @@ def gates_task(
     failures = failed_gates(results)
     if failures:
         client.set_tag(run_id, "candidate_status", "rejected")
-        raise GateFailed("candidate rejected: " + "; ".join(f"{r.name}: {r.detail}" for r in failures))
+        reasons = "; ".join(f"{r.name}: {r.detail}" for r in failures)
+        model = client.get_run(run_id).data.tags.get("model_name", "clothes")
+        emit(
+            GATES_FAILED,
+            model,
+            f"{model}: candidate of run {run_id} rejected: {reasons}"[:3000],
+            run_id=run_id,
+            gates=[r.name for r in failures],
+        )
+        raise GateFailed("candidate rejected: " + reasons)
     return results

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 from scipy import stats
 
+from serving.log.reader import first_labels
 from serving.log.records import INPUT_STATS, Prediction, Record
 from tasks.params import MonitorThresholds
 
@@ -101,14 +102,6 @@ def detect_drift(reference: dict, records: Iterable[Record], thresholds: Monitor
         if len(labelled) >= thresholds.min_feedback and m["online_accuracy"] < thresholds.min_online_accuracy:
             report.reasons.append(f"online accuracy {m['online_accuracy']:.3f} on {len(labelled)} labelled predictions")
     return report
-
-
-def first_labels(records: Iterable[Record]) -> dict[str, int]:
-    """The first label given to each prediction id; later ones (from another worker) are ignored."""
-    labels: dict[str, int] = {}
-    for r in sorted((r for r in records if r["type"] == "feedback"), key=lambda r: r["time"]):
-        labels.setdefault(r["id"], r["true_class_id"])
-    return labels
 
 
 def predictions_of(records: Iterable[Record]) -> list[Prediction]:

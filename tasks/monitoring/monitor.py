@@ -20,12 +20,12 @@ from prefect import get_run_logger, runtime, task
 from prefect.cache_policies import NO_CACHE
 from prefect.client.schemas.objects import FlowRun
 from prefect.deployments import run_deployment
-from prefect.events import emit_event
 
-from serving.log.reader import read_records
+from serving.log.reader import first_labels, read_records
 from serving.log.records import Record
 from tasks.evaluation.reference import REFERENCE_ARTIFACT
-from tasks.monitoring.drift import DriftReport, detect_drift, first_labels, plot_distributions
+from tasks.events import DRIFT_DETECTED, emit
+from tasks.monitoring.drift import DriftReport, detect_drift, plot_distributions
 from tasks.params import ModelRef, MonitorThresholds, Trigger
 from tasks.settings import Settings, mlflow_ui_link
 from tasks.tracking import champion_version, configure_mlflow, ensure_experiment, tracked_run
@@ -88,7 +88,7 @@ def detect_drift_task(reference: dict, records: list[Record], thresholds: Monito
     return report
 
 
-DRIFT_EVENT = "clothes.drift.detected"
+DRIFT_EVENT = DRIFT_DETECTED
 
 
 @task(name="start-retraining", **RETRIES)
@@ -184,17 +184,17 @@ def record_check_task(
 def raise_drift(
     ref: ModelRef, report: DriftReport, window: tuple[datetime, datetime], check_run_id: str, retraining: str | None
 ) -> None:
-    """A Prefect event a person or an automation can act on (`prefect.yaml` or the UI's Automations)."""
-    emit_event(
-        event=DRIFT_EVENT,
-        resource={"prefect.resource.id": f"clothes.model.{ref.name}", "prefect.resource.name": str(ref)},
-        payload={
-            "version": ref.version,
-            "signals": report.reasons,
-            "window": [w.isoformat() for w in window],
-            "mlflow_run": check_run_id,
-            "retraining": retraining,
-        },
+    """A Prefect event a person or an automation can act on (`make up` sends it to MLOPS_NOTIFY_WEBHOOK)."""
+    action = f"retraining: {retraining}" if retraining else "not retrained: no new labelled data"
+    emit(
+        DRIFT_EVENT,
+        ref.name,
+        f"{ref}: drift in {window[0]:%Y-%m-%d %H:%M}-{window[1]:%H:%M} UTC ({'; '.join(report.reasons)}); {action}",
+        version=ref.version,
+        signals=report.reasons,
+        window=[w.isoformat() for w in window],
+        mlflow_run=check_run_id,
+        retraining=retraining,
     )
 
 

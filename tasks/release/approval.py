@@ -16,6 +16,7 @@ from prefect.input import RunInput
 from prefect.settings import PREFECT_API_URL
 from pydantic import Field
 
+from tasks.events import APPROVAL_WANTED, RELEASE_DECIDED, emit
 from tasks.params import ModelRef, ReleaseParams
 from tasks.release.shadow_analysis import Verdict
 
@@ -77,8 +78,30 @@ class Decision:
 def decide(ref: ModelRef, verdict: Verdict, params: ReleaseParams) -> Decision:
     """The analysis' verdict, or a person's decision where `release.approval` asks for one (the flow run
     pauses until the form is submitted). Called in the release flow, not in a task: only a flow pauses."""
+    decision = decision_of(ref, verdict, params)
+    if not decision.promote:  # a promotion is announced once production runs it (promote_task)
+        emit(
+            RELEASE_DECIDED,
+            ref.name,
+            f"{ref} not promoted: {decision.said}",
+            outcome="not promoted",
+            version=ref.version,
+            said=decision.said,
+        )
+    return decision
+
+
+def decision_of(ref: ModelRef, verdict: Verdict, params: ReleaseParams) -> Decision:
     if not needs_person(params, verdict.outcome):
         return Decision(verdict.outcome == "promote", f"shadow analysis {verdict.outcome}")
+    if persistent_server():
+        emit(
+            APPROVAL_WANTED,
+            ref.name,
+            f"{ref} waits for a person's decision in the Prefect UI (shadow analysis: "
+            f"{verdict.outcome}; {'; '.join(verdict.reasons)})",
+            version=ref.version,
+        )
     approval = ask_person(ref, verdict, params)
     if approval is None:
         get_run_logger().warning(

@@ -8,6 +8,7 @@ from prefect import get_run_logger, task
 from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
+from tasks.events import RELEASE_DECIDED, emit
 from tasks.params import ModelRef
 from tasks.registry.policy import promote_version
 from tasks.release.deploy import tag_champion
@@ -41,3 +42,11 @@ def promote_task(
         description=f"{ref} is champion (was {previous or 'none'}): image {runs_as} ({image.id[:19]})",
     )
     get_run_logger().info("promoted %s to champion (previous: %s)", ref, previous)
+    emit(
+        RELEASE_DECIDED,
+        ref.name,
+        f"{ref} is champion (was {previous or 'none'}): {runs_as}",
+        outcome="promoted",
+        version=ref.version,
+        image=runs_as,
+    )

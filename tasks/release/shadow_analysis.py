@@ -21,6 +21,7 @@ from typing import Literal
 import numpy as np
 from scipy import stats
 
+from serving.log.reader import first_labels
 from serving.log.records import Record, ShadowLine
 from tasks.evaluation.gates import Paired
 from tasks.params import ReleaseParams
@@ -97,14 +98,6 @@ class ShadowEvidence:
             "labelled_p_worse": self.paired.p_worse if self.paired else None,
         }
         return {f"shadow.{k}": float(v) for k, v in figures.items() if v is not None}
-
-
-def first_labels(records: list[Record]) -> dict[str, int]:
-    """Prediction id -> true class, the first label of each (as the server accepts them)."""
-    labels: dict[str, int] = {}
-    for record in sorted((r for r in records if r["type"] == "feedback"), key=lambda r: r["time"]):
-        labels.setdefault(record["id"], record["true_class_id"])
-    return labels
 
 
 def shadow_evidence(records: list[Record], shadow_version: int) -> ShadowEvidence:

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import contextlib
+import http.server
 import json
 import os
 import re
 import shutil
 import subprocess
+import sys
+import threading
 import time
 import urllib.request
 import uuid
@@ -22,6 +25,7 @@ from PIL import Image
 
 from ops.screenshots import take_screenshots
 from ops.stack import Stack, deploy, down, main, start, up
+from tasks.events import NOTIFIED
 from tasks.network import free_port
 from tasks.params import ModelRef
 from tasks.settings import Settings
@@ -68,6 +72,56 @@ def stack(tmp_path, monkeypatch, fashion_dir):
     finally:
         down(stack)
         assert all(stack.running_pid(name) is None for name in stack.commands())
+
+
+class Receiver(http.server.ThreadingHTTPServer):
+    """A team's chat webhook on loopback: keeps every JSON body posted to it."""
+
+    def __init__(self) -> None:
+        bodies: list[dict] = []
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                bodies.append(json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0)))))
+                self.send_response(200)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args) -> None:
+                pass
+
+        super().__init__(("127.0.0.1", 0), Handler)
+        self.bodies = bodies
+        threading.Thread(target=self.serve_forever, daemon=True).start()
+
+
+@pytest.fixture
+def webhook(monkeypatch):
+    receiver = Receiver()
+    monkeypatch.setenv("MLOPS_NOTIFY_WEBHOOK", f"http://127.0.0.1:{receiver.server_address[1]}/hooks/team")
+    yield receiver
+    receiver.shutdown()
+    receiver.server_close()
+
+
+def test_the_lifecycles_events_reach_the_teams_webhook(webhook, stack):
+    """`up` made one automation per event; an event emitted against the stack is posted as Slack JSON."""
+    automations = _api(stack, "/automations/filter", {})
+    assert {a["name"] for a in automations} == {f"clothes: {event} -> webhook" for event in NOTIFIED}
+    emitter = (
+        "from prefect.events.worker import EventsWorker\n"
+        "from tasks.events import NOTIFIED, emit\n"
+        "for event in NOTIFIED:\n"
+        "    emit(event, 'clothes', f'clothes v9: {event} \"quoted\"', version=9)\n"
+        "EventsWorker.drain_all()\n"
+    )
+    subprocess.run([sys.executable, "-c", emitter], env=stack.env(), check=True, timeout=60)
+    deadline = time.monotonic() + 90
+    while len(webhook.bodies) < len(NOTIFIED) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert sorted(body["text"] for body in webhook.bodies) == sorted(
+        f'clothes v9: {event} "quoted"' for event in NOTIFIED
+    )
 
 
 def test_deployment_runs_on_the_worker_and_redeploy_keeps_one_schedule(stack, tmp_path):

@@ -16,6 +16,7 @@ from serving import create_app
 from serving.log.reader import read_records
 from serving.log.retention import Removed, compress, enforce_bounds
 from serving.settings import ServingSettings
+from tasks import events as lifecycle_events
 from tasks.evaluation.metrics import predict_probabilities
 from tasks.evaluation.ood_sources import build_ood_slices
 from tasks.evaluation.reference import build_reference
@@ -370,7 +371,7 @@ def test_monitor_flow_records_verdicts_and_triggers_retraining(
     # Drift with no new labelled data: the same data would train the same model, so it is raised as an
     # event for people and automations, and nothing is retrained.
     events: list[dict] = []
-    monkeypatch.setattr(monitoring_tasks, "emit_event", lambda **event: events.append(event))
+    monkeypatch.setattr(lifecycle_events, "emit_event", lambda **event: events.append(event))
     unlabelled = monitor_module.monitor_drift(window_minutes=30, log_dir=unlabelled_logs)
     assert unlabelled["drifted"]
     assert unlabelled["retraining"] is None
@@ -380,6 +381,7 @@ def test_monitor_flow_records_verdicts_and_triggers_retraining(
     assert event["payload"]["retraining"] is None
     assert event["resource"]["prefect.resource.id"] == "clothes.model.clothes"
     assert event["payload"]["signals"]
+    assert "not retrained: no new labelled data" in event["payload"]["text"]
     check = client.get_run(unlabelled["mlflow_run_id"])
     assert check.data.tags["retraining"] == "not started: no new labelled data to learn from"
 
