@@ -44,6 +44,17 @@ class StackRefused(RuntimeError):
     """`up` would expose the stack without credentials; nothing was started."""
 
 
+def private_address(host: str) -> bool:
+    """localhost, or a loopback or private IP address (not a name: a name is checked as it is written)."""
+    if host == "localhost":
+        return True
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return address.is_loopback or address.is_private
+
+
 def loopback(host: str) -> bool:
     if host == "localhost":
         return True
@@ -196,6 +207,7 @@ class Stack:
             "--serve-artifacts",  # clients upload and download artifacts through the server
             "--artifacts-destination",
             settings.tracking.artifacts_dir.as_uri(),
+            *(["--allowed-hosts", ",".join(self.mlflow_hosts())] if self.mlflow_hosts() else []),
         ]
         prefect = [python, "-m", "prefect", "server", "start", "--host", self.host, "--port", str(self.prefect_port)]
         commands: dict[str, tuple[list[str], str | None]] = {
@@ -208,6 +220,15 @@ class Stack:
         worker = [python, "-m", "prefect", "worker", "start", "--pool", WORK_POOL, "--type", "process"]
         commands["worker"] = (worker, None)
         return commands
+
+    def mlflow_hosts(self) -> list[str]:
+        """The Host headers MLflow accepts besides its default (localhost and private addresses, its guard
+        against DNS rebinding): the name or public address the team reaches the stack by, with and
+        without the port, and loopback for this machine's own clients. Empty when the default covers it."""
+        if private_address(self.host):
+            return []
+        names = (self.host, "localhost", "127.0.0.1")
+        return [f"{name}{port}" for name in names for port in ("", f":{self.mlflow_port}")]
 
     def pid_file(self, name: str) -> Path:
         return self.state_dir / f"{name}.pid"

@@ -164,7 +164,9 @@ class StackSettings(Group):
 
     model_config = SettingsConfigDict(env_prefix="MLOPS_STACK_", extra="ignore")
 
-    host: str = Field(default="127.0.0.1", description="the address Prefect, MLflow and the registry listen on")
+    host: str = Field(
+        default="127.0.0.1", description="the address or DNS name Prefect, MLflow and the registry listen on"
+    )
     auth: bool | None = Field(
         default=None, description="credentials on every server; unset: on for any address but loopback"
     )

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.error
 import urllib.request
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -24,7 +25,7 @@ from mlflow.entities import Metric
 from PIL import Image
 
 from ops.screenshots import take_screenshots
-from ops.stack import Stack, deploy, down, main, start, up
+from ops.stack import Stack, deploy, down, main, start, stop_process, up
 from tasks.events import NOTIFIED
 from tasks.network import free_port
 from tasks.params import ModelRef
@@ -312,6 +313,39 @@ def test_several_mlflow_workers_on_postgres_lose_no_concurrent_write(postgres_st
                 assert Path(path).read_text() == f"writer {writer} file {number}\n" * 100
     finally:
         down(stack)
+
+
+@pytest.fixture
+def dns_name():
+    """A name for this machine's loopback in /etc/hosts, as a team's DNS would give the stack one; removed after."""
+    require_root()  # /etc/hosts
+    name = f"mlops-{uuid.uuid4().hex[:8]}.team.lan"
+    hosts = Path("/etc/hosts")
+    before = hosts.read_text()
+    hosts.write_text(f"{before.rstrip(chr(10))}\n127.0.0.1 {name}\n")
+    try:
+        yield name
+    finally:
+        hosts.write_text("".join(line for line in hosts.read_text().splitlines(True) if name not in line))
+
+
+def test_mlflow_answers_on_the_stacks_dns_name_and_still_refuses_other_names(dns_name, tmp_path, monkeypatch):
+    """MLflow refuses Host headers outside localhost and private addresses (DNS rebinding); the stack
+    adds the name it answers on."""
+    monkeypatch.setenv("MLOPS_MLRUNS_DIR", str(tmp_path / "mlruns"))
+    stack = Stack(tmp_path / "stack", prefect_port=free_port(), mlflow_port=free_port(), host=dns_name)
+    stack.state_dir.mkdir()
+    try:
+        start(stack, "mlflow")  # waits for /health at http://<name>:<port>
+        search = f"{stack.mlflow_url}/api/2.0/mlflow/experiments/search?max_results=1"
+        with urllib.request.urlopen(search, timeout=10) as response:
+            assert response.status == 200
+        other = urllib.request.Request(search, headers={"Host": f"evil.example:{stack.mlflow_port}"})
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(other, timeout=10)
+        assert refused.value.code == 403
+    finally:
+        stop_process(stack, "mlflow")
 
 
 def test_status_of_a_stopped_stack_is_a_state_not_an_error(tmp_path, capsys):
