@@ -44,24 +44,22 @@ class StackRefused(RuntimeError):
     """`up` would expose the stack without credentials; nothing was started."""
 
 
+def ip_address(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """The address `host` is (localhost: 127.0.0.1); None for a name, which is checked as it is written."""
+    with contextlib.suppress(ValueError):
+        return ipaddress.ip_address("127.0.0.1" if host == "localhost" else host)
+    return None
+
+
 def private_address(host: str) -> bool:
-    """localhost, or a loopback or private IP address (not a name: a name is checked as it is written)."""
-    if host == "localhost":
-        return True
-    try:
-        address = ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    return address.is_loopback or address.is_private
+    """A loopback or private address, which MLflow's Host check accepts by default."""
+    address = ip_address(host)
+    return address is not None and address.is_private
 
 
 def loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+    address = ip_address(host)
+    return address is not None and address.is_loopback
 
 
 @dataclass(frozen=True)
@@ -207,7 +205,7 @@ class Stack:
             "--serve-artifacts",  # clients upload and download artifacts through the server
             "--artifacts-destination",
             settings.tracking.artifacts_dir.as_uri(),
-            *(["--allowed-hosts", ",".join(self.mlflow_hosts())] if self.mlflow_hosts() else []),
+            *(["--allowed-hosts", ",".join(hosts)] if (hosts := self.mlflow_hosts()) else []),
         ]
         prefect = [python, "-m", "prefect", "server", "start", "--host", self.host, "--port", str(self.prefect_port)]
         commands: dict[str, tuple[list[str], str | None]] = {

@@ -48,7 +48,7 @@ class DataPlane:
 
     @classmethod
     def build(cls, settings: ServingSettings) -> DataPlane:
-        log = None
+        log, mirror = None, None
         if settings.prediction_log_dir is not None:
             log = PredictionLog(
                 settings.prediction_log_dir,
@@ -57,8 +57,6 @@ class DataPlane:
                 max_total_bytes=settings.prediction_log_max_total_bytes,
                 max_age_seconds=settings.prediction_log_max_age_days * 86400,
             )
-        mirror = None
-        if log is not None and settings.prediction_log_dir is not None:
             mirror = Mirror(settings.shadow_config or settings.prediction_log_dir / CONFIG_FILE, log)
         secret = secret_from_file(settings.feedback_secret_file) or settings.feedback_secret
         return cls(

@@ -128,13 +128,11 @@ class Mirror:
         except queue.Full:
             metrics.SHADOW_DROPPED.inc()
 
-    def start_in_worker(self) -> None:
-        """The queue and sender of this worker, made once gevent patched `threading` and `queue`."""
-        self._start()
-
     def _start(self) -> None:
-        self._pid = os.getpid()
+        """This process's queue and sender, made at its first mirrored request: in a gunicorn worker that
+        is after the fork and after gevent patched `threading` and `queue`."""
         self._queue = queue.Queue(self.max_queue)
+        self._pid = os.getpid()
         threading.Thread(target=self._send_loop, args=(self._queue,), name="shadow-mirror", daemon=True).start()
 
     def _send_loop(self, jobs: queue.Queue[Offered]) -> None:
@@ -168,8 +166,9 @@ class Connection:
             self.connection.close()
         self.connection = None
 
-    def send(self, item: Offered) -> tuple[int, float, dict | None]:
-        """(status, seconds, answer): status 0 when the shadow did not answer in time or refused the connection."""
+    def send(self, item: Offered) -> tuple[int, float, list[dict] | None]:
+        """(status, seconds, predictions), counted in /metrics: status 0 when the shadow did not answer in
+        time or refused the connection, -1 when its 200 was not one prediction per image."""
         config = item.config
         path = f"{urllib.parse.urlsplit(config.url).path}/models/{config.model}/v{config.version}"
         started = time.perf_counter()
@@ -183,24 +182,29 @@ class Connection:
         except (OSError, http.client.HTTPException, ValueError):  # refused, reset, timed out
             self.close()
             status, body = 0, b""
-        return answered(status, body, time.perf_counter() - started)
+        seconds = time.perf_counter() - started
+        predictions = shadow_predictions(body, len(item.ids)) if status == 200 else None
+        if status == 200 and predictions is None:
+            status = -1  # answered 200 with something that is not one prediction per image
+        metrics.SHADOW_MIRRORED.inc()
+        if status != 200:
+            metrics.SHADOW_ERRORS.inc()
+        return status, seconds, predictions
 
 
-def answered(status: int, body: bytes, seconds: float) -> tuple[int, float, dict | None]:
-    """Counted in /metrics; a 200 whose body is not JSON is an error (-1)."""
-    metrics.SHADOW_MIRRORED.inc()
-    answer = None
-    if status == 200:
-        try:
-            answer = orjson.loads(body)
-        except orjson.JSONDecodeError:
-            status = -1  # answered 200 with something that is not an answer
-    if status != 200:
-        metrics.SHADOW_ERRORS.inc()
-    return status, seconds, answer
+def shadow_predictions(body: bytes, images: int) -> list[dict] | None:
+    """The shadow's predictions, one per image sent, each with a class id and a confidence; else None."""
+    try:
+        predictions = orjson.loads(body).get("predictions")
+    except (orjson.JSONDecodeError, AttributeError):
+        return None
+    if not isinstance(predictions, list) or len(predictions) != images:
+        return None
+    usable = all(isinstance(p, dict) and isinstance(p.get("class_id"), int) for p in predictions)
+    return predictions if usable else None
 
 
-def paired_record(item: Offered, status: int, seconds: float, answer: dict | None) -> ShadowLine:
+def paired_record(item: Offered, status: int, seconds: float, predictions: list[dict] | None) -> ShadowLine:
     """Production's and the shadow's answers to one request, column by column (one entry per image)."""
     record = ShadowLine(
         type="shadow",
@@ -217,13 +221,10 @@ def paired_record(item: Offered, status: int, seconds: float, answer: dict | Non
     )
     if item.in_distribution is not None:
         record["in_distribution"] = item.in_distribution
-    predictions = (answer or {}).get("predictions")
-    if isinstance(predictions, list) and len(predictions) == len(item.ids):
-        record["shadow_class_id"] = [int(p.get("class_id", -1)) for p in predictions]
+    if predictions is not None:
+        record["shadow_class_id"] = [p["class_id"] for p in predictions]
         record["shadow_confidence"] = [float(p.get("confidence", 0.0)) for p in predictions]
         flags = [p.get("in_distribution") for p in predictions]
         if all(isinstance(f, bool) for f in flags):
-            record["shadow_in_distribution"] = flags
-    elif status == 200:
-        record["shadow_status"] = -1  # an answer, but not one image per image sent
+            record["shadow_in_distribution"] = [bool(f) for f in flags]  # all bools already
     return record

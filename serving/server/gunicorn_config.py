@@ -37,12 +37,10 @@ def on_starting(server):
 
 def post_worker_init(worker):
     """Warm every model in this worker before it accepts requests (ready only after that), and start its
-    prediction log writer and shadow mirror with gevent's locks."""
+    prediction log writer with gevent's locks."""
     worker.wsgi.plane.models.warm_up()
     if worker.wsgi.plane.log is not None:
         worker.wsgi.plane.log.start_in_worker()
-    if worker.wsgi.plane.mirror is not None:
-        worker.wsgi.plane.mirror.start_in_worker()
 
 
 def worker_exit(server, worker):

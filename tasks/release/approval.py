@@ -46,11 +46,10 @@ def form_description(ref: ModelRef, verdict: Verdict) -> str:
     )
 
 
-def ask_person(ref: ModelRef, verdict: Verdict, params: ReleaseParams) -> Approval | None:
-    """Pause the running flow until a reviewer submits the form; None when nobody could (no persistent
-    server). Raises when nobody answers within `approval_timeout_hours` (the run fails, nothing moved)."""
-    if not persistent_server():
-        return None
+def ask_person(ref: ModelRef, verdict: Verdict, params: ReleaseParams) -> Approval:
+    """Pause the running flow until a reviewer submits the form (a Prefect server that outlives the run
+    must be there to resume it). Raises when nobody answers within `approval_timeout_hours` (the run
+    fails, nothing moved)."""
     suggested = verdict.outcome if verdict.outcome in ("promote", "abort") else "abort"
     form = Approval.with_initial_data(description=form_description(ref, verdict), decision=suggested)
     return pause_flow_run(wait_for_input=form, timeout=int(params.approval_timeout_hours * 3600), poll_interval=2)
@@ -94,16 +93,7 @@ def decide(ref: ModelRef, verdict: Verdict, params: ReleaseParams) -> Decision:
 def decision_of(ref: ModelRef, verdict: Verdict, params: ReleaseParams) -> Decision:
     if not needs_person(params, verdict.outcome):
         return Decision(verdict.outcome == "promote", f"shadow analysis {verdict.outcome}")
-    if persistent_server():
-        emit(
-            APPROVAL_WANTED,
-            ref.name,
-            f"{ref} waits for a person's decision in the Prefect UI (shadow analysis: "
-            f"{verdict.outcome}; {'; '.join(verdict.reasons)})",
-            version=ref.version,
-        )
-    approval = ask_person(ref, verdict, params)
-    if approval is None:
+    if not persistent_server():
         get_run_logger().warning(
             "a person decides this release (release.approval=%s, analysis %s), but no Prefect server outlives "
             "this run to resume it (`make up` starts one)",
@@ -111,5 +101,13 @@ def decision_of(ref: ModelRef, verdict: Verdict, params: ReleaseParams) -> Decis
             verdict.outcome,
         )
         return Decision(False, f"shadow analysis {verdict.outcome}; a person's approval needed, and no Prefect server")
+    emit(
+        APPROVAL_WANTED,
+        ref.name,
+        f"{ref} waits for a person's decision in the Prefect UI (shadow analysis: "
+        f"{verdict.outcome}; {'; '.join(verdict.reasons)})",
+        version=ref.version,
+    )
+    approval = ask_person(ref, verdict, params)
     record_approval_task(ref, approval)
     return Decision(approval.decision == "promote", f"{approval.decision} by {approval.reviewer}", approval)

@@ -106,12 +106,11 @@ def shadow_evidence(records: list[Record], shadow_version: int) -> ShadowEvidenc
     if not paired:
         return ShadowEvidence()
     answered = [r for r in paired if r["shadow_status"] == 200 and "shadow_class_id" in r]
-    production = np.concatenate([np.asarray(r["class_id"]) for r in answered]) if answered else np.array([], int)
-    shadow = np.concatenate([np.asarray(r["shadow_class_id"]) for r in answered]) if answered else np.array([], int)
+    production, shadow = column(answered, "class_id", int), column(answered, "shadow_class_id", int)
     both_usual = np.concatenate([usual_in_both(r) for r in answered]) if answered else np.array([], bool)
     flagged = [r for r in answered if "in_distribution" in r and "shadow_in_distribution" in r]
-    ood_production = np.concatenate([~np.asarray(r["in_distribution"], bool) for r in flagged]) if flagged else None
-    ood_shadow = np.concatenate([~np.asarray(r["shadow_in_distribution"], bool) for r in flagged]) if flagged else None
+    ood_production = ~column(flagged, "in_distribution", bool) if flagged else None
+    ood_shadow = ~column(flagged, "shadow_in_distribution", bool) if flagged else None
     labels = first_labels(records)
     ids = [i for r in answered for i in r["ids"]]
     labelled = np.array([i in labels for i in ids], bool)
@@ -131,6 +130,11 @@ def shadow_evidence(records: list[Record], shadow_version: int) -> ShadowEvidenc
         if labelled.any()
         else None,
     )
+
+
+def column(records: list[ShadowLine], key: str, dtype: type) -> np.ndarray:
+    """One field of every record, image by image (records hold one entry per image)."""
+    return np.concatenate([np.asarray(r[key], dtype) for r in records]) if records else np.array([], dtype)  # type: ignore[literal-required]
 
 
 def usual_in_both(record: ShadowLine) -> np.ndarray:
@@ -223,18 +227,17 @@ def judge(evidence: ShadowEvidence, params: ReleaseParams, offline: float | None
         faults.append(
             f"it flags {ood:+.1%} more inputs as not clothing (allowed {params.max_ood_share_difference:.1%})"
         )
-    offline_disagreement = offline
     if faults:
-        return Verdict("abort", faults, evidence, allowed, offline_disagreement)
+        return Verdict("abort", faults, evidence, allowed, offline)
     if enough and high <= allowed and evidence.error_rate <= params.max_error_rate:
         reason = (
             f"{evidence.compared} live images compared: disagreement {evidence.disagreement:.1%} "
             f"(at most {high:.1%}) within {allowed:.1%}, errors {evidence.error_rate:.2%}"
         )
-        return Verdict("promote", [reason], evidence, allowed, offline_disagreement)
+        return Verdict("promote", [reason], evidence, allowed, offline)
     missing = (
         f"{evidence.compared} of {params.min_images} images compared"
         if not enough
         else f"disagreement up to {high:.1%} is not yet within {allowed:.1%}"
     )
-    return Verdict("inconclusive" if final else "wait", [missing], evidence, allowed, offline_disagreement)
+    return Verdict("inconclusive" if final else "wait", [missing], evidence, allowed, offline)
