@@ -12,7 +12,7 @@ ARGS ?=
 PYTEST_ARGS ?=
 STACK ?=
 
-.PHONY: install data run test test-fast test-python docs lint format mlflow-ui bench-serving bench-training bench-ood bench-gates bench-photos bench-container bench-reliability bench-shadow bench-swarm docker-up docker-down swarm-up serve rollback tune up down status screenshots clean
+.PHONY: install data run test test-fast test-python docs lint format mlflow-ui bench-serving bench-training bench-ood bench-gates bench-photos bench-container bench-reliability bench-shadow bench-swarm bench-estimate docker-up docker-down swarm-up serve rollback tune up down status screenshots clean
 
 install: $(STAMP)
 
@@ -119,6 +119,16 @@ bench-gates: install
 # Hostile clients and faults against the real server on 127.0.0.1 (bounded; the full-disk probe mounts a tmpfs: root).
 bench-reliability: install
 	$(BIN)/python benchmarks/bench_reliability.py
+
+# The label-free accuracy estimate against the truth on 38 shifts, beside NannyML's CBPE in its own venv.
+NANNYML_PYTHON ?= /usr/bin/python3
+.venv-nannyml/.installed: benchmarks/nannyml-lock.txt
+	$(NANNYML_PYTHON) -m venv .venv-nannyml
+	.venv-nannyml/bin/python -m pip install --quiet -r benchmarks/nannyml-lock.txt
+	touch $@
+
+bench-estimate: install .venv-nannyml/.installed
+	$(BIN)/python benchmarks/bench_estimate.py --nannyml .venv-nannyml/bin/python $(ARGS)
 
 bench-shadow: install
 	$(BIN)/python benchmarks/bench_shadow.py

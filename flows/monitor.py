@@ -51,11 +51,11 @@ def monitor_drift(
     settings = Settings()
     thresholds = thresholds or MonitorThresholds()
     window = window_until(window_minutes)
-    ref, reference = champion_task(model_name or settings.tracking.model_name, settings)
+    ref, reference, estimator = champion_task(model_name or settings.tracking.model_name, settings)
     records = read_window_task(
         log_dir or settings.monitor.prediction_log_dir, ref, window[0].timestamp(), window[1].timestamp()
     )
-    report = detect_drift_task(reference, records, thresholds)
+    report = detect_drift_task(reference, records, thresholds, estimator)
     run_id = record_check_task(ref, window, report, reference, records, thresholds, settings)
     triggered = None
     if report.drifted and retrain:
@@ -78,11 +78,25 @@ def check_description(
     ref: ModelRef, report: DriftReport, window: tuple[datetime, datetime], triggered: str | None
 ) -> str:
     reasons = "; ".join(report.reasons) or "none"
+    estimated = accuracy_text(report.metrics)
     return (
         f"Drift check for {ref}: {verdict(report)}. Window {window[0]:%Y-%m-%d %H:%M} to {window[1]:%H:%M} UTC: "
-        f"{report.n_predictions} predictions, {report.n_feedback} feedback records. Reasons: {reasons}. "
+        f"{report.n_predictions} predictions, {report.n_feedback} feedback records. {estimated}Reasons: {reasons}. "
         f"Retraining: {triggered or 'not started (no new labelled data: the drift is raised as an event)'}."
     )
+
+
+def accuracy_text(m: dict[str, float]) -> str:
+    """The estimated accuracy, and beside it the one measured on feedback where labels exist."""
+    if "estimated_accuracy" not in m:
+        return ""
+    text = (
+        f"Estimated accuracy without labels: {m['estimated_accuracy']:.3f} "
+        f"[{m['estimated_accuracy_low']:.3f}, {m['estimated_accuracy_high']:.3f}]"
+    )
+    if "labelled" in m:
+        text += f"; measured on {m['labelled']:.0f} labelled predictions: {m['online_accuracy']:.3f}"
+    return text + ". "
 
 
 app = flow_app(monitor_drift, "clothes-monitor")

@@ -1,4 +1,4 @@
-"""`train_and_deploy`: data -> validation -> training -> evaluation -> gates -> MLflow registry -> the
+"""`train_and_deploy`: data -> validation -> training (calibrated) -> evaluation -> gates -> MLflow registry -> the
 `release` subflow (export -> image build -> smoke test -> deploy -> promote to champion)."""
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from tasks.evaluation import (
     Evidence,
     OodReport,
     champion_score_task,
+    estimator_task,
     evaluate_slices_task,
     evaluate_task,
     gates_task,
@@ -30,7 +31,7 @@ from tasks.params import ContainerParams, DataSpec, GateThresholds, ModelRef, Re
 from tasks.registry import model_card, register_task, unchanged_champion_task
 from tasks.settings import Settings, mlflow_ui_link
 from tasks.tracking import git_commit, prepare_tracking_task, tracked_run
-from tasks.training import train_task
+from tasks.training import calibrate_task, train_task
 
 
 @flow(name="train-and-deploy", log_prints=True)
@@ -79,8 +80,10 @@ def train_and_deploy(
     with tracked_run(experiment_id, f"lenet5-{runtime.flow_run.name or 'local'}", tags) as run_id:
         log_dataset_task(dataset, counts)
         trained = train_task(dataset, train, run_id)
+        calibrate_task(trained.model, dataset, train, run_id)
         probabilities = predict_task(trained.model, dataset)
         evaluation = evaluate_task(probabilities, dataset, run_id)
+        estimator_task(trained.model, dataset, train, probabilities, run_id)
         reference_task(probabilities, dataset, run_id)
         holdout = holdout_task(dataset, data.holdout_size, train.seed)
         correct = evaluate_slices_task(trained.model, dataset, holdout, probabilities, run_id)

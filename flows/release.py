@@ -81,7 +81,7 @@ def release_flow(
     shadow = None
     if strategy.strategy == "shadow" and params.deploy and previous is not None:
         offline = champion.disagreement(parity.expected) if champion else None
-        verdict = shadow_task(runs_as, ref, strategy, offline, settings)
+        verdict = shadow_task(runs_as, ref, run_id, strategy, offline, settings)
         record_shadow_task(ref, run_id, verdict)
         decision = decide(ref, verdict, strategy)  # a person's, when release.approval asks for one: the run pauses
         shadow = {**verdict.as_dict(), "decision": decision.as_dict()}

@@ -87,6 +87,8 @@ class DataPlane:
         counts = np.bincount(probabilities.argmax(axis=1), minlength=len(model.class_names))
         for class_id in np.flatnonzero(counts):
             metrics.predictions(model.name, model.version, model.class_names[class_id]).inc(int(counts[class_id]))
+        if model.estimate is not None:
+            metrics.estimated_correct(model.name, model.version).inc(model.estimate.likely_right(probabilities))
         in_distribution = None
         if scores is not None and model.ood is not None:
             in_distribution = scores <= model.ood.threshold

@@ -16,6 +16,12 @@ LATENCY = Histogram(
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
 )
 PREDICTIONS = Counter("clothes_predictions_total", "Predicted images per class", ["model", "version", "label"])
+ESTIMATED_CORRECT = Counter(
+    "clothes_estimated_correct",
+    "Classified images estimated right without labels (confidence above the model's ATC threshold); "
+    "its rate over clothes_predictions_total's is the estimated accuracy",
+    ["model", "version"],
+)
 OOD_PREDICTIONS = Counter(
     "clothes_ood_predictions",
     "Images flagged as not like the training garments (in_distribution false)",
@@ -37,6 +43,11 @@ def latency(endpoint: str) -> Histogram:
 @cache
 def predictions(model: str, version: int, label: str) -> Counter:
     return PREDICTIONS.labels(model, str(version), label)
+
+
+@cache
+def estimated_correct(model: str, version: int) -> Counter:
+    return ESTIMATED_CORRECT.labels(model, str(version))
 
 
 @cache

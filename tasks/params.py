@@ -395,6 +395,13 @@ class MonitorThresholds(Strict):
         le=1,
         description="share of a window's predictions flagged out of distribution that is drift (calibrated: 5%)",
     )
+    max_estimated_drop: float = Field(
+        default=0.05,
+        gt=0,
+        le=1,
+        description="estimated accuracy (without labels; its interval's top) this far below the champion's test "
+        "accuracy is drift (the estimate errs by <= 2 points on harmless shifts: docs/estimate.md)",
+    )
     min_online_accuracy: float = Field(default=0.8, ge=0, le=1, description="accuracy on labelled feedback")
     min_feedback: int = Field(default=30, ge=1, description="labelled predictions needed to judge accuracy")
     min_records: int = Field(default=200, ge=1, description="predictions needed to judge a window at all")

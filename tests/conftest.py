@@ -147,16 +147,30 @@ def ood_stats(trained_model, fashion_mnist) -> dict:
 
 
 @pytest.fixture(scope="session")
-def model_root(tmp_path_factory: pytest.TempPathFactory, trained_model, ood_stats: dict) -> Path:
+def estimator_stats(trained_model, fashion_mnist):
+    """The accuracy estimate's statistics for `trained_model`, fitted as its training run would."""
+    from tasks.evaluation.estimate import fit_for_run
+    from tasks.evaluation.metrics import predict_probabilities
+    from tasks.params import TrainParams
+
+    test_probabilities = predict_probabilities(trained_model, fashion_mnist.x_test)
+    return fit_for_run(trained_model, fashion_mnist, TrainParams(validation_fraction=0.05), test_probabilities)
+
+
+@pytest.fixture(scope="session")
+def model_root(tmp_path_factory: pytest.TempPathFactory, trained_model, ood_stats: dict, estimator_stats) -> Path:
     """An exported store serving `clothes` v1 and v2 side by side, like a real deployment: v2 with the
-    out-of-distribution flag, v1 as versions exported before it were."""
+    out-of-distribution flag and the accuracy estimate, v1 as versions exported before them were."""
     from tasks.data.dataset import FASHION_MNIST_CLASSES
     from tasks.release.export import build_metadata, export_model
 
     root = tmp_path_factory.mktemp("models")
     for version in (1, 2):
         metadata = build_metadata(trained_model, "clothes", version, FASHION_MNIST_CLASSES, f"run-{version}", {})
-        export_model(trained_model, root, metadata, ood_stats if version == 2 else None)
+        if version == 2:
+            export_model(trained_model, root, metadata, ood_stats, estimator_stats)
+        else:
+            export_model(trained_model, root, metadata)
     return root
 
 

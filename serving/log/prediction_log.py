@@ -266,6 +266,7 @@ class PredictionLog:
                     mean=summary["mean"][rows],
                     std=summary["std"][rows],
                     dark_fraction=summary["dark_fraction"][rows],
+                    probabilities=np.round(item.probabilities, 4),  # for the monitor's expected confusion matrix
                 )
                 if item.ood_scores is not None and item.in_distribution is not None:
                     record["ood_score"] = item.ood_scores

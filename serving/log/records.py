@@ -29,6 +29,7 @@ class PredictionsLine(TypedDict):
     dark_fraction: Floats
     ood_score: NotRequired[Floats]  # models exported with the out-of-distribution flag
     in_distribution: NotRequired[list[bool] | np.ndarray]
+    probabilities: NotRequired[list[list[float]] | np.ndarray]  # (N, classes), 4 decimals; since 0.4.0
     pixels: NotRequired[list[str]]  # base64 of 28x28 uint8, with MLOPS_SERVE_PREDICTION_LOG_INPUTS
 
 
@@ -87,6 +88,7 @@ class Prediction(TypedDict):
     dark_fraction: float
     ood_score: NotRequired[float]
     in_distribution: NotRequired[bool]
+    probabilities: NotRequired[list[float]]
     pixels: NotRequired[str]
 
 
@@ -113,6 +115,8 @@ def expand(line: PredictionsLine | FeedbackLine | LogGapLine | ShadowLine) -> li
         )
         if "ood_score" in line and "in_distribution" in line:
             item["ood_score"], item["in_distribution"] = line["ood_score"][i], bool(line["in_distribution"][i])
+        if "probabilities" in line:
+            item["probabilities"] = line["probabilities"][i]
         if "pixels" in line:
             item["pixels"] = line["pixels"][i]
         predictions.append(item)

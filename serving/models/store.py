@@ -1,7 +1,8 @@
 """Discover every exported model version under a root: ``<root>/<name>/<version>/``.
 
 Each version directory holds ``metadata.json``, ``model.tflite`` (what this server runs), ``ood.json``
-(the out-of-distribution flag's threshold; versions exported before the flag have none) and the TensorFlow
+(the out-of-distribution flag's threshold; versions exported before the flag have none), ``estimate.json``
+(the accuracy estimate's threshold, `serving.models.estimate`; since 0.4.0) and the TensorFlow
 SavedModel (``saved_model.pb``, for TensorFlow Serving users).
 """
 
@@ -15,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from serving import metrics
+from serving.models.estimate import ESTIMATE_FILE, AccuracyEstimate
 from serving.models.ood import OOD_FILE, OodFlag
 from serving.models.runtime import TFLiteModel
 
@@ -33,6 +35,7 @@ class ServedModel:
     runtime: TFLiteModel
     class_names: list[str] = field(default_factory=list)
     ood: OodFlag | None = None
+    estimate: AccuracyEstimate | None = None  # versions exported before 0.4.0 have none
 
     def predict(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         """Probabilities (N, classes) and out-of-distribution scores (N,), None without the flag."""
@@ -158,7 +161,7 @@ def _failure(name: str, version_dir: Path, exc: Exception) -> FailedVersion:
 
 def load_version(name: str, version_dir: Path) -> ServedModel | None:
     metadata_path, runtime_path = version_dir / METADATA_FILE, version_dir / RUNTIME_FILE
-    ood_path = version_dir / OOD_FILE
+    ood_path, estimate_path = version_dir / OOD_FILE, version_dir / ESTIMATE_FILE
     if not metadata_path.is_file() or not runtime_path.is_file():
         log.warning("skipping %s: needs %s and %s", version_dir, METADATA_FILE, RUNTIME_FILE)
         return None
@@ -179,4 +182,5 @@ def load_version(name: str, version_dir: Path) -> ServedModel | None:
         runtime=TFLiteModel(runtime_path),
         class_names=list(class_names),
         ood=OodFlag.load(ood_path) if ood_path.is_file() else None,
+        estimate=AccuracyEstimate.load(estimate_path) if estimate_path.is_file() else None,
     )

@@ -13,10 +13,19 @@ from mlflow import MlflowClient
 from mlflow.entities import Metric
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
+from scipy import stats
 from sklearn.metrics import accuracy_score, confusion_matrix, precision_recall_fscore_support
 
 from serving.preprocessing import to_model_input
 from tasks.data.dataset import Dataset
+
+
+def wilson(successes: int, trials: int) -> tuple[float, float]:
+    """The 95% Wilson score interval of a proportion (0, 1 without trials)."""
+    if trials == 0:
+        return 0.0, 1.0
+    interval = stats.binomtest(successes, trials).proportion_ci(0.95, method="wilson")
+    return float(interval.low), float(interval.high)
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,8 @@
 """Drift detection: compare served traffic (prediction-log records) with the reference saved at training.
 
 Signals: predicted-class distribution (PSI, chi-square), input statistics (KS test, PSI), mean
-confidence, the share of inputs flagged out of distribution, and online accuracy from labelled feedback.
+confidence, the share of inputs flagged out of distribution, accuracy estimated without labels
+(`tasks.evaluation.estimate`) and online accuracy from labelled feedback.
 Pure functions; `tasks.monitoring.monitor` wires them.
 """
 
@@ -16,6 +17,7 @@ from scipy import stats
 
 from serving.log.reader import first_labels
 from serving.log.records import INPUT_STATS, Prediction, Record
+from tasks.evaluation.estimate import Answers, EstimatorStats, estimate
 from tasks.params import MonitorThresholds
 
 EPS = 1e-4
@@ -53,7 +55,11 @@ class DriftReport:
         return {**asdict(self), "drifted": self.drifted}
 
 
-def detect_drift(reference: dict, records: Iterable[Record], thresholds: MonitorThresholds) -> DriftReport:
+def detect_drift(
+    reference: dict, records: Iterable[Record], thresholds: MonitorThresholds, estimator: EstimatorStats | None = None
+) -> DriftReport:
+    """The window's signals against the reference; `estimator`: the champion's statistics for the
+    label-free accuracy estimate (None: fitted by no run before 0.4.0, so no estimate)."""
     records = list(records)
     predictions = predictions_of(records)
     feedback = first_labels(records)
@@ -95,6 +101,8 @@ def detect_drift(reference: dict, records: Iterable[Record], thresholds: Monitor
     m["confidence_drop"] = float(np.mean(reference["confidence"]) - m["confidence_mean"])
     if m["confidence_drop"] > thresholds.confidence_drop:
         report.reasons.append(f"mean confidence dropped by {m['confidence_drop']:.3f}")
+    if estimator is not None:
+        judge_estimate(report, estimator, predictions, thresholds, reference["class_names"])
     labelled = [(r["class_id"], feedback[r["id"]]) for r in predictions if r["id"] in feedback]
     if labelled:
         m["online_accuracy"] = float(np.mean([p == t for p, t in labelled]))
@@ -102,6 +110,30 @@ def detect_drift(reference: dict, records: Iterable[Record], thresholds: Monitor
         if len(labelled) >= thresholds.min_feedback and m["online_accuracy"] < thresholds.min_online_accuracy:
             report.reasons.append(f"online accuracy {m['online_accuracy']:.3f} on {len(labelled)} labelled predictions")
     return report
+
+
+def judge_estimate(
+    report: DriftReport,
+    stats: EstimatorStats,
+    predictions: list[Prediction],
+    thresholds: MonitorThresholds,
+    class_names: list[str],
+) -> None:
+    """The estimated accuracy and each class's recall into the report; a drop below the champion's test
+    accuracy beyond the interval and the threshold is drift, said in wrong answers per thousand."""
+    found = estimate(stats, Answers.logged(predictions))
+    if found is None:
+        return
+    m = report.metrics
+    m |= found.metrics()
+    m |= {f"estimated_recall.{class_names[k]}": recall for k, recall in found.recall.items()}
+    m["estimated_drop"] = stats.test_accuracy - found.accuracy
+    if stats.test_accuracy - found.high > thresholds.max_estimated_drop:
+        report.reasons.append(
+            f"estimated accuracy {found.accuracy:.3f} [{found.low:.3f}, {found.high:.3f}] ({found.estimator}, "
+            f"without labels) is {m['estimated_drop']:.3f} below the champion's test accuracy "
+            f"{stats.test_accuracy:.3f}: about {round(1000 * m['estimated_drop'])} more wrong answers per 1,000"
+        )
 
 
 def predictions_of(records: Iterable[Record]) -> list[Prediction]:

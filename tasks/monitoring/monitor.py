@@ -23,6 +23,7 @@ from prefect.deployments import run_deployment
 
 from serving.log.reader import first_labels, read_records
 from serving.log.records import Record
+from tasks.evaluation.estimate import EstimatorStats, load_estimator
 from tasks.evaluation.reference import REFERENCE_ARTIFACT
 from tasks.events import DRIFT_DETECTED, emit
 from tasks.monitoring.drift import DriftReport, detect_drift, plot_distributions
@@ -62,14 +63,18 @@ def save_labelled_samples(records: list[Record], root: Path, max_samples: int) -
 
 
 @task(name="find-champion", **RETRIES)
-def champion_task(name: str, settings: Settings) -> tuple[ModelRef, dict]:
-    """The served champion and the reference its training run saved."""
+def champion_task(name: str, settings: Settings) -> tuple[ModelRef, dict, EstimatorStats | None]:
+    """The served champion, the reference its training run saved and its accuracy estimators'
+    statistics (None for runs before 0.4.0)."""
     configure_mlflow(settings)
     champion = champion_version(name)
     if champion is None:
         raise RuntimeError(f"model '{name}' has no champion: nothing is served, nothing to monitor")
     reference = mlflow.artifacts.load_dict(f"runs:/{champion.run_id}/{REFERENCE_ARTIFACT}")
-    return ModelRef(name, int(champion.version)), reference
+    estimator = load_estimator(champion.run_id)
+    if estimator is None:
+        get_run_logger().warning("%s v%s has no accuracy estimators (trained before 0.4.0)", name, champion.version)
+    return ModelRef(name, int(champion.version)), reference, estimator
 
 
 @task(name="read-prediction-log", **RETRIES)
@@ -82,8 +87,10 @@ def read_window_task(log_dir: Path, ref: ModelRef, since: float, until: float) -
 
 
 @task(name="detect-drift", cache_policy=NO_CACHE)
-def detect_drift_task(reference: dict, records: list[Record], thresholds: MonitorThresholds) -> DriftReport:
-    report = detect_drift(reference, records, thresholds)
+def detect_drift_task(
+    reference: dict, records: list[Record], thresholds: MonitorThresholds, estimator: EstimatorStats | None
+) -> DriftReport:
+    report = detect_drift(reference, records, thresholds, estimator)
     get_run_logger().info("window verdict: %s", verdict(report))
     return report
 

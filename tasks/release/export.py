@@ -3,7 +3,8 @@
 ``<model_root>/<name>/<version>/`` gets the TensorFlow SavedModel (``saved_model.pb`` + ``variables/``,
 so TensorFlow Serving can serve the same directory), ``model.tflite`` (what our server runs: the
 probabilities plus the out-of-distribution score, computed in its graph), ``ood.json`` (the flag's
-threshold, from the training run) and ``metadata.json``. Everything is written to a hidden temporary
+threshold, from the training run), ``estimate.json`` (the accuracy estimate's threshold, likewise) and
+``metadata.json``. Everything is written to a hidden temporary
 directory and renamed into place, so a server scanning the root never sees a half-written version.
 """
 
@@ -23,8 +24,11 @@ from mlflow import MlflowClient
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
+from serving.models.estimate import ESTIMATE_FILE
+from serving.models.estimate import shipped as shipped_estimate
 from serving.models.ood import OOD_FILE
 from serving.models.store import METADATA_FILE, RUNTIME_FILE
+from tasks.evaluation.estimate import EstimatorStats, load_estimator
 from tasks.evaluation.ood import DETECTOR_FORMAT, OOD_ARTIFACT, current, detector_format, scoring_model, shipped
 from tasks.params import ModelRef
 from tasks.registry.policy import card_of
@@ -63,9 +67,12 @@ def build_metadata(
     }
 
 
-def export_model(model, model_root: Path, metadata: dict, ood: dict | None = None) -> Path:
+def export_model(
+    model, model_root: Path, metadata: dict, ood: dict | None = None, estimator: EstimatorStats | None = None
+) -> Path:
     """Write the version directory atomically; an existing export of the same version is replaced whole.
-    `ood`: the flag's statistics (versions trained before the flag have none and are served without it)."""
+    `ood`: the flag's statistics (versions trained before the flag have none and are served without it);
+    `estimator`: the accuracy estimate's (`estimate.json`: the server counts answers likely right)."""
     parent = Path(model_root) / metadata["name"]
     parent.mkdir(parents=True, exist_ok=True)
     final = parent / str(metadata["version"])
@@ -78,6 +85,8 @@ def export_model(model, model_root: Path, metadata: dict, ood: dict | None = Non
         (staging / RUNTIME_FILE).write_bytes(convert_to_tflite(model, ood))
         if ood is not None:
             (staging / OOD_FILE).write_text(json.dumps(shipped(ood)) + "\n")
+        if estimator is not None:
+            (staging / ESTIMATE_FILE).write_text(json.dumps(shipped_estimate(estimator.atc)) + "\n")
         (staging / METADATA_FILE).write_text(json.dumps(metadata, indent=2) + "\n")
         os.chmod(staging, 0o755)
         if final.exists():
@@ -103,7 +112,8 @@ def export_registered_version(ref: ModelRef, model_root: Path) -> Path:
     tagged = model_version.tags.get("class_names")
     class_names = json.loads(tagged) if tagged else card_of(model_version)["data"]["class_names"]
     metadata = build_metadata(model, ref.name, ref.version, class_names, model_version.run_id, metrics)
-    return export_model(model, model_root, metadata, ood_statistics(model_version.run_id))
+    run_id = model_version.run_id
+    return export_model(model, model_root, metadata, ood_statistics(run_id), load_estimator(run_id))
 
 
 def ood_statistics(run_id: str | None) -> dict | None:

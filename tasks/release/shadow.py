@@ -22,11 +22,20 @@ from prefect.cache_policies import NO_CACHE
 
 from serving.log.reader import read_records
 from serving.mirror import CONFIG_FILE
+from tasks.evaluation.estimate import load_estimator
 from tasks.network import free_port
 from tasks.params import ModelRef, ReleaseParams
 from tasks.release.docker_engine import HARDENING, LABEL, docker_name, require_docker, wait_container_ready
-from tasks.release.shadow_analysis import ShadowEvidence, Verdict, allowed_disagreement, judge, shadow_evidence
+from tasks.release.shadow_analysis import (
+    Estimators,
+    ShadowEvidence,
+    Verdict,
+    allowed_disagreement,
+    judge,
+    shadow_evidence,
+)
 from tasks.settings import Settings
+from tasks.tracking import champion_version
 
 Log = Callable[[str], None]
 MIRROR_METRIC = "clothes_shadow_mirrored_total"
@@ -104,15 +113,28 @@ def refused(reason: str, params: ReleaseParams, offline: float | None) -> Verdic
     return Verdict("inconclusive", [reason], ShadowEvidence(), allowed_disagreement(params, offline), offline)
 
 
+def estimators_of(ref: ModelRef, run_id: str) -> Estimators:
+    """The champion's and the candidate's accuracy-estimator statistics, each from its own run."""
+    champion = champion_version(ref.name)
+    return Estimators(load_estimator(champion.run_id) if champion else None, load_estimator(run_id))
+
+
 def watch(
-    shadow: ShadowDeployment, ref: ModelRef, params: ReleaseParams, offline: float | None, log_dir: Path, log: Log
+    shadow: ShadowDeployment,
+    ref: ModelRef,
+    params: ReleaseParams,
+    offline: float | None,
+    log_dir: Path,
+    log: Log,
+    estimators: Estimators,
 ):
     """Analyse every `interval_seconds` until the verdict is no longer `wait`, or the deadline."""
     deadline = time.monotonic() + params.deadline_minutes * 60
     while True:
         time.sleep(max(0.0, min(params.interval_seconds, deadline - time.monotonic())))
         records = read_records(log_dir, since=shadow.started)
-        verdict = judge(shadow_evidence(records, ref.version), params, offline, final=time.monotonic() >= deadline)
+        evidence = shadow_evidence(records, ref.version, estimators)
+        verdict = judge(evidence, params, offline, final=time.monotonic() >= deadline)
         evidence = verdict.evidence
         log(
             f"shadow analysis: {evidence.requests} requests, {evidence.compared} images compared, "
@@ -123,7 +145,9 @@ def watch(
 
 
 @task(name="shadow-analysis", task_run_name="shadow-v{ref.version}", cache_policy=NO_CACHE)
-def shadow_task(image: str, ref: ModelRef, params: ReleaseParams, offline: float | None, settings: Settings) -> Verdict:
+def shadow_task(
+    image: str, ref: ModelRef, run_id: str, params: ReleaseParams, offline: float | None, settings: Settings
+) -> Verdict:
     """The candidate judged on production's live traffic; production itself is never touched."""
     logger = get_run_logger()
     production = f"http://{settings.deploy.host}:{settings.deploy.port}"
@@ -138,7 +162,8 @@ def shadow_task(image: str, ref: ModelRef, params: ReleaseParams, offline: float
     else:
         shadow = start_shadow(require_docker(), image, ref, params, settings, logger.info)
         try:
-            verdict = watch(shadow, ref, params, offline, settings.monitor.prediction_log_dir, logger.info)
+            log_dir, estimators = settings.monitor.prediction_log_dir, estimators_of(ref, run_id)
+            verdict = watch(shadow, ref, params, offline, log_dir, logger.info, estimators)
         finally:
             stop_shadow(shadow, logger.info)
     create_table_artifact(verdict.table(), key="shadow-analysis", description=f"{ref} in shadow: {verdict.outcome}")

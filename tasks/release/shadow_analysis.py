@@ -11,6 +11,8 @@ What is compared, and why:
   loopback round trip the shadow's figure includes dominates);
 - the share of inputs each flags as not clothing;
 - where feedback labelled mirrored requests, the paired test of the gates (McNemar) on them.
+Each model's accuracy on the mirrored images, estimated without labels (`tasks.evaluation.estimate`,
+each with its own run's statistics), is reported beside them; it decides nothing.
 """
 
 from __future__ import annotations
@@ -19,24 +21,17 @@ from dataclasses import asdict, dataclass
 from typing import Literal
 
 import numpy as np
-from scipy import stats
 
 from serving.log.reader import first_labels
 from serving.log.records import Record, ShadowLine
+from tasks.evaluation.estimate import Answers, EstimatorStats, estimate
 from tasks.evaluation.gates import Paired
+from tasks.evaluation.metrics import wilson
 from tasks.params import ReleaseParams
 
 Outcome = Literal["promote", "abort", "wait", "inconclusive"]
 MIN_JUDGED = 20  # fewer requests (or images) than this decide nothing, however they look
 LATENCY_FLOOR_SECONDS = 0.010
-
-
-def wilson(successes: int, trials: int) -> tuple[float, float]:
-    """The 95% Wilson score interval of a proportion (0, 1 without trials)."""
-    if trials == 0:
-        return 0.0, 1.0
-    interval = stats.binomtest(successes, trials).proportion_ci(0.95, method="wilson")
-    return float(interval.low), float(interval.high)
 
 
 @dataclass(frozen=True)
@@ -54,6 +49,8 @@ class ShadowEvidence:
     ood_share_shadow: float | None = None
     labelled: int = 0  # images with feedback, judged paired
     paired: Paired | None = None
+    estimated_production: float | None = None  # accuracy without labels, on the images both answered
+    estimated_shadow: float | None = None
 
     @property
     def error_rate(self) -> float:
@@ -96,11 +93,28 @@ class ShadowEvidence:
             "labelled": self.labelled,
             "labelled_difference": self.paired.difference if self.paired else None,
             "labelled_p_worse": self.paired.p_worse if self.paired else None,
+            "estimated_accuracy": self.estimated_shadow,
+            "estimated_accuracy_production": self.estimated_production,
         }
         return {f"shadow.{k}": float(v) for k, v in figures.items() if v is not None}
 
 
-def shadow_evidence(records: list[Record], shadow_version: int) -> ShadowEvidence:
+@dataclass(frozen=True)
+class Estimators:
+    """Each model's accuracy-estimator statistics (None: its run fitted none, before 0.4.0)."""
+
+    production: EstimatorStats | None = None
+    shadow: EstimatorStats | None = None
+
+
+def estimated(stats: EstimatorStats | None, predicted: np.ndarray, confidence: np.ndarray) -> float | None:
+    found = estimate(stats, Answers(predicted, confidence)) if stats is not None else None
+    return found.accuracy if found else None
+
+
+def shadow_evidence(
+    records: list[Record], shadow_version: int, estimators: Estimators = Estimators()
+) -> ShadowEvidence:
     """The evidence of every `shadow` record of this candidate version (and the feedback on them)."""
     paired: list[ShadowLine] = [r for r in records if r["type"] == "shadow" and r["shadow_version"] == shadow_version]
     if not paired:
@@ -129,6 +143,12 @@ def shadow_evidence(records: list[Record], shadow_version: int) -> ShadowEvidenc
         paired=Paired.of(shadow[labelled] == truth[labelled], production[labelled] == truth[labelled])
         if labelled.any()
         else None,
+        estimated_production=estimated(
+            estimators.production if estimators else None, production, column(answered, "confidence", float)
+        ),
+        estimated_shadow=estimated(
+            estimators.shadow if estimators else None, shadow, column(answered, "shadow_confidence", float)
+        ),
     )
 
 
@@ -169,6 +189,7 @@ class Verdict:
             {"check": "p99 latency ratio", "value": "n/a" if ratio is None else f"{ratio:.2f}"},
             {"check": "not-clothing share difference", "value": "n/a" if ood is None else f"{ood:+.4f}"},
             {"check": "labelled", "value": labelled_text(evidence)},
+            {"check": "estimated accuracy (no labels)", "value": estimated_text(evidence)},
             {"check": "decision", "value": f"{self.outcome}: {'; '.join(self.reasons)}"},
         ]
 
@@ -181,6 +202,13 @@ class Verdict:
             **{k.removeprefix("shadow."): v for k, v in self.evidence.metrics().items()},
             "paired": asdict(self.evidence.paired) if self.evidence.paired else None,
         }
+
+
+def estimated_text(evidence: ShadowEvidence) -> str:
+    def figure(value: float | None) -> str:
+        return "n/a" if value is None else f"{value:.4f}"
+
+    return f"candidate {figure(evidence.estimated_shadow)}, production {figure(evidence.estimated_production)}"
 
 
 def labelled_text(evidence: ShadowEvidence) -> str:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import json
+import re
 import socket
 import subprocess
 import sys
@@ -196,6 +198,26 @@ def test_metrics_count_requests_and_predicted_classes(client):
     assert 'model="clothes"' in text
     assert 'version="2"' in text
     assert 'clothes_http_request_duration_seconds_bucket{endpoint="/models/<name>/v<int:version>"' in text
+
+
+def estimated_correct(client, version: int) -> float:
+    found = re.search(
+        rf'clothes_estimated_correct_total{{model="clothes",version="{version}"}} (\S+)', client.get("/metrics").text
+    )
+    return float(found.group(1)) if found else 0.0
+
+
+def test_metrics_count_the_answers_likely_right_for_versions_exported_with_the_estimate(client, model_root):
+    threshold = json.loads((model_root / "clothes" / "2" / "estimate.json").read_text())["threshold"]
+    images = np.random.default_rng(5).integers(0, 256, (40, 28, 28)).tolist()  # noise: some confident, some not
+    before = estimated_correct(client, 2), estimated_correct(client, 1)
+    answers = client.post("/models/clothes/v2", json={"images": images}).json["predictions"]
+    answers += client.post("/models/clothes/v2", json={"image": example_pixels().tolist()}).json["predictions"]
+    client.post("/models/clothes/v1", json={"images": images})  # exported without the estimate
+    likely_right = sum(answer["confidence"] > threshold for answer in answers)
+    assert likely_right > 0
+    assert estimated_correct(client, 2) - before[0] == likely_right
+    assert estimated_correct(client, 1) == before[1] == 0.0
 
 
 def test_openapi_document_lists_every_route(client, app):

@@ -17,9 +17,11 @@ from serving.log.reader import read_records
 from serving.log.retention import Removed, compress, enforce_bounds
 from serving.settings import ServingSettings
 from tasks import events as lifecycle_events
+from tasks.data.transforms import moved
 from tasks.evaluation.metrics import predict_probabilities
 from tasks.evaluation.ood_sources import build_ood_slices
 from tasks.evaluation.reference import build_reference
+from tasks.evaluation.shifts import prior_shifted
 from tasks.monitoring.drift import binned_psi, detect_drift, psi
 from tasks.monitoring.monitor import labelled_samples
 from tasks.params import MonitorThresholds
@@ -291,6 +293,48 @@ def test_feedback_on_a_flagged_prediction_trains_only_when_a_person_reviewed_it(
     assert sorted(record_id for record_id, _pixels, _label in samples) == sorted([garment["id"], reviewed["id"]])
 
 
+@pytest.fixture(scope="module")
+def estimator(estimator_stats):
+    return estimator_stats
+
+
+def served_accuracy(answers: list[dict], labels: np.ndarray) -> float:
+    return float(np.mean([answer["class_id"] == label for answer, label in zip(answers, labels, strict=True)]))
+
+
+def test_rotated_garments_get_an_estimated_accuracy_near_the_truth_and_the_drop_is_drift(
+    model_root, tmp_path, test_split, reference, estimator
+):
+    x, y, names = test_split
+    rng = np.random.default_rng(3)
+    rotated = np.stack([np.asarray(moved(p, float(rng.choice([-1, 1]) * 20), 0, 0)) for p in x[5000:6000]])
+    answers, records = serve(model_root, tmp_path, rotated)
+    truth = served_accuracy(answers, y[5000:6000])
+    assert estimator.test_accuracy - truth > 0.1  # the shift costs
+
+    report = detect_drift(reference, records, THRESHOLDS, estimator)
+    m = report.metrics
+    assert abs(m["estimated_accuracy"] - truth) <= 0.05, (m["estimated_accuracy"], truth)
+    assert m["estimated_accuracy_low"] < m["estimated_accuracy"] < m["estimated_accuracy_high"]
+    assert {f"estimated_recall.{name}" for name in names} <= m.keys()  # the log holds every probability
+    (reason,) = [r for r in report.reasons if r.startswith("estimated accuracy")]
+    assert f"{m['estimated_drop']:.3f} below the champion's test accuracy" in reason
+    assert "more wrong answers per 1,000" in reason
+
+
+def test_a_harmless_class_prior_shift_claims_no_accuracy_drop(model_root, tmp_path, test_split, reference, estimator):
+    x, y, _names = test_split
+    pixels, labels = prior_shifted(x[5000:], y[5000:], favoured=1, size=1000, seed=0)  # trousers 5x as often
+    answers, records = serve(model_root, tmp_path, pixels)
+    truth = served_accuracy(answers, labels)
+    assert truth >= estimator.test_accuracy - 0.02  # nothing lost
+
+    report = detect_drift(reference, records, THRESHOLDS, estimator)
+    assert abs(report.metrics["estimated_accuracy"] - truth) <= 0.03
+    assert not [r for r in report.reasons if r.startswith("estimated accuracy")]
+    assert any("predicted-class" in r for r in report.reasons)  # the mix did change, and says so
+
+
 def test_too_little_traffic_is_not_judged(reference):
     report = detect_drift(reference, [], THRESHOLDS)
     assert not report.enough_data
@@ -366,6 +410,7 @@ def test_monitor_flow_records_verdicts_and_triggers_retraining(
     assert runs[1].data.tags["retraining"] == drifted["retraining"]
     assert triggered[0][2] == ["trigger:drift"]
     assert runs[1].data.metrics["mean_ks"] > 0.5
+    assert 0 < runs[1].data.metrics["estimated_accuracy"] < runs[0].data.metrics["estimated_accuracy"]
     assert "plots" in [a.path for a in client.list_artifacts(runs[1].info.run_id)]
 
     # Drift with no new labelled data: the same data would train the same model, so it is raised as an

@@ -7,8 +7,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from tasks.evaluation.estimate import EstimatorStats
+from tasks.evaluation.metrics import wilson
 from tasks.params import ReleaseParams
-from tasks.release.shadow_analysis import judge, shadow_evidence, wilson
+from tasks.release.shadow_analysis import Estimators, judge, shadow_evidence
 
 PARAMS = ReleaseParams(strategy="shadow", min_images=300)
 
@@ -149,3 +151,24 @@ def test_records_of_another_candidate_are_not_counted():
     for line in lines:
         line["shadow_version"] = 3
     assert shadow_evidence(lines, 2).requests == 0
+
+
+def test_each_models_estimated_accuracy_is_reported_beside_the_other_and_decides_nothing():
+    lines = records(400, disagree=0.02)
+    production = EstimatorStats(classes=10, validation_accuracy=0.9, atc=0.85, test_accuracy=0.9)
+    shadow = EstimatorStats(classes=10, validation_accuracy=0.9, atc=0.75, test_accuracy=0.9)
+    evidence = shadow_evidence(lines, 2, Estimators(production, shadow))
+    assert evidence.estimated_production == 1.0  # every production answer at 0.9 is above its 0.85
+    assert evidence.estimated_shadow == 1.0
+    evidence = shadow_evidence(lines, 2, Estimators(production, production))
+    assert evidence.estimated_shadow == 0.0  # the shadow's 0.8 is below 0.85
+    assert evidence.metrics()["shadow.estimated_accuracy"] == 0.0
+    assert evidence.metrics()["shadow.estimated_accuracy_production"] == 1.0
+    assert judge(evidence, PARAMS, 0.06, False).outcome == verdict_of(lines).outcome == "promote"
+    rows = {row["check"]: row["value"] for row in judge(evidence, PARAMS, 0.06, False).table()}
+    assert rows["estimated accuracy (no labels)"] == "candidate 0.0000, production 1.0000"
+
+    unknown = shadow_evidence(lines, 2)  # runs from before the estimate
+    assert "shadow.estimated_accuracy" not in unknown.metrics()
+    rows = {row["check"]: row["value"] for row in judge(unknown, PARAMS, 0.06, False).table()}
+    assert rows["estimated accuracy (no labels)"] == "candidate n/a, production n/a"

@@ -54,10 +54,13 @@ def test_shadow_promotes_a_sibling_and_aborts_a_worse_candidate(release_env, doc
     v2 = client.get_model_version("clothes", "2")
     assert v2.tags["shadow.decision"] == "promote"
     assert client.get_run(v2.run_id).data.metrics["shadow.compared"] >= SHADOW.min_images
+    # each model's accuracy on the mirrored images, estimated without labels with its own run's statistics
+    assert abs(promoted["estimated_accuracy"] - promoted["estimated_accuracy_production"]) < 0.05
 
     aborted = worse["shadow"]
     assert aborted["outcome"] == "abort", aborted
     assert "disagrees with production" in " ".join(aborted["reasons"])
+    assert aborted["estimated_accuracy"] < aborted["estimated_accuracy_production"] - 0.05
     assert not worse["promoted"]
     assert worse["container_stage"] == "not promoted: shadow analysis abort"
     v3 = client.get_model_version("clothes", "3")
