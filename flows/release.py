@@ -72,7 +72,7 @@ def release_flow(
         skipped = "skipped: no Docker engine answers (`make docker-up` starts one)"
         logger.warning("container stage %s; %s stays challenger", skipped, ref)
         return Release(skipped, export_dir)
-    image = build_image_task(ref, export_dir, run_id, settings)
+    image = build_image_task(ref, export_dir, run_id, settings, params.serving)
     report = smoke_test_task(image, ref, parity, params, settings)
     # What was smoke-tested is exactly what runs: by digest from the registry, else by tag on this engine.
     runs_as = push_image_task(image, ref, settings) if settings.release.registry else image.tag

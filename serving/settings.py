@@ -9,11 +9,16 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from serving.preprocessing import MAX_IMAGE_PIXELS
 
+# Settings a release bakes into its image (`container.serving`): under the environment, which wins.
+IMAGE_SETTINGS_FILE = Path("/etc/clothes/serving.env")
+
 
 class ServingSettings(BaseSettings):
-    """The inference server's own settings: the image carries nothing of the pipeline's."""
+    """The inference server's own settings: the image carries nothing of the pipeline's. Read from the
+    environment, then from /etc/clothes/serving.env, where a release bakes the settings it was given
+    (`container.serving`) into its image."""
 
-    model_config = SettingsConfigDict(env_prefix="MLOPS_SERVE_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="MLOPS_SERVE_", extra="ignore", env_file=IMAGE_SETTINGS_FILE)
 
     model_root: Path = Field(default=Path("models"), description="holds <name>/<version>/ model directories")
     host: str = Field(default="0.0.0.0", description="the address to listen on (`make serve`: 127.0.0.1)")

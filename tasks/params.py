@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, TypeAdapter, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, TypeAdapter, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -307,6 +307,12 @@ class GateThresholds(BaseSettings):
     )
 
 
+# Server settings each deployment sets itself (where it listens, what it serves, where it logs).
+RELEASE_SETS = frozenset(
+    {"model_root", "host", "port", "reuse_port", "private_port", "health_socket", "prediction_log_dir", "shadow_config"}
+)
+
+
 class ContainerParams(Strict):
     """The release: whether it runs, whether it deploys, and how hard its smoke test checks the image."""
 
@@ -317,6 +323,26 @@ class ContainerParams(Strict):
     )
     load_requests: int = Field(default=2000, ge=0, le=100_000, description="requests of the smoke test's load burst")
     load_concurrency: int = Field(default=8, ge=1, le=64, description="connections of the load burst")
+    serving: dict[str, str] = Field(
+        default_factory=dict,
+        description="server settings baked into the image, the MLOPS_SERVE_* ones by name in lower case "
+        '(e.g. {"workers": "4"}): the smoke test, the shadow, production and rollbacks run with the same',
+    )
+
+    @field_validator("serving")
+    @classmethod
+    def known_serving_settings(cls, serving: dict[str, str]) -> dict[str, str]:
+        """Only the server's own settings, not those the release sets, each valid."""
+        from serving.settings import ServingSettings
+
+        unknown = sorted(set(serving) - set(ServingSettings.model_fields))
+        if unknown:
+            raise ValueError(f"not server settings: {unknown}; see MLOPS_SERVE_* in docs/configuration.md")
+        reserved = sorted(set(serving) & RELEASE_SETS)
+        if reserved:
+            raise ValueError(f"{reserved} are set by the release itself")
+        ServingSettings.model_validate(serving)  # each value as the server reads it (no environment)
+        return serving
 
 
 class ReleaseParams(Strict):

@@ -9,9 +9,12 @@ import threading
 import time
 import urllib.request
 from collections import Counter
+from pathlib import Path
 
 import numpy as np
 import orjson
+
+CONTENT_TYPES = {".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".png": "image/png"}
 
 
 class Traffic:
@@ -25,13 +28,19 @@ class Traffic:
         host: str = "127.0.0.1",
         images: np.ndarray | None = None,
         seconds: float = 300,
+        files: tuple[Path, ...] = (),
     ) -> None:
-        """`images`: (N, 28, 28) sent in turn, one per request; unset: a blank image every time. The
-        clients stop by themselves after `seconds`."""
+        """`images`: (N, 28, 28) sent in turn, one per request as JSON; unset: a blank image every time.
+        `files`: image files sent as they are (raw body), every other request. The clients stop by
+        themselves after `seconds`."""
         self.seconds = seconds
         self.url = f"http://{host}:{port}/models/clothes/latest"
         images = np.zeros((1, 28, 28), np.uint8) if images is None else images
-        self.bodies = itertools.cycle([orjson.dumps({"image": image.tolist()}) for image in images])
+        bodies = [(orjson.dumps({"image": image.tolist()}), "application/json") for image in images]
+        photos = [(path.read_bytes(), CONTENT_TYPES[path.suffix.lower()]) for path in files]
+        if photos:  # alternate: a JSON image, a file
+            bodies = [body for pair in zip(bodies, itertools.cycle(photos)) for body in pair]
+        self.bodies = itertools.cycle(bodies)
         self.stop = threading.Event()
         self.ok, self.failures, self.versions = 0, [], Counter()
         self.lock = threading.Lock()
@@ -41,8 +50,8 @@ class Traffic:
         deadline = time.monotonic() + self.seconds
         while not self.stop.is_set() and time.monotonic() < deadline:
             with self.lock:
-                body = next(self.bodies)
-            request = urllib.request.Request(self.url, body, {"Content-Type": "application/json"})
+                body, content_type = next(self.bodies)
+            request = urllib.request.Request(self.url, body, {"Content-Type": content_type})
             try:
                 with urllib.request.urlopen(request, timeout=10) as response:
                     version = orjson.loads(response.read())["model"]["version"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import subprocess
@@ -14,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from tasks.release.docker_engine import ContainerStageError
+from tasks.release.docker_engine import LABEL, ContainerStageError
 from tasks.settings import PROJECT_DIR
 
 # tensorflow-cpu and friends ship manylinux_2_27/2_28 only and pip does not fill in lower tags itself.
@@ -26,6 +27,7 @@ PLATFORMS = (
     "linux_x86_64",
 )
 Log = Callable[[str], None]
+SERVING_LABEL = f"{LABEL}.serving"  # the server settings baked in, as JSON
 
 
 @dataclass
@@ -80,11 +82,18 @@ def ensure_wheelhouse(wheelhouse: Path, requirements: list[str], constraints: Pa
 
 
 def build_context(
-    workdir: Path, model_dirs: list[Path], wheelhouse: Path, requirements: list[str], project_dir: Path = PROJECT_DIR
+    workdir: Path,
+    model_dirs: list[Path],
+    wheelhouse: Path,
+    requirements: list[str],
+    serving: dict[str, str] | None = None,
+    project_dir: Path = PROJECT_DIR,
 ) -> Path:
-    """Only what the image needs: Dockerfile, requirements, wheels, serving/ and the model versions."""
+    """Only what the image needs: Dockerfile, requirements, wheels, serving/, the server settings the
+    release bakes in (`serving.settings.IMAGE_SETTINGS_FILE`) and the model versions."""
     context = workdir / "context"
     context.mkdir(parents=True)
+    (context / "serving.env").write_text(settings_file(serving or {}))
     shutil.copy2(project_dir / "Dockerfile.serve", context / "Dockerfile.serve")
     shutil.copy2(project_dir / "constraints.txt", context / "constraints.txt")
     (context / "requirements.txt").write_text("\n".join(requirements) + "\n")
@@ -95,6 +104,11 @@ def build_context(
     for model_dir in model_dirs:  # <root>/<name>/<version>
         shutil.copytree(model_dir, context / "models" / model_dir.parent.name / model_dir.name)
     return context
+
+
+def settings_file(serving: dict[str, str]) -> str:
+    """`serving` as the dotenv lines the server reads (values quoted: spaces and # stay theirs)."""
+    return "".join(f"MLOPS_SERVE_{name.upper()}={json.dumps(value)}\n" for name, value in sorted(serving.items()))
 
 
 def _link_or_copy(src: str, dst: str) -> None:
@@ -145,11 +159,19 @@ def build_serving_image(
     labels: dict[str, str] | None = None,
     log: Log = lambda _line: None,
     nocache: bool = False,
+    serving: dict[str, str] | None = None,
 ) -> tuple[str, float]:
     """The whole recipe: the serving wheels (downloaded once), a throwaway minimal context, the build;
-    returns (image id, seconds)."""
+    returns (image id, seconds). `serving`: server settings baked in, also kept as the label
+    `SERVING_LABEL` so a rebuild of the image keeps them."""
     requirements = serving_requirements()
     wheelhouse = ensure_wheelhouse(wheelhouse_dir, requirements, PROJECT_DIR / "constraints.txt")
+    labels = {**(labels or {}), SERVING_LABEL: json.dumps(serving or {}, sort_keys=True)}
     with tempfile.TemporaryDirectory(prefix="clothes-build-") as tmp:
-        context = build_context(Path(tmp), [Path(d) for d in model_dirs], wheelhouse, requirements)
-        return build_image(client, context, tag, base_image, labels or {}, log, nocache=nocache)
+        context = build_context(Path(tmp), [Path(d) for d in model_dirs], wheelhouse, requirements, serving)
+        return build_image(client, context, tag, base_image, labels, log, nocache=nocache)
+
+
+def baked_settings(image_labels: dict[str, str] | None) -> dict[str, str]:
+    """The server settings an image was built with (none for images from before they were labelled)."""
+    return json.loads((image_labels or {}).get(SERVING_LABEL, "{}"))

@@ -16,7 +16,7 @@ from prefect.cache_policies import NO_CACHE
 
 from tasks.params import ModelRef
 from tasks.release.docker_engine import LABEL, docker_name, require_docker
-from tasks.release.image import ImageInfo, build_serving_image
+from tasks.release.image import ImageInfo, baked_settings, build_serving_image
 from tasks.release.registry import ensure_local, push_release
 from tasks.release.targets.docker import production_containers
 from tasks.release.targets.swarm import production_service, swarm_manager
@@ -95,7 +95,11 @@ def other_models(client, settings: Settings, ref: ModelRef, into: Path) -> list[
     retries=1,
     retry_delay_seconds=5,
 )
-def build_image_task(ref: ModelRef, model_dir: Path, run_id: str, settings: Settings) -> ImageInfo:
+def build_image_task(
+    ref: ModelRef, model_dir: Path, run_id: str, settings: Settings, serving: dict[str, str] | None = None
+) -> ImageInfo:
+    """The release's image: `ref`'s export beside every other model production serves, with the server
+    settings `serving` (`container.serving`) baked in."""
     logger = get_run_logger()
     client = require_docker()
     tag = image_tag(settings, ref)
@@ -111,6 +115,7 @@ def build_image_task(ref: ModelRef, model_dir: Path, run_id: str, settings: Sett
             base_image=settings.release.base_image,
             labels=labels,
             log=logger.info,
+            serving=serving,
         )
     size_mb = client.images.get(image_id).attrs["Size"] / 1e6
     logger.info("built %s (%s, %.0f MB) in %.1f s", tag, image_id[:19], size_mb, seconds)
@@ -142,6 +147,7 @@ def with_other_models_task(image: str, ref: ModelRef, settings: Settings) -> str
             base_image=settings.release.base_image,
             labels=served_labels(ref, own + others),
             log=logger.info,
+            serving=baked_settings(client.images.get(image).labels),  # the settings it was released with
         )
     if settings.release.registry:  # other nodes pull it: by digest, as every release runs there
         return push_release(client, image_id, tag, settings.release, logger.info)

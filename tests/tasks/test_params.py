@@ -71,3 +71,26 @@ def test_the_command_line_refuses_typos_before_anything_runs(argv, said, capsys)
         pipeline_main(argv)
     assert stopped.value.code != 0
     assert said in " ".join(capsys.readouterr().err.split())
+
+
+@pytest.mark.parametrize(
+    ("serving", "said"),
+    [
+        ({"workerz": "4"}, "not server settings: ['workerz']"),
+        ({"port": "9000"}, "['port'] are set by the release itself"),
+        ({"prediction_log_dir": "/tmp"}, "set by the release itself"),
+        ({"workers": "four"}, "serving.workers"),
+        ({"max_image_pixels": "10"}, "greater than or equal to 784"),
+    ],
+)
+def test_server_settings_baked_into_the_image_are_the_servers_own_and_valid(serving, said):
+    with pytest.raises(ValidationError) as refused:
+        ContainerParams(serving=serving)
+    assert said in str(refused.value)
+
+
+def test_the_command_line_refuses_a_server_setting_that_is_not_one(capsys):
+    with pytest.raises(SystemExit) as stopped:
+        pipeline_main(["--container.serving", '{"workerz": "4"}'])
+    assert stopped.value.code != 0
+    assert "not server settings: ['workerz']" in " ".join(capsys.readouterr().err.split())
