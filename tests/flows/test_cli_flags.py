@@ -61,8 +61,8 @@ def other_value(kind: Any, default: Any, metadata: list[Any]) -> Any:
         return next(v for v in typing.get_args(kind) if v != default)
     if origin is list:
         return [other_value(typing.get_args(kind)[0], None, [])]
-    if origin is dict:
-        return {"catalogue": 0.5}
+    if origin is dict:  # slice -> accuracy, or server setting -> value
+        return {"catalogue": 0.5} if typing.get_args(kind)[1] is float else {"workers": "3"}
     if kind is bool:
         return not default
     if kind is int:
