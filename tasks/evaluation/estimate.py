@@ -1,8 +1,8 @@
 """Accuracy without labels: how many of a window's answers are right, estimated from the answers alone.
 
-Every estimator reads what the server logs of each prediction (its calibrated confidence, its class,
-the out-of-distribution flag and, where logged, every class's probability) and statistics fitted on the
-training run's validation split, stored on the run (`ESTIMATOR_ARTIFACT`) like the flag's:
+Every estimator reads what the server logs of each prediction (its calibrated confidence, its class
+and, where logged, every class's probability) and statistics fitted on the training run's validation
+split, stored on the run (`ESTIMATOR_ARTIFACT`) like the out-of-distribution flag's:
 - `average_confidence`: the mean confidence; right on average when the probabilities are calibrated
   (`tasks.training.calibration`) and the shift keeps them so.
 - `cbpe`: the expected confusion matrix (NannyML's confidence-based performance estimation): row i,

@@ -135,7 +135,6 @@ def watch(
         records = read_records(log_dir, since=shadow.started)
         evidence = shadow_evidence(records, ref.version, estimators)
         verdict = judge(evidence, params, offline, final=time.monotonic() >= deadline)
-        evidence = verdict.evidence
         log(
             f"shadow analysis: {evidence.requests} requests, {evidence.compared} images compared, "
             f"disagreement {evidence.disagreement:.2%}, errors {evidence.errors}: {verdict.outcome}"
