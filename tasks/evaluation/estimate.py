@@ -78,7 +78,6 @@ def atc_threshold(scores: np.ndarray, accuracy: float) -> float:
 class EstimatorStats:
     """What the estimators need from the training run, fitted on its validation split."""
 
-    classes: int
     validation_accuracy: float
     atc: float  # the confidence threshold
     test_accuracy: float = float("nan")  # what the window's estimate is held against
@@ -94,15 +93,15 @@ class EstimatorStats:
 def fit_estimators(validation: Answers, labels: np.ndarray, test_accuracy: float) -> EstimatorStats:
     accuracy = float((validation.predicted == labels).mean())
     return EstimatorStats(
-        classes=int(validation.probabilities.shape[1]) if validation.probabilities is not None else 0,
         validation_accuracy=accuracy,
         atc=atc_threshold(validation.confidence, accuracy),
         test_accuracy=test_accuracy,
     )
 
 
-def expected_confusion(probabilities: np.ndarray, predicted: np.ndarray, classes: int) -> np.ndarray:
+def expected_confusion(probabilities: np.ndarray, predicted: np.ndarray) -> np.ndarray:
     """(classes, classes): row i, column j the expected count of class-i inputs answered j."""
+    classes = probabilities.shape[1]
     matrix = np.zeros((classes, classes))
     np.add.at(matrix.T, predicted, probabilities)
     return matrix
@@ -110,7 +109,7 @@ def expected_confusion(probabilities: np.ndarray, predicted: np.ndarray, classes
 
 def estimated_recall(probabilities: np.ndarray, predicted: np.ndarray) -> np.ndarray:
     """Each class's expected recall: its expected right answers over its expected inputs (NaN: none)."""
-    matrix = expected_confusion(probabilities, predicted, probabilities.shape[1])
+    matrix = expected_confusion(probabilities, predicted)
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.diag(matrix) / matrix.sum(axis=1)
 
@@ -123,16 +122,15 @@ def estimates(stats: EstimatorStats, answers: Answers) -> dict[str, float]:
         "average_confidence": float(answers.confidence.mean()),
         "atc": float((answers.confidence > stats.atc).mean()),
     }
-    if answers.probabilities is not None:
-        found["cbpe"] = float(np.trace(expected_confusion(answers.probabilities, answers.predicted, stats.classes)))
-        found["cbpe"] /= len(answers)
+    if answers.probabilities is not None:  # the expected confusion matrix's trace, over the answers
+        found["cbpe"] = float(answers.probabilities[np.arange(len(answers)), answers.predicted].mean())
     return found
 
 
 @dataclass(frozen=True)
 class Estimate:
-    """A window's estimated accuracy by the best estimator its answers allow, with a 95% interval for
-    its size (sampling only: the estimator's own error under shift is on docs/estimate.md)."""
+    """A window's estimated accuracy by the default estimator, with a 95% interval for its size
+    (sampling only: the estimator's own error under shift is on docs/estimate.md)."""
 
     estimator: str
     accuracy: float
@@ -156,14 +154,15 @@ def estimate(stats: EstimatorStats, answers: Answers) -> Estimate | None:
     found = estimates(stats, answers)
     if not found:
         return None
-    name = DEFAULT
-    low, high = wilson(round(found[name] * len(answers)), len(answers))
+    low, high = wilson(round(found[DEFAULT] * len(answers)), len(answers))
     recall = {}
     if answers.probabilities is not None:
         recall = {
-            k: float(r) for k, r in enumerate(estimated_recall(answers.probabilities, answers.predicted)) if r == r
+            k: float(r)
+            for k, r in enumerate(estimated_recall(answers.probabilities, answers.predicted))
+            if not np.isnan(r)  # a class nobody is expected to have sent
         }
-    return Estimate(name, found[name], low, high, len(answers), found, recall)
+    return Estimate(DEFAULT, found[DEFAULT], low, high, len(answers), found, recall)
 
 
 def fit_for_run(model, dataset: Dataset, params: TrainParams, test_probabilities: np.ndarray) -> EstimatorStats:

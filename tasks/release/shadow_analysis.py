@@ -143,12 +143,8 @@ def shadow_evidence(
         paired=Paired.of(shadow[labelled] == truth[labelled], production[labelled] == truth[labelled])
         if labelled.any()
         else None,
-        estimated_production=estimated(
-            estimators.production if estimators else None, production, column(answered, "confidence", float)
-        ),
-        estimated_shadow=estimated(
-            estimators.shadow if estimators else None, shadow, column(answered, "shadow_confidence", float)
-        ),
+        estimated_production=estimated(estimators.production, production, column(answered, "confidence", float)),
+        estimated_shadow=estimated(estimators.shadow, shadow, column(answered, "shadow_confidence", float)),
     )
 
 

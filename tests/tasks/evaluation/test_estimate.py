@@ -34,7 +34,7 @@ def test_the_atc_threshold_leaves_as_many_answers_above_it_as_were_right():
 
 def test_the_expected_confusion_matrix_sums_each_answers_probabilities_under_its_class():
     probabilities = np.array([[0.7, 0.2, 0.1], [0.6, 0.3, 0.1], [0.1, 0.1, 0.8]])
-    matrix = expected_confusion(probabilities, np.array([0, 0, 2]), 3)
+    matrix = expected_confusion(probabilities, np.array([0, 0, 2]))
     np.testing.assert_allclose(matrix[:, 0], [1.3, 0.5, 0.2])
     np.testing.assert_allclose(matrix[:, 2], [0.1, 0.1, 0.8])
     assert matrix.sum() == pytest.approx(3)
@@ -52,7 +52,7 @@ def test_answers_from_the_log_keep_the_probabilities_only_when_every_record_has_
     assert answers.probabilities is not None and answers.probabilities.shape == (2, 2)
     older = [with_them[0], {"class_id": 1, "confidence": 0.6}]
     assert Answers.logged(older).probabilities is None  # type: ignore[arg-type]
-    stats = EstimatorStats(classes=2, validation_accuracy=0.8, atc=0.7, test_accuracy=0.8)
+    stats = EstimatorStats(validation_accuracy=0.8, atc=0.7, test_accuracy=0.8)
     found = estimate(stats, Answers.logged(older))  # type: ignore[arg-type]
     assert found is not None
     assert found.estimator == DEFAULT

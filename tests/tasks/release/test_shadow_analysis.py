@@ -155,8 +155,8 @@ def test_records_of_another_candidate_are_not_counted():
 
 def test_each_models_estimated_accuracy_is_reported_beside_the_other_and_decides_nothing():
     lines = records(400, disagree=0.02)
-    production = EstimatorStats(classes=10, validation_accuracy=0.9, atc=0.85, test_accuracy=0.9)
-    shadow = EstimatorStats(classes=10, validation_accuracy=0.9, atc=0.75, test_accuracy=0.9)
+    production = EstimatorStats(validation_accuracy=0.9, atc=0.85, test_accuracy=0.9)
+    shadow = EstimatorStats(validation_accuracy=0.9, atc=0.75, test_accuracy=0.9)
     evidence = shadow_evidence(lines, 2, Estimators(production, shadow))
     assert evidence.estimated_production == 1.0  # every production answer at 0.9 is above its 0.85
     assert evidence.estimated_shadow == 1.0
