@@ -12,7 +12,7 @@ ARGS ?=
 PYTEST_ARGS ?=
 STACK ?=
 
-.PHONY: install data run test test-fast test-python docs lint format mlflow-ui bench-serving bench-training bench-ood bench-gates bench-photos bench-container bench-reliability bench-shadow bench-swarm bench-estimate docker-up docker-down swarm-up serve rollback tune up down status screenshots clean
+.PHONY: install data run test test-fast test-python docs lint format mlflow-ui bench-serving bench-training bench-ood bench-gates bench-photos bench-container bench-reliability bench-shadow bench-swarm bench-estimate bench-capture docker-up docker-down swarm-up serve rollback tune up down status screenshots clean
 
 install: $(STAMP)
 
@@ -132,6 +132,10 @@ bench-estimate: install .venv-nannyml/.installed
 
 bench-shadow: install
 	$(BIN)/python benchmarks/bench_shadow.py
+
+# Capture to the object store: throughput beside the log alone, upload rate, the monitor's hour (needs wrk).
+bench-capture: install
+	$(BIN)/python benchmarks/bench_capture.py $(ARGS)
 
 # Real-photo accuracy of the server on 127.0.0.1:8080 (`make run` deploys one): dataset PNGs vs photo-style files.
 bench-photos: install

@@ -13,8 +13,10 @@ from prefect.artifacts import create_table_artifact
 from flows.cli import console_script, flow_app
 from tasks.monitoring import (
     DriftReport,
+    capture_store,
     champion_task,
     detect_drift_task,
+    read_labelled_task,
     read_window_task,
     record_check_task,
     retrain_task,
@@ -42,7 +44,8 @@ def monitor_drift(
     model_name
         Unset: MLOPS_MODEL_NAME ('clothes').
     log_dir
-        The prediction log directory; unset: MLOPS_PREDICTION_LOG_DIR.
+        This machine's prediction log directory (what capture has not shipped yet, or all of it without
+        MLOPS_CAPTURE_URL); unset: MLOPS_PREDICTION_LOG_DIR.
     thresholds
         When a signal counts as drift.
     retrain
@@ -51,15 +54,16 @@ def monitor_drift(
     settings = Settings()
     thresholds = thresholds or MonitorThresholds()
     window = window_until(window_minutes)
+    since, until = window[0].timestamp(), window[1].timestamp()
+    log_dir, store = log_dir or settings.monitor.prediction_log_dir, capture_store(settings)
     ref, reference, estimator = champion_task(model_name or settings.tracking.model_name, settings)
-    records = read_window_task(
-        log_dir or settings.monitor.prediction_log_dir, ref, window[0].timestamp(), window[1].timestamp()
-    )
-    report = detect_drift_task(reference, records, thresholds, estimator)
-    run_id = record_check_task(ref, window, report, reference, records, thresholds, settings)
+    summary = read_window_task(log_dir, store, ref, since, until, len(reference["class_names"]))
+    report = detect_drift_task(reference, summary, thresholds, estimator)
+    run_id = record_check_task(ref, window, report, reference, summary, thresholds, settings)
     triggered = None
     if report.drifted and retrain:
-        triggered = retrain_task(ref, records, report, window, run_id, settings, thresholds)
+        labelled = read_labelled_task(log_dir, store, summary, since, until) if summary else []
+        triggered = retrain_task(ref, labelled, report, window, run_id, settings, thresholds)
     create_table_artifact(
         [{"metric": key, "value": float(f"{value:.4g}")} for key, value in sorted(report.metrics.items())],
         key="drift-check",

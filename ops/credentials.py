@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import bcrypt
@@ -23,6 +23,8 @@ class Credentials:
     prefect_password: str
     registry_password: str
     mlflow_secret_key: str  # MLflow's CSRF key: the same in every worker process of its server
+    store_access_key: str = ""  # the object store's S3 identity (files from before 0.5.0 lack it: made then)
+    store_secret_key: str = ""
 
     @property
     def prefect_auth_string(self) -> str:
@@ -31,16 +33,30 @@ class Credentials:
 
     @classmethod
     def generate(cls) -> Credentials:
-        return cls(USERNAME, *(secrets.token_urlsafe(24) for _ in range(4)))
+        access_key, secret_key = store_identity()
+        mlflow, prefect, registry, csrf = (secrets.token_urlsafe(24) for _ in range(4))
+        return cls(USERNAME, mlflow, prefect, registry, csrf, access_key, secret_key)
+
+
+def store_identity() -> tuple[str, str]:
+    """An S3 access key id (20 upper-case characters, as AWS makes them) and its secret."""
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567"
+    return "".join(secrets.choice(alphabet) for _ in range(20)), secrets.token_urlsafe(30)
 
 
 def load_or_create(state_dir: Path) -> tuple[Credentials, bool]:
     """(credentials, made now): the first caller makes the file, mode 0600 from its creation on."""
     path = state_dir / FILE
     try:
-        return Credentials(**json.loads(path.read_text())), False
+        found = Credentials(**json.loads(path.read_text()))
     except FileNotFoundError:
         pass
+    else:
+        if found.store_access_key:
+            return found, False
+        found = replace(found, **dict(zip(("store_access_key", "store_secret_key"), store_identity(), strict=True)))
+        write_private(path, json.dumps(asdict(found)))  # a stack from before the object store: its identity now
+        return found, False
     credentials = Credentials.generate()
     state_dir.mkdir(parents=True, exist_ok=True)
     write_private(path, json.dumps(asdict(credentials)))

@@ -1,12 +1,14 @@
 """`clothes-stack up|down|status|env|mlflow-ui|screenshots`: the stack a team shares.
 
-up: Prefect server (SQLite under the state directory, or PostgreSQL), the `clothes-process` work pool,
-every deployment of prefect.yaml (`prefect deploy --all`), a process worker, an MLflow tracking server/UI
-on the same store as `make run` serving the artifacts too (flows log through it over HTTP, so workers on
-other machines need no shared directory), and an image registry. On loopback (the default) it is one
-person's stack, without logins; on any other address (MLOPS_STACK_HOST) every server asks for credentials,
-made on the first `up` and kept in `<state dir>/credentials.json` (0600). down: stops exactly the
-processes `up` started (pid files).
+up: Prefect server (SQLite under the state directory, or PostgreSQL), an S3-compatible object store
+(SeaweedFS: production's captured traffic from every replica, feedback claims, and in team mode MLflow's
+artifacts), the `clothes-process` work pool, every deployment of prefect.yaml (`prefect deploy --all`), a
+process worker, an MLflow tracking server/UI on the same store as `make run` serving the artifacts too
+(flows log through it over HTTP, so workers on other machines need no shared directory), and an image
+registry. On loopback (the default) it is one person's stack, without logins but the object store's; on
+any other address or name (MLOPS_STACK_HOST) every server asks for credentials, made on the first `up`
+and kept in `<state dir>/credentials.json` (0600). down: stops exactly the processes `up` started (pid
+files).
 """
 
 from __future__ import annotations
@@ -29,7 +31,9 @@ from pathlib import Path
 from ops import registry
 from ops.credentials import Credentials, load_or_create, mlflow_auth_config, write_private
 from ops.screenshots import ScreenshotError, take_screenshots
+from ops.seaweedfs import BUCKET, SeaweedFS
 from ops.tls import CA_CERT
+from serving.log.object_store import ObjectStore, StoreError
 from tasks.release.docker_engine import docker_client, retire
 from tasks.release.targets.docker import production_containers
 from tasks.release.targets.swarm import production_service, swarm_manager
@@ -37,7 +41,9 @@ from tasks.settings import PROJECT_DIR, Settings, runtime_defaults
 
 WORK_POOL = "clothes-process"
 RECORD = "stack.json"  # how the last `up` configured the stack: `env`, `status` and `down` follow it
-PROCESSES = ("prefect-server", "mlflow", "registry", "worker")  # in start order; `down` stops them in reverse
+PROCESSES = ("prefect-server", "store", "mlflow", "registry", "worker")  # start order; `down` stops in reverse
+CAPTURE_PREFIX = "capture"  # s3://<bucket>/capture: production's traffic (`serving.log.capture`)
+ARTIFACTS_PREFIX = "mlflow-artifacts"  # s3://<bucket>/mlflow-artifacts: MLflow's artifacts in team mode
 
 
 class StackRefused(RuntimeError):
@@ -71,6 +77,9 @@ class Stack:
     auth: bool = False
     registry: bool = False
     registry_port: int = 5443
+    store: bool = True
+    store_port: int = 8333
+    store_artifacts: bool | None = None  # MLflow's artifacts in the store; None: in team mode
     # Built once: the stores, the database and the production deployment the stack works with.
     settings: Settings = field(default_factory=Settings, compare=False)
 
@@ -87,6 +96,9 @@ class Stack:
             auth=team if stack.auth is None else stack.auth,
             registry=team if stack.registry is None else stack.registry,
             registry_port=stack.registry_port,
+            store=stack.store,
+            store_port=stack.store_port,
+            store_artifacts=stack.store_artifacts,
             settings=settings,
         )
 
@@ -100,7 +112,17 @@ class Stack:
         return cls(state_dir, **recorded, settings=settings)
 
     def record(self) -> None:
-        fields = ("prefect_port", "mlflow_port", "host", "auth", "registry", "registry_port")
+        fields = (
+            "prefect_port",
+            "mlflow_port",
+            "host",
+            "auth",
+            "registry",
+            "registry_port",
+            "store",
+            "store_port",
+            "store_artifacts",
+        )
         (self.state_dir / RECORD).write_text(json.dumps({name: getattr(self, name) for name in fields}))
 
     @property
@@ -119,9 +141,26 @@ class Stack:
     def registry_dir(self) -> Path:
         return self.state_dir.resolve() / "registry"
 
+    @property
+    def object_store(self) -> SeaweedFS:
+        return SeaweedFS(self.state_dir.resolve() / "seaweedfs", self.host, self.store_port)
+
+    @property
+    def artifacts_on_store(self) -> bool:
+        """Team mode keeps MLflow's artifacts in the object store; one person's stack, beside `make run`'s
+        (unless MLOPS_STACK_STORE_ARTIFACTS says otherwise)."""
+        if not self.store:
+            return False
+        return not loopback(self.host) if self.store_artifacts is None else self.store_artifacts
+
+    def store_env(self) -> dict[str, str]:
+        """What a client of the object store needs: endpoint, region and the S3 identity."""
+        credentials = self.credentials()
+        return self.object_store.client_env(credentials) if credentials and self.store else {}
+
     def credentials(self) -> Credentials | None:
         """The stack's credentials (made on first use) when any server asks for them, else None."""
-        return load_or_create(self.state_dir)[0] if self.auth or self.registry else None
+        return load_or_create(self.state_dir)[0] if self.auth or self.registry or self.store else None
 
     def client_env(self) -> dict[str, str]:
         """What a colleague's shell, `make run` or a worker on another machine needs: URLs and credentials."""
@@ -143,6 +182,8 @@ class Stack:
                 "MLOPS_REGISTRY_USERNAME": credentials.username,
                 "MLOPS_REGISTRY_PASSWORD": credentials.registry_password,
             }
+        if self.store:
+            env |= {"MLOPS_CAPTURE_URL": f"s3://{BUCKET}/{CAPTURE_PREFIX}", **self.store_env()}
         return env
 
     def env(self) -> dict[str, str]:
@@ -163,6 +204,7 @@ class Stack:
             "CLOTHES_PROJECT_DIR": str(PROJECT_DIR),
             # The UI needs no GenAI job runner (it starts half a dozen consumer processes).
             "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": os.environ.get("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false"),
+            **({"MLFLOW_S3_ENDPOINT_URL": self.object_store.endpoint} if self.artifacts_on_store else {}),
             **(
                 {"PREFECT_API_DATABASE_CONNECTION_URL": database}
                 if (database := self.settings.tracking.prefect_database_url)
@@ -204,20 +246,25 @@ class Stack:
             settings.tracking.backend_store_uri,
             "--serve-artifacts",  # clients upload and download artifacts through the server
             "--artifacts-destination",
-            settings.tracking.artifacts_dir.as_uri(),
+            self.artifacts_destination(),
             *(["--allowed-hosts", ",".join(hosts)] if (hosts := self.mlflow_hosts()) else []),
         ]
         prefect = [python, "-m", "prefect", "server", "start", "--host", self.host, "--port", str(self.prefect_port)]
-        commands: dict[str, tuple[list[str], str | None]] = {
-            "prefect-server": (prefect, f"{self.prefect_api}/health"),
-            "mlflow": (mlflow, f"{self.mlflow_url}/health"),
-        }
+        commands: dict[str, tuple[list[str], str | None]] = {"prefect-server": (prefect, f"{self.prefect_api}/health")}
+        if self.store:
+            commands["store"] = (self.object_store.command(), f"{self.object_store.endpoint}/healthz")
+        commands["mlflow"] = (mlflow, f"{self.mlflow_url}/health")
         if self.registry:
             config = self.registry_dir / "config.yml"
             commands["registry"] = (registry.command(config), f"https://{self.registry_address}/")
         worker = [python, "-m", "prefect", "worker", "start", "--pool", WORK_POOL, "--type", "process"]
         commands["worker"] = (worker, None)
         return commands
+
+    def artifacts_destination(self) -> str:
+        if self.artifacts_on_store:
+            return f"s3://{BUCKET}/{ARTIFACTS_PREFIX}"
+        return self.settings.tracking.artifacts_dir.as_uri()
 
     def mlflow_hosts(self) -> list[str]:
         """The Host headers MLflow accepts besides its default (localhost and private addresses, its guard
@@ -336,6 +383,42 @@ def start_registry(stack: Stack, credentials: Credentials) -> None:
     start(stack, "registry")
 
 
+def start_store(stack: Stack, credentials: Credentials) -> None:
+    """Its identity, the process, the bucket; in team mode, artifacts `make run` kept locally copied in."""
+    stack.object_store.prepare(credentials)
+    start(stack, "store")
+    store = ObjectStore(f"s3://{BUCKET}", env=stack.store_env())
+    deadline = time.monotonic() + 30
+    while True:  # the gateway answers health a moment before its filer takes writes
+        try:
+            store.ensure_bucket()
+            break
+        except StoreError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
+    if stack.artifacts_on_store:
+        copied = copy_artifacts(stack.settings.tracking.artifacts_dir, store, ARTIFACTS_PREFIX)
+        if copied:
+            print(f"store: copied {copied} artifact files of {stack.settings.tracking.artifacts_dir} in", flush=True)
+
+
+def copy_artifacts(directory: Path, store: ObjectStore, prefix: str) -> int:
+    """Every file under `directory` the store lacks, under `prefix` (idempotent): runs logged before the
+    artifacts moved to the store keep theirs, since the server maps `mlflow-artifacts:/<path>` to
+    `<destination>/<path>` either way."""
+    if not directory.is_dir():
+        return 0
+    present = set(store.keys(store.key(prefix) + "/"))
+    copied = 0
+    for path in sorted(p for p in directory.rglob("*") if p.is_file()):
+        key = store.key(prefix, path.relative_to(directory).as_posix())
+        if key not in present:
+            store.upload(path, key)
+            copied += 1
+    return copied
+
+
 def up(stack: Stack) -> None:
     if not loopback(stack.host) and not stack.auth:
         raise StackRefused(
@@ -346,7 +429,8 @@ def up(stack: Stack) -> None:
     if stack.auth:  # its databases and logs are the team's: only this user reads them
         stack.state_dir.chmod(0o700)
     settings = stack.settings
-    credentials, made = load_or_create(stack.state_dir) if stack.auth or stack.registry else (None, False)
+    needs_credentials = stack.auth or stack.registry or stack.store
+    credentials, made = load_or_create(stack.state_dir) if needs_credentials else (None, False)
     if settings.tracking.stack_db == "postgres":  # MLflow's and Prefect's databases, on a running cluster
         prefix = settings.tracking.postgres_prefix
         print(f"postgres: databases {prefix}mlflow and {prefix}prefect", flush=True)
@@ -358,6 +442,8 @@ def up(stack: Stack) -> None:
         )
     stack.record()
     start(stack, "prefect-server")
+    if credentials and stack.store:
+        start_store(stack, credentials)
     start(stack, "mlflow")
     if credentials and stack.registry:
         start_registry(stack, credentials)
@@ -365,6 +451,8 @@ def up(stack: Stack) -> None:
     notify(stack)
     start(stack, "worker")
     print(f"Prefect UI   {stack.prefect_api.removesuffix('/api')}\nMLflow UI    {stack.mlflow_url}")
+    if stack.store:
+        print(f"Store        {stack.object_store.endpoint} (S3; bucket {BUCKET})")
     if stack.registry:
         print(f"Registry     {stack.registry_address} (CA {stack.registry_dir / CA_CERT})")
     if made and stack.auth:  # the only time the passwords are printed; `clothes-stack env` prints them again

@@ -6,6 +6,7 @@ a domain error (`serving.errors`)."""
 
 from __future__ import annotations
 
+import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -15,7 +16,9 @@ import numpy as np
 
 from serving import metrics
 from serving.errors import AlreadyLabelled, FeedbackDisabled, ModelNotFound, PredictionNotFound
+from serving.log.capture import Capture
 from serving.log.feedback import LabelledIds, PredictionIds, RateLimit, load_key, secret_from_file
+from serving.log.object_store import ObjectStore
 from serving.log.prediction_log import PredictionLog
 from serving.mirror import CONFIG_FILE, Mirror, Offered, ShadowConfig
 from serving.models.store import ModelStore, ServedModel
@@ -48,14 +51,26 @@ class DataPlane:
 
     @classmethod
     def build(cls, settings: ServingSettings) -> DataPlane:
-        log, mirror = None, None
+        log, mirror, claims_store = None, None, None
         if settings.prediction_log_dir is not None:
+            capture = None
+            if settings.capture_url:
+                capture = Capture(
+                    settings.prediction_log_dir,
+                    ObjectStore(settings.capture_url, timeout=10),
+                    settings.node or socket.gethostname(),
+                    settings.capture_interval,
+                    abandoned_seconds=2 * settings.prediction_log_rotate_seconds + 60,
+                )
+                claims_store = ObjectStore(settings.capture_url, timeout=2, attempts=1)  # on the request path
             log = PredictionLog(
                 settings.prediction_log_dir,
                 settings.prediction_log_max_bytes,
                 settings.prediction_log_inputs,
                 max_total_bytes=settings.prediction_log_max_total_bytes,
                 max_age_seconds=settings.prediction_log_max_age_days * 86400,
+                rotate_seconds=settings.prediction_log_rotate_seconds,
+                capture=capture,
             )
             mirror = Mirror(settings.shadow_config or settings.prediction_log_dir / CONFIG_FILE, log)
         secret = secret_from_file(settings.feedback_secret_file) or settings.feedback_secret
@@ -63,7 +78,7 @@ class DataPlane:
             settings=settings,
             models=ModelStore.discover(settings.model_root),
             ids=PredictionIds(load_key(secret, settings.prediction_log_dir)),
-            labelled=LabelledIds(settings.prediction_log_dir),
+            labelled=LabelledIds(settings.prediction_log_dir, store=claims_store),
             feedback_rate=RateLimit(settings.feedback_per_minute),
             log=log,
             mirror=mirror,
@@ -84,7 +99,8 @@ class DataPlane:
         that prediction: issued when the answer carries them or the prediction log records them (an HMAC
         each, a fifth of a batch's cost)."""
         probabilities, scores = model.predict(batch)
-        counts = np.bincount(probabilities.argmax(axis=1), minlength=len(model.class_names))
+        class_ids = probabilities.argmax(axis=1)
+        counts = np.bincount(class_ids, minlength=len(model.class_names))
         for class_id in np.flatnonzero(counts):
             metrics.predictions(model.name, model.version, model.class_names[class_id]).inc(int(counts[class_id]))
         if model.estimate is not None:
@@ -97,7 +113,7 @@ class DataPlane:
                 metrics.ood_predictions(model.name, model.version).inc(flagged)
         ids: list[str] = []
         if answer_ids or self.log is not None:
-            ids = self.ids.issue(model.name, model.version, len(batch))
+            ids = self.ids.issue(model.name, model.version, class_ids.tolist())
         if self.log is not None:
             self.log.log_predictions(ids, model.name, model.version, probabilities, batch, scores, in_distribution)
         return Predicted(probabilities, ids, scores, in_distribution)
@@ -136,7 +152,15 @@ class DataPlane:
             raise PredictionNotFound(f"no prediction with id '{prediction_id}' was made by {made_by} here")
         if not self.labelled.claim(prediction_id):
             raise AlreadyLabelled(f"prediction '{prediction_id}' is already labelled; the first label stands")
-        self.log.log_feedback(prediction_id, model.name, model.version, class_id, reviewed)
+        self.log.log_feedback(
+            prediction_id,
+            model.name,
+            model.version,
+            class_id,
+            reviewed,
+            answered=self.ids.answered(prediction_id),
+            classes=len(model.class_names),
+        )
 
     def run(self, function: Callable[..., T], *args: Any) -> T:
         """Run CPU-heavy work (multipart parsing, image decoding) where it does not stall other requests:

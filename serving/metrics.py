@@ -81,3 +81,18 @@ SHADOW_DROPPED = Counter("clothes_shadow_dropped_total", "Classifications not mi
 SHADOW_ERRORS = Counter(
     "clothes_shadow_errors_total", "Mirrored classifications the shadow did not answer with 200 in time"
 )
+CAPTURE_FILES = Counter("clothes_capture_shipped_files_total", "Prediction logs and summaries shipped to the store")
+CAPTURE_BYTES = Counter("clothes_capture_shipped_bytes_total", "Bytes shipped to the store")
+CAPTURE_ERRORS = Counter("clothes_capture_errors_total", "Shipping passes the store refused or did not answer")
+CAPTURE_WAITING_FILES = Gauge(
+    "clothes_capture_waiting_files", "Files on the local disk waiting for the store", multiprocess_mode="livemax"
+)
+CAPTURE_WAITING_BYTES = Gauge(
+    "clothes_capture_waiting_bytes", "Bytes on the local disk waiting for the store", multiprocess_mode="livemax"
+)
+CAPTURE_LAST_SUCCESS = Gauge(
+    "clothes_capture_last_success_timestamp_seconds", "When the store last took a file", multiprocess_mode="max"
+)
+CLAIM_FALLBACKS = Counter(
+    "clothes_feedback_claim_fallbacks_total", "Feedback claims decided on this node alone: the store did not answer"
+)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from serving.preprocessing import MAX_IMAGE_PIXELS
@@ -38,6 +38,19 @@ class ServingSettings(BaseSettings):
         default=2 * 1024**3, ge=1024, description="all prediction-log files together; the oldest rotated go first"
     )
     prediction_log_max_age_days: float = Field(default=30, gt=0, description="rotated files older than this go")
+    prediction_log_rotate_seconds: float = Field(
+        default=60, ge=1, description="also rotate at every multiple of this on the clock (at most an hour)", le=3600
+    )
+    capture_url: str | None = Field(
+        default=None,
+        description="s3://<bucket>/<prefix> every replica ships its closed prediction logs and minute summaries "
+        "to, and claims labelled ids in; endpoint and credentials: the AWS_* variables (AWS_ENDPOINT_URL_S3, "
+        "AWS_SHARED_CREDENTIALS_FILE, ...); unset: local only",
+    )
+    capture_interval: float = Field(default=5, gt=0, description="seconds between looks for files to ship")
+    node: str | None = Field(
+        default=None, description="this machine's name in captured files' keys (swarm: the node's); unset: host name"
+    )
     shadow_config: Path | None = Field(
         default=None,
         description="the file a release writes to mirror a sample of classifications to a shadow "
@@ -69,3 +82,9 @@ class ServingSettings(BaseSettings):
         default=None, description="file holding that key (a mounted Docker/Kubernetes secret); wins over the above"
     )
     feedback_per_minute: int = Field(default=600, ge=1, description="feedback requests per minute per worker")
+
+    @model_validator(mode="after")
+    def _capture_needs_the_log(self) -> ServingSettings:
+        if self.capture_url and self.prediction_log_dir is None:
+            raise ValueError("capture_url ships the prediction log: set prediction_log_dir too")
+        return self

@@ -174,6 +174,15 @@ class StackSettings(Group):
         default=None, description="run an image registry (TLS, htpasswd); unset: on for any address but loopback"
     )
     registry_port: int = Field(default=5443, ge=1, le=65535, description="the registry's port")
+    store: bool = Field(
+        default=True, description="run the S3 object store (SeaweedFS): capture of every replica's traffic"
+    )
+    store_port: int = Field(default=8333, ge=1, le=65535, description="the object store's S3 port")
+    store_artifacts: bool | None = Field(
+        default=None,
+        description="MLflow's artifacts in the object store instead of mlruns/artifacts; unset: on for any "
+        "address but loopback",
+    )
     mlflow_workers: int | None = Field(
         default=None, ge=1, description="MLflow server processes; unset: 1 on SQLite, 4 on PostgreSQL"
     )
@@ -183,6 +192,11 @@ class MonitorSettings(Group):
     """What production logs and the drift monitor reads, and what it starts on drift."""
 
     prediction_log_dir: Path = Field(default=Path("logs/predictions"), description="mounted into production")
+    capture_url: str | None = Field(
+        default=None,
+        description="s3://<bucket>/<prefix> production ships its traffic to and the monitor reads every node's "
+        "traffic from (endpoint and credentials: AWS_*; `clothes-stack env` prints them); unset: this machine's log",
+    )
     feedback_data_dir: Path = Field(default=Path("data/feedback"), description="labelled samples for retraining")
     retrain_deployment: str = Field(default="train-and-deploy/weekly", description="started when drift is found")
     notify_webhook: SecretStr | None = Field(

@@ -174,6 +174,32 @@ def model_root(tmp_path_factory: pytest.TempPathFactory, trained_model, ood_stat
     return root
 
 
+def capturing_replica(model_root: Path, log_dir: Path, node: str, url: str, **settings):
+    """The server app as one replica on `node` runs it: its own log directory, shipping to `url`, ids
+    signed with the key every replica shares, inputs logged (what retraining needs)."""
+    from serving import create_app
+    from serving.settings import ServingSettings
+
+    serving = ServingSettings(
+        prediction_log_dir=log_dir,
+        prediction_log_inputs=True,
+        capture_url=url,
+        node=node,
+        feedback_secret="the deployment's",
+        **settings,
+    )
+    return create_app(model_root, serving)
+
+
+@pytest.fixture(scope="module")
+def object_store(tmp_path_factory: pytest.TempPathFactory):
+    """A real S3-compatible store (SeaweedFS, the stack's) on loopback, for the module's tests."""
+    from ops.seaweedfs import running_store
+
+    with running_store(tmp_path_factory.mktemp("store")) as store:
+        yield store
+
+
 @pytest.fixture(scope="session")
 def docker_engine():
     """The local Docker engine (`make docker-up` starts one; CI's run starts it first)."""

@@ -1,21 +1,29 @@
 """Who may label a prediction: signed prediction ids, one label per id, a token and a rate limit.
 
 Feedback becomes training data, so it must only ever label predictions this server made. An id is
-16 random hex digits followed by 16 hex digits of an HMAC over them, the model and the version: any
-worker or replica holding the key verifies it without shared state, and a forged or reused-elsewhere
-id is refused.
+16 random hex digits, 4 of the class the server answered and 16 of an HMAC over them, the model and
+the version: any worker or replica holding the key verifies it without shared state, a forged or
+reused-elsewhere id is refused, and a label's prediction is known without looking it up (the monitor
+counts right and wrong answers from per-minute summaries alone). Ids of 32 digits (no class; servers
+before 0.5.0) still verify.
 """
 
 from __future__ import annotations
 
 import contextlib
 import hmac
+import logging
 import os
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Sequence
 from pathlib import Path
 
+from serving import metrics
+from serving.log.object_store import ObjectStore, StoreError
+
+log = logging.getLogger(__name__)
 KEY_FILE = ".prediction-id-key"
 
 
@@ -57,42 +65,76 @@ def load_key(secret: str | None, key_dir: Path | None) -> bytes:
 
 
 class PredictionIds:
+    NONCE, CLASS, SIGNATURE = 16, 4, 16
+
     def __init__(self, key: bytes) -> None:
         self._key = key
 
-    def _signature(self, nonce: str, model: str, version: int) -> str:
+    def _signature(self, message: str) -> str:
         # one-shot HMAC (OpenSSL): the same value as hmac.new(...).hexdigest(), without its Python object
-        return hmac.digest(self._key, f"{nonce}:{model}:{version}".encode(), "sha256").hex()[:16]
+        return hmac.digest(self._key, message.encode(), "sha256").hex()[: self.SIGNATURE]
 
-    def issue(self, model: str, version: int, n: int) -> list[str]:
-        nonces = os.urandom(8 * n).hex()
-        return [(nonce := nonces[i : i + 16]) + self._signature(nonce, model, version) for i in range(0, 16 * n, 16)]
+    def issue(self, model: str, version: int, class_ids: Sequence[int]) -> list[str]:
+        """One id per answer, naming the class answered (below 65,536 classes)."""
+        nonces = os.urandom(8 * len(class_ids)).hex()
+        ids = []
+        for i, class_id in enumerate(class_ids):
+            body = f"{nonces[16 * i : 16 * i + 16]}{int(class_id):04x}"
+            ids.append(body + self._signature(f"{body}:{model}:{version}"))
+        return ids
 
     def verify(self, record_id: str, model: str, version: int) -> bool:
-        if len(record_id) != 32:
-            return False
-        return hmac.compare_digest(record_id[16:], self._signature(record_id[:16], model, version))
+        if len(record_id) == self.NONCE + self.CLASS + self.SIGNATURE:
+            body, signature = record_id[: -self.SIGNATURE], record_id[-self.SIGNATURE :]
+            return hmac.compare_digest(signature, self._signature(f"{body}:{model}:{version}"))
+        if len(record_id) == self.NONCE + self.SIGNATURE:  # issued before 0.5.0: nonce and signature only
+            nonce, signature = record_id[: self.NONCE], record_id[self.NONCE :]
+            return hmac.compare_digest(signature, self._signature(f"{nonce}:{model}:{version}"))
+        return False
+
+    @classmethod
+    def answered(cls, record_id: str) -> int | None:
+        """The class a verified id's prediction answered; None for an id issued before 0.5.0."""
+        if len(record_id) != cls.NONCE + cls.CLASS + cls.SIGNATURE:
+            return None
+        return int(record_id[cls.NONCE : cls.NONCE + cls.CLASS], 16)
 
 
 class LabelledIds:
-    """Ids that have taken a label: the first label wins, whichever worker, container or replica the
-    second one reaches. A claim is an empty file made with O_CREAT|O_EXCL under the prediction-log
-    directory (`labelled/<first two hex digits>/<id>`), so every process that mounts the directory agrees
-    (gunicorn's workers, blue/green containers, a node's swarm replicas; replicas on several nodes agree
-    when the directory is shared storage). The log's age bound removes old claims with old log files.
-    If the directory cannot be written, claims fall back to this process's memory (bounded, oldest
-    forgotten first) and the monitor still keeps only the first label per id."""
+    """Ids that have taken a label: the first label wins, whichever worker, container, replica or node the
+    second one reaches. On a node, a claim is an empty file made with O_CREAT|O_EXCL under the
+    prediction-log directory (`labelled/<first two hex digits>/<id>`), so every process that mounts the
+    directory agrees (gunicorn's workers, blue/green containers, a node's swarm replicas). With an object
+    store (`capture_url`), a claim the node grants is then made in the store by a conditional write
+    (`labels/<first two hex digits>/<id>`, If-None-Match: *), so every node agrees. The log's age bound
+    removes old local claims with old log files. When the directory cannot be written, claims fall back to
+    this process's memory (bounded, oldest forgotten first); when the store does not answer, to the node's
+    claim (counted in /metrics): the monitor still keeps only the first label per id."""
 
     DIRECTORY = "labelled"
 
-    def __init__(self, log_dir: Path | None, capacity: int = 200_000) -> None:
+    def __init__(self, log_dir: Path | None, capacity: int = 200_000, store: ObjectStore | None = None) -> None:
         self._root = None if log_dir is None else Path(log_dir) / self.DIRECTORY
         self._seen: OrderedDict[str, None] = OrderedDict()
         self._capacity = capacity
         self._lock = threading.Lock()
+        self._store = store
 
     def claim(self, record_id: str) -> bool:
         """True for the first label of `record_id` (a verified id: hex digits only)."""
+        return self._claim_here(record_id) and self._claim_everywhere(record_id)
+
+    def _claim_everywhere(self, record_id: str) -> bool:
+        if self._store is None:
+            return True
+        try:
+            return self._store.put_if_absent(self._store.key("labels", record_id[:2], record_id))
+        except StoreError as exc:
+            metrics.CLAIM_FALLBACKS.inc()
+            log.warning("feedback: the store did not take the claim of %s (%s); the node's stands", record_id, exc)
+            return True
+
+    def _claim_here(self, record_id: str) -> bool:
         if self._root is not None:
             shard = self._root / record_id[:2]
             try:

@@ -3,10 +3,13 @@
 A line holds one request: its images' ids, predicted classes, confidences and input statistics as
 columns (`serving.log.records` defines the record types; the monitor expands them per prediction).
 
-Each worker process writes its own file (no interleaving between processes) and rotates it by
-size: `predictions-<host>-<pid>.jsonl`, rotated to `predictions-<host>-<pid>-<time>.jsonl` and then
-compressed to `....jsonl.gz`; the directory's total size and the rotated files' age are bounded
-(`serving.log.retention`).
+Each worker process writes its own file (no interleaving between processes) and rotates it by size
+and at every `rotate_seconds` boundary of the clock (a minute by default, so a file never spans two
+hours and capture ships it soon): `predictions-<host>-<pid>.jsonl`, rotated to
+`predictions-<host>-<pid>-<opened, ns>.jsonl` and then compressed to `....jsonl.gz`; the directory's
+total size and the rotated files' age are bounded (`serving.log.retention`). Beside the records, each
+worker folds every minute's predictions into a summary per model version (`serving.log.summary`) and
+writes it under `summaries/<model>/<version>/` once the minute is over.
 """
 
 from __future__ import annotations
@@ -27,11 +30,14 @@ import numpy as np
 import orjson
 
 from serving import metrics
+from serving.log.capture import Capture
 from serving.log.records import FeedbackLine, LogGapLine, PredictionsLine, ShadowLine
-from serving.log.retention import compress, enforce_bounds
+from serving.log.retention import SUMMARIES, compress, enforce_bounds
+from serving.log.summary import TrafficSummary, minute_of, summary_directory, summary_name
 
 log = logging.getLogger(__name__)
 DARK_LEVEL = 0.1  # a pixel darker than 10% of full scale counts as background
+SUMMARY_GRACE_SECONDS = 5  # a minute's summary is written this long after it ends (late requests' records)
 
 
 def input_summary(batch: np.ndarray) -> dict[str, np.ndarray]:
@@ -82,6 +88,8 @@ class PredictionLog:
         flush_seconds: float = 0.2,
         max_pending_images: int = 8192,
         retry_seconds: float = 1.0,
+        rotate_seconds: float = 60,
+        capture: Capture | None = None,
     ) -> None:
         self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)
@@ -92,6 +100,8 @@ class PredictionLog:
         self.flush_seconds = flush_seconds
         self.max_pending_images = max_pending_images
         self.retry_seconds = retry_seconds
+        self.rotate_seconds = rotate_seconds
+        self.capture = capture  # ships what this log closes to the object store
         self.error: str | None = None  # set while writes fail: what /health/ready reports
         self._lock = threading.Lock()  # guards _pending, _pending_images, _dropped
         self._write_lock = threading.Lock()  # one writer at a time (flush thread, close)
@@ -99,6 +109,9 @@ class PredictionLog:
         self._pending_images = 0
         self._dropped = 0  # since the last successful write
         self._handle: BinaryIO | None = None
+        self._opened_ns = 0
+        self._summaries: dict[tuple[str, int, int], TrafficSummary] = {}  # (model, version, minute)
+        self._classes: dict[tuple[str, int], int] = {}  # (model, version): class count, for feedback's summaries
         self._pid: int | None = None
         self._stop = threading.Event()
         self._wake = threading.Event()
@@ -128,6 +141,8 @@ class PredictionLog:
         self._stop, self._wake = threading.Event(), threading.Event()
         self._writer = threading.Thread(target=self._flush_loop, name="prediction-log", daemon=True)
         self._writer.start()
+        if self.capture is not None:
+            self.capture.start()
 
     def start_in_worker(self) -> None:
         """New locks and this process's writer; gunicorn calls it in each worker once gevent patched
@@ -152,7 +167,20 @@ class PredictionLog:
         )
         self._submit(pending, len(ids))
 
-    def log_feedback(self, record_id: str, model: str, version: int, class_id: int, reviewed: bool = False) -> None:
+    def log_feedback(
+        self,
+        record_id: str,
+        model: str,
+        version: int,
+        class_id: int,
+        reviewed: bool = False,
+        answered: int | None = None,
+        classes: int | None = None,
+    ) -> None:
+        """`answered`: the class the labelled prediction answered (read from its id), None if unknown;
+        `classes`: the model's class count, which the minute's summary needs."""
+        if classes is not None:
+            self._classes[(model, version)] = classes
         record = FeedbackLine(
             type="feedback",
             time=time.time(),
@@ -162,6 +190,8 @@ class PredictionLog:
             true_class_id=class_id,
             reviewed=reviewed,
         )
+        if answered is not None:
+            record["class_id"] = answered
         self._submit(record, 0)
 
     def log_shadow(self, record: ShadowLine) -> None:
@@ -174,42 +204,99 @@ class PredictionLog:
             self._wake.clear()
             self.flush()
 
-    def flush(self) -> None:
+    def flush(self, final: bool = False) -> None:
+        """Write what is pending, rotate a file whose period is over and write the summaries of the
+        minutes that are (`final`: every summary, as the worker exits)."""
         with self._lock:
             pending, self._pending, self._pending_images = self._pending, [], 0
             dropped = self._dropped
-        if not pending and self.error is None:
-            return
+        with self._write_lock:
+            if pending or self.error is not None:
+                if not self._write_pending(pending, dropped):
+                    return
+            elif self._handle is not None and not self._handle.closed and self._period_over():
+                with contextlib.suppress(OSError):  # the next write reopens and retries
+                    self._retire([self._rotate()])
+            self._write_summaries(None if final else time.time() - 60 - SUMMARY_GRACE_SECONDS)
+
+    def _write_pending(self, pending: list[_PendingPredictions | FeedbackLine | ShadowLine], dropped: int) -> bool:
         lines = self._lines(pending)
         if dropped or self.error is not None:
             # say what is missing (this also probes a failed disk), on a fresh line in case a failure tore one
             gap = LogGapLine(type="log_gap", time=time.time(), dropped=dropped)
             lines.insert(0, b"\n" + orjson.dumps(gap) + b"\n")
-        with self._write_lock:
-            try:
-                self._write(lines)
-            except OSError as exc:
-                self._fail(exc, sum(len(item.ids) for item in pending if isinstance(item, _PendingPredictions)))
-                return
+        try:
+            self._write(lines)
+        except OSError as exc:
+            self._fail(exc, sum(len(item.ids) for item in pending if isinstance(item, _PendingPredictions)))
+            return False
         with self._lock:
             self._dropped -= dropped
         if self.error is not None:
             log.warning("prediction log %s writable again; %d records were dropped meanwhile", self.path, dropped)
             self.error = None
+        return True
+
+    def _period_over(self) -> bool:
+        period = self.rotate_seconds * 1e9
+        return time.time_ns() // period != self._opened_ns // period
+
+    def _open(self) -> BinaryIO:
+        """This process's file; one left by an earlier process with this pid (a restarted container) is
+        rotated first, so a rotated file holds one period."""
+        if self._pid_file_left_over():
+            self._retire([self._rotate(self.path.stat().st_mtime_ns)])
+        self._opened_ns = time.time_ns()
+        return self.path.open("ab")
+
+    def _pid_file_left_over(self) -> bool:
+        return self._opened_ns == 0 and self.path.exists() and self.path.stat().st_size > 0
+
+    def _rotate(self, opened_ns: int | None = None) -> Path:
+        if self._handle is not None and not self._handle.closed:
+            self._handle.flush()
+            self._handle.close()
+        self._handle = None
+        return self.path.rename(self.path.with_name(f"{self.path.stem}-{opened_ns or self._opened_ns}.jsonl"))
 
     def _write(self, lines: list[bytes]) -> None:
-        if self._handle is None or self._handle.closed:
-            self._handle = self.path.open("ab")
         rotated = []
+        if self._handle is not None and not self._handle.closed and self._period_over():
+            rotated.append(self._rotate())
+        if self._handle is None or self._handle.closed:
+            self._handle = self._open()
         for line in lines:
             self._handle.write(line)
             if self._handle.tell() >= self.max_bytes:
-                self._handle.close()
-                rotated.append(self.path.rename(self.path.with_name(f"{self.path.stem}-{time.time_ns()}.jsonl")))
-                self._handle = self.path.open("ab")
+                rotated.append(self._rotate())
+                self._handle = self._open()
         self._handle.flush()
         if rotated:
             self._retire(rotated)
+
+    def _write_summaries(self, ended_before: float | None) -> None:
+        """The summaries of minutes that ended before `ended_before` (None: all), each under a name of its
+        own; one that cannot be written stays in memory for the next try."""
+        for key in [k for k in self._summaries if ended_before is None or k[2] + 60 <= ended_before]:
+            summary = self._summaries[key]
+            directory = summary_directory(self.directory / SUMMARIES, summary.model, summary.version)
+            name = summary_name(summary, f"{socket.gethostname()}-{os.getpid()}", time.time_ns())
+            try:
+                directory.mkdir(parents=True, exist_ok=True)
+                partial = directory / f".{name}.partial"
+                partial.write_bytes(summary.to_json())
+                partial.rename(directory / name)
+            except OSError as exc:
+                metrics.LOG_WRITE_ERRORS.inc()
+                log.warning("prediction log: could not write the summary %s (%s)", name, exc)
+                return
+            del self._summaries[key]
+
+    def _summary(self, model: str, version: int, timestamp: float, classes: int) -> TrafficSummary:
+        key = (model, version, minute_of(timestamp))
+        if key not in self._summaries:
+            self._summaries[key] = TrafficSummary.empty(model, version, classes, key[2])
+        return self._summaries[key]
 
     def _retire(self, rotated: list[Path]) -> None:
         """Compress what was just rotated, then keep the directory within its size and age bounds. The
@@ -268,6 +355,12 @@ class PredictionLog:
                     dark_fraction=summary["dark_fraction"][rows],
                     probabilities=np.round(item.probabilities, 4),  # for the monitor's expected confusion matrix
                 )
+                self._summary(item.model, item.version, item.time, item.probabilities.shape[1]).add_predictions(
+                    class_ids,
+                    {**{key: summary[key][rows] for key in summary}, "confidence": np.asarray(record["confidence"])},
+                    item.probabilities,
+                    item.in_distribution,
+                )
                 if item.ood_scores is not None and item.in_distribution is not None:
                     record["ood_score"] = item.ood_scores
                     record["in_distribution"] = item.in_distribution
@@ -276,19 +369,32 @@ class PredictionLog:
                     record["pixels"] = [base64.b64encode(p.tobytes()).decode() for p in pixels]
             else:
                 record = item
+                if item["type"] == "feedback":
+                    self._feedback_summary(item)
             lines.append(orjson.dumps(record, option=orjson.OPT_SERIALIZE_NUMPY) + b"\n")
         return lines
 
+    def _feedback_summary(self, record: FeedbackLine) -> None:
+        classes = self._classes.get((record["model"], record["version"]))
+        if classes is not None:
+            summary = self._summary(record["model"], record["version"], record["time"], classes)
+            summary.add_feedback(
+                record["id"], record.get("class_id"), record["true_class_id"], bool(record.get("reviewed"))
+            )
+
     def close(self) -> None:
-        """Stop the writer, write what is pending, close the file (worker exit, tests)."""
+        """Stop the writer, write what is pending and every summary, close the file (worker exit, tests)."""
         self._stop.set()
         self._wake.set()
         if self._pid == os.getpid():
             if self._writer is not None and self._writer is not threading.current_thread():
                 self._writer.join(timeout=10)  # let a flush in progress finish before the last one
-            self.flush()
-        with self._write_lock:
-            if self._handle is not None and not self._handle.closed:
-                with contextlib.suppress(OSError):
-                    self._handle.close()
+            self.flush(final=True)
+        with self._write_lock, contextlib.suppress(OSError):  # the file closes: rotated, so capture ships it
+            if self.path.exists() and self.path.stat().st_size > 0 and self._opened_ns:
+                self._retire([self._rotate()])
+            elif self._handle is not None and not self._handle.closed:
+                self._handle.close()
+        if self.capture is not None and self._pid == os.getpid():
+            self.capture.close()
         self._pid = None

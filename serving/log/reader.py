@@ -10,7 +10,7 @@ from pathlib import Path
 
 import orjson
 
-from serving.log.records import Record, expand
+from serving.log.records import FeedbackLine, Record, expand
 
 
 def read_records(log_dir: Path, since: float, until: float | None = None) -> list[Record]:
@@ -36,10 +36,15 @@ def read_records(log_dir: Path, since: float, until: float | None = None) -> lis
     return records
 
 
-def first_labels(records: Iterable[Record]) -> dict[str, int]:
-    """The first label given to each prediction id; later ones (from another worker) are ignored, as the
+def first_feedback(records: Iterable[Record]) -> list[FeedbackLine]:
+    """The first feedback on each prediction id; later ones (from another worker) are ignored, as the
     server ignores them."""
-    labels: dict[str, int] = {}
+    first: dict[str, FeedbackLine] = {}
     for record in sorted((r for r in records if r["type"] == "feedback"), key=lambda r: r["time"]):
-        labels.setdefault(record["id"], record["true_class_id"])
-    return labels
+        first.setdefault(record["id"], record)
+    return list(first.values())
+
+
+def first_labels(records: Iterable[Record]) -> dict[str, int]:
+    """The first label given to each prediction id."""
+    return {record["id"]: record["true_class_id"] for record in first_feedback(records)}

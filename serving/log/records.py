@@ -41,6 +41,7 @@ class FeedbackLine(TypedDict):
     id: str
     true_class_id: int
     reviewed: NotRequired[bool]  # a person chose the label (older records: unknown, treated as not)
+    class_id: NotRequired[int]  # the class the prediction answered, read from its id (since 0.5.0)
 
 
 class ShadowLine(TypedDict):

@@ -17,6 +17,8 @@ from pathlib import Path
 
 from serving.log.feedback import LabelledIds
 
+SUMMARIES = "summaries"  # `serving.log.prediction_log` writes them there
+
 CHUNK = 256 * 1024
 # A rotated file: predictions-<host>-<pid>-<time_ns>.jsonl, compressed to ....jsonl.gz. The files workers
 # are writing (predictions-<host>-<pid>.jsonl) are never removed.
@@ -54,7 +56,8 @@ def enforce_bounds(directory: Path, max_total_bytes: int, max_age_seconds: float
             stat = path.stat()
             files.append((stat.st_mtime, stat.st_size, path))
     total = sum(size for _, size, _ in files)
-    expire_claims(directory / LabelledIds.DIRECTORY, now - max_age_seconds)
+    expire(directory / LabelledIds.DIRECTORY, "*/*", now - max_age_seconds)
+    expire(directory / SUMMARIES, "*/*/*.json", now - max_age_seconds)
     removed_files = removed_bytes = 0
     for mtime, size, path in sorted(files):  # oldest first
         if not ROTATED.match(path.name):
@@ -71,9 +74,10 @@ def enforce_bounds(directory: Path, max_total_bytes: int, max_age_seconds: float
     return Removed(removed_files, removed_bytes)
 
 
-def expire_claims(root: Path, before: float) -> None:
-    """Feedback claims (`serving.log.feedback.LabelledIds`) older than the oldest log worth keeping."""
-    for path in root.glob("*/*") if root.is_dir() else ():
+def expire(root: Path, pattern: str, before: float) -> None:
+    """Feedback claims (`serving.log.feedback.LabelledIds`) and minute summaries older than the oldest log
+    worth keeping."""
+    for path in root.glob(pattern) if root.is_dir() else ():
         with contextlib.suppress(FileNotFoundError):
             if path.stat().st_mtime < before:
                 path.unlink()

@@ -185,7 +185,9 @@ class FeedbackRequest(BaseModel):
     model_config = ConfigDict(json_schema_extra={"anyOf": [{"required": ["label"]}, {"required": ["class_id"]}]})
 
     # Any string is checked against the ids this server issued (unknown: 404), so the pattern only documents.
-    id: Annotated[str, WithJsonSchema({"type": "string", "pattern": "^[0-9a-f]{32}$", "description": "as issued"})]
+    id: Annotated[
+        str, WithJsonSchema({"type": "string", "pattern": "^[0-9a-f]{32}([0-9a-f]{4})?$", "description": "as issued"})
+    ]
     label: Annotated[str | None, WithJsonSchema({"type": "string", "description": "a class name"})] = None
     class_id: Annotated[
         Annotated[int, Field(strict=True)] | None,

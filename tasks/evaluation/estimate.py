@@ -29,6 +29,7 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from serving.log.records import Prediction
+from serving.log.summary import TrafficSummary
 from tasks.data.dataset import Dataset, stratified_split
 from tasks.evaluation.metrics import predict_probabilities, wilson
 from tasks.params import TrainParams
@@ -109,21 +110,55 @@ def expected_confusion(probabilities: np.ndarray, predicted: np.ndarray) -> np.n
 
 def estimated_recall(probabilities: np.ndarray, predicted: np.ndarray) -> np.ndarray:
     """Each class's expected recall: its expected right answers over its expected inputs (NaN: none)."""
-    matrix = expected_confusion(probabilities, predicted)
+    return recall_of(expected_confusion(probabilities, predicted))
+
+
+def recall_of(confusion: np.ndarray) -> np.ndarray:
     with np.errstate(invalid="ignore", divide="ignore"):
-        return np.diag(matrix) / matrix.sum(axis=1)
+        return np.diag(confusion) / confusion.sum(axis=1)
 
 
-def estimates(stats: EstimatorStats, answers: Answers) -> dict[str, float]:
+@dataclass(frozen=True)
+class AnswerTotals:
+    """What the estimators read of a window's answers, as sums: the monitor gets them from per-minute
+    summaries of every replica (`serving.log.summary`) without reading one record."""
+
+    n: int
+    confidence_sum: float
+    confident: float  # answers more confident than the ATC threshold
+    confusion: np.ndarray | None  # the expected confusion matrix; None unless every answer logged its probabilities
+
+    @classmethod
+    def of(cls, stats: EstimatorStats, answers: Answers) -> AnswerTotals:
+        confusion = None
+        if answers.probabilities is not None:
+            confusion = expected_confusion(answers.probabilities, answers.predicted)
+        return cls(
+            len(answers),
+            float(answers.confidence.sum()),
+            float((answers.confidence > stats.atc).sum()),
+            confusion,
+        )
+
+    @classmethod
+    def summarised(cls, stats: EstimatorStats, summary: TrafficSummary) -> AnswerTotals:
+        complete = summary.with_probabilities == summary.n
+        return cls(
+            summary.n,
+            summary.sums["confidence"],
+            summary.share_above("confidence", stats.atc) * summary.n if summary.n else 0.0,
+            summary.confusion if complete else None,
+        )
+
+
+def estimates(stats: EstimatorStats, answers: Answers | AnswerTotals) -> dict[str, float]:
     """Every estimator this window's answers allow (`cbpe` needs the probabilities)."""
-    if not len(answers):
+    totals = answers if isinstance(answers, AnswerTotals) else AnswerTotals.of(stats, answers)
+    if not totals.n:
         return {}
-    found = {
-        "average_confidence": float(answers.confidence.mean()),
-        "atc": float((answers.confidence > stats.atc).mean()),
-    }
-    if answers.probabilities is not None:  # the expected confusion matrix's trace, over the answers
-        found["cbpe"] = float(answers.probabilities[np.arange(len(answers)), answers.predicted].mean())
+    found = {"average_confidence": totals.confidence_sum / totals.n, "atc": totals.confident / totals.n}
+    if totals.confusion is not None:  # the expected confusion matrix's trace, over the answers
+        found["cbpe"] = float(np.trace(totals.confusion)) / totals.n
     return found
 
 
@@ -149,20 +184,18 @@ class Estimate:
         }
 
 
-def estimate(stats: EstimatorStats, answers: Answers) -> Estimate | None:
+def estimate(stats: EstimatorStats, answers: Answers | AnswerTotals) -> Estimate | None:
     """The default estimator's figure, with every estimator's beside it and each class's recall."""
-    found = estimates(stats, answers)
+    totals = answers if isinstance(answers, AnswerTotals) else AnswerTotals.of(stats, answers)
+    found = estimates(stats, totals)
     if not found:
         return None
-    low, high = wilson(round(found[DEFAULT] * len(answers)), len(answers))
+    low, high = wilson(round(found[DEFAULT] * totals.n), totals.n)
     recall = {}
-    if answers.probabilities is not None:
-        recall = {
-            k: float(r)
-            for k, r in enumerate(estimated_recall(answers.probabilities, answers.predicted))
-            if not np.isnan(r)  # a class nobody is expected to have sent
-        }
-    return Estimate(DEFAULT, found[DEFAULT], low, high, len(answers), found, recall)
+    if totals.confusion is not None:
+        # NaN: a class nobody is expected to have sent
+        recall = {k: float(r) for k, r in enumerate(recall_of(totals.confusion)) if not np.isnan(r)}
+    return Estimate(DEFAULT, found[DEFAULT], low, high, totals.n, found, recall)
 
 
 def fit_for_run(model, dataset: Dataset, params: TrainParams, test_probabilities: np.ndarray) -> EstimatorStats:

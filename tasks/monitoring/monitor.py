@@ -1,6 +1,6 @@
-"""The monitor's stages: read a window of the prediction log, judge it against the champion's
-reference (`tasks.monitoring.drift`), record the verdict in MLflow, and start retraining with the labelled
-inputs feedback collected."""
+"""The monitor's stages: read a window of served traffic (`tasks.monitoring.window`: every node's minute
+summaries), judge it against the champion's reference (`tasks.monitoring.drift`), record the verdict in
+MLflow, and start retraining with the labelled inputs feedback collected."""
 
 from __future__ import annotations
 
@@ -21,12 +21,15 @@ from prefect.cache_policies import NO_CACHE
 from prefect.client.schemas.objects import FlowRun
 from prefect.deployments import run_deployment
 
-from serving.log.reader import first_labels, read_records
+from serving.log.object_store import ObjectStore
+from serving.log.reader import first_labels
 from serving.log.records import Record
+from serving.log.summary import TrafficSummary
 from tasks.evaluation.estimate import EstimatorStats, load_estimator
 from tasks.evaluation.reference import REFERENCE_ARTIFACT
 from tasks.events import DRIFT_DETECTED, emit
-from tasks.monitoring.drift import DriftReport, detect_drift, plot_distributions
+from tasks.monitoring.drift import DriftReport, judge, plot_distributions
+from tasks.monitoring.window import labelled_records, read_summary
 from tasks.params import ModelRef, MonitorThresholds, Trigger
 from tasks.settings import Settings, mlflow_ui_link
 from tasks.tracking import champion_version, configure_mlflow, ensure_experiment, tracked_run
@@ -77,20 +80,34 @@ def champion_task(name: str, settings: Settings) -> tuple[ModelRef, dict, Estima
     return ModelRef(name, int(champion.version)), reference, estimator
 
 
-@task(name="read-prediction-log", **RETRIES)
-def read_window_task(log_dir: Path, ref: ModelRef, since: float, until: float) -> list[Record]:
-    return [
-        r
-        for r in read_records(log_dir, since, until)
-        if r["type"] != "log_gap" and r["model"] == ref.name and r["version"] == ref.version
-    ]
+def capture_store(settings: Settings) -> ObjectStore | None:
+    """Where every replica's traffic is captured (MLOPS_CAPTURE_URL); None: this machine's log only."""
+    return ObjectStore(settings.monitor.capture_url) if settings.monitor.capture_url else None
+
+
+@task(name="read-traffic-summaries", **RETRIES)
+def read_window_task(
+    log_dir: Path, store: ObjectStore | None, ref: ModelRef, since: float, until: float, classes: int
+) -> TrafficSummary | None:
+    summary = read_summary(log_dir, store, ref, since, until, classes)
+    where = f"{store.url} and {log_dir}" if store else str(log_dir)
+    found = summary.n if summary else 0
+    get_run_logger().info("%d predictions of %s in the window's summaries (%s)", found, ref, where)
+    return summary
+
+
+@task(name="read-labelled-inputs", **RETRIES)
+def read_labelled_task(
+    log_dir: Path, store: ObjectStore | None, summary: TrafficSummary, since: float, until: float
+) -> list[Record]:
+    return labelled_records(log_dir, store, summary, since, until)
 
 
 @task(name="detect-drift", cache_policy=NO_CACHE)
 def detect_drift_task(
-    reference: dict, records: list[Record], thresholds: MonitorThresholds, estimator: EstimatorStats | None
+    reference: dict, summary: TrafficSummary | None, thresholds: MonitorThresholds, estimator: EstimatorStats | None
 ) -> DriftReport:
-    report = detect_drift(reference, records, thresholds, estimator)
+    report = judge(reference, summary, thresholds, estimator)
     get_run_logger().info("window verdict: %s", verdict(report))
     return report
 
@@ -161,7 +178,7 @@ def record_check_task(
     window: tuple[datetime, datetime],
     report: DriftReport,
     reference: dict,
-    records: list[Record],
+    summary: TrafficSummary | None,
     thresholds: MonitorThresholds,
     settings: Settings,
 ) -> str:
@@ -182,9 +199,9 @@ def record_check_task(
                 "reasons": "; ".join(report.reasons)[:5000],
             }
         )
-        if report.enough_data:
+        if report.enough_data and summary is not None:
             with tempfile.TemporaryDirectory() as tmp:
-                mlflow.log_artifact(str(plot_distributions(reference, records, Path(tmp) / "drift.png")), "plots")
+                mlflow.log_artifact(str(plot_distributions(reference, summary, Path(tmp) / "drift.png")), "plots")
     return run_id
 
 

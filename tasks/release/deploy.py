@@ -11,6 +11,7 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from tasks.params import ModelRef
+from tasks.release.capture import CaptureTarget
 from tasks.release.docker_engine import enable_listener_migration, prepare_log_dir, require_docker, retire
 from tasks.release.registry import log_in
 from tasks.release.served_models import image_tag
@@ -45,6 +46,7 @@ def deploy_replicas(client, image: str, version: int, settings: Settings, log: L
         mode=settings.deploy.mode,
         cpus=settings.deploy.cpus,
         log_dir=prepare_log_dir(settings.monitor.prediction_log_dir),
+        capture=CaptureTarget.configured(settings),
     )
     previous = production_containers(client, settings.deploy.name)
     if previous:
@@ -83,6 +85,7 @@ def deploy_task(image_tag: str, ref: ModelRef, settings: Settings) -> str:
             log_dir=settings.monitor.prediction_log_dir,
             ready_timeout=settings.release.ready_timeout,
             log=logger.info,
+            capture=CaptureTarget.configured(settings),
         ).name
     logger.info(
         "production (%s): %s serving %s on http://%s:%d",

@@ -12,6 +12,7 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
 from tasks.params import ModelRef
+from tasks.release.capture import CREDENTIALS_FILE, CaptureTarget
 from tasks.release.docker_engine import CONTAINER_LOG_DIR, SERVER_UID
 from tasks.settings import Settings
 
@@ -77,6 +78,9 @@ def manifests(image: str, ref: ModelRef, settings: Settings, max_replicas: int =
             },
         },
     }
+    capture = CaptureTarget.configured(settings)
+    if capture is not None:
+        with_capture(deployment, container, capture, name)
     service = {
         "apiVersion": "v1",
         "kind": "Service",
@@ -106,6 +110,29 @@ def manifests(image: str, ref: ModelRef, settings: Settings, max_replicas: int =
         "spec": {"selector": {"matchLabels": labels}, "maxUnavailable": 1},
     }
     return [deployment, service, autoscaler, budget]
+
+
+def with_capture(deployment: dict, container: dict, capture: CaptureTarget, name: str) -> None:
+    """Pods ship their traffic to the store (an emptyDir goes with its pod): the URL, endpoint and node
+    in the environment, the credentials from a Secret the cluster's operator makes, never its values:
+    `kubectl create secret generic <name>-capture-credentials --from-file=credentials=<AWS credentials file>`
+    (with a pod role instead, delete the volume and the variable)."""
+    container["env"] += [
+        *({"name": key, "value": value} for key, value in capture.settings_env().items()),
+        {"name": "MLOPS_SERVE_NODE", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}},
+        {"name": "AWS_SHARED_CREDENTIALS_FILE", "value": f"/var/run/secrets/clothes/{CREDENTIALS_FILE}"},
+    ]
+    container["volumeMounts"].append({"name": "capture-credentials", "mountPath": "/var/run/secrets/clothes"})
+    deployment["spec"]["template"]["spec"]["volumes"].append(
+        {
+            "name": "capture-credentials",
+            "secret": {
+                "secretName": f"{name}-capture-credentials",
+                "items": [{"key": "credentials", "path": CREDENTIALS_FILE}],
+                "defaultMode": 0o400,
+            },
+        }
+    )
 
 
 def manifests_yaml(objects: list[dict]) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import http.server
 import json
 import os
@@ -24,8 +25,10 @@ from mlflow import MlflowClient
 from mlflow.entities import Metric
 from PIL import Image
 
+from ops.credentials import load_or_create
 from ops.screenshots import take_screenshots
-from ops.stack import Stack, deploy, down, main, start, stop_process, up
+from ops.stack import Stack, deploy, down, main, start, start_store, stop_process, up
+from serving.log.object_store import ObjectStore, StoreError
 from tasks.events import NOTIFIED
 from tasks.network import free_port
 from tasks.params import ModelRef
@@ -66,7 +69,7 @@ def stack(tmp_path, monkeypatch, fashion_dir):
     }.items():
         monkeypatch.setenv(key, value)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    stack = Stack(tmp_path / "stack", prefect_port=free_port(), mlflow_port=free_port())
+    stack = Stack(tmp_path / "stack", prefect_port=free_port(), mlflow_port=free_port(), store_port=free_port())
     try:
         up(stack)
         yield stack
@@ -141,6 +144,13 @@ def test_deployment_runs_on_the_worker_and_redeploy_keeps_one_schedule(stack, tm
     assert version.tags["trigger"] == "manual"
     card = json.loads(Path(mlflow_server.download_artifacts(version.run_id, "model_card.json")).read_text())
     assert card["train"]["epochs"] == 1
+    # The object store answers with the identity `clothes-stack env` exports, and only with it.
+    exported = stack.client_env()
+    assert exported["MLOPS_CAPTURE_URL"] == "s3://clothes/capture"
+    store = ObjectStore("s3://clothes/probe", env=exported)
+    assert store.put_if_absent(store.key("first")) and not store.put_if_absent(store.key("first"))
+    with pytest.raises(StoreError, match="403"):
+        ObjectStore("s3://clothes", env={**exported, "AWS_SECRET_ACCESS_KEY": "wrong"}).get("probe/first")
     # The worker logged through the server (proxied artifacts), into the directory the server serves...
     run = mlflow_server.get_run(version.run_id)
     assert run.info.artifact_uri.startswith("mlflow-artifacts:/")
@@ -222,7 +232,7 @@ def postgres_stack(tmp_path, monkeypatch):
         "MLOPS_MLRUNS_DIR": str(tmp_path / "mlruns"),
     }.items():
         monkeypatch.setenv(key, value)
-    stack = Stack(tmp_path / "stack", prefect_port=free_port(), mlflow_port=free_port())
+    stack = Stack(tmp_path / "stack", prefect_port=free_port(), mlflow_port=free_port(), store_port=free_port())
     was_online = "online" in subprocess.run(["pg_lsclusters", "-h"], capture_output=True, text=True).stdout
     try:
         yield stack, prefix
@@ -282,13 +292,16 @@ def _write_a_run(url: str, experiment_id: str, writer: int) -> str:
 
 
 def test_several_mlflow_workers_on_postgres_lose_no_concurrent_write(postgres_stack, tmp_path):
-    """MLOPS_STACK_DB=postgres runs MLflow with 4 processes; 8 clients logging at once lose nothing."""
+    """MLOPS_STACK_DB=postgres runs MLflow with 4 processes; 8 clients logging at once lose nothing, with
+    the artifacts in the object store (as in team mode)."""
     import psutil
 
     stack, prefix = postgres_stack
+    stack = dataclasses.replace(stack, store_artifacts=True)
     stack.state_dir.mkdir()
     try:
         subprocess.run([str(POSTGRES), "up", prefix], check=True)
+        start_store(stack, load_or_create(stack.state_dir)[0])
         start(stack, "mlflow")
         pid = stack.running_pid("mlflow")
         assert pid
@@ -311,6 +324,9 @@ def test_several_mlflow_workers_on_postgres_lose_no_concurrent_write(postgres_st
             for number in range(FILES):
                 path = reader.download_artifacts(run_id, f"files/{number}.txt", str(tmp_path / run_id))
                 assert Path(path).read_text() == f"writer {writer} file {number}\n" * 100
+        store = ObjectStore("s3://clothes/mlflow-artifacts", env=stack.store_env())
+        assert len([key for key in store.keys(store.key("")) if "/files/" in key]) == WRITERS * FILES
+        assert not (tmp_path / "mlruns" / "artifacts").exists()
     finally:
         down(stack)
 

@@ -12,6 +12,7 @@ import base64
 import json
 import os
 import random
+import re
 import signal
 import ssl
 import subprocess
@@ -32,6 +33,7 @@ from ops import node as nodes
 from ops import registry
 from ops.stack import WORK_POOL, Stack, StackRefused, down, main, stop_process, up
 from ops.tls import CA_CERT
+from serving.log.object_store import ObjectStore, StoreError
 from tasks.network import free_port
 from tasks.params import ModelRef
 from tasks.release.deploy import deploy_replicas
@@ -113,6 +115,7 @@ def team_stack(node, fashion_dir, tmp_path_factory):
             auth=True,
             registry=True,
             registry_port=free_port(),
+            store_port=free_port(),
         )
         try:
             up(stack)
@@ -201,9 +204,19 @@ def test_every_server_asks_for_credentials(team_stack, monkeypatch, tmp_path, ca
     with pytest.raises(urllib.error.URLError, match="CERTIFICATE_VERIFY_FAILED"):
         urllib.request.urlopen(catalog, timeout=20)  # not without the CA
 
+    # The object store: S3 on the link's address, its identity only (SignatureDoesNotMatch: 403).
+    assert f"export AWS_ENDPOINT_URL_S3=http://{stack.host}:{stack.store_port}" in exported
+    assert f"export AWS_SECRET_ACCESS_KEY={credentials.store_secret_key}" in exported
+    store = ObjectStore("s3://clothes/probe", env=stack.store_env())
+    assert store.put_if_absent(store.key("claim"))
+    assert not store.put_if_absent(store.key("claim"))
+    with pytest.raises(StoreError, match="403"):
+        ObjectStore("s3://clothes", env={**stack.store_env(), "AWS_SECRET_ACCESS_KEY": "wrong"}).get("probe/claim")
+
     # No password in any log the stack writes.
     logs = "".join(path.read_text(errors="replace") for path in stack.state_dir.glob("*.log"))
-    for secret in (credentials.mlflow_password, credentials.prefect_password, credentials.registry_password):
+    secrets = (credentials.mlflow_password, credentials.prefect_password, credentials.registry_password)
+    for secret in (*secrets, credentials.store_secret_key):
         assert secret not in logs
 
     # Beyond loopback without credentials: refused before anything starts.
@@ -300,8 +313,10 @@ def test_a_worker_in_the_second_namespace_trains_and_registers(team_stack, node,
     run = server.get_run(version.run_id)
     assert run.info.artifact_uri.startswith("mlflow-artifacts:/")
     assert run.data.params["train.epochs"] == "1"
-    # The artifacts landed on the first machine, through its server; the worker kept no store of its own.
-    assert list(stack.settings.tracking.artifacts_dir.rglob("model_card.json"))
+    # The artifacts landed in the stack's object store, through MLflow's server; the worker kept no store.
+    store = ObjectStore("s3://clothes/mlflow-artifacts", env=stack.store_env())
+    assert [key for key in store.keys(store.key("")) if key.endswith("/model_card.json")]
+    assert not list(stack.settings.tracking.artifacts_dir.rglob("model_card.json"))
     assert not (remote / "mlruns").exists()
 
 
@@ -337,17 +352,7 @@ def test_two_nodes_run_the_pushed_digest_update_under_load_and_survive_a_dead_en
     stack, node = team_stack, swarm_of_two
     name = f"clothes-test-{uuid.uuid4().hex[:8]}"
     port = free_port()
-    for key, value in {
-        **stack.client_env(),
-        "MLOPS_DEPLOY_TARGET": "swarm",
-        "MLOPS_DEPLOY_NAME": name,
-        "MLOPS_DEPLOY_HOST": "0.0.0.0",
-        "MLOPS_DEPLOY_PORT": str(port),
-        "MLOPS_DEPLOY_MODE": "global",
-        "MLOPS_DEPLOY_TIMEOUT": "180",
-        "MLOPS_PREDICTION_LOG_DIR": str(tmp_path / "logs"),
-        "MLOPS_IMAGE_NAME": name,
-    }.items():
+    for key, value in global_service(stack, name, port, tmp_path / "logs").items():
         monkeypatch.setenv(key, value)
     settings = Settings()
     figures: dict[str, float] = {}
@@ -436,14 +441,34 @@ def test_two_nodes_run_the_pushed_digest_update_under_load_and_survive_a_dead_en
         figures["rejoin_seconds"] = time.monotonic() - started
         print("two-node figures:", json.dumps({k: round(v, 1) for k, v in figures.items()}))
     finally:
-        for service_name in (name, f"{name}-spread"):
-            remove_service(docker_engine, service_name)  # and wait for its containers to stop
-        for secret in docker_engine.secrets.list(filters={"name": name}):
-            secret.remove()
-        for image in docker_engine.images.list():  # by tag: an image of the same id keeps its other tags
-            for tag in image.tags:
-                if tag.startswith((f"{name}:", f"{stack.registry_address}/{name}")):
-                    docker_engine.images.remove(tag, force=True)  # untags; stopped task containers may use it
+        remove_service(docker_engine, f"{name}-spread")
+        remove_deployment(docker_engine, stack, name)
+
+
+def global_service(stack: Stack, name: str, port: int, logs: Path) -> dict[str, str]:
+    """The environment a release to a global swarm service named `name` runs with, through the stack."""
+    return {
+        **stack.client_env(),
+        "MLOPS_DEPLOY_TARGET": "swarm",
+        "MLOPS_DEPLOY_NAME": name,
+        "MLOPS_DEPLOY_HOST": "0.0.0.0",
+        "MLOPS_DEPLOY_PORT": str(port),
+        "MLOPS_DEPLOY_MODE": "global",
+        "MLOPS_DEPLOY_TIMEOUT": "180",
+        "MLOPS_PREDICTION_LOG_DIR": str(logs),
+        "MLOPS_IMAGE_NAME": name,
+    }
+
+
+def remove_deployment(engine, stack: Stack, name: str) -> None:
+    """The service (waiting for its containers to stop), its secrets and its images' tags."""
+    remove_service(engine, name)
+    for secret in engine.secrets.list(filters={"name": name}):
+        secret.remove()
+    for image in engine.images.list():  # by tag: an image of the same id keeps its other tags
+        for tag in image.tags:
+            if tag.startswith((f"{name}:", f"{stack.registry_address}/{name}")):
+                engine.images.remove(tag, force=True)  # untags; stopped task containers may use it
 
 
 def _answers(port: int, host: str, version: int) -> bool:
@@ -456,3 +481,80 @@ def _answers(port: int, host: str, version: int) -> bool:
 def swarm_id(manager, node: nodes.Node) -> str:
     (member,) = [m for m in manager.nodes.list() if m.attrs["Description"]["Hostname"] == node.name]
     return member.id
+
+
+def test_two_nodes_capture_into_the_stores_one_window(
+    team_stack, swarm_of_two, docker_engine, model_root, trained_model, fashion_mnist, tmp_path, monkeypatch
+):
+    """Replicas on both nodes ship their traffic to the stack's object store; the monitor on the stack's
+    machine, reading the store alone, counts every prediction of both nodes exactly, sees drift that only
+    the second node's clients sent, and finds the inputs of the labels the second node took."""
+    from serving.log.reader import first_labels
+    from tasks.evaluation.metrics import predict_probabilities
+    from tasks.evaluation.reference import build_reference
+    from tasks.monitoring.drift import judge
+    from tasks.monitoring.monitor import labelled_samples
+    from tasks.monitoring.window import labelled_records, read_summary
+    from tasks.params import MonitorThresholds
+
+    stack, node = team_stack, swarm_of_two
+    name = f"clothes-test-{uuid.uuid4().hex[:8]}"
+    port = free_port()
+    capture_prefix = f"capture-{name}"
+    service = global_service(stack, name, port, tmp_path / "logs")
+    for key, value in {**service, "MLOPS_CAPTURE_URL": f"s3://clothes/{capture_prefix}"}.items():
+        monkeypatch.setenv(key, value)
+    settings = Settings()
+    x, y = fashion_mnist.x_test, fashion_mnist.y_test
+    try:
+        log_in(docker_engine, settings.release)
+        image_id, _ = build_serving_image(
+            docker_engine,
+            [model_root / "clothes" / "1"],
+            f"{name}:1",
+            wheelhouse_dir=settings.release.wheelhouse_dir,
+            base_image=settings.release.base_image,
+            serving={"prediction_log_inputs": "true", "capture_interval": "1"},
+        )
+        reference = push(docker_engine, image_id, f"{stack.registry_address}/{name}", "1", print)
+        since = time.time() - 1
+        deploy_replicas(docker_engine, reference, 1, settings, print)
+        spec = production_service(docker_engine, name).attrs["Spec"]["TaskTemplate"]["ContainerSpec"]
+        assert not any(stack.credentials().store_secret_key in value for value in spec.get("Env", []))
+
+        def classify(host: str, images) -> list[dict]:
+            answers = []
+            for start in range(0, len(images), 50):
+                body = {"images": images[start : start + 50].tolist()}
+                status, answer = _request(f"http://{host}:{port}/models/clothes/v1", body=body)
+                assert status == 200, answer[:300]
+                answers.extend(json.loads(answer)["predictions"])
+            return answers
+
+        classify(node.host_address, x[5000:5600])  # the first machine's replica
+        drifted = classify(node.address, x[6000:6400] // 3)  # the second's, whose clients drifted
+        for answer, label in list(zip(drifted, y[6000:6400], strict=True))[:30]:
+            body = {"id": answer["id"], "class_id": int(label), "reviewed": True}
+            assert _request(f"http://{node.address}:{port}/models/clothes/v1/feedback", body=body)[0] == 202
+        again = {"id": drifted[0]["id"], "class_id": 1}
+        assert _request(f"http://{node.host_address}:{port}/models/clothes/v1/feedback", body=again)[0] == 409
+    finally:
+        remove_deployment(docker_engine, stack, name)  # the replicas exit: everything written and shipped
+    until = time.time() + 1
+
+    store = ObjectStore(f"s3://clothes/{capture_prefix}", env=stack.store_env())
+    keys = list(store.keys(store.key("")))
+    nodes_shipping = {found.group(1) for key in keys if (found := re.search(r"/node=([^/]+)/", key))}
+    assert len(nodes_shipping) == 2 and node.name in nodes_shipping, nodes_shipping  # one set of files per node
+    assert len([key for key in keys if "/labels/" in key]) == 30  # one claim per labelled prediction
+    assert not list((tmp_path / "logs").glob("predictions-*")), "a replica left files unshipped"
+    summary = read_summary(None, store, ModelRef("clothes", 1), since, until, classes=10)
+    assert summary is not None and summary.n == 1000  # 600 + 400, each once
+    assert summary.n_feedback == 30
+    baseline = fashion_mnist.x_test[:5000]
+    trained = build_reference(predict_probabilities(trained_model, baseline), baseline, list(fashion_mnist.class_names))
+    report = judge(trained, summary, MonitorThresholds(), None)
+    assert any("input mean" in reason for reason in report.reasons), report.reasons
+    records = labelled_records(None, store, summary, since, until)
+    assert len(first_labels(records)) == 30
+    assert len(labelled_samples(records)) == 30

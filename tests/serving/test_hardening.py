@@ -4,6 +4,7 @@ HTTP edge cases. The app-level cases use Flask's test client; slow clients need 
 
 from __future__ import annotations
 
+import gzip
 import io
 import shutil
 import subprocess
@@ -181,7 +182,10 @@ def test_a_model_with_no_working_version_fails_loudly(tmp_path, model_root):
 
 
 def _records(directory: Path) -> list[dict]:
-    lines = b"".join(p.read_bytes() for p in sorted(directory.glob("predictions-*.jsonl"))).splitlines()
+    """Every line of the log's files, the ones closed (rotated, gzipped) too."""
+    files = sorted(directory.glob("predictions-*"))
+    lines = b"".join(gzip.decompress(p.read_bytes()) if p.suffix == ".gz" else p.read_bytes() for p in files)
+    lines = lines.splitlines()
     return [orjson.loads(line) for line in lines if line.strip()]
 
 
@@ -266,7 +270,7 @@ def test_prediction_log_in_a_gevent_worker_takes_concurrent_first_records(tmp_pa
         [sys.executable, "-c", GEVENT_WORKER, str(tmp_path)], capture_output=True, text=True, timeout=60
     )
     assert result.stdout.strip() == "3", result.stderr[-2000:]
-    assert sum(len(path.read_bytes().splitlines()) for path in tmp_path.glob("*.jsonl")) == 3
+    assert len(_records(tmp_path)) == 3
 
 
 def test_compressed_garbage_png_is_a_400(client):

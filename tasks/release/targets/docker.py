@@ -7,6 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from tasks.network import free_port
+from tasks.release.capture import CaptureTarget
 from tasks.release.docker_engine import (
     CONTAINER_LOG_DIR,
     HARDENING,
@@ -37,6 +38,7 @@ def blue_green(
     log_dir: Path,
     ready_timeout: float,
     log: Log,
+    capture: CaptureTarget | None = None,
 ):
     """Blue/green on one port: the new container binds host:port with SO_REUSEPORT next to the old one
     (host network), is checked on a private port of its own, and only when it is ready is the old one
@@ -55,6 +57,7 @@ def blue_green(
             "MLOPS_SERVE_REUSE_PORT": "true",
             "MLOPS_SERVE_PRIVATE_PORT": str(private_port),
             "MLOPS_SERVE_PREDICTION_LOG_DIR": CONTAINER_LOG_DIR,
+            **(capture.environment() if capture else {}),
         },
         volumes={str(prepare_log_dir(log_dir)): {"bind": CONTAINER_LOG_DIR, "mode": "rw"}},
         restart_policy={"Name": "unless-stopped"},

@@ -35,6 +35,7 @@ from docker.types import (
 )
 from docker.utils import parse_bytes
 
+from tasks.release.capture import CREDENTIALS_FILE, CaptureTarget
 from tasks.release.docker_engine import CONTAINER_LOG_DIR, HARDENING, LABEL, SERVER_UID, ContainerStageError
 
 FEEDBACK_KEY_FILE = "feedback-key"
@@ -67,6 +68,19 @@ def feedback_key(client, deploy_name: str) -> SecretReference:
     return SecretReference(secret.id, name, filename=FEEDBACK_KEY_FILE, uid=str(SERVER_UID), gid="0", mode=0o400)
 
 
+def capture_credentials(client, deploy_name: str, capture: CaptureTarget) -> SecretReference | None:
+    """The swarm secret with the store's credentials (None: the nodes have their own, e.g. a role)."""
+    content = capture.credentials_file()
+    if content is None:
+        return None
+    name = capture.secret_name(deploy_name)
+    found = client.secrets.list(filters={"name": name})
+    secret = next((s for s in found if s.name == name), None) or client.secrets.create(
+        name=name, data=content, labels={f"{LABEL}.deployment": deploy_name}
+    )
+    return SecretReference(secret.id, name, filename=CREDENTIALS_FILE, uid=str(SERVER_UID), gid="0", mode=0o400)
+
+
 def service_spec(
     image: str,
     version: int,
@@ -79,6 +93,8 @@ def service_spec(
     cpus: float,
     log_dir: Path,
     feedback_secret: SecretReference | None = None,
+    capture: CaptureTarget | None = None,
+    capture_secret: SecretReference | None = None,
 ) -> dict:
     """Keyword arguments of `services.create`/`Service.update`: the same hardening as the `docker` target's
     container, plus how swarm replaces and restarts tasks."""
@@ -96,8 +112,11 @@ def service_spec(
             "MLOPS_SERVE_REUSE_PORT=true",
             f"MLOPS_SERVE_PREDICTION_LOG_DIR={CONTAINER_LOG_DIR}",
             *([f"MLOPS_SERVE_FEEDBACK_SECRET_FILE=/run/secrets/{FEEDBACK_KEY_FILE}"] if feedback_secret else []),
+            *([f"{key}={value}" for key, value in capture.settings_env().items()] if capture else []),
+            *(["MLOPS_SERVE_NODE={{.Node.Hostname}}"] if capture else []),  # the node in captured files' keys
+            *([f"AWS_SHARED_CREDENTIALS_FILE=/run/secrets/{CREDENTIALS_FILE}"] if capture_secret else []),
         ],
-        "secrets": [feedback_secret] if feedback_secret else [],
+        "secrets": [s for s in (feedback_secret, capture_secret) if s is not None],
         # Prediction log files are named after it: one set per task. A global task's name holds the node's
         # id too and outgrows the 63 bytes a hostname may have.
         "hostname": "{{.Task.ID}}" if mode == "global" else "{{.Task.Name}}",
@@ -197,7 +216,14 @@ def deploy_service(client, image: str, version: int, *, timeout: float, log: Log
     new service that never got ready is removed; an update that hangs is put back on the previous spec."""
     if not swarm_manager(client):
         raise ContainerStageError("this Docker engine is not a swarm manager (`make swarm-up` makes it one)")
-    spec = service_spec(image, version, feedback_secret=feedback_key(client, spec_args["deploy_name"]), **spec_args)
+    deploy_name, capture = spec_args["deploy_name"], spec_args.get("capture")
+    spec = service_spec(
+        image,
+        version,
+        feedback_secret=feedback_key(client, deploy_name),
+        capture_secret=capture_credentials(client, deploy_name, capture) if capture else None,
+        **spec_args,
+    )
     replicas = expected_replicas(client, spec_args.get("mode", "replicated"), spec_args["replicas"])
     service = production_service(client, spec["name"])
     if service is None:

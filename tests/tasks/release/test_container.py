@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import urllib.request
 from pathlib import Path
@@ -17,6 +18,7 @@ from flows.pipeline import train_and_deploy
 from flows.rollback import rollback
 from ops import registry
 from ops.credentials import load_or_create
+from ops.seaweedfs import running_store
 from ops.stack import Stack, start_registry, stop_process
 from ops.tls import CA_CERT
 from tasks.network import free_port
@@ -165,16 +167,22 @@ def test_with_a_registry_the_release_pushes_the_smoke_tested_image_and_runs_it_b
     release_env, docker_engine, fashion_dir, tmp_path, monkeypatch
 ):
     """The digest in the registry's tag, the production container, the version's `image` tag and the
-    Kubernetes manifests are one and the same."""
+    Kubernetes manifests are one and the same; production claims labels in the object store it was given,
+    and neither the registry's password nor the store's secret is recorded anywhere."""
     require_root()  # to trust the registry's CA in /etc/docker/certs.d
     stack = Stack(tmp_path / "stack", registry=True, registry_port=free_port())
     credentials, _ = load_or_create(stack.state_dir)
-    try:
+    with contextlib.ExitStack() as cleanup:
+        cleanup.callback(registry.untrust, stack.registry_address)
+        cleanup.callback(stop_process, stack, "registry")
         start_registry(stack, credentials)
+        store = cleanup.enter_context(running_store(tmp_path / "store"))
         for key, value in {
             "MLOPS_REGISTRY": stack.registry_address,
             "MLOPS_REGISTRY_USERNAME": credentials.username,
             "MLOPS_REGISTRY_PASSWORD": credentials.registry_password,
+            "MLOPS_CAPTURE_URL": "s3://clothes/production",
+            **store.env,
         }.items():
             monkeypatch.setenv(key, value)
         result = train_and_deploy(**_params(fashion_dir))
@@ -197,6 +205,17 @@ def test_with_a_registry_the_release_pushes_the_smoke_tested_image_and_runs_it_b
             recorded = json.dumps([run.parameters for run in prefect.read_flow_runs()], default=str)
         assert "MLOPS_REGISTRY" not in recorded
         assert credentials.registry_password not in recorded
-    finally:
-        stop_process(stack, "registry")
-        registry.untrust(stack.registry_address)
+
+        # Production was given the store: a label is claimed there.
+        base = f"http://127.0.0.1:{release_env['MLOPS_DEPLOY_PORT']}/models/clothes/v1"
+        answer = requests.post(base, json={"image": [[3] * 28] * 28}, timeout=10).json()["predictions"][0]
+        labelled = requests.post(f"{base}/feedback", json={"id": answer["id"], "class_id": 3}, timeout=10)
+        assert labelled.status_code == 202
+        claims = store.client("production")
+        assert list(claims.keys(claims.key("labels"))) == [f"production/labels/{answer['id'][:2]}/{answer['id']}"]
+        run = client.get_run(version.run_id)
+        artifacts = Path(client.download_artifacts(version.run_id, "", str(tmp_path / "artifacts")))
+        written = json.dumps([run.data.params, run.data.tags, version.tags, recorded]).encode()
+        written += b"".join(path.read_bytes() for path in artifacts.rglob("*") if path.is_file())
+        for secret in (store.credentials.store_secret_key, store.credentials.store_access_key):
+            assert secret.encode() not in written

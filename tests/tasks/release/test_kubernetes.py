@@ -62,3 +62,26 @@ def test_probes_selectors_and_hardening_match_the_image(objects, model_root):
     assert not security["allowPrivilegeEscalation"]
     assert {m["mountPath"] for m in container["volumeMounts"]} == {"/tmp", "/var/log/clothes"}
     assert deployment["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
+
+
+def test_with_capture_the_pods_ship_to_the_store_and_the_manifests_hold_no_credentials(monkeypatch):
+    for key, value in {
+        "MLOPS_CAPTURE_URL": "s3://clothes/capture",
+        "AWS_ENDPOINT_URL_S3": "http://10.0.0.5:8333",
+        "AWS_ACCESS_KEY_ID": "AKIDTESTTESTTESTTEST",
+        "AWS_SECRET_ACCESS_KEY": "the store's secret",
+    }.items():
+        monkeypatch.setenv(key, value)
+    text = manifests_yaml(manifests(IMAGE, ModelRef("clothes", 7), Settings()))
+    assert "the store's secret" not in text and "AKIDTESTTESTTESTTEST" not in text
+    deployment = next(yaml.safe_load_all(text))
+    kubernetes_validate.validate(deployment, "1.37.0", strict=True)
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    env = {item["name"]: item.get("value", item.get("valueFrom")) for item in container["env"]}
+    assert env["MLOPS_SERVE_CAPTURE_URL"] == "s3://clothes/capture"
+    assert env["AWS_ENDPOINT_URL_S3"] == "http://10.0.0.5:8333"
+    assert env["MLOPS_SERVE_NODE"] == {"fieldRef": {"fieldPath": "spec.nodeName"}}
+    volumes = {volume["name"]: volume for volume in deployment["spec"]["template"]["spec"]["volumes"]}
+    assert volumes["capture-credentials"]["secret"]["secretName"] == "clothes-serving-capture-credentials"
+    mounted = {mount["mountPath"] for mount in container["volumeMounts"]}
+    assert env["AWS_SHARED_CREDENTIALS_FILE"].rsplit("/", 1)[0] in mounted

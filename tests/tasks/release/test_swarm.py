@@ -3,6 +3,7 @@ killed replica, swarm's own rollback of a failing image, and the rollback flow."
 
 from __future__ import annotations
 
+import re
 import shutil
 import time
 import urllib.error
@@ -166,11 +167,13 @@ def test_rolling_update_killed_replica_and_failed_update(swarm, images, settings
     service.reload()
     assert service.attrs["Spec"]["TaskTemplate"]["ContainerSpec"]["Image"] == images["2"]
     wait_for_replicas(service, images["2"], 2)
-    hosts = {
-        p.stem.removeprefix("predictions-").rsplit("-", 1)[0]
-        for p in settings.monitor.prediction_log_dir.glob("*.jsonl")
-    }
+    named = (LOG_FILE.match(p.name) for p in settings.monitor.prediction_log_dir.glob("predictions-*"))
+    hosts = {found["host"] for found in named if found}
     assert len(hosts) >= 4, f"each task writes its own prediction log files: {hosts}"
+
+
+# A worker's file, written (predictions-<host>-<pid>.jsonl) or rotated (...-<opened ns>.jsonl[.gz]).
+LOG_FILE = re.compile(r"^predictions-(?P<host>.+?)-\d+(-\d{19})?\.jsonl(\.gz)?$")
 
 
 def deploy_container(engine, image: str, version: int, settings: Settings):
