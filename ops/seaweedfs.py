@@ -103,6 +103,29 @@ class SeaweedFS:
             "-volume.preStopSeconds=1",  # it would wait 10 s on SIGTERM before stopping
         ]
 
+    @staticmethod
+    def wait_writable(store: ObjectStore, timeout: float = 60) -> None:
+        """The bucket, and one object written: `/healthz` and bucket operations answer before the volume
+        server has joined its master, and until then every write is a 500 ("failed to pick 1 from 0 node
+        candidates")."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                store.ensure_bucket()
+                store.put(store.key(".writable"), b"")
+                return
+            except StoreError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.5)
+
+    def remove_sockets(self) -> None:
+        """The Unix sockets it makes in /tmp, named after its ports, which it leaves behind when stopped."""
+        ports = [self.port, *json.loads((self.directory / "ports.json").read_text()).values()]
+        for port in ports:
+            for path in Path("/tmp").glob(f"seaweedfs-*-{port}.sock"):
+                path.unlink(missing_ok=True)
+
     def client_env(self, credentials: Credentials) -> dict[str, str]:
         """What boto3 (and so MLflow, the monitor and the serving replicas) needs to reach it."""
         return {
@@ -142,7 +165,7 @@ class RunningStore:
             with contextlib.suppress(OSError, StoreError):
                 with urllib.request.urlopen(f"{self.server.endpoint}/healthz", timeout=2):
                     pass
-                self.client().ensure_bucket()
+                self.server.wait_writable(self.client(), timeout=max(1.0, deadline - time.monotonic()))
                 return
             if self.process.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"SeaweedFS did not start: {self.log.read_text()[-2000:]}")
@@ -157,6 +180,7 @@ class RunningStore:
             except subprocess.TimeoutExpired:
                 os.killpg(self.process.pid, signal.SIGKILL)
                 self.process.wait(timeout=30)
+            self.server.remove_sockets()
         self.process = None
 
 

@@ -33,7 +33,7 @@ from ops.credentials import Credentials, load_or_create, mlflow_auth_config, wri
 from ops.screenshots import ScreenshotError, take_screenshots
 from ops.seaweedfs import BUCKET, SeaweedFS
 from ops.tls import CA_CERT
-from serving.log.object_store import ObjectStore, StoreError
+from serving.log.object_store import ObjectStore
 from tasks.release.docker_engine import docker_client, retire
 from tasks.release.targets.docker import production_containers
 from tasks.release.targets.swarm import production_service, swarm_manager
@@ -388,15 +388,7 @@ def start_store(stack: Stack, credentials: Credentials) -> None:
     stack.object_store.prepare(credentials)
     start(stack, "store")
     store = ObjectStore(f"s3://{BUCKET}", env=stack.store_env())
-    deadline = time.monotonic() + 30
-    while True:  # the gateway answers health a moment before its filer takes writes
-        try:
-            store.ensure_bucket()
-            break
-        except StoreError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.5)
+    SeaweedFS.wait_writable(store)
     if stack.artifacts_on_store:
         copied = copy_artifacts(stack.settings.tracking.artifacts_dir, store, ARTIFACTS_PREFIX)
         if copied:
@@ -487,6 +479,8 @@ def down(stack: Stack, serving: bool = False) -> None:
     it, and users' traffic may depend on it): it is stopped only with `serving`, else named as left running."""
     for name in reversed(PROCESSES):  # also one an earlier `up` started with other settings
         stop_process(stack, name)
+    if (stack.object_store.directory / "ports.json").exists():
+        stack.object_store.remove_sockets()
     leave_or_stop_production(stack.settings, stop=serving)
 
 

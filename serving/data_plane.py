@@ -57,7 +57,7 @@ class DataPlane:
             if settings.capture_url:
                 capture = Capture(
                     settings.prediction_log_dir,
-                    ObjectStore(settings.capture_url, timeout=10),
+                    ObjectStore(settings.capture_url, timeout=10, attempts=4),  # off the request path: retry
                     settings.node or socket.gethostname(),
                     settings.capture_interval,
                     abandoned_seconds=2 * settings.prediction_log_rotate_seconds + 60,

@@ -87,7 +87,7 @@ class Capture:
         failures = 0
         while not self._stop.wait(min(self.max_backoff, self.interval * 2**failures)):
             try:
-                self.ship()
+                self.ship(stop=self._stop)
             except StoreError as exc:
                 failures = min(failures + 1, 10)
                 metrics.CAPTURE_ERRORS.inc()
@@ -117,15 +117,15 @@ class Capture:
                     logs.append(path)
         return [*summaries, *sorted(logs, key=lambda p: p.name.rsplit("-", 1)[-1])]
 
-    def ship(self, deadline: float | None = None) -> int:
-        """Ship everything waiting (until `deadline`, monotonic); the number of files shipped. A store
-        error stops the pass: the rest waits for the next."""
+    def ship(self, deadline: float | None = None, stop: threading.Event | None = None) -> int:
+        """Ship everything waiting (until `deadline`, monotonic, or `stop`); the number of files shipped.
+        A store error stops the pass: the rest waits for the next."""
         waiting = self.waiting()
         self._count_waiting(waiting)
         shipped = 0
         for path in waiting:
-            if deadline is not None and time.monotonic() > deadline:
-                break
+            if (deadline is not None and time.monotonic() > deadline) or (stop is not None and stop.is_set()):
+                break  # `close` ships the rest itself once this thread has returned
             if self._ship_one(path):
                 shipped += 1
         if shipped:
@@ -154,12 +154,13 @@ class Capture:
                 fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 return False
-            if os.fstat(handle.fileno()).st_nlink == 0:  # shipped and removed while this waited
+            if os.fstat(handle.fileno()).st_nlink == 0:  # shipped (or removed by the disk bound) meanwhile
                 return False
-            size = self.store.upload(path, self.key_for(path))
+            body = handle.read()
+            self.store.put(self.key_for(path), body)
             path.unlink(missing_ok=True)
         metrics.CAPTURE_FILES.inc()
-        metrics.CAPTURE_BYTES.inc(size)
+        metrics.CAPTURE_BYTES.inc(len(body))
         metrics.CAPTURE_LAST_SUCCESS.set(time.time())
         return True
 

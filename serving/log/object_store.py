@@ -78,10 +78,14 @@ class ObjectStore:
         except BotoCoreError as exc:  # no connection, timeout, no credentials
             raise StoreError(f"{self.bucket}: {operation} failed: {exc}") from exc
 
-    def upload(self, path: Path, key: str) -> int:
-        """The file's bytes under `key` (whole or not at all: one PUT); its size."""
-        body = Path(path).read_bytes()
+    def put(self, key: str, body: bytes) -> None:
+        """`body` under `key`, whole or not at all (one PUT)."""
         self._call("put_object", Key=key, Body=body)
+
+    def upload(self, path: Path, key: str) -> int:
+        """The file's bytes under `key`; its size."""
+        body = Path(path).read_bytes()
+        self.put(key, body)
         return len(body)
 
     def put_if_absent(self, key: str, body: bytes = b"") -> bool:

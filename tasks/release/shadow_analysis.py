@@ -47,6 +47,7 @@ class ShadowEvidence:
     p99_shadow: float | None = None  # seconds, the shadow's round trip from production
     ood_share_production: float | None = None
     ood_share_shadow: float | None = None
+    ood_difference_interval: tuple[float, float] | None = None  # 95%, of the paired flags' difference
     labelled: int = 0  # images with feedback, judged paired
     paired: Paired | None = None
     estimated_production: float | None = None  # accuracy without labels, on the images both answered
@@ -90,6 +91,8 @@ class ShadowEvidence:
             "disagreement_high": high,
             "latency_ratio": self.latency_ratio,
             "ood_share_difference": self.ood_share_difference,
+            "ood_share_difference_low": self.ood_difference_interval[0] if self.ood_difference_interval else None,
+            "ood_share_difference_high": self.ood_difference_interval[1] if self.ood_difference_interval else None,
             "labelled": self.labelled,
             "labelled_difference": self.paired.difference if self.paired else None,
             "labelled_p_worse": self.paired.p_worse if self.paired else None,
@@ -110,6 +113,21 @@ class Estimators:
 def estimated(stats: EstimatorStats | None, predicted: np.ndarray, confidence: np.ndarray) -> float | None:
     found = estimate(stats, Answers(predicted, confidence)) if stats is not None else None
     return found.accuracy if found else None
+
+
+def ood_text(evidence: ShadowEvidence) -> str:
+    if evidence.ood_share_difference is None or evidence.ood_difference_interval is None:
+        return "n/a"
+    low, high = evidence.ood_difference_interval
+    return f"{evidence.ood_share_difference:+.4f} [{low:+.4f}, {high:+.4f}]"
+
+
+def paired_interval(shadow: np.ndarray, production: np.ndarray) -> tuple[float, float]:
+    """95% interval of the difference between two shares measured on the same images (each image counts
+    +1, 0 or -1): only images the two models flag differently widen it."""
+    differences = shadow.astype(float) - production.astype(float)
+    spread = 1.96 * differences.std(ddof=1) / np.sqrt(len(differences)) if len(differences) > 1 else 1.0
+    return float(differences.mean() - spread), float(differences.mean() + spread)
 
 
 def shadow_evidence(
@@ -139,6 +157,9 @@ def shadow_evidence(
         p99_shadow=float(np.percentile([r["shadow_seconds"] for r in answered], 99)) if answered else None,
         ood_share_production=float(ood_production.mean()) if ood_production is not None else None,
         ood_share_shadow=float(ood_shadow.mean()) if ood_shadow is not None else None,
+        ood_difference_interval=paired_interval(ood_shadow, ood_production)
+        if ood_shadow is not None and ood_production is not None
+        else None,
         labelled=int(labelled.sum()),
         paired=Paired.of(shadow[labelled] == truth[labelled], production[labelled] == truth[labelled])
         if labelled.any()
@@ -173,7 +194,7 @@ class Verdict:
         """The analysis as rows for a Prefect table artifact."""
         evidence, (low, high) = self.evidence, self.evidence.disagreement_interval
         offline = "n/a" if self.offline_disagreement is None else f"{self.offline_disagreement:.4f}"
-        ratio, ood = evidence.latency_ratio, evidence.ood_share_difference
+        ratio = evidence.latency_ratio
         return [
             {"check": "mirrored requests", "value": f"{evidence.requests} ({evidence.images} images)"},
             {"check": "shadow errors", "value": f"{evidence.errors} ({evidence.error_rate:.4f})"},
@@ -183,7 +204,7 @@ class Verdict:
                 f"allowed {self.allowed_disagreement:.4f} (test split {offline})",
             },
             {"check": "p99 latency ratio", "value": "n/a" if ratio is None else f"{ratio:.2f}"},
-            {"check": "not-clothing share difference", "value": "n/a" if ood is None else f"{ood:+.4f}"},
+            {"check": "not-clothing share difference", "value": ood_text(evidence)},
             {"check": "labelled", "value": labelled_text(evidence)},
             {"check": "estimated accuracy (no labels)", "value": estimated_text(evidence)},
             {"check": "decision", "value": f"{self.outcome}: {'; '.join(self.reasons)}"},
@@ -247,9 +268,12 @@ def judge(evidence: ShadowEvidence, params: ReleaseParams, offline: float | None
     ratio, ood = evidence.latency_ratio, evidence.ood_share_difference
     if enough and ratio is not None and ratio > params.max_latency_ratio:
         faults.append(f"its p99 latency is {ratio:.2f}x production's (allowed {params.max_latency_ratio:.2f}x)")
-    if enough and ood is not None and abs(ood) > params.max_ood_share_difference:
+    beyond = params.max_ood_share_difference
+    ood_low, ood_high = evidence.ood_difference_interval or (0.0, 0.0)
+    if enough and ood is not None and (ood_low > beyond or ood_high < -beyond):
         faults.append(
-            f"it flags {ood:+.1%} more inputs as not clothing (allowed {params.max_ood_share_difference:.1%})"
+            f"it flags {ood:+.1%} more inputs as not clothing (95% interval {ood_low:+.1%} to {ood_high:+.1%}; "
+            f"allowed {beyond:.1%})"
         )
     if faults:
         return Verdict("abort", faults, evidence, allowed, offline)

@@ -122,6 +122,17 @@ def test_a_shadow_flagging_many_more_inputs_is_aborted():
     verdict = verdict_of(records(600, flagged=0.2))
     assert verdict.outcome == "abort"
     assert "not clothing" in verdict.reasons[0]
+    low, high = verdict.evidence.ood_difference_interval
+    assert 0.05 < low < verdict.evidence.ood_share_difference < high
+
+
+def test_a_not_clothing_difference_within_its_noise_of_the_bound_aborts_nothing():
+    """Two seeds of one recipe flag a few photos differently: 6 points more on 600 images is within the
+    interval's reach of the 5 allowed, so it is not evidence of a worse model."""
+    verdict = verdict_of(records(600, flagged=0.06, seed=3))
+    assert 0.05 < verdict.evidence.ood_share_difference < 0.075
+    assert verdict.evidence.ood_difference_interval[0] < 0.05
+    assert verdict.outcome == "promote", verdict.reasons
 
 
 def test_labelled_mirrored_requests_show_a_worse_candidate():
