@@ -71,7 +71,8 @@ def throughput(args, workdir: Path, model_root: Path, single, store) -> dict[str
     finally:
         for process in servers.values():
             stop(process)
-    shipped = list(store.client("bench").keys(store.client("bench").key("predictions")))
+    bench = store.client("bench")
+    shipped = list(bench.keys(bench.key("predictions")))
     print(f"capture shipped {len(shipped)} prediction-log files during the measurement")
     return {name: statistics.median(values) for name, values in measured.items()}
 

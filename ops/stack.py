@@ -25,7 +25,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from ops import registry
@@ -112,18 +112,8 @@ class Stack:
         return cls(state_dir, **recorded, settings=settings)
 
     def record(self) -> None:
-        fields = (
-            "prefect_port",
-            "mlflow_port",
-            "host",
-            "auth",
-            "registry",
-            "registry_port",
-            "store",
-            "store_port",
-            "store_artifacts",
-        )
-        (self.state_dir / RECORD).write_text(json.dumps({name: getattr(self, name) for name in fields}))
+        recorded = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("state_dir", "settings")}
+        (self.state_dir / RECORD).write_text(json.dumps(recorded))
 
     @property
     def prefect_api(self) -> str:
@@ -158,9 +148,13 @@ class Stack:
         credentials = self.credentials()
         return self.object_store.client_env(credentials) if credentials and self.store else {}
 
+    @property
+    def needs_credentials(self) -> bool:
+        return self.auth or self.registry or self.store
+
     def credentials(self) -> Credentials | None:
         """The stack's credentials (made on first use) when any server asks for them, else None."""
-        return load_or_create(self.state_dir)[0] if self.auth or self.registry or self.store else None
+        return load_or_create(self.state_dir)[0] if self.needs_credentials else None
 
     def client_env(self) -> dict[str, str]:
         """What a colleague's shell, `make run` or a worker on another machine needs: URLs and credentials."""
@@ -421,8 +415,7 @@ def up(stack: Stack) -> None:
     if stack.auth:  # its databases and logs are the team's: only this user reads them
         stack.state_dir.chmod(0o700)
     settings = stack.settings
-    needs_credentials = stack.auth or stack.registry or stack.store
-    credentials, made = load_or_create(stack.state_dir) if needs_credentials else (None, False)
+    credentials, made = load_or_create(stack.state_dir) if stack.needs_credentials else (None, False)
     if settings.tracking.stack_db == "postgres":  # MLflow's and Prefect's databases, on a running cluster
         prefix = settings.tracking.postgres_prefix
         print(f"postgres: databases {prefix}mlflow and {prefix}prefect", flush=True)

@@ -10,14 +10,24 @@ boto3 is imported only when a store is configured: it costs each worker ~35 MB a
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
 
 class StoreError(RuntimeError):
-    """The store did not do what was asked (down, slow, refusing the credentials, no such bucket)."""
+    """The store did not do what was asked (down, slow, refusing the credentials, no such bucket);
+    `status`: its HTTP status when it answered."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def region(env: Mapping[str, str]) -> str:
+    """The region to sign with: the AWS_* variables', else us-east-1 (self-hosted stores ignore it)."""
+    return env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or "us-east-1"
 
 
 class ObjectStore:
@@ -41,8 +51,6 @@ class ObjectStore:
             from botocore.config import Config
 
             env = self._env
-            given = os.environ if env is None else env
-            region = given.get("AWS_REGION") or given.get("AWS_DEFAULT_REGION") or "us-east-1"
             explicit = {}
             if env is not None:
                 explicit = {
@@ -52,7 +60,7 @@ class ObjectStore:
                 }
             self._made = boto3.session.Session().client(
                 "s3",
-                region_name=region,
+                region_name=region(os.environ if env is None else env),
                 **explicit,
                 config=Config(
                     connect_timeout=self._timeout,
@@ -74,7 +82,8 @@ class ObjectStore:
         except ClientError as exc:
             error = exc.response.get("Error", {})
             status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-            raise StoreError(f"{self.bucket}: {operation} answered {status} {error.get('Code', '')}".strip()) from exc
+            message = f"{self.bucket}: {operation} answered {status} {error.get('Code', '')}".strip()
+            raise StoreError(message, status) from exc
         except BotoCoreError as exc:  # no connection, timeout, no credentials
             raise StoreError(f"{self.bucket}: {operation} failed: {exc}") from exc
 
@@ -90,16 +99,11 @@ class ObjectStore:
 
     def put_if_absent(self, key: str, body: bytes = b"") -> bool:
         """True if this call made `key`; False if it existed (a conditional write: If-None-Match: *)."""
-        from botocore.exceptions import ClientError
-
         try:
             self._call("put_object", Key=key, Body=body, IfNoneMatch="*")
         except StoreError as exc:
-            cause = exc.__cause__
-            if isinstance(cause, ClientError):
-                status = cause.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-                if status in (409, 412):  # 409: a concurrent conditional write of the same key
-                    return False
+            if exc.status in (409, 412):  # 409: a concurrent conditional write of the same key
+                return False
             raise
         return True
 
@@ -117,9 +121,9 @@ class ObjectStore:
             token = {"ContinuationToken": page["NextContinuationToken"]}
 
     def ensure_bucket(self) -> None:
-        from botocore.exceptions import ClientError
-
         try:
-            self._client.head_bucket(Bucket=self.bucket)
-        except ClientError:
+            self._call("head_bucket")
+        except StoreError as exc:
+            if exc.status is None:  # no answer: nothing to create it on
+                raise
             self._call("create_bucket")

@@ -34,6 +34,16 @@ def minute_of(timestamp: float) -> int:
     return int(timestamp // 60) * 60
 
 
+def expected_confusion(probabilities: np.ndarray, predicted: np.ndarray) -> np.ndarray:
+    """(classes, classes): row i, column j the expected count of class-i inputs answered j (a column
+    per class answered: several times faster than np.add.at over the rows)."""
+    probabilities = np.asarray(probabilities, dtype=np.float64)
+    matrix = np.zeros((probabilities.shape[1],) * 2)
+    for answered in np.unique(predicted):
+        matrix[:, answered] = probabilities[predicted == answered].sum(axis=0)
+    return matrix
+
+
 def histogram(values: np.ndarray) -> np.ndarray:
     """Counts of `values` (0-1) in BINS equal bins; bin k holds [k/BINS, (k+1)/BINS)."""
     bins = np.clip((np.asarray(values, dtype=np.float64) * BINS).astype(np.int64), 0, BINS - 1)
@@ -95,9 +105,7 @@ class TrafficSummary:
             self.sums[key] += float(values.sum())
             self.histograms[key] += histogram(values)
         if probabilities is not None:
-            probabilities = np.asarray(probabilities, dtype=np.float64)
-            for answered in np.unique(class_ids):  # a column per class answered: faster than np.add.at
-                self.confusion[:, answered] += probabilities[class_ids == answered].sum(axis=0)
+            self.confusion += expected_confusion(probabilities, class_ids)
             self.with_probabilities += len(class_ids)
         if in_distribution is not None:
             self.ood_known += len(in_distribution)

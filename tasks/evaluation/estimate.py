@@ -29,7 +29,7 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from serving.log.records import Prediction
-from serving.log.summary import TrafficSummary
+from serving.log.summary import TrafficSummary, expected_confusion
 from tasks.data.dataset import Dataset, stratified_split
 from tasks.evaluation.metrics import predict_probabilities, wilson
 from tasks.params import TrainParams
@@ -100,14 +100,6 @@ def fit_estimators(validation: Answers, labels: np.ndarray, test_accuracy: float
     )
 
 
-def expected_confusion(probabilities: np.ndarray, predicted: np.ndarray) -> np.ndarray:
-    """(classes, classes): row i, column j the expected count of class-i inputs answered j."""
-    classes = probabilities.shape[1]
-    matrix = np.zeros((classes, classes))
-    np.add.at(matrix.T, predicted, probabilities)
-    return matrix
-
-
 def estimated_recall(probabilities: np.ndarray, predicted: np.ndarray) -> np.ndarray:
     """Each class's expected recall: its expected right answers over its expected inputs (NaN: none)."""
     return recall_of(expected_confusion(probabilities, predicted))
@@ -129,7 +121,9 @@ class AnswerTotals:
     confusion: np.ndarray | None  # the expected confusion matrix; None unless every answer logged its probabilities
 
     @classmethod
-    def of(cls, stats: EstimatorStats, answers: Answers) -> AnswerTotals:
+    def of(cls, stats: EstimatorStats, answers: Answers | AnswerTotals) -> AnswerTotals:
+        if isinstance(answers, AnswerTotals):
+            return answers
         confusion = None
         if answers.probabilities is not None:
             confusion = expected_confusion(answers.probabilities, answers.predicted)
@@ -153,7 +147,7 @@ class AnswerTotals:
 
 def estimates(stats: EstimatorStats, answers: Answers | AnswerTotals) -> dict[str, float]:
     """Every estimator this window's answers allow (`cbpe` needs the probabilities)."""
-    totals = answers if isinstance(answers, AnswerTotals) else AnswerTotals.of(stats, answers)
+    totals = AnswerTotals.of(stats, answers)
     if not totals.n:
         return {}
     found = {"average_confidence": totals.confidence_sum / totals.n, "atc": totals.confident / totals.n}
@@ -186,7 +180,7 @@ class Estimate:
 
 def estimate(stats: EstimatorStats, answers: Answers | AnswerTotals) -> Estimate | None:
     """The default estimator's figure, with every estimator's beside it and each class's recall."""
-    totals = answers if isinstance(answers, AnswerTotals) else AnswerTotals.of(stats, answers)
+    totals = AnswerTotals.of(stats, answers)
     found = estimates(stats, totals)
     if not found:
         return None

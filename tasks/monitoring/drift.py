@@ -33,12 +33,18 @@ def psi(reference: np.ndarray, current: np.ndarray) -> float:
     return float(np.sum((cur - ref) * np.log(cur / ref)))
 
 
-def binned_psi(reference: np.ndarray, current: np.ndarray, bins: int = 10) -> float:
-    """PSI over the reference's deciles, so every bin holds a tenth of the reference."""
+def deciles(reference: np.ndarray, bins: int = 10) -> tuple[np.ndarray, np.ndarray]:
+    """The reference's inner quantile edges and its share between each two, so every bin holds a tenth."""
     edges = np.unique(np.quantile(reference, np.linspace(0, 1, bins + 1)[1:-1]))
-    ref_counts = np.bincount(np.searchsorted(edges, reference, side="right"), minlength=len(edges) + 1)
+    counts = np.bincount(np.searchsorted(edges, reference, side="right"), minlength=len(edges) + 1)
+    return edges, counts / counts.sum()
+
+
+def binned_psi(reference: np.ndarray, current: np.ndarray, bins: int = 10) -> float:
+    """PSI over the reference's deciles, of raw values (`decile_psi` reads a summary's histogram)."""
+    edges, expected = deciles(reference, bins)
     cur_counts = np.bincount(np.searchsorted(edges, current, side="right"), minlength=len(edges) + 1)
-    return psi(ref_counts / ref_counts.sum(), cur_counts / max(cur_counts.sum(), 1))
+    return psi(expected, cur_counts / max(cur_counts.sum(), 1))
 
 
 @dataclass
@@ -131,11 +137,10 @@ def binned_ks(reference: np.ndarray, summary: TrafficSummary, key: str) -> tuple
 
 def decile_psi(reference: np.ndarray, summary: TrafficSummary, key: str) -> float:
     """PSI over the reference's deciles, the window's share in each read from its histogram."""
-    edges = np.unique(np.quantile(reference, np.linspace(0, 1, 11)[1:-1]))
-    ref_counts = np.bincount(np.searchsorted(edges, reference, side="right"), minlength=len(edges) + 1)
+    edges, expected = deciles(reference)
     below = np.array([1 - summary.share_above(key, edge) for edge in edges])
     current = np.diff(np.concatenate([[0.0], below, [1.0]]))
-    return psi(ref_counts / ref_counts.sum(), np.clip(current, 0, None))
+    return psi(expected, np.clip(current, 0, None))
 
 
 def judge_estimate(

@@ -10,6 +10,7 @@ import hashlib
 import os
 from dataclasses import dataclass
 
+from serving.log.object_store import region
 from tasks.settings import Settings
 
 CREDENTIALS_FILE = "capture-credentials"
@@ -32,7 +33,7 @@ class CaptureTarget:
         return cls(
             settings.monitor.capture_url,
             env.get("AWS_ENDPOINT_URL_S3") or env.get("AWS_ENDPOINT_URL"),
-            env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or "us-east-1",
+            region(env),
             env.get("AWS_ACCESS_KEY_ID"),
             env.get("AWS_SECRET_ACCESS_KEY"),
         )
