@@ -78,9 +78,13 @@ class Capture:
         self._stop.set()
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout=deadline_seconds)
-        if self._pid == os.getpid():
-            with contextlib.suppress(StoreError):
-                self.ship(deadline=time.monotonic() + deadline_seconds)
+        end = time.monotonic() + deadline_seconds
+        while self._pid == os.getpid() and time.monotonic() < end:  # a store error: again, until the deadline
+            try:
+                self.ship(deadline=end)
+                break
+            except StoreError:
+                time.sleep(0.2)
         self._pid = None
 
     def _loop(self) -> None:
@@ -122,15 +126,17 @@ class Capture:
         A store error stops the pass: the rest waits for the next."""
         waiting = self.waiting()
         self._count_waiting(waiting)
-        shipped = 0
-        for path in waiting:
-            if (deadline is not None and time.monotonic() > deadline) or (stop is not None and stop.is_set()):
-                break  # `close` ships the rest itself once this thread has returned
-            if self._ship_one(path):
-                shipped += 1
-        if shipped:
-            self._count_waiting(self.waiting())
-        return shipped
+        shipped: set[Path] = set()
+        try:
+            for path in waiting:
+                if (deadline is not None and time.monotonic() > deadline) or (stop is not None and stop.is_set()):
+                    break  # `close` ships the rest itself once this thread has returned
+                if self._ship_one(path):
+                    shipped.add(path)
+        finally:
+            if shipped:
+                self._count_waiting([path for path in waiting if path not in shipped])
+        return len(shipped)
 
     def key_for(self, path: Path) -> str:
         if path.parent.parent.parent.name == SUMMARIES:  # summaries/<model>/<version>/<minute>-....json
