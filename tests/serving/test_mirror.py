@@ -18,6 +18,8 @@ import pytest
 import requests
 from PIL import Image
 
+from serving.log.reader import read_records
+from serving.log.records import ShadowLine
 from serving.mirror import CONFIG_FILE
 from tasks.load_generator import probe_latencies
 from tests.serving.servers import running_server
@@ -30,12 +32,12 @@ def write_config(log_dir: Path, url: str, sample: float = 1.0, timeout: float = 
     (log_dir / CONFIG_FILE).write_bytes(orjson.dumps(config))
 
 
-def shadow_records(log_dir: Path, count: int, seconds: float = 20) -> list[dict]:
-    """The `shadow` records of the log once `count` are there (the writer flushes every 0.2 s)."""
+def shadow_records(log_dir: Path, count: int, seconds: float = 20) -> list[ShadowLine]:
+    """The `shadow` records of the log once `count` are there (the writer flushes every 0.2 s; files
+    closed at a minute's turn are compressed, so they are read as the monitor reads them)."""
     deadline = time.monotonic() + seconds
     while True:
-        lines = [orjson.loads(line) for path in log_dir.glob("*.jsonl") for line in path.read_bytes().splitlines()]
-        records = [r for r in lines if r.get("type") == "shadow"]
+        records = [r for r in read_records(log_dir, since=0) if r["type"] == "shadow"]
         if len(records) >= count or time.monotonic() > deadline:
             return records
         time.sleep(0.2)
@@ -136,7 +138,10 @@ def test_a_slow_failing_or_dead_shadow_changes_nothing_for_production(
         shadow.server_close()
     body = orjson.dumps({"image": images[0].tolist()})
     try:
-        with running_server(model_root, prediction_log_dir=str(log_dir)) as production:
+        # rotating every second, the pairs are read from closed, compressed files too
+        with running_server(
+            model_root, prediction_log_dir=str(log_dir), prediction_log_rotate_seconds="1"
+        ) as production:
             url = f"{production.base}/models/clothes/v2"
             latencies, failures = probe_latencies(url, body, seconds=4)
             time.sleep(1.5)  # what is in flight times out (1 s)
