@@ -13,7 +13,6 @@ from prefect.artifacts import create_table_artifact
 from flows.cli import console_script, flow_app
 from tasks.monitoring import (
     DriftReport,
-    capture_store,
     champion_task,
     detect_drift_task,
     read_labelled_task,
@@ -24,6 +23,7 @@ from tasks.monitoring import (
     window_until,
 )
 from tasks.params import ModelRef, MonitorThresholds
+from tasks.release import capture_store
 from tasks.settings import Settings
 
 

@@ -4,35 +4,67 @@ the record types `serving.log.records` defines. The drift monitor and the shadow
 from __future__ import annotations
 
 import gzip
+import math
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import orjson
 
+from serving.log.capture import OPENED, partition
+from serving.log.object_store import ObjectStore
 from serving.log.records import FeedbackLine, Record, expand
+
+HOUR = 3600
+
+
+def log_files(log_dir: Path) -> list[Path]:
+    """Every worker's files, the ones written into and the rotated ones, compressed or not."""
+    return sorted([*Path(log_dir).glob("predictions-*.jsonl"), *Path(log_dir).glob("predictions-*.jsonl.gz")])
+
+
+def file_lines(name: str, data: bytes) -> list[bytes]:
+    """A log file's lines, whether it was compressed (`name` ends in .gz) or not."""
+    return (gzip.decompress(data) if name.endswith(".gz") else data).splitlines()
+
+
+def parse_lines(
+    lines: Iterable[bytes], since: float, until: float, types: frozenset[str] | None = None
+) -> list[Record]:
+    """The records of `lines` in the window (of `types` only, when given: other lines are not parsed);
+    torn lines are skipped."""
+    markers = [f'"type":"{kind}"'.encode() for kind in types] if types else None
+    records: list[Record] = []
+    for line in lines:
+        if markers and not any(marker in line for marker in markers):
+            continue
+        try:
+            record = orjson.loads(line)
+        except orjson.JSONDecodeError:
+            continue
+        wanted = types is None or record.get("type") in types
+        if isinstance(record, dict) and wanted and since <= record.get("time", 0) <= until:
+            records.extend(expand(record))  # type: ignore[arg-type]
+    return records
+
+
+def read_file(path: Path, since: float) -> list[bytes] | None:
+    """The file's lines; None when it was last written before `since` or is gone (rotated away,
+    shipped or removed by the log's bounds while this reads)."""
+    try:
+        if path.stat().st_mtime < since:
+            return None
+        return file_lines(path.name, path.read_bytes())
+    except (FileNotFoundError, EOFError, gzip.BadGzipFile):
+        return None
 
 
 def read_records(log_dir: Path, since: float, until: float | None = None) -> list[Record]:
-    """Every record in the window from every worker's files, rotated and compressed ones included; torn
-    last lines are skipped, and so are files removed by the log's bounds while this reads."""
+    """Every record in the window from every worker's files, rotated and compressed ones included."""
     until = until or time.time()
     records: list[Record] = []
-    for path in sorted([*Path(log_dir).glob("predictions-*.jsonl"), *Path(log_dir).glob("predictions-*.jsonl.gz")]):
-        try:
-            if path.stat().st_mtime < since:
-                continue
-            with gzip.open(path, "rb") if path.suffix == ".gz" else path.open("rb") as handle:
-                lines = list(handle)
-        except (FileNotFoundError, EOFError):
-            continue
-        for line in lines:
-            try:
-                record = orjson.loads(line)
-            except orjson.JSONDecodeError:
-                continue
-            if isinstance(record, dict) and since <= record.get("time", 0) <= until:
-                records.extend(expand(record))  # type: ignore[arg-type]
+    for path in log_files(log_dir):
+        records.extend(parse_lines(read_file(path, since) or (), since, until))
     return records
 
 
@@ -48,3 +80,70 @@ def first_feedback(records: Iterable[Record]) -> list[FeedbackLine]:
 def first_labels(records: Iterable[Record]) -> dict[str, int]:
     """The first label given to each prediction id."""
     return {record["id"]: record["true_class_id"] for record in first_feedback(records)}
+
+
+def hours(since: float, until: float) -> Iterator[float]:
+    """The start of every hour the window touches."""
+    hour = since // HOUR * HOUR
+    while hour <= until:
+        yield hour
+        hour += HOUR
+
+
+def shipped_logs(store: ObjectStore, since: float, until: float) -> Iterator[str]:
+    """Keys of every shipped prediction-log file that may hold the window (files opened up to an hour
+    before it: a file spans at most its rotation period)."""
+    for hour in hours(since - HOUR, until):
+        for key in store.keys(store.key("predictions", partition(hour)) + "/"):
+            opened = OPENED.search(key)
+            if opened is None or since - HOUR <= int(opened["ns"]) / 1e9 <= until:
+                yield key
+
+
+def file_id(name: str) -> str:
+    """A log file's name wherever it is: local (compressed yet or not) or shipped."""
+    return name.rsplit("/", 1)[-1].removesuffix(".gz")
+
+
+class GrowingWindow:
+    """The records of `types` since `since`, read again and again while traffic flows (a shadow release's
+    analysis at every interval): this machine's files each time, and every node's files in the store,
+    where capture moves closed files (and removes them here), each fetched once, as shipped files
+    never change. A file both here and in the store counts once."""
+
+    def __init__(self, log_dir: Path, store: ObjectStore | None, since: float, types: frozenset[str]) -> None:
+        self.log_dir, self.store, self.since, self.types = Path(log_dir), store, since, types
+        self._shipped: dict[str, list[Record]] = {}
+
+    def read(self) -> list[Record]:
+        until = time.time()
+        records: list[Record] = []
+        here: set[str] = set()
+        for path in log_files(self.log_dir):  # before the store's listing: a file shipped meanwhile is there
+            lines = read_file(path, self.since)
+            if lines is not None:
+                here.add(file_id(path.name))
+                records.extend(parse_lines(lines, self.since, until, self.types))
+        if self.store is not None:
+            for key in shipped_logs(self.store, self.since, until):
+                if file_id(key) in here:
+                    continue
+                if key not in self._shipped:
+                    lines = file_lines(key, self.store.get(key))
+                    self._shipped[key] = parse_lines(lines, self.since, math.inf, self.types)
+                records.extend(self._shipped[key])
+        return unique(records)
+
+
+def unique(records: list[Record]) -> list[Record]:
+    """Each record once: a file written into here when it was read may be rotated, shipped and listed in
+    the store before the store is read."""
+    seen: set[tuple] = set()
+    kept: list[Record] = []
+    for record in records:
+        ids = record.get("ids") or [record.get("id")]
+        key = (record["type"], record["time"], *ids)  # type: ignore[misc]
+        if key not in seen:
+            seen.add(key)
+            kept.append(record)
+    return kept

@@ -3,7 +3,6 @@ the champion's reference, record the verdict and start a retrain when there is s
 
 from tasks.monitoring.drift import DriftReport
 from tasks.monitoring.monitor import (
-    capture_store,
     champion_task,
     detect_drift_task,
     read_labelled_task,
@@ -16,7 +15,6 @@ from tasks.monitoring.monitor import (
 
 __all__ = [
     "DriftReport",
-    "capture_store",
     "champion_task",
     "detect_drift_task",
     "read_labelled_task",

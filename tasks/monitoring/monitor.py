@@ -80,11 +80,6 @@ def champion_task(name: str, settings: Settings) -> tuple[ModelRef, dict, Estima
     return ModelRef(name, int(champion.version)), reference, estimator
 
 
-def capture_store(settings: Settings) -> ObjectStore | None:
-    """Where every replica's traffic is captured (MLOPS_CAPTURE_URL); None: this machine's log only."""
-    return ObjectStore(settings.monitor.capture_url) if settings.monitor.capture_url else None
-
-
 @task(name="read-traffic-summaries", **RETRIES)
 def read_window_task(
     log_dir: Path, store: ObjectStore | None, ref: ModelRef, since: float, until: float, classes: int

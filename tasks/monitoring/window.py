@@ -8,7 +8,6 @@ the traffic: an hour of two nodes' full rate is a few hundred files of a few kil
 
 from __future__ import annotations
 
-import gzip
 import re
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -16,25 +15,16 @@ from pathlib import Path
 
 import orjson
 
-from serving.log.capture import OPENED, partition
+from serving.log.capture import partition
 from serving.log.object_store import ObjectStore
-from serving.log.reader import read_records
+from serving.log.reader import file_lines, hours, read_records, shipped_logs
 from serving.log.records import FeedbackLine, Prediction, Record, expand
 from serving.log.retention import SUMMARIES
 from serving.log.summary import TrafficSummary, minute_of, summary_directory
 from tasks.params import ModelRef
 
-HOUR = 3600
 QUOTED_ID = re.compile(rb'"([0-9a-f]{32}(?:[0-9a-f]{4})?)"')  # a prediction id as JSON writes it
 READERS = 8  # the store's GETs in parallel
-
-
-def hours(since: float, until: float) -> Iterator[float]:
-    """The start of every hour the window touches."""
-    hour = since // HOUR * HOUR
-    while hour <= until:
-        yield hour
-        hour += HOUR
 
 
 def in_window(minute: int, since: float, until: float) -> bool:
@@ -129,11 +119,6 @@ def labelled_records(
 
 
 def _store_lines(store: ObjectStore, since: float, until: float) -> Iterator[bytes]:
-    """Lines of every shipped prediction-log file that may hold the window (files opened up to an hour
-    before it: a file spans at most its rotation period), one file in memory at a time."""
-    for hour in hours(since - HOUR, until):
-        for key in store.keys(store.key("predictions", partition(hour)) + "/"):
-            opened = OPENED.search(key)
-            if opened is None or since - HOUR <= int(opened["ns"]) / 1e9 <= until:
-                data = store.get(key)
-                yield from (gzip.decompress(data) if key.endswith(".gz") else data).splitlines()
+    """Lines of the window's shipped files, one file in memory at a time."""
+    for key in shipped_logs(store, since, until):
+        yield from file_lines(key, store.get(key))

@@ -3,6 +3,7 @@ deployment, push it to the team's registry, deploy it on a target (`targets/`), 
 Kubernetes manifests; and roll a model back to its previous champion."""
 
 from tasks.release.approval import decide
+from tasks.release.capture import capture_store
 from tasks.release.deploy import deploy_task, released_image, tag_champion
 from tasks.release.docker_engine import ContainerStageError, docker_client, require_docker
 from tasks.release.export import export_task
@@ -20,6 +21,7 @@ __all__ = [
     "ContainerStageError",
     "ParityCheck",
     "build_image_task",
+    "capture_store",
     "decide",
     "deploy_task",
     "docker_client",

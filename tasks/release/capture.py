@@ -10,10 +10,16 @@ import hashlib
 import os
 from dataclasses import dataclass
 
-from serving.log.object_store import region
+from serving.log.object_store import ObjectStore, region
 from tasks.settings import Settings
 
 CREDENTIALS_FILE = "capture-credentials"
+
+
+def capture_store(settings: Settings) -> ObjectStore | None:
+    """Where every replica's traffic is captured (MLOPS_CAPTURE_URL), for the processes that read it
+    back (the shadow analysis, the monitor); None: this machine's log only."""
+    return ObjectStore(settings.monitor.capture_url) if settings.monitor.capture_url else None
 
 
 @dataclass(frozen=True)

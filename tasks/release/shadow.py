@@ -20,11 +20,12 @@ from prefect import get_run_logger, task
 from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
-from serving.log.reader import read_records
+from serving.log.reader import GrowingWindow
 from serving.mirror import CONFIG_FILE
 from tasks.evaluation.estimate import load_estimator
 from tasks.network import free_port
 from tasks.params import ModelRef, ReleaseParams
+from tasks.release.capture import capture_store
 from tasks.release.docker_engine import HARDENING, LABEL, docker_name, require_docker, wait_container_ready
 from tasks.release.shadow_analysis import (
     Estimators,
@@ -39,6 +40,7 @@ from tasks.tracking import champion_version
 
 Log = Callable[[str], None]
 MIRROR_METRIC = "clothes_shadow_mirrored_total"
+PAIRED = frozenset({"shadow", "feedback"})  # what the analysis reads of the log
 
 
 @dataclass(frozen=True)
@@ -124,7 +126,7 @@ def watch(
     ref: ModelRef,
     params: ReleaseParams,
     offline: float | None,
-    log_dir: Path,
+    traffic: GrowingWindow,
     log: Log,
     estimators: Estimators,
 ):
@@ -132,7 +134,7 @@ def watch(
     deadline = time.monotonic() + params.deadline_minutes * 60
     while True:
         time.sleep(max(0.0, min(params.interval_seconds, deadline - time.monotonic())))
-        records = read_records(log_dir, since=shadow.started)
+        records = traffic.read()
         evidence = shadow_evidence(records, ref.version, estimators)
         verdict = judge(evidence, params, offline, final=time.monotonic() >= deadline)
         log(
@@ -161,8 +163,10 @@ def shadow_task(
     else:
         shadow = start_shadow(require_docker(), image, ref, params, settings, logger.info)
         try:
-            log_dir, estimators = settings.monitor.prediction_log_dir, estimators_of(ref, run_id)
-            verdict = watch(shadow, ref, params, offline, log_dir, logger.info, estimators)
+            # production's log here, and every file capture shipped (and removed here) from the store
+            log_dir, store = settings.monitor.prediction_log_dir, capture_store(settings)
+            traffic = GrowingWindow(log_dir, store, shadow.started, PAIRED)
+            verdict = watch(shadow, ref, params, offline, traffic, logger.info, estimators_of(ref, run_id))
         finally:
             stop_shadow(shadow, logger.info)
     create_table_artifact(verdict.table(), key="shadow-analysis", description=f"{ref} in shadow: {verdict.outcome}")

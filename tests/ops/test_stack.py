@@ -29,13 +29,15 @@ from ops.credentials import load_or_create
 from ops.screenshots import take_screenshots
 from ops.stack import Stack, deploy, down, main, start, start_store, stop_process, up
 from serving.log.object_store import ObjectStore, StoreError
+from serving.log.reader import GrowingWindow, read_records
 from tasks.events import NOTIFIED
 from tasks.network import free_port
 from tasks.params import ModelRef
 from tasks.settings import Settings
 from tasks.tracking import configure_mlflow, load_model_version
-from tests.conftest import REPO, require, require_root
+from tests.conftest import LENIENT, REPO, require, require_root
 from tests.ops.deployments import SMALL_RUN, run_deployment
+from tests.traffic import Traffic, served_version
 
 pytestmark = pytest.mark.slow
 
@@ -216,6 +218,91 @@ def test_deployment_runs_on_the_worker_and_redeploy_keeps_one_schedule(stack, tm
 
 
 POSTGRES = REPO / "scripts" / "postgres.sh"
+
+
+# A release as the stack runs it: trained and built by the worker, production capturing into the stack's
+# store and rotating its log every second, so the analysis reads what production already shipped.
+RELEASED = {
+    "data": '{"train_limit": 20000, "test_limit": 2000, "holdout_size": 100}',
+    "thresholds": LENIENT.model_dump_json(),
+    "container": json.dumps(
+        {
+            "enabled": True,
+            "parity_images": 200,
+            "load_requests": 200,
+            "serving": {"prediction_log_rotate_seconds": "1", "capture_interval": "1"},
+        }
+    ),
+}
+SHADOW_APPROVED = json.dumps(
+    {
+        "strategy": "shadow",
+        "approval": "always",
+        "sample": 1.0,
+        "min_images": 600,
+        "interval_seconds": 3,
+        "deadline_minutes": 4,
+    }
+)
+PHOTOS = tuple(sorted((REPO / "examples" / "photos").iterdir()))
+
+
+def _resume_when_paused(stack: Stack, answer: dict, timeout: float = 400) -> dict:
+    """A reviewer: waits for the paused release and resumes it with `answer` through Prefect's REST API,
+    as the UI's form does."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        paused = _api(stack, "/flow_runs/filter", {"flow_runs": {"state": {"type": {"any_": ["PAUSED"]}}}})
+        if paused:
+            result = _api(stack, f"/flow_runs/{paused[0]['id']}/resume", {"run_input": answer})
+            assert result["status"] == "ACCEPT", result
+            return paused[0]
+        time.sleep(1)
+    raise AssertionError("no release paused for a person's decision")
+
+
+@pytest.mark.docker
+def test_a_shadow_release_on_the_stack_is_analysed_on_live_traffic_approved_and_promoted(
+    release_env, stack, fashion_mnist, tmp_path
+):
+    started, port = time.time(), release_env["MLOPS_DEPLOY_PORT"]
+    first = run_deployment(stack.env(), {**RELEASED, "train": '{"epochs": 2, "seed": 1}'})
+    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-2000:]
+    assert served_version(port) == 1  # a model's first release goes direct
+
+    answer = {"decision": "promote", "reviewer": "ana", "comment": "the photos look right"}
+    candidate = {**RELEASED, "train": '{"epochs": 2, "seed": 7}', "release": SHADOW_APPROVED}
+    with (
+        Traffic(port, clients=2, images=fashion_mnist.x_test[5000:6000], seconds=600, files=PHOTOS) as traffic,
+        ThreadPoolExecutor(1) as pool,
+    ):
+        release = pool.submit(run_deployment, stack.env(), candidate)
+        paused = _resume_when_paused(stack, answer)
+        second = release.result()
+    assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-2000:]
+    assert traffic.failures == []
+    assert traffic.versions.keys() == {1, 2}
+    assert served_version(port) == 2
+
+    client = MlflowClient(tracking_uri=stack.mlflow_url, registry_uri=stack.mlflow_url)
+    version = client.get_model_version("clothes", "2")
+    assert "champion" in version.aliases
+    assert version.tags["shadow.decision"] == "promote", version.tags.get("shadow.reasons")
+    assert {k: version.tags[f"approval.{k}"] for k in ("decision", "by", "comment")} == {
+        "decision": "promote",
+        "by": "ana",
+        "comment": "the photos look right",
+    }
+    compared = client.get_run(version.run_id).data.metrics["shadow.compared"]
+    assert compared >= 600
+    assert paused["state"]["type"] == "PAUSED"
+    # Production shipped the paired records to the store as it rotated (and removed them here): the
+    # analysis found its evidence there.
+    store = ObjectStore("s3://clothes/capture", env=stack.client_env())
+    shipped = GrowingWindow(tmp_path / "elsewhere", store, started, frozenset({"shadow"})).read()
+    assert sum(len(r["ids"]) for r in shipped if r["shadow_version"] == 2) >= compared
+    here = read_records(Path(release_env["MLOPS_PREDICTION_LOG_DIR"]), since=started)
+    assert sum(len(r["ids"]) for r in here if r["type"] == "shadow") < compared
 
 
 @pytest.fixture

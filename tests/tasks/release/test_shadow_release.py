@@ -1,10 +1,10 @@
 """Shadow releases on a real Docker engine, with live traffic on production throughout (test images as
-JSON and the example photos as files, in turn): a candidate of the champion's recipe (another seed) is
-promoted by the analysis; a clearly worse one, let through offline by lenient gates, is aborted by its
-disagreement with production; one whose image was configured to squeeze photos instead of converting
-them passes its smoke test (JSON) and is aborted on the live photos; one whose server refuses photo
-files (a pixel budget below theirs) is aborted by its errors; and production, the champion and the log
-directory stay as they were."""
+JSON and the example photos as files, in turn): a clearly worse candidate, let through offline by
+lenient gates, is aborted by its disagreement with production; one whose image was configured to
+squeeze photos instead of converting them passes its smoke test (JSON) and is aborted on the live
+photos; one whose server refuses photo files (a pixel budget below theirs) is aborted by its errors;
+and production, the champion and the log directory stay as they were. A candidate promoted by the
+analysis and a person's approval: tests/ops/test_stack.py, through the stack's worker."""
 
 from __future__ import annotations
 
@@ -38,7 +38,9 @@ def params(fashion_dir, seed: int, train_limit: int = 60000, epochs: int = 3, se
     }
 
 
-def test_shadow_promotes_a_sibling_and_aborts_a_worse_candidate(release_env, docker_engine, fashion_dir, fashion_mnist):
+def test_shadow_aborts_candidates_worse_or_broken_on_live_traffic(
+    release_env, docker_engine, fashion_dir, fashion_mnist
+):
     port = release_env["MLOPS_DEPLOY_PORT"]
     log_dir = release_env["MLOPS_PREDICTION_LOG_DIR"]
     first = train_and_deploy(**params(fashion_dir, seed=1), release=SHADOW)
@@ -47,26 +49,13 @@ def test_shadow_promotes_a_sibling_and_aborts_a_worse_candidate(release_env, doc
     client = MlflowClient()
 
     with Traffic(port, clients=2, images=fashion_mnist.x_test[5000:6000], seconds=1200, files=PHOTOS) as traffic:
-        sibling = train_and_deploy(**params(fashion_dir, seed=7), release=SHADOW)
-        assert sibling["shadow"]["outcome"] == "promote", sibling["shadow"]
-        assert sibling["promoted"]
-        assert served_version(port) == 2
         worse = train_and_deploy(**params(fashion_dir, seed=3, train_limit=2000, epochs=1), release=SHADOW)
         squeezing = params(fashion_dir, seed=9, train_limit=20000, epochs=2, serving={"preprocess": "false"})
         squeezing = train_and_deploy(**squeezing, release=SHADOW)
         refusing = params(fashion_dir, seed=11, train_limit=5000, epochs=1, serving={"max_image_pixels": "784"})
         refusing = train_and_deploy(**refusing, release=SHADOW)
     assert traffic.failures == []
-    assert traffic.versions.keys() == {1, 2}
-
-    promoted = sibling["shadow"]
-    assert promoted["compared"] >= SHADOW.min_images
-    assert promoted["disagreement_high"] <= promoted["allowed_disagreement"]
-    v2 = client.get_model_version("clothes", "2")
-    assert v2.tags["shadow.decision"] == "promote"
-    assert client.get_run(v2.run_id).data.metrics["shadow.compared"] >= SHADOW.min_images
-    # each model's accuracy on the mirrored images, estimated without labels with its own run's statistics
-    assert abs(promoted["estimated_accuracy"] - promoted["estimated_accuracy_production"]) < 0.05
+    assert traffic.versions.keys() == {1}
 
     aborted = worse["shadow"]
     assert aborted["outcome"] == "abort", aborted
@@ -74,10 +63,11 @@ def test_shadow_promotes_a_sibling_and_aborts_a_worse_candidate(release_env, doc
     assert aborted["estimated_accuracy"] < aborted["estimated_accuracy_production"] - 0.05
     assert not worse["promoted"]
     assert worse["container_stage"] == "not promoted: shadow analysis abort"
-    v3 = client.get_model_version("clothes", "3")
-    assert v3.tags["shadow.decision"] == "abort"
-    assert str(client.get_model_version_by_alias("clothes", CHAMPION).version) == "2"
-    assert served_version(port) == 2
+    v2 = client.get_model_version("clothes", "2")
+    assert v2.tags["shadow.decision"] == "abort"
+    assert client.get_run(v2.run_id).data.metrics["shadow.compared"] == aborted["compared"]
+    assert str(client.get_model_version_by_alias("clothes", CHAMPION).version) == "1"
+    assert served_version(port) == 1
 
     # Fine offline (its smoke test sends JSON), broken on photos: it answers them as squeezed frames.
     broken = squeezing["shadow"]
@@ -88,10 +78,10 @@ def test_shadow_promotes_a_sibling_and_aborts_a_worse_candidate(release_env, doc
     assert refusing["container_stage"] == "not promoted: shadow analysis abort", failing
     assert "the shadow failed" in " ".join(failing["reasons"])
     assert failing["errors"] >= 10
-    for version in ("4", "5"):
+    for version in ("3", "4"):
         assert client.get_model_version("clothes", version).tags["shadow.decision"] == "abort"
-    assert str(client.get_model_version_by_alias("clothes", CHAMPION).version) == "2"
-    assert served_version(port) == 2
+    assert str(client.get_model_version_by_alias("clothes", CHAMPION).version) == "1"
+    assert served_version(port) == 1
     shadows = docker_engine.containers.list(all=True, filters={"label": f"{LABEL}.role=shadow"})
     assert [c.name for c in shadows if c.name.startswith(release_env["MLOPS_DEPLOY_NAME"])] == []
     assert not (Path(log_dir) / CONFIG_FILE).exists()
