@@ -16,8 +16,9 @@ SMALL_RUN = {
 }
 
 
-def run_deployment(env: dict[str, str], params: dict[str, str]) -> subprocess.CompletedProcess:
-    """`prefect deployment run train-and-deploy/weekly --watch`, as a user runs it, with `env`."""
+def run_deployment(env: dict[str, str], params: dict[str, str], timeout: int = 400) -> subprocess.CompletedProcess:
+    """`prefect deployment run train-and-deploy/weekly --watch`, as a user runs it, with `env`; fails
+    after `timeout` seconds."""
     arguments = [a for k, v in params.items() for a in ("--param", f"{k}={v}")]
     command = [
         sys.executable,
@@ -28,7 +29,7 @@ def run_deployment(env: dict[str, str], params: dict[str, str]) -> subprocess.Co
         "train-and-deploy/weekly",
         "--watch",
         "--watch-timeout",
-        "400",
+        str(timeout),
         *arguments,
     ]
-    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=450)
+    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=timeout + 50)
