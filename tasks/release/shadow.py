@@ -20,7 +20,9 @@ from prefect import get_run_logger, task
 from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
+from serving.log.object_store import StoreError
 from serving.log.reader import GrowingWindow
+from serving.log.records import Record
 from serving.mirror import CONFIG_FILE
 from tasks.evaluation.estimate import load_estimator
 from tasks.network import free_port
@@ -122,21 +124,30 @@ def estimators_of(ref: ModelRef, run_id: str) -> Estimators:
 
 
 def watch(
-    shadow: ShadowDeployment,
     ref: ModelRef,
     params: ReleaseParams,
     offline: float | None,
     traffic: GrowingWindow,
     log: Log,
     estimators: Estimators,
-):
-    """Analyse every `interval_seconds` until the verdict is no longer `wait`, or the deadline."""
+) -> Verdict:
+    """Analyse every `interval_seconds` until the verdict is no longer `wait`, or the deadline. A store
+    that does not answer postpones an analysis (the last records read are judged at the deadline): it
+    never fails the release, and production is never touched."""
     deadline = time.monotonic() + params.deadline_minutes * 60
+    records: list[Record] = []
     while True:
         time.sleep(max(0.0, min(params.interval_seconds, deadline - time.monotonic())))
-        records = traffic.read()
+        final = time.monotonic() >= deadline
+        try:
+            records = traffic.read()
+        except StoreError as exc:
+            then = "judging what was read" if final else "trying again at the next interval"
+            log(f"shadow analysis: the capture store did not answer ({exc}); {then}")
+            if not final:
+                continue
         evidence = shadow_evidence(records, ref.version, estimators)
-        verdict = judge(evidence, params, offline, final=time.monotonic() >= deadline)
+        verdict = judge(evidence, params, offline, final=final)
         log(
             f"shadow analysis: {evidence.requests} requests, {evidence.compared} images compared, "
             f"disagreement {evidence.disagreement:.2%}, errors {evidence.errors}: {verdict.outcome}"
@@ -166,7 +177,7 @@ def shadow_task(
             # production's log here, and every file capture shipped (and removed here) from the store
             log_dir, store = settings.monitor.prediction_log_dir, capture_store(settings)
             traffic = GrowingWindow(log_dir, store, shadow.started, PAIRED)
-            verdict = watch(shadow, ref, params, offline, traffic, logger.info, estimators_of(ref, run_id))
+            verdict = watch(ref, params, offline, traffic, logger.info, estimators_of(ref, run_id))
         finally:
             stop_shadow(shadow, logger.info)
     create_table_artifact(verdict.table(), key="shadow-analysis", description=f"{ref} in shadow: {verdict.outcome}")

@@ -1,15 +1,18 @@
 """The shadow analysis on paired records with known answers: it promotes a candidate that agrees as the
 test split said it would, aborts one that disagrees, fails, is slow or is worse on labelled requests,
-waits while the evidence is thin and calls it inconclusive at the deadline."""
+waits while the evidence is thin and calls it inconclusive at the deadline; a capture store that does
+not answer postpones an analysis and never fails the release."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
+from serving.log.object_store import StoreError
 from tasks.evaluation.estimate import EstimatorStats
 from tasks.evaluation.metrics import wilson
-from tasks.params import ReleaseParams
+from tasks.params import ModelRef, ReleaseParams
+from tasks.release.shadow import watch
 from tasks.release.shadow_analysis import Estimators, judge, shadow_evidence
 
 PARAMS = ReleaseParams(strategy="shadow", min_images=300)
@@ -183,3 +186,32 @@ def test_each_models_estimated_accuracy_is_reported_beside_the_other_and_decides
     assert "shadow.estimated_accuracy" not in unknown.metrics()
     rows = {row["check"]: row["value"] for row in judge(unknown, PARAMS, 0.06, False).table()}
     assert rows["estimated accuracy (no labels)"] == "candidate n/a, production n/a"
+
+
+class FlakyStore:
+    """The records as the release reads them, with the capture store failing the first `failures` reads."""
+
+    def __init__(self, lines: list[dict], failures: int) -> None:
+        self.lines, self.failures, self.reads = lines, failures, 0
+
+    def read(self) -> list[dict]:
+        self.reads += 1
+        if self.reads <= self.failures:
+            raise StoreError("clothes: list_objects_v2 failed: could not connect")
+        return self.lines
+
+
+def test_a_store_that_does_not_answer_postpones_the_analysis_and_never_fails_the_release():
+    said: list[str] = []
+    params = PARAMS.model_copy(update={"interval_seconds": 0.01})
+    traffic = FlakyStore(records(400, disagree=0.02), failures=2)
+    verdict = watch(ModelRef("clothes", 2), params, 0.06, traffic, said.append, Estimators())
+    assert verdict.outcome == "promote"
+    assert traffic.reads == 3
+    assert sum("capture store did not answer" in line for line in said) == 2
+
+    # Still failing at the deadline: what was read last is judged (here nothing: inconclusive).
+    params = PARAMS.model_copy(update={"interval_seconds": 0.01, "deadline_minutes": 0.001})
+    verdict = watch(ModelRef("clothes", 2), params, 0.06, FlakyStore([], failures=10**6), said.append, Estimators())
+    assert verdict.outcome == "inconclusive"
+    assert "judging what was read" in said[-2]
