@@ -192,6 +192,26 @@ def capturing_replica(model_root: Path, log_dir: Path, node: str, url: str, **se
     return create_app(model_root, serving)
 
 
+def ship_the_rest(log_dir: Path, store, node: str, seconds: float = 30) -> None:
+    """A worker's exit ships within its 5 s deadline; what a store slower than that leaves (its first
+    writes after it starts can be) another worker of the node ships, as here. Files still being
+    shipped by the exiting worker's thread are locked and skipped until it is done."""
+    import contextlib
+    import time
+
+    from serving.log.capture import Capture
+    from serving.log.object_store import StoreError
+
+    other = Capture(log_dir, store, node)
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline and (
+        list(log_dir.glob("predictions-*")) or list((log_dir / "summaries").rglob("*.json"))
+    ):
+        with contextlib.suppress(StoreError):
+            other.ship()
+        time.sleep(0.5)
+
+
 @pytest.fixture(scope="module")
 def object_store(tmp_path_factory: pytest.TempPathFactory):
     """A real S3-compatible store (SeaweedFS, the stack's) on loopback, for the module's tests."""

