@@ -247,7 +247,7 @@ SHADOW_APPROVED = json.dumps(
 PHOTOS = tuple(sorted((REPO / "examples" / "photos").iterdir()))
 
 
-def _resume_when_paused(stack: Stack, answer: dict, timeout: float = 600) -> dict:
+def _resume_when_paused(stack: Stack, answer: dict, timeout: float = 600) -> None:
     """A reviewer: waits for the paused release and resumes it with `answer` through Prefect's REST API,
     as the UI's form does."""
     deadline = time.monotonic() + timeout
@@ -256,7 +256,7 @@ def _resume_when_paused(stack: Stack, answer: dict, timeout: float = 600) -> dic
         if paused:
             result = _api(stack, f"/flow_runs/{paused[0]['id']}/resume", {"run_input": answer})
             assert result["status"] == "ACCEPT", result
-            return paused[0]
+            return
         time.sleep(1)
     raise AssertionError("no release paused for a person's decision")
 
@@ -277,7 +277,7 @@ def test_a_shadow_release_on_the_stack_is_analysed_on_live_traffic_approved_and_
         ThreadPoolExecutor(1) as pool,
     ):
         release = pool.submit(run_deployment, stack.env(), candidate, 600)
-        paused = _resume_when_paused(stack, answer)
+        _resume_when_paused(stack, answer)
         second = release.result()
     assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-2000:]
     assert traffic.failures == []
@@ -295,7 +295,6 @@ def test_a_shadow_release_on_the_stack_is_analysed_on_live_traffic_approved_and_
     }
     compared = client.get_run(version.run_id).data.metrics["shadow.compared"]
     assert compared >= 3000
-    assert paused["state"]["type"] == "PAUSED"
     # Production shipped the paired records to the store as it rotated (and removed them here): the
     # analysis found its evidence there.
     store = ObjectStore("s3://clothes/capture", env=stack.client_env())
