@@ -107,31 +107,41 @@ def file_id(name: str) -> str:
 
 class GrowingWindow:
     """The records of `types` since `since`, read again and again while traffic flows (a shadow release's
-    analysis at every interval): this machine's files each time, and every node's files in the store,
-    where capture moves closed files (and removes them here), each fetched once, as shipped files
-    never change. A file both here and in the store counts once."""
+    analysis at every interval): the files workers write into are read each time; a closed file
+    (compressed here, or shipped to the store, where capture moves it and removes it here) never
+    changes, so it is parsed once, wherever it is found first. A file both here and in the store
+    counts once."""
 
     def __init__(self, log_dir: Path, store: ObjectStore | None, since: float, types: frozenset[str]) -> None:
         self.log_dir, self.store, self.since, self.types = Path(log_dir), store, since, types
-        self._shipped: dict[str, list[Record]] = {}
+        self._closed: dict[str, list[Record]] = {}  # file id -> its records
 
     def read(self) -> list[Record]:
         until = time.time()
         records: list[Record] = []
         here: set[str] = set()
         for path in log_files(self.log_dir):  # before the store's listing: a file shipped meanwhile is there
-            lines = read_file(path, self.since)
-            if lines is not None:
-                here.add(file_id(path.name))
-                records.extend(parse_lines(lines, self.since, until, self.types))
+            name = file_id(path.name)
+            if name not in self._closed:
+                lines = read_file(path, self.since)
+                if lines is None:
+                    continue
+                parsed = parse_lines(lines, self.since, until, self.types)
+                if path.name.endswith(".gz"):
+                    self._closed[name] = parsed
+                records.extend(parsed)
+            else:
+                records.extend(self._closed[name])
+            here.add(name)
         if self.store is not None:
             for key in shipped_logs(self.store, self.since, until):
-                if file_id(key) in here:
+                name = file_id(key)
+                if name in here:
                     continue
-                if key not in self._shipped:
+                if name not in self._closed:
                     lines = file_lines(key, self.store.get(key))
-                    self._shipped[key] = parse_lines(lines, self.since, math.inf, self.types)
-                records.extend(self._shipped[key])
+                    self._closed[name] = parse_lines(lines, self.since, math.inf, self.types)
+                records.extend(self._closed[name])
         return unique(records)
 
 

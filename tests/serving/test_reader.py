@@ -4,7 +4,10 @@ from the store, every record once, however often the window is read."""
 
 from __future__ import annotations
 
+import gzip
 import time
+
+import orjson
 
 from serving.log.reader import GrowingWindow, log_files
 from serving.log.records import ShadowLine
@@ -71,3 +74,12 @@ def test_the_window_reads_every_node_once_whether_a_file_is_here_shipped_or_both
     assert (
         GrowingWindow(tmp_path / "node-a", object_store.client("growing"), since, frozenset({"feedback"})).read() == []
     )
+
+
+def test_a_closed_file_is_parsed_once(tmp_path):
+    closed = tmp_path / f"predictions-host-1-{time.time_ns()}.jsonl.gz"
+    closed.write_bytes(gzip.compress(b"".join(orjson.dumps(paired(n, "a")) + b"\n" for n in range(5))))
+    window = GrowingWindow(tmp_path, None, time.time() - 60, PAIRED)
+    assert ids(window.read()) == [f"a-{n}" for n in range(5)]
+    closed.write_bytes(b"not read again")  # closed files never change: what was parsed counts
+    assert ids(window.read()) == [f"a-{n}" for n in range(5)]
